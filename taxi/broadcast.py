@@ -1,0 +1,162 @@
+"""The broadcast set-up: broadcaster's interface, with a Redis backend that heals.
+
+broadcaster 0.3.1's own Redis backend loses the first subscriber's messages with
+redis-py 8 and dies silently when Redis restarts (its listener ends and nobody
+restarts it). This backend owns its pub/sub loop: it reconnects with backoff,
+re-subscribes every channel, and then tells each channel's listeners to re-read the
+current state (`events.RESYNC`), because messages published meanwhile are gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from broadcaster import Broadcast, Event
+from broadcaster._backends.base import BroadcastBackend
+from redis import asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from taxi.config import Settings
+from taxi.events import RESYNC
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 2.0
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    # No silent retries inside redis-py: the loop below must see every disconnect,
+    # or it could not tell listeners that they missed messages.
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class ResilientRedisBackend(BroadcastBackend):
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._channels: set[str] = set()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.reconnects = 0
+
+    async def connect(self) -> None:
+        self._redis = redis_client(self._url)
+        self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
+
+    async def disconnect(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        if self._pubsub is not None:
+            with suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        if self._pubsub is not None and self.connected:
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisError, OSError):
+                pass  # the loop re-subscribes every channel when it reconnects
+        self._wake.set()
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._pubsub is not None and self.connected:
+            with suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._redis.publish(channel, message)
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def ping(self) -> None:
+        await asyncio.wait_for(self._redis.ping(), timeout=2)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await self._redis.ping()
+                if self._channels:
+                    await pubsub.subscribe(*self._channels)
+                self._pubsub = pubsub
+                self.connected = True
+                delay = 0.1
+                if not first:
+                    self.reconnects += 1
+                    log.info(
+                        "redis pub/sub reconnected; resyncing %d channels", len(self._channels)
+                    )
+                    for channel in self._channels:
+                        self._queue.put_nowait(Event(channel, RESYNC))
+                first = False
+                await self._listen(pubsub)
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("redis pub/sub lost: %r; reconnecting", exc)
+                self.connected = False
+                self._pubsub = None
+                with suppress(RedisError, OSError):
+                    await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            if not pubsub.subscribed:
+                # Nothing to read yet; wake on the first subscribe, and ping meanwhile
+                # so an outage is noticed even on an idle process.
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=5)
+                except TimeoutError:
+                    await self._redis.ping()
+                continue
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "message":
+                self._queue.put_nowait(Event(message["channel"], message["data"]))
+
+
+def create_broadcast(settings: Settings) -> Broadcast:
+    if settings.redis_url:
+        return Broadcast(backend=ResilientRedisBackend(settings.redis_url))
+    return Broadcast("memory://")
+
+
+@asynccontextmanager
+async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
+    broadcast = create_broadcast(settings)
+    await broadcast.connect()
+    try:
+        yield broadcast
+    finally:
+        await broadcast.disconnect()
+
+
+async def ping(broadcast: Broadcast) -> None:
+    """Raises when the backend cannot be reached (memory:// always answers)."""
+    backend = broadcast._backend
+    if isinstance(backend, ResilientRedisBackend):
+        await backend.ping()
+        if not backend.connected:
+            raise ConnectionError("redis pub/sub is reconnecting")

@@ -1,0 +1,95 @@
+"""`taxi serve | migrate | createsuperuser | print-schema`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from taxi.config import Settings, SettingsError
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "taxi.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        # Frames are small JSON; compressing each one costs more CPU than it saves.
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_ws_message_bytes,
+        timeout_graceful_shutdown=10,
+        proxy_headers=True,
+    )
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> None:
+    from taxi.migrate import upgrade
+
+    upgrade(settings)
+
+
+async def _create_superuser(settings: Settings, username: str, password: str) -> None:
+    from taxi.auth import hash_password
+    from taxi.db import open_database
+    from taxi.models import User, UserGroup
+
+    async with open_database(settings) as (_engine, sessions), sessions() as session:
+        session.add(
+            User(
+                username=username,
+                first_name=username,
+                last_name="",
+                group=UserGroup.DRIVER,
+                password=await hash_password(password),
+                is_staff=True,
+            )
+        )
+        await session.commit()
+
+
+def _createsuperuser(args: argparse.Namespace, settings: Settings) -> None:
+    password = args.password or getpass.getpass("Password: ")
+    asyncio.run(_create_superuser(settings, args.username, password))
+
+
+def _print_schema(_args: argparse.Namespace, _settings: Settings) -> None:
+    from taxi.schema import print_schema
+
+    sys.stdout.write(print_schema())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="taxi")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    su = sub.add_parser("createsuperuser", help="create a staff user")
+    su.add_argument("--username", required=True)
+    su.add_argument("--password")
+    su.set_defaults(func=_createsuperuser)
+    sub.add_parser("print-schema", help="print the GraphQL schema").set_defaults(func=_print_schema)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings()
+    except SettingsError as exc:
+        parser.exit(2, f"taxi: {exc}\n")
+    args.func(args, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""All configuration, read once from the environment (see PROTOCOL.md's table)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot run the service (e.g. production without JWT_SECRET)."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs that hosting platforms hand out to the async drivers we use."""
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    taxi_env: Literal["development", "production", "test"] = "development"
+    database_url: str = ""
+    redis_url: str | None = None
+    jwt_secret: str | None = Field(default=None, repr=False)
+    access_token_ttl: int = Field(default=300, gt=0)
+    refresh_token_ttl: int = Field(default=86400, gt=0)
+    media_root: Path = Path("./media")
+    allowed_origins: str | None = None
+    graphiql: bool | None = None
+    introspection: bool = True
+
+    # PG* fallback, used only when DATABASE_URL is unset.
+    pghost: str | None = None
+    pgport: int | None = None
+    pguser: str | None = None
+    pgpassword: str | None = Field(default=None, repr=False)
+    pgdatabase: str | None = None
+
+    # Limits (documented in README).
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_ws_message_bytes: int = 64 * 1024
+    login_max_failures: int = 5
+    login_failure_window: int = 300
+    ws_keepalive_seconds: float = 10.0
+    ws_init_timeout_seconds: float = 3.0
+    subscriber_queue_size: int = 64
+    # "fast" trades hash strength for test speed; refused in production.
+    password_hashing: Literal["default", "fast"] = "default"
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.database_url:
+            if self.pgdatabase:
+                auth = quote(self.pguser or "", safe="")
+                if self.pgpassword:
+                    auth += ":" + quote(self.pgpassword, safe="")
+                host = self.pghost or "localhost"
+                port = self.pgport or 5432
+                at = f"{auth}@" if auth else ""
+                self.database_url = f"postgresql+asyncpg://{at}{host}:{port}/{self.pgdatabase}"
+            else:
+                self.database_url = DEFAULT_DATABASE_URL
+        self.database_url = normalize_database_url(self.database_url)
+        if self.production and self.password_hashing != "default":
+            raise SettingsError("PASSWORD_HASHING=fast is for tests only")
+        if not self.jwt_secret:
+            if self.production:
+                raise SettingsError("JWT_SECRET must be set when TAXI_ENV=production")
+            # Development only: tokens die with the process, which is the point.
+            self.jwt_secret = secrets.token_urlsafe(48)
+        return self
+
+    @property
+    def production(self) -> bool:
+        return self.taxi_env == "production"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def origins(self) -> list[str]:
+        if not self.allowed_origins:
+            return []
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

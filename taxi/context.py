@@ -1,0 +1,71 @@
+"""The typed context every resolver gets, one per HTTP request or per WebSocket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from taxi.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from broadcaster import Broadcast
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+
+    from taxi.config import Settings
+    from taxi.db import SessionMaker
+    from taxi.events import Publisher
+    from taxi.hub import Hub
+    from taxi.models import User
+    from taxi.ratelimit import LoginLimiter
+
+
+@dataclass
+class Services:
+    """What the lifespan opened; shared by every request of one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    db: SessionMaker
+    broadcast: Broadcast
+    events: Publisher
+    hub: Hub
+    limiter: LoginLimiter
+
+
+@dataclass
+class Context:
+    services: Services
+    request: Request | WebSocket
+    response: Response | WebSocket | None = None
+    # Set by the WebSocket handlers from connection_init.
+    connection_params: dict[str, Any] | None = None
+    # The raw bearer token (HTTP header, or connection_init on a socket).
+    token: str | None = None
+    _user: User | None = field(default=None, repr=False)
+    _auth_error: Unauthenticated | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def db(self) -> SessionMaker:
+        return self.services.db
+
+    async def user(self) -> User:
+        """The signed-in, active user; Unauthenticated otherwise. Cached per context."""
+        if self._user is not None:
+            return self._user
+        if self._auth_error is not None:
+            raise self._auth_error
+        from taxi.resolvers.accounts import authenticate
+
+        try:
+            self._user = await authenticate(db=self.db, settings=self.settings, token=self.token)
+        except Unauthenticated as exc:
+            self._auth_error = exc
+            raise
+        return self._user

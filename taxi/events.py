@@ -1,0 +1,72 @@
+"""Trip events: their shape, the channels they travel on, publishing after commit.
+
+Every channel name is made here. An event's message is JSON text carrying the complete
+trip state (trip, rider, driver, position), so no subscriber ever queries per event."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from broadcaster import Broadcast
+from redis.exceptions import RedisError
+
+from taxi.views import LocationView, TripView
+
+log = logging.getLogger(__name__)
+
+# Sent by the broadcast backend on a channel after it reconnected: messages may have
+# been missed, so watchers re-read the current state once.
+RESYNC = "__resync__"
+
+POOL = "taxi:pool"  # trips entering or leaving the pool of requested trips
+TRIPS = "taxi:trips"  # every change to every trip (tripsUpdated filters by visibility)
+
+
+def trip_channel(trip_id: uuid.UUID | str) -> str:
+    return f"taxi:trip:{trip_id}"
+
+
+def location_channel(trip_id: uuid.UUID | str) -> str:
+    return f"taxi:trip:{trip_id}:location"
+
+
+def _encode(kind: str, key: str, body: dict[str, Any]) -> str:
+    # `at` is the publish time (epoch seconds), for latency measurements.
+    return orjson.dumps({"kind": kind, "key": key, "at": time.time(), **body}).decode()
+
+
+def decode(message: str) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(message)
+    return data
+
+
+class Publisher:
+    """Publishes committed changes. Call only after the transaction committed: a
+    publish failure is logged, never raised, because the change itself is durable and
+    watchers re-read the state when the backend comes back."""
+
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+
+    async def _send(self, channels: list[str], message: str) -> None:
+        for channel in channels:
+            try:
+                await self.broadcast.publish(channel, message)
+            except (RedisError, OSError) as exc:
+                log.warning("publish to %s failed: %r", channel, exc)
+
+    async def trip_changed(self, trip: TripView, *, kind: str, left_pool: bool = False) -> None:
+        body = {"trip": trip.to_json(), "left_pool": left_pool}
+        message = _encode(kind, str(trip.id), body)
+        channels = [trip_channel(trip.id), TRIPS]
+        if kind == "requested" or left_pool:
+            channels.append(POOL)
+        await self._send(channels, message)
+
+    async def location_reported(self, trip: TripView, location: LocationView) -> None:
+        body = {"trip": trip.to_json(), "location": TripView.location_json(location)}
+        await self._send([location_channel(trip.id)], _encode("location", str(trip.id), body))

@@ -1,0 +1,135 @@
+"""Per-process fan-out: ONE broadcast subscription per channel, bounded inboxes per watcher.
+
+broadcaster gives each subscriber an unbounded queue, and its first-subscriber path
+can race. Here each channel has one pump task that decodes an event once and hands
+it to every local inbox. An inbox holds at most `maxsize` keys; a newer state for a
+key (a trip) replaces the stale one in place, so a phone that stops reading costs a
+bounded amount of memory and never slows the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from broadcaster import Broadcast
+
+from taxi import events
+
+log = logging.getLogger(__name__)
+
+Item = dict[str, Any]
+RESYNC_ITEM: Item = {"kind": events.RESYNC, "key": events.RESYNC}
+
+
+class Inbox:
+    __slots__ = ("_items", "_ready", "dropped", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, Item] = OrderedDict()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, item: Item) -> None:
+        key = item["key"]
+        if key in self._items:
+            self._items[key] = item  # newest state wins, in the stale one's place
+            self.dropped += 1
+        else:
+            if len(self._items) >= self.maxsize:
+                self._items.popitem(last=False)
+                self.dropped += 1
+            self._items[key] = item
+        self._ready.set()
+
+    async def get(self) -> Item:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popitem(last=False)[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Item]:
+        while True:
+            yield await self.get()
+
+
+class _Channel:
+    __slots__ = ("inboxes", "task")
+
+    def __init__(self) -> None:
+        self.inboxes: set[Inbox] = set()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Hub:
+    def __init__(self, broadcast: Broadcast, *, maxsize: int = 64) -> None:
+        self.broadcast = broadcast
+        self.maxsize = maxsize
+        self._channels: dict[str, _Channel] = {}
+        self._lock = asyncio.Lock()
+
+    def watchers(self, channel: str) -> int:
+        ch = self._channels.get(channel)
+        return len(ch.inboxes) if ch else 0
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Inbox]:
+        inbox = Inbox(self.maxsize)
+        async with self._lock:
+            ch = self._channels.get(channel)
+            if ch is None:
+                ch = self._channels[channel] = _Channel()
+                ready = asyncio.Event()
+                ch.task = asyncio.create_task(self._pump(channel, ch, ready))
+                # The backend subscription is live before the caller reads the current
+                # state, so nothing committed in between can slip past.
+                await ready.wait()
+                if ch.task.done():
+                    del self._channels[channel]
+                    ch.task.result()  # re-raise why the backend refused
+            ch.inboxes.add(inbox)
+        try:
+            yield inbox
+        finally:
+            ch.inboxes.discard(inbox)
+            if not ch.inboxes:
+                async with self._lock:
+                    if not ch.inboxes and self._channels.get(channel) is ch:
+                        del self._channels[channel]
+                        assert ch.task is not None
+                        ch.task.cancel()
+                        with suppress(asyncio.CancelledError):
+                            await ch.task
+
+    async def _pump(self, channel: str, ch: _Channel, ready: asyncio.Event) -> None:
+        try:
+            async with self.broadcast.subscribe(channel) as subscriber:
+                ready.set()
+                await self._deliver(channel, ch, subscriber)
+        finally:
+            ready.set()
+
+    async def _deliver(self, channel: str, ch: _Channel, subscriber: Any) -> None:
+        async for event in subscriber:
+            if event is None:
+                continue
+            if event.message == events.RESYNC:
+                item = RESYNC_ITEM
+            else:
+                try:
+                    item = events.decode(event.message)
+                except ValueError:
+                    log.warning("dropping undecodable event on %s", channel)
+                    continue
+            for inbox in ch.inboxes:
+                inbox.put(item)

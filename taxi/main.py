@@ -1,0 +1,137 @@
+"""The ASGI application: `create_app(settings)`; `uvicorn taxi.main:app` also works."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from taxi import broadcast as broadcast_mod
+from taxi import db as db_mod
+from taxi.broadcast import open_broadcast, redis_client
+from taxi.config import Settings
+from taxi.context import Services
+from taxi.events import Publisher
+from taxi.hub import Hub
+from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
+from taxi.schema import build_schema
+from taxi.view import TaxiGraphQL
+
+log = logging.getLogger("taxi")
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Everything that connects somewhere, opened and closed together."""
+    async with AsyncExitStack() as stack:
+        engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
+        broadcast = await stack.enter_async_context(open_broadcast(settings))
+        limiter: LoginLimiter
+        if settings.redis_url:
+            client = redis_client(settings.redis_url)
+            stack.push_async_callback(client.aclose)
+            limiter = RedisLoginLimiter(
+                client,
+                max_failures=settings.login_max_failures,
+                window=settings.login_failure_window,
+            )
+        else:
+            limiter = MemoryLoginLimiter(
+                max_failures=settings.login_max_failures, window=settings.login_failure_window
+            )
+        yield Services(
+            settings=settings,
+            engine=engine,
+            db=sessions,
+            broadcast=broadcast,
+            events=Publisher(broadcast),
+            hub=Hub(broadcast, maxsize=settings.subscriber_queue_size),
+            limiter=limiter,
+        )
+
+
+async def healthz(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    failed: dict[str, str] = {}
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe, timeout=3)
+        except Exception as exc:  # noqa: BLE001 - any failure of a probe is "down"
+            failed[name] = type(exc).__name__
+
+    await asyncio.gather(
+        check("database", db_mod.ping(services.engine)),
+        check("broadcast", broadcast_mod.ping(services.broadcast)),
+    )
+    if failed:
+        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    schema = build_schema(mask_internal=settings.production, introspection=settings.introspection)
+    graphql = TaxiGraphQL(
+        schema,
+        settings=settings,
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        keep_alive=True,
+        keep_alive_interval=settings.ws_keepalive_seconds,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+        multipart_uploads_enabled=True,
+        allowed_origins=settings.origins,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            try:
+                yield
+            finally:
+                await graphql.close_sockets()
+
+    media = Path(settings.media_root)
+    media.mkdir(parents=True, exist_ok=True)
+    middleware = []
+    if settings.origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Apollo-Require-Preflight"],
+            )
+        )
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn taxi.main:app` builds the app on first access, not at import.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,49 @@
+"""Alembic environment: async engine, URL from Settings, SQLite-safe batch mode."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from taxi import models  # noqa: F401 - registers the tables on SQLModel.metadata
+from taxi.config import Settings
+from taxi.db import create_engine
+
+target_metadata = SQLModel.metadata
+
+
+def _settings() -> Settings:
+    settings = context.config.attributes.get("settings")
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,  # SQLite can only ALTER through table copies
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_engine(_settings())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_settings().database_url, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_async())

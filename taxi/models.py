@@ -1,0 +1,133 @@
+"""SQLModel tables. Timestamps are timezone-aware UTC on every backend."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; SQLite keeps them as naive UTC text."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _enum(cls: type[enum.Enum]) -> sa.Enum:
+    # Stored as the lower/upper-case value text, not a native PG enum: migrations stay
+    # identical on both backends and adding a value needs no ALTER TYPE.
+    return sa.Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class UserGroup(str, enum.Enum):
+    RIDER = "rider"
+    DRIVER = "driver"
+
+
+class TripStatus(str, enum.Enum):
+    REQUESTED = "REQUESTED"
+    STARTED = "STARTED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"
+
+
+ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGRESS)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=150, sa_column_kwargs={"unique": True}, nullable=False)
+    first_name: str = Field(max_length=150)
+    last_name: str = Field(max_length=150)
+    group: UserGroup = Field(sa_type=_enum(UserGroup))
+    password: str = Field(max_length=255)
+    photo: str | None = Field(default=None, max_length=255)
+    is_active: bool = True
+    is_staff: bool = False
+    date_joined: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One row per issued refresh token; rotation revokes it with a conditional UPDATE."""
+
+    __tablename__ = "refresh_token"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Trip(SQLModel, table=True):
+    __tablename__ = "trip"
+    __table_args__ = (
+        sa.Index("ix_trip_rider_created", "rider_id", "created", "id"),
+        sa.Index("ix_trip_driver_created", "driver_id", "created", "id"),
+        sa.Index("ix_trip_status_created", "status", "created", "id"),
+        # The database, not Python, keeps a rider to one active trip and a driver to
+        # one trip under way: a concurrent second one fails on these partial indexes.
+        sa.Index(
+            "uq_trip_rider_active",
+            "rider_id",
+            unique=True,
+            sqlite_where=sa.text("status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS')"),
+            postgresql_where=sa.text("status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS')"),
+        ),
+        sa.Index(
+            "uq_trip_driver_active",
+            "driver_id",
+            unique=True,
+            sqlite_where=sa.text("status IN ('STARTED', 'IN_PROGRESS')"),
+            postgresql_where=sa.text("status IN ('STARTED', 'IN_PROGRESS')"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    pick_up_address: str = Field(max_length=255)
+    drop_off_address: str = Field(max_length=255)
+    status: TripStatus = Field(default=TripStatus.REQUESTED, sa_type=_enum(TripStatus))
+    rider_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    driver_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    rating: int | None = None
+    driver_latitude: float | None = None
+    driver_longitude: float | None = None
+    driver_heading: float | None = None
+    driver_located_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+def row_dict(obj: SQLModel) -> dict[str, Any]:
+    return obj.model_dump()

@@ -1,0 +1,61 @@
+"""The schema, composed from its domains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import strawberry
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.tools import merge_types
+
+from taxi.schema.accounts import AccountMutation, AccountQuery
+from taxi.schema.errors import ErrorCodes
+from taxi.schema.limits import MaxPageSize
+from taxi.schema.subscriptions import Subscription
+from taxi.schema.trips import TripMutation, TripQuery
+
+Query = merge_types("Query", (AccountQuery, TripQuery))
+Mutation = merge_types("Mutation", (AccountMutation, TripMutation))
+
+MAX_DEPTH = 10
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list, execution_context: object = None) -> None:  # type: ignore[override]
+        # ErrorCodes logs what deserves logging; expected domain errors are not noise.
+        return None
+
+
+def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> strawberry.Schema:
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        lambda: ErrorCodes(mask_internal=mask_internal),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules([MaxPageSize]),
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return _Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,  # type: ignore[arg-type]
+    )
+
+
+def print_schema() -> str:
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,100 @@
+"""Every error leaves with `extensions.code` (PROTOCOL.md's table).
+
+Domain errors carry their code; database and backend outages become
+SERVICE_UNAVAILABLE; anything else is a bug: logged with its traceback and, in
+production, masked. Pre-execution failures also turn the HTTP status into 400."""
+
+from __future__ import annotations
+
+import logging
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from strawberry.extensions import MaskErrors
+
+from taxi.errors import AppError, ServiceUnavailable
+
+log = logging.getLogger("taxi.errors")
+
+# Codes that, on an error with no path, mean the request never executed: HTTP 400.
+PRE_EXECUTION_CODES = {
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
+    "BAD_REQUEST",
+    "BAD_USER_INPUT",
+}
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):
+        # Connection-level failures only; a constraint violation is a bug, not an outage.
+        return (
+            bool(exc.connection_invalidated)
+            or isinstance(exc.orig, (OSError, ConnectionError))
+            or "connect" in type(exc.orig).__name__.lower()
+            or _is_outage_text(str(exc.orig))
+        )
+    return isinstance(exc, (OSError, TimeoutError, PoolTimeout, RedisError, ConnectionError))
+
+
+def _is_outage_text(text: str) -> bool:
+    text = text.lower()
+    return any(s in text for s in ("connection", "terminat", "shutdown", "timeout", "closed"))
+
+
+def classify(error: GraphQLError) -> tuple[str, str, dict[str, object]]:
+    """(code, message, extra extensions) for one error."""
+    original = error.original_error
+    if isinstance(original, AppError):
+        return original.code, original.message, original.extensions
+    if original is None:
+        ext = dict(error.extensions or {})
+        if "code" in ext:
+            return str(ext["code"]), error.message, ext
+        if isinstance(error, GraphQLSyntaxError):
+            return "GRAPHQL_PARSE_FAILED", error.message, {}
+        if error.message.startswith("Variable '$"):
+            return "BAD_USER_INPUT", error.message, {}
+        return "GRAPHQL_VALIDATION_FAILED", error.message, {}
+    if isinstance(original, GraphQLError):
+        return classify(original)
+    if _is_outage(original):
+        log.warning("backend unavailable: %r", original)
+        return ServiceUnavailable.code, ServiceUnavailable.default_message, {}
+    log.error("internal error in %s", error.path, exc_info=original)
+    return "INTERNAL_SERVER_ERROR", str(original) or type(original).__name__, {}
+
+
+def with_codes(errors: list[GraphQLError], *, mask_internal: bool) -> list[GraphQLError]:
+    out = []
+    for error in errors:
+        if error.extensions and "code" in error.extensions:
+            out.append(error)  # already classified
+            continue
+        code, message, ext = classify(error)
+        if code == "INTERNAL_SERVER_ERROR" and mask_internal:
+            message = "Internal server error."
+        out.append(
+            GraphQLError(
+                message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions={**ext, "code": code},
+            )
+        )
+    return out
+
+
+class ErrorCodes(MaskErrors):
+    """Applies `with_codes` to every result, streamed (WebSocket) ones included."""
+
+    def __init__(self, *, mask_internal: bool) -> None:
+        super().__init__()
+        self.mask_internal = mask_internal
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return with_codes(errors, mask_internal=self.mask_internal)

@@ -1,0 +1,157 @@
+"""Trips: queries and lifecycle mutations."""
+
+from __future__ import annotations
+
+import strawberry
+
+from taxi.resolvers import trips
+from taxi.schema.types import (
+    Info,
+    Location,
+    PageInfo,
+    Trip,
+    TripConnection,
+    TripEdge,
+    TripStatus,
+)
+
+
+@strawberry.input
+class RequestTripInput:
+    pick_up_address: str
+    drop_off_address: str
+
+
+@strawberry.input
+class LocationInput:
+    latitude: float
+    longitude: float
+    heading: float | None = None
+
+
+@strawberry.type
+class TripQuery:
+    @strawberry.field(
+        description=(
+            "Trips the caller may see, newest first. A rider sees the trips they rode or\n"
+            "requested; a driver sees every REQUESTED trip plus the trips they drive."
+        )
+    )
+    async def trips(
+        self,
+        info: Info,
+        status: list[TripStatus] | None = strawberry.UNSET,
+        first: int | None = 20,
+        after: str | None = strawberry.UNSET,
+    ) -> TripConnection:
+        ctx = info.context
+        page = await trips.list_trips(
+            db=ctx.db,
+            user=await ctx.user(),
+            statuses=status or None,
+            first=20 if first is None else first,
+            after=after or None,
+        )
+        edges = [
+            TripEdge(cursor=c, node=Trip.of(t))
+            for c, t in zip(page.cursors, page.trips, strict=True)
+        ]
+        return TripConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+            ),
+            total_count=page.total_count,
+        )
+
+    @strawberry.field(
+        description="One trip the caller may see; a NOT_FOUND error (and null) otherwise."
+    )
+    async def trip(self, info: Info, id: strawberry.ID) -> Trip | None:
+        ctx = info.context
+        return Trip.of(await trips.get_trip(db=ctx.db, user=await ctx.user(), trip_id=id))
+
+
+@strawberry.type
+class TripMutation:
+    @strawberry.mutation(description="Riders: ask for a ride. Every driver is told at once.")
+    async def request_trip(self, info: Info, input: RequestTripInput) -> Trip:
+        ctx = info.context
+        view = await trips.request_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            user=await ctx.user(),
+            pick_up=input.pick_up_address,
+            drop_off=input.drop_off_address,
+        )
+        return Trip.of(view)
+
+    @strawberry.mutation(
+        description=(
+            "Drivers: take a REQUESTED trip (status becomes STARTED). Exactly one driver wins "
+            "a race; the others get CONFLICT."
+        )
+    )
+    async def accept_trip(self, info: Info, id: strawberry.ID) -> Trip:
+        ctx = info.context
+        return Trip.of(
+            await trips.accept_trip(
+                db=ctx.db, events=ctx.services.events, user=await ctx.user(), trip_id=id
+            )
+        )
+
+    @strawberry.mutation(
+        description="The trip's driver: STARTED -> IN_PROGRESS -> COMPLETED, one step at a time."
+    )
+    async def update_trip_status(self, info: Info, id: strawberry.ID, status: TripStatus) -> Trip:
+        ctx = info.context
+        return Trip.of(
+            await trips.update_trip_status(
+                db=ctx.db,
+                events=ctx.services.events,
+                user=await ctx.user(),
+                trip_id=id,
+                status=status,
+            )
+        )
+
+    @strawberry.mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
+    async def cancel_trip(self, info: Info, id: strawberry.ID) -> Trip:
+        ctx = info.context
+        return Trip.of(
+            await trips.cancel_trip(
+                db=ctx.db, events=ctx.services.events, user=await ctx.user(), trip_id=id
+            )
+        )
+
+    @strawberry.mutation(
+        description="The trip's driver, while STARTED or IN_PROGRESS: publish the car's position."
+    )
+    async def report_location(
+        self, info: Info, trip_id: strawberry.ID, location: LocationInput
+    ) -> Location:
+        ctx = info.context
+        view = await trips.report_location(
+            db=ctx.db,
+            events=ctx.services.events,
+            user=await ctx.user(),
+            trip_id=trip_id,
+            latitude=location.latitude,
+            longitude=location.longitude,
+            heading=location.heading,
+        )
+        return Location.of(view)
+
+    @strawberry.mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
+    async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> Trip:
+        ctx = info.context
+        return Trip.of(
+            await trips.rate_trip(
+                db=ctx.db,
+                events=ctx.services.events,
+                user=await ctx.user(),
+                trip_id=id,
+                rating=rating,
+            )
+        )

@@ -1,0 +1,147 @@
+"""The GraphQL endpoint: Strawberry's ASGI view with our context, auth and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+
+from taxi import auth
+from taxi.config import Settings
+from taxi.context import Context, Services
+from taxi.errors import Unauthenticated
+from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
+
+log = logging.getLogger("taxi.ws")
+
+GOING_AWAY = 1001
+FORBIDDEN = 4403
+
+
+def error_response(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+    )
+
+
+class TaxiGraphQL(GraphQL[Context, None]):
+    def __init__(self, schema: Any, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(schema, **kwargs)
+        self.settings = settings
+        self.sockets: set[WebSocket] = set()
+
+    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
+        return orjson.dumps(data)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive=receive)
+        length = request.headers.get("content-length")
+        limit = self.settings.max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response: Response = error_response(
+                413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
+            )
+        else:
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
+                response = error_response(exc.status_code, exc.reason, code)
+        await response(scope, receive, send)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().execute_single(*args, **kwargs)
+        if result.errors:
+            # Parse failures skip the extensions; give them their code here too.
+            result.errors = with_codes(result.errors, mask_internal=self.settings.production)
+            if result.data is None and any(
+                e.path is None and (e.extensions or {}).get("code") in PRE_EXECUTION_CODES
+                for e in result.errors
+            ):
+                kwargs["sub_response"].status_code = 400
+        return result
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
+        services: Services = request.app.state.services
+        token = None
+        if request.scope["type"] == "http":
+            header = request.headers.get("authorization")
+            token = auth.strip_bearer(header) if header else None
+        return Context(services=services, request=request, response=response, token=token)
+
+    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+        context.token = auth.token_from_connection_params(context.connection_params)
+        try:
+            await context.user()
+            assert context.token is not None
+            claims = auth.decode_token(context.token, settings=self.settings, token_type="access")
+        except Unauthenticated as exc:
+            raise ConnectionRejectionError(
+                {"message": exc.message, "extensions": {"code": exc.code}}
+            ) from exc
+        ws = context.request
+        assert isinstance(ws, WebSocket)
+        delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
+        ws.state.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._expire(ws))
+        )
+        return None
+
+    async def _expire(self, ws: WebSocket) -> None:
+        """The token that opened the socket expired: clients reconnect with a fresh one."""
+        if ws.application_state != WebSocketState.CONNECTED:
+            return
+        with suppress(Exception):
+            if ws.scope.get("subprotocols") and _protocol(ws) == GRAPHQL_WS_PROTOCOL:
+                await ws.send_text(
+                    orjson.dumps(
+                        {"type": "connection_error", "payload": {"message": "Token has expired."}}
+                    ).decode()
+                )
+            await ws.close(code=FORBIDDEN, reason="Forbidden")
+
+    async def pick_websocket_subprotocol(self, request: WebSocket) -> str | None:
+        protocol = await super().pick_websocket_subprotocol(request)
+        request.state.protocol = protocol
+        return protocol
+
+    async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:  # type: ignore[override]
+        if request.scope["type"] != "websocket":
+            return await super().run(request)
+        self.sockets.add(request)
+        try:
+            return await super().run(request)
+        finally:
+            self.sockets.discard(request)
+            if (timer := getattr(request.state, "expiry", None)) is not None:
+                timer.cancel()
+
+    async def close_sockets(self) -> None:
+        """On shutdown: 1001 Going Away, so clients reconnect to another process."""
+        for ws in list(self.sockets):
+            with suppress(Exception):
+                if ws.application_state == WebSocketState.CONNECTED:
+                    await ws.close(code=GOING_AWAY, reason="Server shutting down")
+
+
+def _protocol(ws: WebSocket) -> str | None:
+    return getattr(ws.state, "protocol", None)

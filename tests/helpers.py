@@ -1,0 +1,114 @@
+"""Small clients for the tests: GraphQL over HTTP, and users made through the API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+SIGN_UP = """
+mutation SignUp($input: SignUpInput!) {
+  signUp(input: $input) { id username firstName lastName group photoUrl rating }
+}"""
+LOG_IN = """
+mutation LogIn($username: String!, $password: String!) {
+  logIn(username: $username, password: $password) {
+    access refresh user { id username group }
+  }
+}"""
+TRIP_FIELDS = """
+id created updated pickUpAddress dropOffAddress status rating
+rider { id username } driver { id username }
+driverLocation { latitude longitude heading recordedAt }
+"""
+REQUEST_TRIP = f"""
+mutation Request($input: RequestTripInput!) {{ requestTrip(input: $input) {{ {TRIP_FIELDS} }} }}"""
+ACCEPT_TRIP = f"mutation Accept($id: ID!) {{ acceptTrip(id: $id) {{ {TRIP_FIELDS} }} }}"
+UPDATE_STATUS = f"""
+mutation Update($id: ID!, $status: TripStatus!) {{
+  updateTripStatus(id: $id, status: $status) {{ {TRIP_FIELDS} }}
+}}"""
+CANCEL_TRIP = f"mutation Cancel($id: ID!) {{ cancelTrip(id: $id) {{ {TRIP_FIELDS} }} }}"
+RATE_TRIP = f"mutation Rate($id: ID!, $rating: Int!) {{ rateTrip(id: $id, rating: $rating) {{ {TRIP_FIELDS} }} }}"
+REPORT_LOCATION = """
+mutation Report($tripId: ID!, $location: LocationInput!) {
+  reportLocation(tripId: $tripId, location: $location) { latitude longitude heading recordedAt }
+}"""
+TRIP = f"query Trip($id: ID!) {{ trip(id: $id) {{ {TRIP_FIELDS} }} }}"
+PASSWORD = "correct-horse-9"
+
+
+def unique(prefix: str = "user") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    status: int = 200,
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def error_code(body: dict[str, Any]) -> str:
+    assert body.get("errors"), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    group: str
+    access: str
+    refresh: str
+
+
+async def account(client: httpx.AsyncClient, group: str = "RIDER", **extra: Any) -> Account:
+    username = unique(group.lower())
+    body = await gql(
+        client,
+        SIGN_UP,
+        {
+            "input": {
+                "username": username,
+                "firstName": "First",
+                "lastName": "Last",
+                "password1": PASSWORD,
+                "password2": PASSWORD,
+                "group": group,
+                **extra,
+            }
+        },
+    )
+    assert "errors" not in body, body
+    body = await gql(client, LOG_IN, {"username": username, "password": PASSWORD})
+    assert "errors" not in body, body
+    data = body["data"]["logIn"]
+    return Account(data["user"]["id"], username, group, data["access"], data["refresh"])
+
+
+async def request_trip(
+    client: httpx.AsyncClient, rider: Account, where: str = "A"
+) -> dict[str, Any]:
+    body = await gql(
+        client,
+        REQUEST_TRIP,
+        {"input": {"pickUpAddress": f"{where} street 1", "dropOffAddress": f"{where} avenue 2"}},
+        token=rider.access,
+    )
+    assert "errors" not in body, body
+    trip: dict[str, Any] = body["data"]["requestTrip"]
+    return trip
