@@ -69,10 +69,9 @@ class ResilientRedisBackend(BroadcastBackend):
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
         if self._pubsub is not None and self.connected:
-            try:
+            # On failure the loop re-subscribes every channel when it reconnects.
+            with suppress(RedisError, OSError):
                 await self._pubsub.subscribe(channel)
-            except (RedisError, OSError):
-                pass  # the loop re-subscribes every channel when it reconnects
         self._wake.set()
 
     async def unsubscribe(self, channel: str) -> None:

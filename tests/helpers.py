@@ -31,7 +31,10 @@ mutation Update($id: ID!, $status: TripStatus!) {{
   updateTripStatus(id: $id, status: $status) {{ {TRIP_FIELDS} }}
 }}"""
 CANCEL_TRIP = f"mutation Cancel($id: ID!) {{ cancelTrip(id: $id) {{ {TRIP_FIELDS} }} }}"
-RATE_TRIP = f"mutation Rate($id: ID!, $rating: Int!) {{ rateTrip(id: $id, rating: $rating) {{ {TRIP_FIELDS} }} }}"
+RATE_TRIP = f"""
+mutation Rate($id: ID!, $rating: Int!) {{
+  rateTrip(id: $id, rating: $rating) {{ {TRIP_FIELDS} }}
+}}"""
 REPORT_LOCATION = """
 mutation Report($tripId: ID!, $location: LocationInput!) {
   reportLocation(tripId: $tripId, location: $location) { latitude longitude heading recordedAt }

@@ -8,7 +8,6 @@ Create Date: ${create_date}
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 
 import taxi.models
 from alembic import op

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from taxi import auth
 from taxi.config import Settings
@@ -155,7 +156,7 @@ async def sign_up(
 
 
 async def _find_user(session: AsyncSession, username: str) -> User | None:
-    return (await session.scalars(select(User).where(User.username == username))).first()
+    return (await session.scalars(select(User).where(col(User.username) == username))).first()
 
 
 async def log_in(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
@@ -35,8 +36,8 @@ NEXT_STATUS = {
 
 def visible_clause(user: User) -> Any:
     if user.group is UserGroup.DRIVER:
-        return or_(Trip.status == TripStatus.REQUESTED, Trip.driver_id == user.id)
-    return Trip.rider_id == user.id
+        return or_(col(Trip.status) == TripStatus.REQUESTED, col(Trip.driver_id) == user.id)
+    return col(Trip.rider_id) == user.id
 
 
 def can_see(user_id: int, group: UserGroup, trip: TripView) -> bool:

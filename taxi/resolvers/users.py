@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from taxi.models import Trip, TripStatus, User, UserGroup
 from taxi.views import UserView
@@ -19,13 +20,13 @@ async def driver_ratings(session: AsyncSession, driver_ids: Iterable[int]) -> di
     if not ids:
         return {}
     rows = await session.execute(
-        select(Trip.driver_id, func.avg(Trip.rating), func.count(Trip.rating))
+        select(col(Trip.driver_id), func.avg(col(Trip.rating)), func.count(col(Trip.rating)))
         .where(
-            Trip.driver_id.in_(ids),  # type: ignore[union-attr]
-            Trip.status == TripStatus.COMPLETED,
-            Trip.rating.is_not(None),  # type: ignore[union-attr]
+            col(Trip.driver_id).in_(ids),
+            col(Trip.status) == TripStatus.COMPLETED,
+            col(Trip.rating).is_not(None),
         )
-        .group_by(Trip.driver_id)
+        .group_by(col(Trip.driver_id))
     )
     return {d: float(avg) for d, avg, n in rows if d is not None and n >= MIN_RATINGS}
 

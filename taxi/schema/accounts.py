@@ -6,8 +6,9 @@ import strawberry
 from strawberry.file_uploads import Upload
 
 from taxi.errors import BadUserInput
+from taxi.models import UserGroup
 from taxi.resolvers import accounts
-from taxi.schema.types import AuthPayload, Info, User, UserGroup
+from taxi.schema.types import AuthPayload, Info, User
 
 
 @strawberry.input
@@ -17,7 +18,7 @@ class SignUpInput:
     last_name: str
     password1: str
     password2: str
-    group: UserGroup = UserGroup.RIDER  # type: ignore[assignment]
+    group: UserGroup = UserGroup.RIDER
     photo: Upload | None = strawberry.UNSET
 
 

@@ -14,8 +14,9 @@ class MaxPageSize(ValidationRule):
     A `first` passed as a variable is checked by the resolver (BAD_USER_INPUT)."""
 
     def enter_argument(self, node: ArgumentNode, *_args: Any) -> None:
-        if node.name.value == "first" and isinstance(node.value, IntValueNode):
-            if int(node.value.value) > MAX_FIRST:
+        value = node.value
+        if node.name.value == "first" and isinstance(value, IntValueNode):
+            if int(value.value) > MAX_FIRST:
                 self.report_error(
                     GraphQLError(
                         f"'first' may not exceed {MAX_FIRST} (the page-size limit).",

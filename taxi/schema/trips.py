@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
+from taxi.models import TripStatus
 from taxi.resolvers import trips
 from taxi.schema.types import (
     Info,
@@ -12,7 +13,6 @@ from taxi.schema.types import (
     Trip,
     TripConnection,
     TripEdge,
-    TripStatus,
 )
 
 

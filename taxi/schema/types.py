@@ -9,12 +9,14 @@ import strawberry
 
 from taxi import models
 from taxi.context import Context
+from taxi.models import TripStatus, UserGroup
 from taxi.views import LocationView, TripView, UserView
 
 Info: TypeAlias = strawberry.Info[Context, None]
 
-UserGroup = strawberry.enum(models.UserGroup, name="UserGroup")
-TripStatus = strawberry.enum(models.TripStatus, name="TripStatus")
+# Registers the model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
+strawberry.enum(models.UserGroup, name="UserGroup")
+strawberry.enum(models.TripStatus, name="TripStatus")
 
 
 @strawberry.type
@@ -25,7 +27,9 @@ class User:
     last_name: str
     group: UserGroup
     photo_url: str | None = strawberry.field(
-        description="Absolute or server-relative URL of the uploaded photo; null when none was sent."
+        description=(
+            "Absolute or server-relative URL of the uploaded photo; null when none was sent."
+        )
     )
     rating: float | None = strawberry.field(
         description=(
@@ -121,7 +125,9 @@ class TripConnection:
 @strawberry.type
 class AuthPayload:
     access: str = strawberry.field(
-        description="JWT access token; send as 'Authorization: Bearer <access>' or in connection_init."
+        description=(
+            "JWT access token; send as 'Authorization: Bearer <access>' or in connection_init."
+        )
     )
     refresh: str = strawberry.field(
         description=(

@@ -8,7 +8,6 @@ Create Date: 2026-11-25 09:10:07.381794
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 import taxi.models
@@ -24,16 +23,16 @@ def upgrade() -> None:
     op.create_table(
         "user",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("username", sqlmodel.sql.sqltypes.AutoString(length=150), nullable=False),
-        sa.Column("first_name", sqlmodel.sql.sqltypes.AutoString(length=150), nullable=False),
-        sa.Column("last_name", sqlmodel.sql.sqltypes.AutoString(length=150), nullable=False),
+        sa.Column("username", sa.String(length=150), nullable=False),
+        sa.Column("first_name", sa.String(length=150), nullable=False),
+        sa.Column("last_name", sa.String(length=150), nullable=False),
         sa.Column(
             "group",
             sa.Enum("rider", "driver", name="usergroup", native_enum=False, length=16),
             nullable=False,
         ),
-        sa.Column("password", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-        sa.Column("photo", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
+        sa.Column("password", sa.String(length=255), nullable=False),
+        sa.Column("photo", sa.String(length=255), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("is_staff", sa.Boolean(), nullable=False),
         sa.Column("date_joined", taxi.models.UTCDateTime(timezone=True), nullable=False),
@@ -42,7 +41,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "refresh_token",
-        sa.Column("jti", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("jti", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", taxi.models.UTCDateTime(timezone=True), nullable=False),
@@ -58,8 +57,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated", taxi.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("pick_up_address", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-        sa.Column("drop_off_address", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("pick_up_address", sa.String(length=255), nullable=False),
+        sa.Column("drop_off_address", sa.String(length=255), nullable=False),
         sa.Column(
             "status",
             sa.Enum(
