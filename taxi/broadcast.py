@@ -27,6 +27,8 @@ from taxi.events import RESYNC
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0
+# How long start-up waits for the first pub/sub connection (see connect()).
+CONNECT_WAIT = 5.0
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -51,19 +53,28 @@ class ResilientRedisBackend(BroadcastBackend):
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.reconnects = 0
+        self._closing = False
+        self._up = asyncio.Event()  # set once the loop first connected
 
     async def connect(self) -> None:
         self._redis = redis_client(self._url)
         self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
+        # A subscription opened before the loop first connects is only sent to Redis
+        # when it connects, with no RESYNC after: events published in between were lost
+        # (tripUpdated's "subscribe, then read the state" had a gap right after start).
+        # Wait for it, bounded, so a server still starts while Redis is down.
+        with suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_WAIT):
+                await self._up.wait()
 
     async def disconnect(self) -> None:
+        # redis-py may turn a cancellation into a ConnectionError, which the loop would
+        # treat as an outage and retry forever: tell it we are closing first.
+        self._closing = True
         if self._task:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        if self._pubsub is not None:
-            with suppress(RedisError, OSError):
-                await self._pubsub.aclose()
         await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:
@@ -87,7 +98,8 @@ class ResilientRedisBackend(BroadcastBackend):
         return await self._queue.get()
 
     async def ping(self) -> None:
-        await asyncio.wait_for(self._redis.ping(), timeout=2)
+        async with asyncio.timeout(2):
+            await self._redis.ping()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -100,6 +112,7 @@ class ResilientRedisBackend(BroadcastBackend):
                     await pubsub.subscribe(*self._channels)
                 self._pubsub = pubsub
                 self.connected = True
+                self._up.set()
                 delay = 0.1
                 if not first:
                     self.reconnects += 1
@@ -111,14 +124,19 @@ class ResilientRedisBackend(BroadcastBackend):
                 first = False
                 await self._listen(pubsub)
             except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
                 if self.connected:
                     log.warning("redis pub/sub lost: %r; reconnecting", exc)
+            finally:
+                # Whatever ended this connection (an outage, or cancellation in the
+                # middle of SUBSCRIBE at shutdown), its socket is closed here.
                 self.connected = False
                 self._pubsub = None
                 with suppress(RedisError, OSError):
                     await pubsub.aclose()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
@@ -126,8 +144,11 @@ class ResilientRedisBackend(BroadcastBackend):
                 # Nothing to read yet; wake on the first subscribe, and ping meanwhile
                 # so an outage is noticed even on an idle process.
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races its timeout, and disconnect() would hang.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=5)
+                    async with asyncio.timeout(5):
+                        await self._wake.wait()
                 except TimeoutError:
                     await self._redis.ping()
                 continue

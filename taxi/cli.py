@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
+import os
 import sys
 
 from taxi.config import Settings, SettingsError
+from taxi.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    # Workers are separate processes: they read these and configure themselves.
+    os.environ.setdefault("LOG_JSON", "1")
+    os.environ.setdefault("LOG_LEVEL", args.log_level)
+    configure_logging(args.log_level)
     uvicorn.run(
         "taxi.main:create_app",
+        log_config=None,  # ours: JSON lines with request ids (taxi.logs)
         factory=True,
         host=args.host,
         port=args.port,
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     su.set_defaults(func=_createsuperuser)
     sub.add_parser("print-schema", help="print the GraphQL schema").set_defaults(func=_print_schema)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(getattr(args, "log_level", "info"))
     try:
         settings = Settings()
     except SettingsError as exc:

@@ -13,8 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
 
 
-class SettingsError(ValueError):
-    """The configuration cannot run the service (e.g. production without JWT_SECRET)."""
+class SettingsError(Exception):
+    """The configuration cannot run the service (e.g. production without JWT_SECRET).
+
+    Not a ValueError: pydantic would wrap that in a ValidationError, which `taxi serve`
+    does not catch (a traceback instead of a one-line refusal)."""
 
 
 def normalize_database_url(url: str) -> str:
@@ -62,6 +65,9 @@ class Settings(BaseSettings):
     ws_keepalive_seconds: float = 10.0
     ws_init_timeout_seconds: float = 3.0
     subscriber_queue_size: int = 64
+    # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
+    log_json: bool = False
+    log_level: str = "info"
     # "fast" trades hash strength for test speed; refused in production.
     password_hashing: Literal["default", "fast"] = "default"
 

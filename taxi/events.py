@@ -34,9 +34,18 @@ def location_channel(trip_id: uuid.UUID | str) -> str:
     return f"taxi:trip:{trip_id}:location"
 
 
+def _json_default(value: object) -> str:
+    # asyncpg hands back its own uuid.UUID subclass (e.g. after a refresh), which
+    # orjson does not serialize natively.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def _encode(kind: str, key: str, body: dict[str, Any]) -> str:
     # `at` is the publish time (epoch seconds), for latency measurements.
-    return orjson.dumps({"kind": kind, "key": key, "at": time.time(), **body}).decode()
+    message = {"kind": kind, "key": key, "at": time.time(), **body}
+    return orjson.dumps(message, default=_json_default).decode()
 
 
 def decode(message: str) -> dict[str, Any]:

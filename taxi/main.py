@@ -25,6 +25,7 @@ from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
 from taxi.hub import Hub
+from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
 from taxi.schema import build_schema
 from taxi.view import TaxiGraphQL
@@ -83,6 +84,9 @@ async def healthz(request: Request) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    install_request_ids()
+    if settings.log_json:
+        configure_logging(settings.log_level)
     schema = build_schema(mask_internal=settings.production, introspection=settings.introspection)
     graphql = TaxiGraphQL(
         schema,
@@ -106,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)
-    middleware = []
+    middleware = [Middleware(RequestIdMiddleware)]
     if settings.origins:
         middleware.append(
             Middleware(

@@ -17,6 +17,11 @@ from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.unset import UNSET
 
 from taxi import auth
 from taxi.config import Settings
@@ -37,14 +42,73 @@ def error_response(status: int, message: str, code: str) -> JSONResponse:
     )
 
 
+def _well_formed(message: object) -> bool:
+    """Strawberry indexes into messages as they come: valid JSON of the wrong shape
+    (`[]`, a string payload) raised TypeError and closed the socket with 1011."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return False
+    kind = message["type"]
+    if kind in ("subscribe", "start", "complete", "stop") and not isinstance(
+        message.get("id"), str
+    ):
+        return False
+    if kind in ("subscribe", "start"):
+        payload = message.get("payload")
+        return (
+            isinstance(payload, dict)
+            and isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables", None), dict | None)
+            and isinstance(payload.get("operationName", None), str | None)
+        )
+    return True
+
+
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_message(self, message: Any) -> None:
+        if not _well_formed(message):
+            await self.handle_invalid_message("Invalid message")  # 4400
+            return
+        await super().handle_message(message)
+
+
+class _StreamAnyOperation:
+    """Strawberry's legacy handler runs every `start` through schema.subscribe(), which
+    refuses queries and mutations (an INTERNAL_SERVER_ERROR); PROTOCOL.md promises them
+    on both subprotocols. stream() runs any operation type."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+    async def subscribe(self, **kwargs: Any) -> Any:
+        return await self._schema.stream(**kwargs)
+
+
+class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.schema = _StreamAnyOperation(self.schema)  # type: ignore[assignment]
+
+    async def handle_message(self, message: Any) -> None:
+        if _well_formed(message):  # like unparsable JSON, the rest is ignored
+            await super().handle_message(message)
+
+
 class TaxiGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = _TransportWSHandler
+    graphql_ws_handler_class = _LegacyWSHandler
+
     def __init__(self, schema: Any, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(schema, **kwargs)
         self.settings = settings
         self.sockets: set[WebSocket] = set()
 
-    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
+        # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
+        return orjson.dumps(data).decode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -66,6 +130,9 @@ class TaxiGraphQL(GraphQL[Context, None]):
             except HTTPException as exc:
                 code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
                 response = error_response(exc.status_code, exc.reason, code)
+            finally:
+                # Multipart uploads are spooled to temporary files: close them now.
+                await request.close()
         await response(scope, receive, send)
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
@@ -104,7 +171,8 @@ class TaxiGraphQL(GraphQL[Context, None]):
         ws.state.expiry = asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self._expire(ws))
         )
-        return None
+        # UNSET: a bare connection_ack; graphql-ws 5.x clients reject `"payload": null`.
+        return UNSET
 
     async def _expire(self, ws: WebSocket) -> None:
         """The token that opened the socket expired: clients reconnect with a fresh one."""

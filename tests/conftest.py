@@ -149,10 +149,24 @@ async def backend(
 
 @pytest.fixture
 def real_backend(backend: Backend) -> Backend:
-    """For tests whose behaviour exists only on PostgreSQL/Redis."""
-    if not backend.real:
-        pytest.skip("runs on the real backend only")
+    """For tests whose behaviour exists only on PostgreSQL/Redis (row locks, shared
+    Redis state). Their embedded variants are deselected at collection."""
+    assert backend.real
     return backend
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        fixtures = getattr(item, "fixturenames", ())
+        embedded = callspec is not None and callspec.params.get("backend") == "embedded"
+        (drop if embedded and "real_backend" in fixtures else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture

@@ -222,8 +222,13 @@ async def _apply(
 async def accept_trip(*, db: SessionMaker, events: Publisher, user: User, trip_id: str) -> TripView:
     try:
         async with db() as session, session.begin():
-            trip = await _load_for_change(session, user, trip_id)
-            if user.group is not UserGroup.DRIVER:
+            trip = await session.get(Trip, parse_trip_id(trip_id))
+            # Every trip was in the pool that all drivers see: a driver who lost the race
+            # (even one arriving after the winner committed) gets CONFLICT, not NOT_FOUND.
+            is_driver = user.group is UserGroup.DRIVER
+            if trip is None or not (is_driver or _can_see_row(user, trip)):
+                raise NotFound("Trip not found.")
+            if not is_driver:
                 raise Forbidden("Only drivers can accept trips.")
             if trip.status is not TripStatus.REQUESTED:
                 raise Conflict("This trip is no longer requested.")

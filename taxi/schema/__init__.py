@@ -17,6 +17,7 @@ from strawberry.extensions import (
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.tools import merge_types
 
+from taxi.logs import OperationLog
 from taxi.schema.accounts import AccountMutation, AccountQuery
 from taxi.schema.errors import ErrorCodes
 from taxi.schema.limits import MaxPageSize
@@ -39,6 +40,7 @@ class _Schema(strawberry.Schema):
 
 def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        OperationLog,
         lambda: ErrorCodes(mask_internal=mask_internal),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),

@@ -26,7 +26,7 @@ class RequestTripInput:
 class LocationInput:
     latitude: float
     longitude: float
-    heading: float | None = None
+    heading: float | None = strawberry.UNSET
 
 
 @strawberry.type
@@ -139,7 +139,7 @@ class TripMutation:
             trip_id=trip_id,
             latitude=location.latitude,
             longitude=location.longitude,
-            heading=location.heading,
+            heading=None if location.heading is strawberry.UNSET else location.heading,
         )
         return Location.of(view)
 

@@ -1,0 +1,123 @@
+"""Structured logs: one JSON object per line, each carrying the request or connection id.
+
+Variables, tokens and passwords are never logged: operations are logged by name, type,
+duration and outcome only."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import SchemaExtension
+
+request_id: ContextVar[str | None] = ContextVar("taxi_request_id", default=None)
+
+log = logging.getLogger("taxi.operation")
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def install_request_ids() -> None:
+    """Stamp each record with the current request id when it is created: handlers may
+    format it later, outside the request's context. Idempotent."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "taxi", False):
+        return
+
+    def stamped(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if (rid := request_id.get()) is not None:
+            record.request_id = rid
+        return record
+
+    stamped.taxi = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(stamped)
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own loggers go through the root handler too (same JSON, same ids).
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class RequestIdMiddleware:
+    """An id for every HTTP request and every WebSocket connection (X-Request-ID is
+    honoured when a proxy sets one), in the logs and echoed on HTTP responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+class OperationLog(SchemaExtension):
+    """One line per GraphQL operation: name, type, duration and outcome."""
+
+    def on_operation(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        ctx = self.execution_context
+        result = ctx.result
+        errors = getattr(result, "errors", None) or ctx.pre_execution_errors or []
+        codes = sorted(
+            {str((getattr(e, "extensions", None) or {}).get("code", "ERROR")) for e in errors}
+        )
+        try:
+            kind = ctx.operation_type.value
+        except RuntimeError:
+            kind = "unknown"
+        log.info(
+            "operation",
+            extra={
+                "operation": ctx.operation_name or "anonymous",
+                "type": kind,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                "outcome": "error" if codes else "ok",
+                "codes": codes,
+            },
+        )

@@ -1,0 +1,256 @@
+"""Two real server processes (`taxi serve`) over real sockets, sharing PostgreSQL and
+Redis: events cross processes, Redis restarts heal without the clients reconnecting,
+and concurrent accepts through both processes have exactly one winner.
+
+These need PostgreSQL and Redis: `pg_database` skips without them locally and fails
+with CI=true. Redis may be shared with other test runs, so streams are filtered by
+this test's trip ids; the restart test runs its own redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import asyncio as aioredis
+
+from taxi import events
+from tests.conftest import REDIS_URL
+from tests.helpers import (
+    ACCEPT_TRIP,
+    LOG_IN,
+    PASSWORD,
+    REPORT_LOCATION,
+    TRIP,
+    TRIP_FIELDS,
+    UPDATE_STATUS,
+    Account,
+    account,
+    error_code,
+    gql,
+    request_trip,
+)
+from tests.procs import GqlSocket, RedisServer, TaxiServer, redis_server, taxi_servers
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+log = logging.getLogger(__name__)
+
+TRIP_REQUESTED = f"subscription {{ tripRequested {{ {TRIP_FIELDS} }} }}"
+TRIP_UPDATED = f"subscription Watch($id: ID!) {{ tripUpdated(id: $id) {{ {TRIP_FIELDS} }} }}"
+DRIVER_LOCATION = """
+subscription Follow($tripId: ID!) {
+  driverLocation(tripId: $tripId) { latitude longitude heading recordedAt }
+}"""
+
+
+@pytest.fixture
+async def cluster(pg_database: str, tmp_path: Path) -> AsyncIterator[list[TaxiServer]]:
+    async with taxi_servers(
+        ["a", "b"], database_url=pg_database, redis_url=REDIS_URL, log_dir=tmp_path
+    ) as servers:
+        yield servers
+
+
+async def ok(server: TaxiServer, query: str, variables: dict[str, Any], who: Account) -> Any:
+    body = await gql(server.http, query, variables, token=who.access)
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+async def report(server: TaxiServer, driver: Account, trip_id: str, lat: float) -> Any:
+    location = {"latitude": lat, "longitude": 13.4, "heading": 90.0}
+    data = await ok(server, REPORT_LOCATION, {"tripId": trip_id, "location": location}, driver)
+    return data["reportLocation"]
+
+
+async def set_status(server: TaxiServer, driver: Account, trip_id: str, status: str) -> Any:
+    data = await ok(server, UPDATE_STATUS, {"id": trip_id, "status": status}, driver)
+    assert data["updateTripStatus"]["status"] == status
+    return data["updateTripStatus"]
+
+
+async def numsub(url: str, channel: str) -> int:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        [(_, count)] = await client.pubsub_numsub(channel)
+    finally:
+        await client.aclose()
+    return int(count)
+
+
+async def pool_subscribed(url: str, before: int) -> None:
+    """Waits until one more connection listens to the pool than `before`. tripRequested
+    sends nothing first, so this is how a test knows its subscription is live. On a
+    shared Redis others may come and go: after the wait the delivery itself is what
+    the test asserts, so running out of time here is not a failure."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if await numsub(url, events.POOL) > before:
+            return
+        await asyncio.sleep(0.02)
+
+
+def status_of(data: dict[str, Any]) -> str:
+    status: str = data["tripUpdated"]["status"]
+    return status
+
+
+def latitude(data: dict[str, Any]) -> float:
+    value: float = data["driverLocation"]["latitude"]
+    return value
+
+
+async def test_events_cross_processes(cluster: list[TaxiServer]) -> None:
+    a, b = cluster
+    driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
+
+    async with GqlSocket.open(a.ws_url, driver.access) as driver_ws:
+        before = await numsub(REDIS_URL, events.POOL)
+        await driver_ws.subscribe("pool", TRIP_REQUESTED, {})
+        await pool_subscribed(REDIS_URL, before)
+
+        trip = await request_trip(b.http, rider)
+        tid = trip["id"]
+        seen = await driver_ws.until(
+            "pool", lambda d: d["tripRequested"]["id"] == tid, skip=lambda _d: True
+        )
+        assert seen["tripRequested"]["status"] == "REQUESTED"
+        assert seen["tripRequested"]["rider"]["username"] == rider.username
+
+        async with GqlSocket.open(b.ws_url, rider.access) as rider_ws:
+            await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
+            assert status_of(await rider_ws.next("trip")) == "REQUESTED"  # current state
+
+            await ok(a, ACCEPT_TRIP, {"id": tid}, driver)
+            started = (await rider_ws.next("trip"))["tripUpdated"]
+            assert started["status"] == "STARTED"
+            assert started["driver"]["username"] == driver.username
+
+            # A known position is sent first: the subscription is live once it arrives.
+            await report(a, driver, tid, 52.50)
+            await rider_ws.subscribe("car", DRIVER_LOCATION, {"tripId": tid})
+            assert latitude(await rider_ws.next("car")) == 52.50
+            for lat in (52.51, 52.52, 52.53):
+                await report(a, driver, tid, lat)
+                assert latitude(await rider_ws.next("car")) == lat
+
+            await set_status(a, driver, tid, "IN_PROGRESS")
+            assert status_of(await rider_ws.next("trip")) == "IN_PROGRESS"
+
+
+async def test_redis_restart_heals_open_subscriptions(pg_database: str, tmp_path: Path) -> None:
+    async with (
+        redis_server(tmp_path) as redis,
+        taxi_servers(
+            ["a", "b"], database_url=pg_database, redis_url=redis.url, log_dir=tmp_path
+        ) as (a, b),
+    ):
+        await _restart_scenario(redis, a, b)
+
+
+async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) -> None:
+    driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
+    trip = await request_trip(b.http, rider)
+    tid = trip["id"]
+    await ok(a, ACCEPT_TRIP, {"id": tid}, driver)
+    await report(a, driver, tid, 48.10)
+
+    async with (
+        GqlSocket.open(b.ws_url, rider.access) as rider_ws,
+        GqlSocket.open(a.ws_url, driver.access) as driver_ws,
+    ):
+        # Each stream sends the current state first: once read, it is live.
+        await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
+        await rider_ws.subscribe("car", DRIVER_LOCATION, {"tripId": tid})
+        await driver_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
+        assert status_of(await rider_ws.next("trip")) == "STARTED"
+        assert latitude(await rider_ws.next("car")) == 48.10
+        assert status_of(await driver_ws.next("trip")) == "STARTED"
+        await report(a, driver, tid, 48.11)  # across processes before the outage
+        assert latitude(await rider_ws.next("car")) == 48.11
+
+        await redis.crash()
+        for server in (a, b):
+            body = await server.wait_health(503)
+            assert "broadcast" in body["failed"], body
+            assert "database" not in body["failed"], body
+
+        # Redis is down: the API keeps working (publishing fails quietly after commit).
+        await set_status(a, driver, tid, "IN_PROGRESS")
+        await report(a, driver, tid, 48.12)
+        seen = await ok(b, TRIP, {"id": tid}, rider)
+        assert seen["trip"]["status"] == "IN_PROGRESS"
+        assert seen["trip"]["driverLocation"]["latitude"] == 48.12
+        body = await gql(b.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
+        assert not body.get("errors"), body  # the login limiter fails open
+        # A stream opened meanwhile starts from the database, and heals like the others.
+        await driver_ws.subscribe("car", DRIVER_LOCATION, {"tripId": tid})
+        assert latitude(await driver_ws.next("car")) == 48.12
+        # An outage of a few reconnect attempts, so the servers are backing off.
+        await asyncio.sleep(1.5)
+
+        await redis.start()
+        # Same sockets, no resubscription: each stream re-sends the current state, and
+        # nothing else comes first.
+        got = await asyncio.gather(
+            rider_ws.until("trip", _is_status("IN_PROGRESS"), skip=_never),
+            rider_ws.until("car", _is_lat(48.12), skip=_never),
+            driver_ws.until("trip", _is_status("IN_PROGRESS"), skip=_never),
+            driver_ws.until("car", _is_lat(48.12), skip=_never),
+        )
+        assert got[0]["tripUpdated"]["driver"]["username"] == driver.username
+        elapsed = time.monotonic() - redis.started_at
+        log.info("streams resynced %.2fs after redis-server was restarted", elapsed)
+        for server in (a, b):
+            assert await server.wait_health(200) == {"status": "ok"}
+
+        # And live events flow again, both ways (a resync may repeat the last state).
+        await report(a, driver, tid, 48.13)
+        for ws in (rider_ws, driver_ws):
+            await ws.until("car", _is_lat(48.13), skip=_is_lat(48.12))
+        await set_status(b, driver, tid, "COMPLETED")
+        in_progress = _is_status("IN_PROGRESS")
+        done = await rider_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
+        assert done["tripUpdated"]["driver"]["username"] == driver.username
+        await driver_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
+
+
+def _never(_data: dict[str, Any]) -> bool:
+    return False
+
+
+def _is_status(status: str) -> Any:
+    return lambda data: status_of(data) == status
+
+
+def _is_lat(lat: float) -> Any:
+    return lambda data: latitude(data) == lat
+
+
+async def test_concurrent_accepts_have_one_winner(cluster: list[TaxiServer]) -> None:
+    servers = cluster
+    rider = await account(servers[0].http)
+    drivers = await asyncio.gather(*(account(servers[i % 2].http, "DRIVER") for i in range(20)))
+    trip = await request_trip(servers[1].http, rider)
+
+    async def accept(i: int, driver: Account) -> dict[str, Any]:
+        server = servers[i % 2]  # ten through each process
+        return await gql(server.http, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
+
+    results = await asyncio.gather(*(accept(i, d) for i, d in enumerate(drivers)))
+
+    winners = [r["data"]["acceptTrip"] for r in results if not r.get("errors")]
+    assert len(winners) == 1, results
+    assert sorted(error_code(r) for r in results if r.get("errors")) == ["CONFLICT"] * 19
+    winner = winners[0]["driver"]["username"]
+    assert winner in {d.username for d in drivers}
+    assert winners[0]["status"] == "STARTED"
+    for server in servers:
+        seen = await ok(server, TRIP, {"id": trip["id"]}, rider)
+        assert seen["trip"]["status"] == "STARTED"
+        assert seen["trip"]["driver"]["username"] == winner

@@ -1,0 +1,118 @@
+"""The served schema against the contract, and the committed schema.graphql against code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    Undefined,
+    build_schema,
+    print_ast,
+)
+from graphql.utilities import ast_from_value
+
+from taxi.schema import build_schema as build_taxi_schema
+from taxi.schema import print_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = ROOT.parent / "shared" / "api" / "schema.graphql"
+
+
+def _default(arg: object) -> str | None:
+    """The default as printed GraphQL; SDL-built schemas keep it as the AST node."""
+    ast = getattr(arg, "ast_node", None)
+    if ast is not None and getattr(ast, "default_value", None) is not None:
+        return print_ast(ast.default_value)
+    value = getattr(arg, "default_value", Undefined)
+    if value is Undefined:
+        return None
+    node = ast_from_value(value, arg.type)  # type: ignore[attr-defined]
+    return print_ast(node) if node else None
+
+
+def differences(contract: GraphQLSchema, served: GraphQLSchema) -> list[str]:
+    """Every contract element the server lacks or serves differently."""
+    out: list[str] = []
+    for name, want in contract.type_map.items():
+        if name.startswith("__"):
+            continue
+        have = served.type_map.get(name)
+        if have is None:
+            out.append(f"type {name}: missing")
+            continue
+        kinds = (GraphQLEnumType, GraphQLInputObjectType, GraphQLObjectType, GraphQLScalarType)
+        if not any(isinstance(want, k) and isinstance(have, k) for k in kinds):
+            out.append(f"type {name}: is {type(have).__name__}, want {type(want).__name__}")
+            continue
+        if isinstance(want, GraphQLEnumType):
+            assert isinstance(have, GraphQLEnumType)
+            for value in sorted(set(want.values) - set(have.values)):
+                out.append(f"enum {name}.{value}: missing")
+        elif isinstance(want, (GraphQLObjectType, GraphQLInputObjectType)):
+            assert isinstance(have, (GraphQLObjectType, GraphQLInputObjectType))
+            for fname, wfield in want.fields.items():
+                hfield = have.fields.get(fname)
+                where = f"{name}.{fname}"
+                if hfield is None:
+                    out.append(f"{where}: missing")
+                    continue
+                if str(hfield.type) != str(wfield.type):
+                    out.append(f"{where}: type {hfield.type}, want {wfield.type}")
+                if _default(hfield) != _default(wfield):
+                    out.append(f"{where}: default {_default(hfield)}, want {_default(wfield)}")
+                for aname, warg in getattr(wfield, "args", {}).items():
+                    harg = hfield.args.get(aname)  # type: ignore[union-attr]
+                    if harg is None:
+                        out.append(f"{where}({aname}): missing")
+                    elif str(harg.type) != str(warg.type):
+                        out.append(f"{where}({aname}): type {harg.type}, want {warg.type}")
+                    elif _default(harg) != _default(warg):
+                        out.append(
+                            f"{where}({aname}): default {_default(harg)}, want {_default(warg)}"
+                        )
+                for aname, harg in getattr(hfield, "args", {}).items():
+                    # An added argument must not break existing clients.
+                    if aname not in getattr(wfield, "args", {}) and str(harg.type).endswith("!"):
+                        if harg.default_value is None:
+                            out.append(f"{where}({aname}): added as required")
+        elif isinstance(want, GraphQLScalarType):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def contract() -> GraphQLSchema:
+    if not CONTRACT.exists():
+        pytest.fail(f"the contract is missing: {CONTRACT} (shared/ must sit beside the repo)")
+    return build_schema(CONTRACT.read_text())
+
+
+def test_every_contract_element_is_served_exactly(contract: GraphQLSchema) -> None:
+    served = build_taxi_schema()._schema
+    missing = differences(contract, served)
+    assert missing == [], "\n".join(missing)
+
+
+def test_the_comparison_notices_a_change(contract: GraphQLSchema) -> None:
+    """The checker itself: a renamed field, a lost enum value, a changed default."""
+    text = CONTRACT.read_text()
+    drifted = build_schema(
+        text.replace("pickUpAddress: String!\n  dropOffAddress", "pickUp: String!\n  x", 1)
+        .replace("  CANCELED\n", "", 1)
+        .replace("first: Int = 20", "first: Int = 10", 1)
+    )
+    found = differences(contract, drifted)
+    assert "Trip.pickUpAddress: missing" in found
+    assert "enum TripStatus.CANCELED: missing" in found
+    assert "Query.trips(first): default 10, want 20" in found
+
+
+def test_committed_schema_matches_the_code() -> None:
+    committed = (ROOT / "schema.graphql").read_text()
+    assert committed == print_schema(), "schema.graphql is stale: run `make schema`"

@@ -1,0 +1,155 @@
+"""Trip events, read straight from the broadcast layer (memory:// or Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from taxi import events
+from taxi.models import Trip
+from tests.helpers import (
+    ACCEPT_TRIP,
+    CANCEL_TRIP,
+    REPORT_LOCATION,
+    UPDATE_STATUS,
+    account,
+    error_code,
+    gql,
+    request_trip,
+)
+
+
+@asynccontextmanager
+async def listen(app: Any, channel: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+    """Subscribe, and make sure the subscription is live before the test acts: a probe
+    published on the channel must come back first."""
+    broadcast = app.state.services.broadcast
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    probe = f"probe-{uuid.uuid4().hex}"
+    ready = asyncio.Event()
+
+    async def pump() -> None:
+        async with broadcast.subscribe(channel) as subscriber:
+            ready.set()
+            async for event in subscriber:
+                if event.message == probe:
+                    queue.put_nowait({"kind": "probe"})
+                elif event.message != events.RESYNC:
+                    queue.put_nowait(orjson.loads(event.message))
+
+    task = asyncio.create_task(pump())
+    try:
+        await ready.wait()
+        async with asyncio.timeout(5):
+            while True:
+                await broadcast.publish(channel, probe)
+                try:
+                    async with asyncio.timeout(0.2):
+                        if (await queue.get())["kind"] == "probe":
+                            break
+                except TimeoutError:
+                    continue
+        while not queue.empty():  # later copies of the probe
+            queue.get_nowait()
+        yield queue
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def next_event(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            item = await queue.get()
+            if item["kind"] != "probe":
+                return item
+
+
+async def test_request_event_carries_the_full_state(client: httpx.AsyncClient, app: Any) -> None:
+    rider = await account(client)
+    async with listen(app, events.POOL) as pool:
+        trip = await request_trip(client, rider)
+        # Other tests may share this Redis: skip requests that are not ours.
+        while (event := await next_event(pool))["key"] != trip["id"]:
+            pass
+    assert event["kind"] == "requested" and event["left_pool"] is False
+    state = event["trip"]
+    assert state["id"] == trip["id"] and state["status"] == "REQUESTED"
+    assert state["pick_up_address"] == trip["pickUpAddress"]
+    assert state["rider"]["id"] == int(rider.id)
+    assert state["rider"]["username"] == rider.username
+    assert state["driver"] is None
+    assert isinstance(event["at"], float)
+
+
+async def test_published_only_after_commit(
+    client: httpx.AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the moment of publishing, another connection already sees the new state."""
+    rider, driver = await account(client), await account(client, "DRIVER")
+    trip = await request_trip(client, rider)
+    broadcast = app.state.services.broadcast
+    real_publish = broadcast.publish
+    seen: list[tuple[str, str]] = []
+
+    async def checking_publish(channel: str, message: str) -> None:
+        data = orjson.loads(message)
+        if data.get("key") == trip["id"] and "trip" in data:
+            async with app.state.services.db() as session:
+                row = await session.get(Trip, uuid.UUID(trip["id"]))
+                assert row is not None
+                seen.append((data["trip"]["status"], row.status.value))
+        await real_publish(channel, message)
+
+    monkeypatch.setattr(broadcast, "publish", checking_publish)
+    await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
+    await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"},
+              token=driver.access)
+    assert seen and all(published == committed for published, committed in seen)
+    assert {s for s, _ in seen} == {"STARTED", "IN_PROGRESS"}
+
+
+async def test_no_event_for_a_failed_mutation(client: httpx.AsyncClient, app: Any) -> None:
+    rider = await account(client)
+    winner, loser = await account(client, "DRIVER"), await account(client, "DRIVER")
+    trip = await request_trip(client, rider)
+    async with listen(app, events.trip_channel(trip["id"])) as queue:
+        ok = await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=winner.access)
+        assert "errors" not in ok
+        lost = await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=loser.access)
+        assert error_code(lost) == "CONFLICT"
+        bad = await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "COMPLETED"},
+                        token=winner.access)
+        assert error_code(bad) == "CONFLICT"
+        refused = await gql(client, CANCEL_TRIP, {"id": trip["id"]}, token=winner.access)
+        assert error_code(refused) == "FORBIDDEN"
+        await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"},
+                  token=winner.access)
+        first, second = await next_event(queue), await next_event(queue)
+        assert queue.empty()
+    assert (first["kind"], first["trip"]["status"]) == ("accepted", "STARTED")
+    assert first["left_pool"] is True
+    assert first["trip"]["driver"]["id"] == int(winner.id)
+    assert (second["kind"], second["trip"]["status"]) == ("status", "IN_PROGRESS")
+
+
+async def test_location_events(client: httpx.AsyncClient, app: Any) -> None:
+    rider, driver = await account(client), await account(client, "DRIVER")
+    trip = await request_trip(client, rider)
+    await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
+    async with listen(app, events.location_channel(trip["id"])) as queue:
+        location = {"latitude": 48.85, "longitude": 2.35, "heading": 180.0}
+        await gql(client, REPORT_LOCATION, {"tripId": trip["id"], "location": location},
+                  token=driver.access)
+        event = await next_event(queue)
+    assert event["kind"] == "location"
+    assert {k: event["location"][k] for k in location} == location
+    assert event["trip"]["driver_location"]["latitude"] == 48.85

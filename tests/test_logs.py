@@ -1,0 +1,51 @@
+"""Structured logs: one JSON line per operation, every line with its request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from taxi.logs import JsonFormatter
+from tests.helpers import account, gql
+
+
+async def test_one_json_line_per_operation_with_the_request_id(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    rider = await account(client)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="taxi.operation"):
+        response = await client.post(
+            "/graphql",
+            json={"query": "query Who { me { id } }"},
+            headers={"Authorization": f"Bearer {rider.access}", "X-Request-ID": "req-42"},
+        )
+        anonymous = await client.post("/graphql", json={"query": "query Who { me { id } }"})
+    assert response.headers["x-request-id"] == "req-42"
+    generated = anonymous.headers["x-request-id"]
+    assert len(generated) == 32
+
+    records = [r for r in caplog.records if r.name == "taxi.operation"]
+    assert len(records) == 2
+    lines = [json.loads(JsonFormatter().format(r)) for r in records]
+    ok, failed = lines
+    assert ok["operation"] == "Who" and ok["type"] == "query" and ok["outcome"] == "ok"
+    assert ok["request_id"] == "req-42"
+    assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] >= 0
+    assert failed["outcome"] == "error" and failed["codes"] == ["UNAUTHENTICATED"]
+    assert failed["request_id"] == generated
+
+
+async def test_mutations_log_their_name_but_never_their_variables(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        rider = await account(client)
+        await gql(client, "{ me { id } }", token=rider.access)
+    text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert '"operation": "LogIn"' in text.replace('":"', '": "')
+    assert rider.access not in text and rider.refresh not in text
+    assert "correct-horse-9" not in text
