@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SRC := $(wildcard taxi tests bench)
 
 .PHONY: run test check format bench schema clean
 
@@ -21,13 +22,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)
-	$(BIN)/ruff check taxi tests bench
-	$(BIN)/ruff format --check taxi tests bench
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix taxi tests bench
-	$(BIN)/ruff format taxi tests bench
+	$(BIN)/ruff check --fix $(SRC)
+	$(BIN)/ruff format $(SRC)
 
 schema: $(STAMP)
 	$(BIN)/taxi print-schema > schema.graphql

@@ -155,9 +155,7 @@ def real_backend(backend: Backend) -> Backend:
     return backend
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)

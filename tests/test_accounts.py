@@ -141,7 +141,9 @@ async def test_wrong_password_and_unknown_user_look_the_same(client: httpx.Async
         assert body["data"] is None
         assert body["errors"][0]["message"] == "Invalid username or password"
         assert error_code(body) == "UNAUTHENTICATED"
-    strip = [{k: v for k, v in b["errors"][0].items() if k != "locations"} for b in (wrong, unknown)]
+    strip = [
+        {k: v for k, v in b["errors"][0].items() if k != "locations"} for b in (wrong, unknown)
+    ]
     assert strip[0] == strip[1]
 
 

@@ -111,8 +111,9 @@ async def test_published_only_after_commit(
 
     monkeypatch.setattr(broadcast, "publish", checking_publish)
     await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
-    await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"},
-              token=driver.access)
+    await gql(
+        client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, token=driver.access
+    )
     assert seen and all(published == committed for published, committed in seen)
     assert {s for s, _ in seen} == {"STARTED", "IN_PROGRESS"}
 
@@ -126,13 +127,15 @@ async def test_no_event_for_a_failed_mutation(client: httpx.AsyncClient, app: An
         assert "errors" not in ok
         lost = await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=loser.access)
         assert error_code(lost) == "CONFLICT"
-        bad = await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "COMPLETED"},
-                        token=winner.access)
+        bad = await gql(
+            client, UPDATE_STATUS, {"id": trip["id"], "status": "COMPLETED"}, token=winner.access
+        )
         assert error_code(bad) == "CONFLICT"
         refused = await gql(client, CANCEL_TRIP, {"id": trip["id"]}, token=winner.access)
         assert error_code(refused) == "FORBIDDEN"
-        await gql(client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"},
-                  token=winner.access)
+        await gql(
+            client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, token=winner.access
+        )
         first, second = await next_event(queue), await next_event(queue)
         assert queue.empty()
     assert (first["kind"], first["trip"]["status"]) == ("accepted", "STARTED")
@@ -147,8 +150,12 @@ async def test_location_events(client: httpx.AsyncClient, app: Any) -> None:
     await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
     async with listen(app, events.location_channel(trip["id"])) as queue:
         location = {"latitude": 48.85, "longitude": 2.35, "heading": 180.0}
-        await gql(client, REPORT_LOCATION, {"tripId": trip["id"], "location": location},
-                  token=driver.access)
+        await gql(
+            client,
+            REPORT_LOCATION,
+            {"tripId": trip["id"], "location": location},
+            token=driver.access,
+        )
         event = await next_event(queue)
     assert event["kind"] == "location"
     assert {k: event["location"][k] for k in location} == location

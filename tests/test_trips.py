@@ -223,7 +223,10 @@ async def test_role_status_mutation_table(
             continue  # a requested trip has no driver yet; other_driver covers it
         driver = None if status is TripStatus.REQUESTED else people["trip_driver"]
         trip_id = await insert_trip(
-            app, rider=people["owner"], status=status, driver=driver,
+            app,
+            rider=people["owner"],
+            status=status,
+            driver=driver,
             created=datetime.now(UTC) - timedelta(minutes=5),
         )
         before = await stored(app, trip_id)
@@ -281,7 +284,9 @@ async def test_one_active_trip_per_rider(client: httpx.AsyncClient) -> None:
 async def test_drivers_cannot_request(client: httpx.AsyncClient) -> None:
     driver = await account(client, "DRIVER")
     body = await gql(
-        client, REQUEST_TRIP, {"input": {"pickUpAddress": "A", "dropOffAddress": "B"}},
+        client,
+        REQUEST_TRIP,
+        {"input": {"pickUpAddress": "A", "dropOffAddress": "B"}},
         token=driver.access,
     )
     assert error_code(body) == "FORBIDDEN"
@@ -333,7 +338,10 @@ async def test_a_whole_ride_and_the_drivers_rating(client: httpx.AsyncClient, ap
     driver = await account(client, "DRIVER")
     for stars in (5, 4):
         await insert_trip(
-            app, rider=await account(client), status=TripStatus.COMPLETED, driver=driver,
+            app,
+            rider=await account(client),
+            status=TripStatus.COMPLETED,
+            driver=driver,
             rating=stars,
         )
     rider = await account(client)
@@ -375,8 +383,9 @@ async def test_twenty_drivers_race_through_two_app_instances(
         async with httpx.AsyncClient(transport=transport, base_url="http://b") as second:
             bodies = await asyncio.gather(
                 *(
-                    gql(second if i % 2 else client, ACCEPT_TRIP, {"id": trip["id"]},
-                        token=d.access)
+                    gql(
+                        second if i % 2 else client, ACCEPT_TRIP, {"id": trip["id"]}, token=d.access
+                    )
                     for i, d in enumerate(drivers)
                 )
             )
