@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     ws_keepalive_seconds: float = 10.0
     ws_init_timeout_seconds: float = 3.0
     subscriber_queue_size: int = 64
+    # Every broadcast channel is `<prefix>:<name>`: deployments sharing a Redis stay apart.
+    channel_prefix: str = Field(default="taxi", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
     log_json: bool = False
     log_level: str = "info"

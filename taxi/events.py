@@ -22,16 +22,23 @@ log = logging.getLogger(__name__)
 # been missed, so watchers re-read the current state once.
 RESYNC = "__resync__"
 
-POOL = "taxi:pool"  # trips entering or leaving the pool of requested trips
-TRIPS = "taxi:trips"  # every change to every trip (tripsUpdated filters by visibility)
+# Channel names below are relative: on the backend each is `<CHANNEL_PREFIX>:<name>`, so
+# two deployments (or test runs) sharing one Redis never see each other's events.
+POOL = "pool"  # trips entering or leaving the pool of requested trips
+TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibility)
 
 
 def trip_channel(trip_id: uuid.UUID | str) -> str:
-    return f"taxi:trip:{trip_id}"
+    return f"trip:{trip_id}"
 
 
 def location_channel(trip_id: uuid.UUID | str) -> str:
-    return f"taxi:trip:{trip_id}:location"
+    return f"trip:{trip_id}:location"
+
+
+def full_channel(prefix: str, name: str) -> str:
+    """The name on the broadcast backend."""
+    return f"{prefix}:{name}"
 
 
 def _json_default(value: object) -> str:
@@ -58,13 +65,14 @@ class Publisher:
     publish failure is logged, never raised, because the change itself is durable and
     watchers re-read the state when the backend comes back."""
 
-    def __init__(self, broadcast: Broadcast) -> None:
+    def __init__(self, broadcast: Broadcast, *, prefix: str) -> None:
         self.broadcast = broadcast
+        self.prefix = prefix
 
     async def _send(self, channels: list[str], message: str) -> None:
         for channel in channels:
             try:
-                await self.broadcast.publish(channel, message)
+                await self.broadcast.publish(full_channel(self.prefix, channel), message)
             except (RedisError, OSError) as exc:
                 log.warning("publish to %s failed: %r", channel, exc)
 

@@ -72,8 +72,9 @@ class _Channel:
 
 
 class Hub:
-    def __init__(self, broadcast: Broadcast, *, maxsize: int = 64) -> None:
+    def __init__(self, broadcast: Broadcast, *, prefix: str, maxsize: int = 64) -> None:
         self.broadcast = broadcast
+        self.prefix = prefix
         self.maxsize = maxsize
         self._channels: dict[str, _Channel] = {}
         self._lock = asyncio.Lock()
@@ -113,7 +114,9 @@ class Hub:
 
     async def _pump(self, channel: str, ch: _Channel, ready: asyncio.Event) -> None:
         try:
-            async with self.broadcast.subscribe(channel) as subscriber:
+            async with self.broadcast.subscribe(
+                events.full_channel(self.prefix, channel)
+            ) as subscriber:
                 ready.set()
                 await self._deliver(channel, ch, subscriber)
         finally:

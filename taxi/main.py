@@ -57,8 +57,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             engine=engine,
             db=sessions,
             broadcast=broadcast,
-            events=Publisher(broadcast),
-            hub=Hub(broadcast, maxsize=settings.subscriber_queue_size),
+            events=Publisher(broadcast, prefix=settings.channel_prefix),
+            hub=Hub(
+                broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
+            ),
             limiter=limiter,
         )
 

@@ -34,6 +34,7 @@ from taxi.migrate import upgrade
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = normalize_database_url(os.environ.get("DATABASE_URL", ""))
 REDIS_URL = os.environ.get("REDIS_URL", "")
+SESSION_PREFIX = f"taxi-test-{uuid.uuid4().hex[:8]}"
 HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
 
 
@@ -106,6 +107,8 @@ def base_settings(**overrides: object) -> Settings:
         "password_hashing": "fast",
         "redis_url": None,
         "database_url": "sqlite+aiosqlite:///./unused.db",
+        # Its own channels: other runs on a shared Redis are invisible to this one.
+        "channel_prefix": SESSION_PREFIX,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ async def pool_subscribed(url: str, before: int) -> None:
     the test asserts, so running out of time here is not a failure."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if await numsub(url, events.POOL) > before:
+        if await numsub(url, events.full_channel("taxi", events.POOL)) > before:
             return
         await asyncio.sleep(0.02)
 
@@ -110,7 +110,7 @@ async def test_events_cross_processes(cluster: list[TaxiServer]) -> None:
     driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
 
     async with GqlSocket.open(a.ws_url, driver.access) as driver_ws:
-        before = await numsub(REDIS_URL, events.POOL)
+        before = await numsub(REDIS_URL, events.full_channel("taxi", events.POOL))
         await driver_ws.subscribe("pool", TRIP_REQUESTED, {})
         await pool_subscribed(REDIS_URL, before)
 

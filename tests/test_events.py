@@ -31,6 +31,7 @@ async def listen(app: Any, channel: str) -> AsyncIterator[asyncio.Queue[dict[str
     """Subscribe, and make sure the subscription is live before the test acts: a probe
     published on the channel must come back first."""
     broadcast = app.state.services.broadcast
+    channel = events.full_channel(app.state.settings.channel_prefix, channel)
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     probe = f"probe-{uuid.uuid4().hex}"
     ready = asyncio.Event()

@@ -1,0 +1,150 @@
+"""A small GraphQL-over-WebSocket client for real-socket tests, over `websockets`.
+
+Speaks both subprotocols: `graphql-transport-ws` (the graphql-ws library) and the legacy
+`graphql-ws` (subscriptions-transport-ws). Every wait has a generous timeout, so a
+broken server fails a test instead of hanging it; nothing here measures time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+TRANSPORT = "graphql-transport-ws"
+LEGACY = "graphql-ws"
+PROTOCOLS = (TRANSPORT, LEGACY)
+WAIT = 10.0
+
+Message = dict[str, Any]
+
+
+class WsClient:
+    def __init__(self, conn: ClientConnection, protocol: str) -> None:
+        self.conn = conn
+        self.protocol = protocol
+
+    @property
+    def legacy(self) -> bool:
+        return self.protocol == LEGACY
+
+    # -- raw frames ----------------------------------------------------------------------
+
+    async def send(self, message: Message | str) -> None:
+        await self.conn.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def recv(self, within: float = WAIT, *, ka: bool = False) -> Message:
+        """The next message (a JSON object in a text frame). Legacy keep-alives (`ka`)
+        are skipped unless `ka` is true."""
+        async with asyncio.timeout(within):
+            while True:
+                frame = await self.conn.recv()
+                assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
+                message = json.loads(frame)
+                assert isinstance(message, dict), message
+                if message.get("type") == "ka" and not ka:
+                    continue
+                return message
+
+    async def closed(self, code: int, within: float = WAIT) -> str:
+        """Wait for the server to close the socket with `code`; any other message first
+        (keep-alives aside) fails. Returns the close reason."""
+        try:
+            message = await self.recv(within)
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None, f"no close frame from the server: {exc!r}"
+            assert exc.rcvd.code == code, f"closed with {exc.rcvd}, expected {code}"
+            return exc.rcvd.reason
+        raise AssertionError(f"expected close {code}, got {message}")
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def init(self, payload: Message | None = None) -> None:
+        """connection_init; nothing is read back."""
+        message: Message = {"type": "connection_init"}
+        if payload is not None:
+            message["payload"] = payload
+        await self.send(message)
+
+    async def handshake(self, payload: Message | None) -> None:
+        """connection_init, then exactly a connection_ack."""
+        await self.init(payload)
+        assert await self.recv() == {"type": "connection_ack"}
+
+    async def subscribe(
+        self, op_id: str, query: str, variables: dict[str, Any] | None = None
+    ) -> None:
+        await self.send(
+            {
+                "id": op_id,
+                "type": "start" if self.legacy else "subscribe",
+                "payload": {"query": query, "variables": variables or {}},
+            }
+        )
+
+    async def stop(self, op_id: str) -> None:
+        """End `op_id` from the client side. graphql-transport-ws answers nothing; the
+        legacy protocol answers `complete` (read here: use only on quiet operations)."""
+        await self.send({"id": op_id, "type": "stop" if self.legacy else "complete"})
+        if self.legacy:
+            await self.complete(op_id)
+
+    async def next(self, op_id: str, within: float = WAIT) -> Message:
+        """The next result of `op_id` (no errors): its `data`."""
+        message = await self.recv(within)
+        assert message.get("id") == op_id, message
+        assert message["type"] == ("data" if self.legacy else "next"), message
+        assert "errors" not in message["payload"], message
+        data: Message = message["payload"]["data"]
+        return data
+
+    async def next_where(
+        self, op_id: str, keep: Callable[[Message], bool], within: float = WAIT
+    ) -> Message:
+        """The next result of `op_id` that `keep` accepts, skipping others: for global
+        channels (trip requests, the pool) that other tests on a shared Redis also use."""
+        async with asyncio.timeout(within):
+            while True:
+                data = await self.next(op_id, within)
+                if keep(data):
+                    return data
+
+    async def complete(self, op_id: str, within: float = WAIT) -> None:
+        assert await self.recv(within) == {"id": op_id, "type": "complete"}
+
+    async def error(self, op_id: str, within: float = WAIT) -> Message:
+        """The `error` message that ends `op_id`: its (first) GraphQL error."""
+        message = await self.recv(within)
+        assert message.get("id") == op_id, message
+        assert message["type"] == "error", message
+        payload = message["payload"]
+        # graphql-transport-ws sends a list of errors; legacy graphql-ws one error.
+        if not self.legacy:
+            assert isinstance(payload, list) and len(payload) == 1, payload
+            payload = payload[0]
+        assert isinstance(payload, dict), payload
+        return payload
+
+
+@asynccontextmanager
+async def open_ws(url: str, protocol: str = TRANSPORT, **kwargs: Any) -> AsyncIterator[WsClient]:
+    """A socket with `protocol` negotiated and nothing sent yet."""
+    options = {"open_timeout": WAIT, "close_timeout": 2, **kwargs}
+    async with connect(url, subprotocols=[Subprotocol(protocol)], **options) as conn:
+        assert conn.subprotocol == protocol
+        yield WsClient(conn, protocol)
+
+
+@asynccontextmanager
+async def session(
+    url: str, token: str, protocol: str = TRANSPORT, **kwargs: Any
+) -> AsyncIterator[WsClient]:
+    """A socket past a successful handshake with `{"authToken": token}`."""
+    async with open_ws(url, protocol, **kwargs) as ws:
+        await ws.handshake({"authToken": token})
+        yield ws
