@@ -55,6 +55,11 @@ class Context:
     def db(self) -> SessionMaker:
         return self.services.db
 
+    def forget_user(self) -> None:
+        """Authenticate again on the next `user()` (a new token on the same socket)."""
+        self._user = None
+        self._auth_error = None
+
     async def user(self) -> User:
         """The signed-in, active user; Unauthenticated otherwise. Cached per context."""
         if self._user is not None:

@@ -5,6 +5,7 @@ trip state (trip, rider, driver, position), so no subscriber ever queries per ev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -58,6 +59,33 @@ def _encode(kind: str, key: str, body: dict[str, Any]) -> str:
 def decode(message: str) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(message)
     return data
+
+
+def trip_of(item: dict[str, Any]) -> TripView:
+    """The event's trip, decoded once per process: the hub hands the same item to every
+    local subscriber, so they all get the same view object."""
+    view = item.get("_view")
+    if view is None:
+        view = item["_view"] = TripView.from_json(item["trip"])
+    return view  # type: ignore[no-any-return]
+
+
+def redacted_trip_of(item: dict[str, Any]) -> TripView:
+    """The trip as drivers who may not see it learn that it left the pool: without
+    who took it."""
+    view = item.get("_redacted")
+    if view is None:
+        view = item["_redacted"] = dataclasses.replace(
+            trip_of(item), driver=None, driver_location=None
+        )
+    return view  # type: ignore[no-any-return]
+
+
+def location_of(item: dict[str, Any]) -> LocationView:
+    view = item.get("_location")
+    if view is None:
+        view = item["_location"] = LocationView.from_json(item["location"])
+    return view  # type: ignore[no-any-return]
 
 
 class Publisher:

@@ -10,9 +10,11 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -27,12 +29,18 @@ from taxi import auth
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import Unauthenticated
+from taxi.schema import MAX_TOKENS
 from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
 
 log = logging.getLogger("taxi.ws")
 
 GOING_AWAY = 1001
 FORBIDDEN = 4403
+
+
+class _BodyTooLarge(Exception):
+    """Raised from `receive` past max_body_bytes (not a ValueError: strawberry turns
+    those into "Unable to parse the multipart body")."""
 
 
 def error_response(status: int, message: str, code: str) -> JSONResponse:
@@ -117,25 +125,59 @@ class TaxiGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive=receive)
-        length = request.headers.get("content-length")
         limit = self.settings.max_body_bytes
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        request = Request(scope, receive=receive_within_limit)
+        length = request.headers.get("content-length")
+        too_large = error_response(
+            413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
+        )
         if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = error_response(
-                413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
-            )
+            response: Response = too_large
         else:
             try:
                 response = await self.run(request)
+            except _BodyTooLarge:
+                response = too_large
             except HTTPException as exc:
                 code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
                 response = error_response(exc.status_code, exc.reason, code)
+            except StarletteHTTPException as exc:
+                # Starlette's multipart parser ("Missing boundary in multipart."): JSON too.
+                code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
+                response = error_response(exc.status_code, exc.detail, code)
             finally:
                 # Multipart uploads are spooled to temporary files: close them now.
                 await request.close()
         await response(scope, receive, send)
 
+    async def parse_http_body(self, request: Any) -> Any:
+        try:
+            return await super().parse_http_body(request)
+        except HTTPException:
+            raise
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            # JSON of the wrong shape (`false`, a string `map`, ...): strawberry indexes
+            # into it as it comes. A client's fault: 400, never a 500.
+            raise HTTPException(400, "Malformed GraphQL request.") from exc
+
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        data = kwargs["request_data"]
+        if _is_subscription(data.query, data.operation_name):
+            # Subscriptions are served over WebSocket; run over plain HTTP, the stream
+            # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
+            raise HTTPException(400, "Subscriptions are served over WebSocket only.")
         result = await super().execute_single(*args, **kwargs)
         if result.errors:
             # Parse failures skip the extensions; give them their code here too.
@@ -157,6 +199,9 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
         context.token = auth.token_from_connection_params(context.connection_params)
+        # Legacy graphql-ws lets a client send connection_init again: authenticate that
+        # token afresh (the cached user of the first one made the assert below fail).
+        context.forget_user()
         try:
             await context.user()
             assert context.token is not None
@@ -168,6 +213,8 @@ class TaxiGraphQL(GraphQL[Context, None]):
         ws = context.request
         assert isinstance(ws, WebSocket)
         delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
+        if (previous := getattr(ws.state, "expiry", None)) is not None:
+            previous.cancel()
         ws.state.expiry = asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self._expire(ws))
         )
@@ -209,6 +256,21 @@ class TaxiGraphQL(GraphQL[Context, None]):
             with suppress(Exception):
                 if ws.application_state == WebSocketState.CONNECTED:
                     await ws.close(code=GOING_AWAY, reason="Server shutting down")
+
+
+def _is_subscription(query: object, operation_name: object) -> bool:
+    if not isinstance(query, str) or "subscription" not in query:
+        return False  # cheap: the keyword must be in the text
+    try:
+        document = parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return False  # strawberry reports the syntax error itself
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if isinstance(operation_name, str):
+        operations = [d for d in operations if d.name and d.name.value == operation_name]
+    # Without a name, any subscription in the document counts (strawberry picks the
+    # first operation where graphql-core would refuse to choose).
+    return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
 
 
 def _protocol(ws: WebSocket) -> str | None:

@@ -41,7 +41,7 @@ class UserView:
         return cls(**{**data, "group": UserGroup(data["group"])})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class LocationView:
     latitude: float
     longitude: float
@@ -67,7 +67,7 @@ class LocationView:
         return cls(**{**data, "recorded_at": datetime.fromisoformat(data["recorded_at"])})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class TripView:
     id: uuid.UUID
     created: datetime

@@ -4,7 +4,6 @@ filtered and passed on as it came, with no query per subscriber."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -40,15 +39,10 @@ async def watch_trip(
                 except NotFound:
                     return
                 continue
-            view = TripView.from_json(item["trip"])
+            view = events.trip_of(item)
             if not can_see(user.id, user.group, view):
                 return  # e.g. a driver who lost the race: no further updates
             yield view
-
-
-def _redacted(view: TripView) -> TripView:
-    # A requested trip that left the pool: drivers learn that it left, not who took it.
-    return dataclasses.replace(view, driver=None, driver_location=None)
 
 
 async def watch_trips(*, hub: Hub, user: User) -> AsyncIterator[TripView]:
@@ -57,11 +51,11 @@ async def watch_trips(*, hub: Hub, user: User) -> AsyncIterator[TripView]:
         async for item in inbox:
             if item["kind"] == events.RESYNC:
                 continue
-            view = TripView.from_json(item["trip"])
+            view = events.trip_of(item)
             if can_see(user.id, user.group, view):
                 yield view
             elif user.group is UserGroup.DRIVER and item.get("left_pool"):
-                yield _redacted(view)
+                yield events.redacted_trip_of(item)
 
 
 def check_driver(user: User) -> None:
@@ -73,7 +67,7 @@ async def watch_requests(*, hub: Hub, user: User) -> AsyncIterator[TripView]:
     async with hub.subscribe(events.POOL) as inbox:
         async for item in inbox:
             if item["kind"] == "requested":
-                yield TripView.from_json(item["trip"])
+                yield events.trip_of(item)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -112,7 +106,7 @@ async def watch_location(
                 except NotFound:
                     return
                 continue
-            view = TripView.from_json(item["trip"])
+            view = events.trip_of(item)
             if not _is_party(user, view):
                 return
-            yield LocationView.from_json(item["location"])
+            yield events.location_of(item)

@@ -10,7 +10,6 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
@@ -20,7 +19,8 @@ from strawberry.tools import merge_types
 from taxi.logs import OperationLog
 from taxi.schema.accounts import AccountMutation, AccountQuery
 from taxi.schema.errors import ErrorCodes
-from taxi.schema.limits import MaxPageSize
+from taxi.schema.fanout import SharedEventExecutor
+from taxi.schema.limits import MaxPageSize, QueryDepthLimit
 from taxi.schema.subscriptions import Subscription
 from taxi.schema.trips import TripMutation, TripQuery
 
@@ -43,7 +43,7 @@ def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> 
         OperationLog,
         lambda: ErrorCodes(mask_internal=mask_internal),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: QueryDepthLimit(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: AddValidationRules([MaxPageSize]),
         lambda: ParserCache(maxsize=1024),
@@ -56,6 +56,7 @@ def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> 
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,  # type: ignore[arg-type]
+        execution_context_class=SharedEventExecutor,
     )
 
 

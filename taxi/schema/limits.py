@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphql import ArgumentNode, GraphQLError, IntValueNode, ValidationRule
+from graphql import (
+    ArgumentNode,
+    GraphQLError,
+    IntValueNode,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+)
+from strawberry.extensions import AddValidationRules
+from strawberry.extensions.query_depth_limiter import create_validator
 
 MAX_FIRST = 100
 
@@ -23,3 +32,31 @@ class MaxPageSize(ValidationRule):
                         node,
                     )
                 )
+
+
+class NonEmptySelectionSets(ValidationRule):
+    """The GraphQL grammar wants at least one selection, but graphql-core 3.3 parses `{}`;
+    such a document is refused here (HTTP 400) instead of crashing the depth limiter."""
+
+    def enter_selection_set(self, node: SelectionSetNode, *_args: Any) -> None:
+        if not node.selections:
+            self.report_error(GraphQLError("A selection set may not be empty.", node))
+
+
+class QueryDepthLimit(AddValidationRules):
+    """strawberry's QueryDepthLimiter, minus its crashes (an INTERNAL_SERVER_ERROR for a
+    client's fault): its walk raises on an empty selection set (ValueError) or an unknown
+    fragment (KeyError). Those documents are refused by NonEmptySelectionSets and graphql's
+    KnownFragmentNames instead, so nothing that skipped the depth check ever executes."""
+
+    def __init__(self, max_depth: int) -> None:
+        depth_rule = create_validator(max_depth, None)
+
+        class SafeDepthRule(depth_rule):  # type: ignore[misc,valid-type]
+            def __init__(self, context: ValidationContext) -> None:
+                try:
+                    super().__init__(context)
+                except (ValueError, KeyError):
+                    ValidationRule.__init__(self, context)
+
+        super().__init__([NonEmptySelectionSets, SafeDepthRule])

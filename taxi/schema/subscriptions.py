@@ -3,7 +3,9 @@ that operation, the socket stays open) and is re-applied to every event."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import strawberry
 
@@ -11,15 +13,32 @@ from taxi.resolvers import live
 from taxi.schema.types import Info, Location, Trip
 from taxi.views import LocationView, TripView
 
+T = TypeVar("T")
+
+# One GraphQL object per view: every subscriber of an event then yields the SAME payload
+# object, which is what lets the fan-out share one execution (taxi/schema/fanout.py).
+# Keyed by the view's identity (views compare by value and are unhashable); an entry is
+# dropped when its view dies.
+_objects: dict[int, Any] = {}
+
+
+def _shared(view: Any, convert: Callable[[Any], T]) -> T:
+    key = id(view)
+    obj = _objects.get(key)
+    if obj is None:
+        obj = _objects[key] = convert(view)
+        weakref.finalize(view, _objects.pop, key, None)
+    return obj  # type: ignore[no-any-return]
+
 
 async def _trips(source: AsyncIterator[TripView]) -> AsyncGenerator[Trip, None]:
     async for view in source:
-        yield Trip.of(view)
+        yield _shared(view, Trip.of)
 
 
 async def _locations(source: AsyncIterator[LocationView]) -> AsyncGenerator[Location, None]:
     async for view in source:
-        yield Location.of(view)
+        yield _shared(view, Location.of)
 
 
 @strawberry.type
