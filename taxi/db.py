@@ -31,7 +31,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=10,
         max_overflow=20,
         pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 15},
+        # Bounded: a frozen database must fail requests fast (SERVICE_UNAVAILABLE), not hang
+        # them; every query here is small and indexed.
+        connect_args={"timeout": 5, "command_timeout": 5},
     )
 
 

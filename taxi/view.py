@@ -28,13 +28,14 @@ from strawberry.types.unset import UNSET
 from taxi import auth
 from taxi.config import Settings
 from taxi.context import Context, Services
-from taxi.errors import Unauthenticated
+from taxi.errors import ServiceUnavailable, Unauthenticated
 from taxi.schema import MAX_TOKENS
-from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
+from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 
 log = logging.getLogger("taxi.ws")
 
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 FORBIDDEN = 4403
 
 
@@ -78,6 +79,14 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         await super().handle_message(message)
 
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await _unavailable(self, exc, legacy=False)
+
 
 class _StreamAnyOperation:
     """Strawberry's legacy handler runs every `start` through schema.subscribe(), which
@@ -102,6 +111,28 @@ class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_message(self, message: Any) -> None:
         if _well_formed(message):  # like unparsable JSON, the rest is ignored
             await super().handle_message(message)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await _unavailable(self, exc, legacy=True)
+
+
+async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:
+    """The database went away while connection_init authenticated the token: close with
+    1013 Try Again Later, which clients retry (it crashed the socket, 1006, with a
+    traceback in the log; 4403 would have told the client its token was bad)."""
+    log.warning("connection_init: backend unavailable: %r", exc)
+    if legacy:
+        error = {
+            "message": ServiceUnavailable.default_message,
+            "extensions": {"code": ServiceUnavailable.code},
+        }
+        await handler.send_message({"type": "connection_error", "payload": error})
+    await handler.websocket.close(code=TRY_AGAIN_LATER, reason="Service unavailable")
 
 
 class TaxiGraphQL(GraphQL[Context, None]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
@@ -27,12 +28,27 @@ PRE_EXECUTION_CODES = {
 }
 
 
-def _is_outage(exc: BaseException) -> bool:
+# asyncpg's errors for a server that is starting up or shutting down, full, or gone. When
+# SQLAlchemy wraps one (as the __cause__ of a DBAPIError's `orig`), its message, e.g. "the
+# database system is shutting down", names no connection: the type is what tells.
+_ASYNCPG_OUTAGES = (
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,  # 57P03 "the database system is starting up"
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.TooManyConnectionsError,  # 53300
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _ASYNCPG_OUTAGES):
+        return True
     if isinstance(exc, DBAPIError):
         # Connection-level failures only; a constraint violation is a bug, not an outage.
         return (
             bool(exc.connection_invalidated)
             or isinstance(exc.orig, (OSError, ConnectionError))
+            or isinstance(getattr(exc.orig, "__cause__", None), _ASYNCPG_OUTAGES)
             or "connect" in type(exc.orig).__name__.lower()
             or _is_outage_text(str(exc.orig))
         )
@@ -60,7 +76,7 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, object]]:
         return "GRAPHQL_VALIDATION_FAILED", error.message, {}
     if isinstance(original, GraphQLError):
         return classify(original)
-    if _is_outage(original):
+    if is_outage(original):
         log.warning("backend unavailable: %r", original)
         return ServiceUnavailable.code, ServiceUnavailable.default_message, {}
     log.error("internal error in %s", error.path, exc_info=original)
