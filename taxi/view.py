@@ -72,20 +72,26 @@ def _well_formed(message: object) -> bool:
     return True
 
 
-class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+class _OutageAtInit:
+    """Both protocols: an outage while connection_init authenticates closes with 1013."""
+
+    legacy = False
+
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)  # type: ignore[misc]
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await _unavailable(self, exc, legacy=self.legacy)
+
+
+class _TransportWSHandler(_OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_message(self, message: Any) -> None:
         if not _well_formed(message):
             await self.handle_invalid_message("Invalid message")  # 4400
             return
         await super().handle_message(message)
-
-    async def handle_connection_init(self, message: Any) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            await _unavailable(self, exc, legacy=False)
 
 
 class _StreamAnyOperation:
@@ -103,7 +109,9 @@ class _StreamAnyOperation:
         return await self._schema.stream(**kwargs)
 
 
-class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+class _LegacyWSHandler(_OutageAtInit, BaseGraphQLWSHandler[Context, None]):
+    legacy = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _StreamAnyOperation(self.schema)  # type: ignore[assignment]
@@ -111,14 +119,6 @@ class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_message(self, message: Any) -> None:
         if _well_formed(message):  # like unparsable JSON, the rest is ignored
             await super().handle_message(message)
-
-    async def handle_connection_init(self, message: Any) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            await _unavailable(self, exc, legacy=True)
 
 
 async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:
