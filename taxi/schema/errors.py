@@ -114,3 +114,10 @@ class ErrorCodes(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return with_codes(errors, mask_internal=self.mask_internal)
+
+    def _process_result(self, result: object) -> None:
+        # MaskErrors checks `isinstance(result, <runtime Protocol>)`: the largest single
+        # cost per subscriber per event in the fan-out profile. A plain lookup will do.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
