@@ -89,8 +89,11 @@ class RequestIdMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
+        # A socket's frames go straight to the server: wrapping `send` there would put an
+        # extra call on every message to every subscriber, for a header it never sends.
+        wrapped = send_with_id if scope["type"] == "http" else send
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, wrapped)
         finally:
             request_id.reset(token)
 

@@ -257,7 +257,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
         if ws.application_state != WebSocketState.CONNECTED:
             return
         with suppress(Exception):
-            if ws.scope.get("subprotocols") and _protocol(ws) == GRAPHQL_WS_PROTOCOL:
+            if _protocol(ws) == GRAPHQL_WS_PROTOCOL:
                 await ws.send_text(
                     orjson.dumps(
                         {"type": "connection_error", "payload": {"message": "Token has expired."}}
