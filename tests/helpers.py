@@ -40,6 +40,13 @@ mutation Report($tripId: ID!, $location: LocationInput!) {
   reportLocation(tripId: $tripId, location: $location) { latitude longitude heading recordedAt }
 }"""
 TRIP = f"query Trip($id: ID!) {{ trip(id: $id) {{ {TRIP_FIELDS} }} }}"
+TRIP_REQUESTED = f"subscription {{ tripRequested {{ {TRIP_FIELDS} }} }}"
+TRIP_UPDATED = f"subscription Watch($id: ID!) {{ tripUpdated(id: $id) {{ {TRIP_FIELDS} }} }}"
+TRIPS_UPDATED = f"subscription {{ tripsUpdated {{ {TRIP_FIELDS} }} }}"
+DRIVER_LOCATION = """
+subscription Follow($tripId: ID!) {
+  driverLocation(tripId: $tripId) { latitude longitude heading recordedAt }
+}"""
 PASSWORD = "correct-horse-9"
 
 

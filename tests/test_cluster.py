@@ -22,11 +22,13 @@ from taxi import events
 from tests.conftest import REDIS_URL
 from tests.helpers import (
     ACCEPT_TRIP,
+    DRIVER_LOCATION,
     LOG_IN,
     PASSWORD,
     REPORT_LOCATION,
     TRIP,
-    TRIP_FIELDS,
+    TRIP_REQUESTED,
+    TRIP_UPDATED,
     UPDATE_STATUS,
     Account,
     account,
@@ -39,13 +41,6 @@ from tests.procs import GqlSocket, RedisServer, TaxiServer, redis_server, taxi_s
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 log = logging.getLogger(__name__)
-
-TRIP_REQUESTED = f"subscription {{ tripRequested {{ {TRIP_FIELDS} }} }}"
-TRIP_UPDATED = f"subscription Watch($id: ID!) {{ tripUpdated(id: $id) {{ {TRIP_FIELDS} }} }}"
-DRIVER_LOCATION = """
-subscription Follow($tripId: ID!) {
-  driverLocation(tripId: $tripId) { latitude longitude heading recordedAt }
-}"""
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ from tests.helpers import (
     PASSWORD,
     REQUEST_TRIP,
     TRIP,
-    TRIP_FIELDS,
+    TRIP_UPDATED,
     UPDATE_STATUS,
     account,
     gql,
@@ -90,7 +90,6 @@ def real(test: Any) -> Any:
 
 log = logging.getLogger(__name__)
 
-TRIP_UPDATED = f"subscription Watch($id: ID!) {{ tripUpdated(id: $id) {{ {TRIP_FIELDS} }} }}"
 FAST = 10.0  # "fails fast": every request during an outage answers within this
 RECOVERY = 30.0  # the service must be healthy again this long after PostgreSQL is
 GRACEFUL = 10.0  # `taxi serve`'s timeout_graceful_shutdown

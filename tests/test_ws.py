@@ -30,12 +30,15 @@ from taxi.views import TripView
 from tests.conftest import LiveServer, serve
 from tests.helpers import (
     ACCEPT_TRIP,
+    DRIVER_LOCATION,
     LOG_IN,
     PASSWORD,
     REPORT_LOCATION,
     REQUEST_TRIP,
     TRIP,
-    TRIP_FIELDS,
+    TRIP_REQUESTED,
+    TRIP_UPDATED,
+    TRIPS_UPDATED,
     UPDATE_STATUS,
     Account,
     account,
@@ -45,13 +48,6 @@ from tests.helpers import (
 from tests.ws import LEGACY, PROTOCOLS, WAIT, WsClient, open_ws, session
 
 ME = "{ me { id username group } }"
-TRIP_REQUESTED = f"subscription {{ tripRequested {{ {TRIP_FIELDS} }} }}"
-TRIP_UPDATED = f"subscription Watch($id: ID!) {{ tripUpdated(id: $id) {{ {TRIP_FIELDS} }} }}"
-TRIPS_UPDATED = f"subscription {{ tripsUpdated {{ {TRIP_FIELDS} }} }}"
-DRIVER_LOCATION = """
-subscription Follow($tripId: ID!) {
-  driverLocation(tripId: $tripId) { latitude longitude heading recordedAt }
-}"""
 
 both = pytest.mark.parametrize("protocol", PROTOCOLS)
 
