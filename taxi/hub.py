@@ -4,18 +4,28 @@ broadcaster gives each subscriber an unbounded queue, and its first-subscriber p
 can race. Here each channel has one pump task that decodes an event once and hands
 it to every local inbox. An inbox holds at most `maxsize` keys; a newer state for a
 key (a trip) replaces the stale one in place, so a phone that stops reading costs a
-bounded amount of memory and never slows the others."""
+bounded amount of memory and never slows the others.
+
+An inbox may also deliver inline (`Inbox.direct`): while its consumer sits idle with
+nothing queued, the pump hands the event to `direct`, which filters it and returns the
+frame's send (or True: nothing to send, or False: queue it). The pump steps that send
+once; a socket that can take the frame takes it then and there, with no task switch
+per subscriber. One whose buffer is full suspends the send: the consumer's own task
+finishes it (in order, before anything queued behind it), so a slow phone still holds
+back nobody but itself."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from broadcaster import Broadcast
+from starlette.websockets import WebSocketDisconnect
 
 from taxi import events
 
@@ -23,18 +33,32 @@ log = logging.getLogger(__name__)
 
 Item = dict[str, Any]
 RESYNC_ITEM: Item = {"kind": events.RESYNC, "key": events.RESYNC}
+Send = Coroutine[Any, Any, Any]
+# What `Inbox.direct` returns: a send to run, True (handled, nothing to send) or False
+# (queue the item for the consumer).
+Direct = Callable[[Item], "Send | bool"]
 
 
 class Inbox:
-    __slots__ = ("_items", "_ready", "dropped", "maxsize")
+    __slots__ = ("_idle", "_items", "_pending", "_ready", "direct", "dropped", "maxsize")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: OrderedDict[str, Item] = OrderedDict()
         self._ready = asyncio.Event()
+        self._idle = False  # the consumer waits in get() with nothing to do
+        self._pending: tuple[Send, Any] | None = None  # a started send that had to wait
+        self.direct: Direct | None = None
         self.dropped = 0
 
     def put(self, item: Item) -> None:
+        if self.direct is not None and self._idle and self._pending is None:
+            outcome = self.direct(item)
+            if outcome is True:
+                return
+            if outcome is not False:
+                self._start(outcome)
+                return
         key = item["key"]
         if key in self._items:
             self._items[key] = item  # newest state wins, in the stale one's place
@@ -46,11 +70,37 @@ class Inbox:
             self._items[key] = item
         self._ready.set()
 
+    def _start(self, send: Send) -> None:
+        try:
+            waiting_on = send.send(None)
+        except StopIteration:
+            return  # written
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            # The socket is going away; its consumer learns it from its own next send
+            # or the disconnect, and nothing more is sent from here.
+            self.direct = None
+            return
+        self._pending = (send, waiting_on)
+        self._ready.set()
+
     async def get(self) -> Item:
-        while not self._items:
+        while True:
+            if self._pending is not None:
+                await _resume(*self._pending)
+                self._pending = None
+            if self._items:
+                return self._items.popitem(last=False)[1]
             self._ready.clear()
-            await self._ready.wait()
-        return self._items.popitem(last=False)[1]
+            self._idle = True
+            try:
+                await self._ready.wait()
+            finally:
+                self._idle = False
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending[0].close()
+            self._pending = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -61,6 +111,28 @@ class Inbox:
     async def _iter(self) -> AsyncIterator[Item]:
         while True:
             yield await self.get()
+
+
+@types.coroutine
+def _resume(send: Send, waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Drive a coroutine that someone else started and that suspended on `waiting_on`,
+    as the task running it would: wait for what it waits on, then step it again."""
+    while True:
+        try:
+            yield waiting_on
+        except GeneratorExit:
+            send.close()
+            raise
+        except asyncio.CancelledError as exc:  # the send gets it, as in a task
+            try:
+                waiting_on = send.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            waiting_on = send.send(None)
+        except StopIteration as stop:
+            return stop.value
 
 
 class _Channel:
@@ -103,6 +175,7 @@ class Hub:
             yield inbox
         finally:
             ch.inboxes.discard(inbox)
+            inbox.close()
             if not ch.inboxes:
                 async with self._lock:
                     if not ch.inboxes and self._channels.get(channel) is ch:

@@ -29,7 +29,7 @@ from taxi import auth
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS
+from taxi.schema import MAX_TOKENS, fanout
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 
 log = logging.getLogger("taxi.ws")
@@ -86,7 +86,18 @@ class _OutageAtInit:
             await _unavailable(self, exc, legacy=self.legacy)
 
 
+def _sink(handler: Any, operation_id: str, *, legacy: bool) -> None:
+    """Name this operation's socket and id for `fanout.deliver` (taxi/schema/fanout.py);
+    called in the operation's own task, so the context variable is its alone."""
+    ws = handler.context.request
+    fanout.current_sink.set(fanout.Sink(ws, fanout.frame_prefix(operation_id, legacy=legacy)))
+
+
 class _TransportWSHandler(_OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
+    async def run_operation(self, operation: Any) -> None:
+        _sink(self, operation.id, legacy=False)
+        await super().run_operation(operation)
+
     async def handle_message(self, message: Any) -> None:
         if not _well_formed(message):
             await self.handle_invalid_message("Invalid message")  # 4400
@@ -119,6 +130,10 @@ class _LegacyWSHandler(_OutageAtInit, BaseGraphQLWSHandler[Context, None]):
     async def handle_message(self, message: Any) -> None:
         if _well_formed(message):  # like unparsable JSON, the rest is ignored
             await super().handle_message(message)
+
+    async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
+        _sink(self, operation_id, legacy=True)
+        await super().handle_async_results(operation_id, *args, **kwargs)
 
 
 async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:

@@ -593,6 +593,50 @@ async def test_inbox_keeps_the_newest_state_per_key_and_drops_the_oldest() -> No
     assert [(await inbox.get())["key"] for _ in range(3)] == ["e", "f", "g"]
 
 
+async def test_inbox_delivers_inline_and_a_waiting_send_keeps_its_place() -> None:
+    """`Inbox.direct`: the pump writes while the consumer is idle; a send that has to
+    wait (a full socket buffer) is finished by the consumer, before anything queued."""
+    sent: list[Any] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    cancelled = []
+
+    async def send(n: int) -> None:
+        try:
+            if n in (1, 5):
+                await (gate if n == 1 else asyncio.Event().wait())  # the buffer is full
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        sent.append(n)
+
+    async def consume() -> None:
+        async for item in inbox:  # what the live stream's own task does
+            sent.append(("queued", item["n"]))
+
+    inbox = Inbox(maxsize=8)
+    inbox.direct = lambda item: send(item["n"]) if item["n"] else True  # 0: filtered out
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    inbox.put({"key": "a", "n": 0})
+    inbox.put({"key": "a", "n": 1})  # starts, then waits at the gate
+    inbox.put({"key": "b", "n": 2})  # behind it
+    inbox.put({"key": "c", "n": 3})
+    await asyncio.sleep(0.01)
+    assert sent == []
+    gate.set_result(None)
+    await asyncio.sleep(0.01)
+    assert sent == [1, ("queued", 2), ("queued", 3)]
+    inbox.put({"key": "d", "n": 4})
+    assert sent[-1] == 4  # written inline, within put(): no task switch
+    inbox.put({"key": "e", "n": 5})  # waits forever: the consumer finishes it, or not
+    await asyncio.sleep(0.01)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert cancelled == [5]  # the waiting send got the cancellation, as in a task
+    assert sent[-1] == 4
+
+
 async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> None:
     app: Any = create_app(settings.model_copy(update={"subscriber_queue_size": 8}))
     async with app.router.lifespan_context(app):

@@ -5,15 +5,18 @@ filtered and passed on as it came, with no query per subscriber."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from taxi import events
 from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
-from taxi.hub import Hub
+from taxi.hub import Direct, Hub, Inbox, Item
 from taxi.models import Trip, User, UserGroup
 from taxi.resolvers.trips import can_see, get_trip, parse_trip_id
 from taxi.views import LocationView, TripView
+
+T = TypeVar("T")
 
 
 async def check_trip_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
@@ -22,40 +25,101 @@ async def check_trip_watch(*, db: SessionMaker, user: User, trip_id: str) -> uui
     return parse_trip_id(trip_id)
 
 
-async def watch_trip(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID
-) -> AsyncIterator[TripView]:
-    assert user.id is not None
-    async with hub.subscribe(events.trip_channel(trip_id)) as inbox:
-        # Subscribed first, then read: a change committed in between is not lost.
+class _End(Exception):
+    """The watcher may no longer see the stream: it ends (complete)."""
+
+
+# Hands a view to the client at once, or returns None when it cannot (the caller then
+# yields it). Given by the schema layer: it knows the operation's socket and document.
+Send = Callable[[Any], "Coroutine[Any, Any, Any] | None"]
+
+
+def _direct(see: Callable[[Item], Any], send: Send) -> Direct:
+    """Inline delivery from the hub's pump (see taxi/hub.py): filter, then send."""
+
+    def direct(item: Item) -> Coroutine[Any, Any, Any] | bool:
+        if item["kind"] == events.RESYNC:
+            return False  # reads the database: the subscriber's own task does it
         try:
-            yield await get_trip(db=db, user=user, trip_id=str(trip_id))
-        except NotFound:
-            return
-        async for item in inbox:
-            if item["kind"] == events.RESYNC:
+            view = see(item)
+        except _End:
+            return False  # the subscriber's task ends the stream
+        if view is None:
+            return True
+        return send(view) or False
+
+    return direct
+
+
+async def _follow(
+    inbox: Inbox,
+    see: Callable[[Item], T | None],
+    *,
+    send: Send | None,
+    resync: Callable[[], Awaitable[T | None]] | None = None,
+) -> AsyncIterator[T]:
+    """Every event the watcher may see, as `see` makes it; after a reconnect of the
+    broadcast backend (RESYNC), what `resync` reads from the database."""
+    if send is not None:
+        inbox.direct = _direct(see, send)
+    async for item in inbox:
+        if item["kind"] == events.RESYNC:
+            if resync is not None:
                 try:
-                    yield await get_trip(db=db, user=user, trip_id=str(trip_id))
+                    fresh = await resync()
                 except NotFound:
                     return
-                continue
-            view = events.trip_of(item)
-            if not can_see(user.id, user.group, view):
-                return  # e.g. a driver who lost the race: no further updates
+                if fresh is not None:
+                    yield fresh
+            continue
+        try:
+            view = see(item)
+        except _End:
+            return
+        if view is not None:
             yield view
 
 
-async def watch_trips(*, hub: Hub, user: User) -> AsyncIterator[TripView]:
+async def watch_trip(
+    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
+) -> AsyncIterator[TripView]:
     assert user.id is not None
+    uid, group = user.id, user.group
+
+    async def current() -> TripView:
+        return await get_trip(db=db, user=user, trip_id=str(trip_id))
+
+    def see(item: Item) -> TripView:
+        view = events.trip_of(item)
+        if not can_see(uid, group, view):
+            raise _End  # e.g. a driver who lost the race: no further updates
+        return view
+
+    async with hub.subscribe(events.trip_channel(trip_id)) as inbox:
+        # Subscribed first, then read: a change committed in between is not lost.
+        try:
+            yield await current()
+        except NotFound:
+            return
+        async for view in _follow(inbox, see, send=send, resync=current):
+            yield view
+
+
+async def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
+    assert user.id is not None
+    uid, group = user.id, user.group
+
+    def see(item: Item) -> TripView | None:
+        view = events.trip_of(item)
+        if can_see(uid, group, view):
+            return view
+        if group is UserGroup.DRIVER and item.get("left_pool"):
+            return events.redacted_trip_of(item)
+        return None
+
     async with hub.subscribe(events.TRIPS) as inbox:
-        async for item in inbox:
-            if item["kind"] == events.RESYNC:
-                continue
-            view = events.trip_of(item)
-            if can_see(user.id, user.group, view):
-                yield view
-            elif user.group is UserGroup.DRIVER and item.get("left_pool"):
-                yield events.redacted_trip_of(item)
+        async for view in _follow(inbox, see, send=send):
+            yield view
 
 
 def check_driver(user: User) -> None:
@@ -63,11 +127,16 @@ def check_driver(user: User) -> None:
         raise Forbidden("Only drivers receive trip requests.")
 
 
-async def watch_requests(*, hub: Hub, user: User) -> AsyncIterator[TripView]:
+def _requested(item: Item) -> TripView | None:
+    return events.trip_of(item) if item["kind"] == "requested" else None
+
+
+async def watch_requests(
+    *, hub: Hub, user: User, send: Send | None = None
+) -> AsyncIterator[TripView]:
     async with hub.subscribe(events.POOL) as inbox:
-        async for item in inbox:
-            if item["kind"] == "requested":
-                yield events.trip_of(item)
+        async for view in _follow(inbox, _requested, send=send):
+            yield view
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -84,7 +153,7 @@ async def check_location_watch(*, db: SessionMaker, user: User, trip_id: str) ->
 
 
 async def watch_location(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID
+    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
 ) -> AsyncIterator[LocationView]:
     async def current() -> LocationView | None:
         view = await get_trip(db=db, user=user, trip_id=str(trip_id))
@@ -92,21 +161,16 @@ async def watch_location(
             raise NotFound("Trip not found.")
         return view.driver_location
 
+    def see(item: Item) -> LocationView:
+        if not _is_party(user, events.trip_of(item)):
+            raise _End
+        return events.location_of(item)
+
     async with hub.subscribe(events.location_channel(trip_id)) as inbox:
         try:
             if (last := await current()) is not None:
                 yield last
         except NotFound:
             return
-        async for item in inbox:
-            if item["kind"] == events.RESYNC:
-                try:
-                    if (last := await current()) is not None:
-                        yield last
-                except NotFound:
-                    return
-                continue
-            view = events.trip_of(item)
-            if not _is_party(user, view):
-                return
-            yield events.location_of(item)
+        async for view in _follow(inbox, see, send=send, resync=current):
+            yield view

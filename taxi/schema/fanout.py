@@ -8,37 +8,137 @@ others reuse it. The live layer makes the payload the same object for everyone w
 see the same state (see `shared_trip`), so visibility is part of the key by construction.
 
 Safe because the types reachable from Subscription read only their parent object, never
-the per-subscriber context."""
+the per-subscriber context.
+
+Past the shared execution, Strawberry still spent ~100 µs per subscriber per event on
+its stream machinery (the graphql-core map iterator, result handling, extension hooks,
+message dicts, JSON encoding). `deliver` skips all of it: the WebSocket handlers name
+the operation's socket and id (`Sink`, in the operation's own task), the shared result
+is encoded once per (event, document, variables), and each subscriber only joins its
+frame prefix to those bytes and writes. A result with errors takes the normal path,
+where Strawberry formats, masks and logs them."""
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 from graphql import ExecutionResult
+from starlette.websockets import WebSocket
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+T = TypeVar("T")
+Send = Coroutine[Any, Any, None]
+
+
+@dataclass(slots=True)
+class Sink:
+    """Where the current subscription operation's frames go: set by the WebSocket
+    handler in the operation's task, so it is this operation's alone."""
+
+    ws: WebSocket
+    prefix: str  # the frame up to its payload: '{"id":"1","type":"next","payload":'
+    executor: SharedEventExecutor | None = None
+
+
+current_sink: ContextVar[Sink | None] = ContextVar("taxi_sink", default=None)
+
+
+def frame_prefix(operation_id: str, *, legacy: bool) -> str:
+    quoted = orjson.dumps(operation_id).decode()
+    if legacy:
+        return '{"type":"data","id":' + quoted + ',"payload":'
+    return '{"id":' + quoted + ',"type":"next","payload":'
+
+
+def _frame(sink: Sink, payload: Any) -> str | None:
+    """The operation's next frame for `payload`; None when it must take the normal path
+    (a result with errors or extensions, which Strawberry formats, masks and logs)."""
+    if sink.executor is None:
+        return None
+    shared = sink.executor.shared(payload)
+    if shared is None or shared.result.errors or shared.result.extensions:
+        return None
+    if shared.encoded is None:
+        shared.encoded = orjson.dumps({"data": shared.result.data}).decode() + "}"
+    return sink.prefix + shared.encoded
+
+
+async def deliver(payload: Any) -> bool:
+    """Send `payload` as the current operation's next frame, executed and encoded once
+    for every subscriber of the same (payload, document, variables). False when the
+    caller must yield it the normal way."""
+    sink = current_sink.get()
+    text = None if sink is None else _frame(sink, payload)
+    if text is None:
+        return False
+    assert sink is not None
+    await sink.ws.send_text(text)
+    return True
+
+
+def sender(convert: Callable[[Any], Any]) -> Callable[[Any], Send | None] | None:
+    """For the live streams' inline delivery (taxi/hub.py): a view in, the current
+    operation's frame send out (None: take the normal path). Taken in the operation's
+    task, where the sink is set; called later from the hub's pump, where it is not."""
+    sink = current_sink.get()
+    if sink is None:
+        return None
+
+    def send(view: Any) -> Send | None:
+        text = _frame(sink, shared_object(view, convert))
+        return None if text is None else sink.ws.send_text(text)
+
+    return send
+
+
+# One GraphQL object per view: every subscriber of an event then yields the SAME payload
+# object, which is what lets subscribers share one execution. Keyed by the view's
+# identity (views compare by value and are unhashable); dropped when the view dies.
+_objects: dict[int, Any] = {}
+
+
+def shared_object(view: Any, convert: Callable[[Any], T]) -> T:
+    key = id(view)
+    obj = _objects.get(key)
+    if obj is None:
+        obj = _objects[key] = convert(view)
+        weakref.finalize(view, _objects.pop, key, None)
+    return obj  # type: ignore[no-any-return]
+
+
+class _Shared:
+    __slots__ = ("encoded", "result")
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+        self.encoded: str | None = None
+
 
 # id(payload) -> {(operation id, variables): result}. Payloads are dataclasses that
 # compare by value (unhashable), so they are keyed by identity; an entry is dropped when
 # its payload dies.
-_results: dict[int, dict[tuple[int, bytes], ExecutionResult]] = {}
+_results: dict[int, dict[tuple[int, bytes], _Shared]] = {}
 
 
 class _Cached:
-    __slots__ = ("result",)
+    __slots__ = ("shared",)
 
-    def __init__(self, result: ExecutionResult) -> None:
-        self.result = result
+    def __init__(self, shared: _Shared) -> None:
+        self.shared = shared
 
     def execute_operation(self, *_args: Any) -> ExecutionResult:
-        return self.result
+        return self.shared.result
 
 
 class _Recording:
     __slots__ = ("executor", "key", "memo")
 
-    def __init__(self, executor: Any, memo: dict[Any, ExecutionResult], key: Any) -> None:
+    def __init__(self, executor: Any, memo: dict[Any, _Shared], key: Any) -> None:
         self.executor = executor
         self.memo = memo
         self.key = key
@@ -46,12 +146,18 @@ class _Recording:
     def execute_operation(self, *args: Any) -> Any:
         result = self.executor.execute_operation(*args)
         if isinstance(result, ExecutionResult):  # sync: our payload types never await
-            self.memo[self.key] = result
+            self.memo[self.key] = _Shared(result)
         return result
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     _share_key: tuple[int, bytes] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The operation's executor (per-event ones are copies, not constructed).
+        if (sink := current_sink.get()) is not None and sink.executor is None:
+            sink.executor = self
 
     def _key(self) -> tuple[int, bytes]:
         if self._share_key is None:
@@ -64,6 +170,17 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             )
         return self._share_key
 
+    def shared(self, payload: Any) -> _Shared | None:
+        """The shared result of this operation for `payload`, executed if need be."""
+        executor = self.build_per_event_executor(payload)
+        if isinstance(executor, _Cached):
+            return executor.shared
+        if not isinstance(executor, _Recording):
+            return None  # a payload that cannot be shared
+        executor.execute_operation(False)
+        # Absent if it awaited: never for our payload types, they resolve synchronously.
+        return executor.memo.get(executor.key)
+
     def build_per_event_executor(self, payload: Any) -> Any:
         memo = _results.get(id(payload))
         if memo is None:
@@ -73,6 +190,6 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
                 return super().build_per_event_executor(payload)
             memo = _results[id(payload)] = {}
         key = self._key()
-        if (cached := memo.get(key)) is not None:
-            return _Cached(cached)
+        if (shared := memo.get(key)) is not None:
+            return _Cached(shared)
         return _Recording(super().build_per_event_executor(payload), memo, key)

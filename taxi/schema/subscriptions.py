@@ -3,42 +3,28 @@ that operation, the socket stays open) and is re-applied to every event."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import strawberry
 
 from taxi.resolvers import live
+from taxi.schema import fanout
 from taxi.schema.types import Info, Location, Trip
-from taxi.views import LocationView, TripView
 
 T = TypeVar("T")
 
-# One GraphQL object per view: every subscriber of an event then yields the SAME payload
-# object, which is what lets the fan-out share one execution (taxi/schema/fanout.py).
-# Keyed by the view's identity (views compare by value and are unhashable); an entry is
-# dropped when its view dies.
-_objects: dict[int, Any] = {}
 
-
-def _shared(view: Any, convert: Callable[[Any], T]) -> T:
-    key = id(view)
-    obj = _objects.get(key)
-    if obj is None:
-        obj = _objects[key] = convert(view)
-        weakref.finalize(view, _objects.pop, key, None)
-    return obj  # type: ignore[no-any-return]
-
-
-async def _trips(source: AsyncIterator[TripView]) -> AsyncGenerator[Trip, None]:
+async def _stream(
+    source: AsyncIterator[Any], convert: Callable[[Any], T]
+) -> AsyncGenerator[T, None]:
+    """What the live stream does not hand to the client itself (its first state, a
+    resync, anything queued behind a slow socket): one shared object per view, written
+    as a shared frame when it can be (taxi/schema/fanout.py), else yielded."""
     async for view in source:
-        yield _shared(view, Trip.of)
-
-
-async def _locations(source: AsyncIterator[LocationView]) -> AsyncGenerator[Location, None]:
-    async for view in source:
-        yield _shared(view, Location.of)
+        obj = fanout.shared_object(view, convert)
+        if not await fanout.deliver(obj):
+            yield obj
 
 
 @strawberry.type
@@ -47,7 +33,10 @@ class Subscription:
     async def trip_requested(self, info: Info) -> AsyncGenerator[Trip, None]:
         user = await info.context.user()
         live.check_driver(user)
-        return _trips(live.watch_requests(hub=info.context.services.hub, user=user))
+        hub = info.context.services.hub
+        return _stream(
+            live.watch_requests(hub=hub, user=user, send=fanout.sender(Trip.of)), Trip.of
+        )
 
     @strawberry.subscription(
         description=(
@@ -59,7 +48,11 @@ class Subscription:
         ctx = info.context
         user = await ctx.user()
         trip_id = await live.check_trip_watch(db=ctx.db, user=user, trip_id=id)
-        return _trips(live.watch_trip(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id))
+        send = fanout.sender(Trip.of)
+        return _stream(
+            live.watch_trip(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id, send=send),
+            Trip.of,
+        )
 
     @strawberry.subscription(
         description=(
@@ -69,7 +62,8 @@ class Subscription:
     )
     async def trips_updated(self, info: Info) -> AsyncGenerator[Trip, None]:
         user = await info.context.user()
-        return _trips(live.watch_trips(hub=info.context.services.hub, user=user))
+        hub = info.context.services.hub
+        return _stream(live.watch_trips(hub=hub, user=user, send=fanout.sender(Trip.of)), Trip.of)
 
     @strawberry.subscription(
         description=(
@@ -83,6 +77,8 @@ class Subscription:
         ctx = info.context
         user = await ctx.user()
         tid = await live.check_location_watch(db=ctx.db, user=user, trip_id=trip_id)
-        return _locations(
-            live.watch_location(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid)
+        send = fanout.sender(Location.of)
+        return _stream(
+            live.watch_location(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid, send=send),
+            Location.of,
         )
