@@ -7,7 +7,6 @@ from collections.abc import Callable
 import strawberry
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
     SchemaExtension,
@@ -20,7 +19,7 @@ from taxi.logs import OperationLog
 from taxi.schema.accounts import AccountMutation, AccountQuery
 from taxi.schema.errors import ErrorCodes
 from taxi.schema.fanout import SharedEventExecutor
-from taxi.schema.limits import MaxPageSize, QueryDepthLimit
+from taxi.schema.limits import validation_rules
 from taxi.schema.subscriptions import Subscription
 from taxi.schema.trips import TripMutation, TripQuery
 
@@ -39,13 +38,12 @@ class _Schema(strawberry.Schema):
 
 
 def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> strawberry.Schema:
+    rules = validation_rules(max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         OperationLog,
         lambda: ErrorCodes(mask_internal=mask_internal),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: QueryDepthLimit(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: AddValidationRules([MaxPageSize]),
+        lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
     ]

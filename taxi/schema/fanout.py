@@ -122,7 +122,7 @@ class _Shared:
 # id(payload) -> {(operation id, variables): result}. Payloads are dataclasses that
 # compare by value (unhashable), so they are keyed by identity; an entry is dropped when
 # its payload dies.
-_results: dict[int, dict[tuple[int, bytes], _Shared]] = {}
+_results: dict[int, dict[tuple[int, str], _Shared]] = {}
 
 
 class _Cached:
@@ -151,7 +151,7 @@ class _Recording:
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    _share_key: tuple[int, bytes] | None = None
+    _share_key: tuple[int, str] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,14 +159,15 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         if (sink := current_sink.get()) is not None and sink.executor is None:
             sink.executor = self
 
-    def _key(self) -> tuple[int, bytes]:
+    def _key(self) -> tuple[int, str]:
         if self._share_key is None:
             coerced = getattr(self.variable_values, "coerced", self.variable_values) or {}
             # The parser cache hands every identical document the same AST, so the
             # operation node's identity stands for the document and operation name.
+            # Decoded: orjson's bytes keep a 4 KiB buffer, per live subscription here.
             self._share_key = (
                 id(self.operation),
-                orjson.dumps(coerced, option=orjson.OPT_SORT_KEYS, default=str),
+                orjson.dumps(coerced, option=orjson.OPT_SORT_KEYS, default=str).decode(),
             )
         return self._share_key
 

@@ -6,13 +6,14 @@ from typing import Any
 
 from graphql import (
     ArgumentNode,
+    ASTValidationRule,
     GraphQLError,
     IntValueNode,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
 )
-from strawberry.extensions import AddValidationRules
+from strawberry.extensions.max_aliases import create_validator as create_alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator
 
 MAX_FIRST = 100
@@ -43,20 +44,31 @@ class NonEmptySelectionSets(ValidationRule):
             self.report_error(GraphQLError("A selection set may not be empty.", node))
 
 
-class QueryDepthLimit(AddValidationRules):
-    """strawberry's QueryDepthLimiter, minus its crashes (an INTERNAL_SERVER_ERROR for a
-    client's fault): its walk raises on an empty selection set (ValueError) or an unknown
-    fragment (KeyError). Those documents are refused by NonEmptySelectionSets and graphql's
-    KnownFragmentNames instead, so nothing that skipped the depth check ever executes."""
+def _safe_depth_rule(max_depth: int) -> type[ValidationRule]:
+    """strawberry's QueryDepthLimiter rule, minus its crashes (an INTERNAL_SERVER_ERROR for
+    a client's fault): its walk raises on an empty selection set (ValueError) or an
+    unknown fragment (KeyError). Those documents are refused by NonEmptySelectionSets and
+    graphql's KnownFragmentNames instead, so nothing that skipped the depth check runs."""
+    depth_rule = create_validator(max_depth, None)
 
-    def __init__(self, max_depth: int) -> None:
-        depth_rule = create_validator(max_depth, None)
+    class SafeDepthRule(depth_rule):  # type: ignore[misc,valid-type]
+        def __init__(self, context: ValidationContext) -> None:
+            try:
+                super().__init__(context)
+            except (ValueError, KeyError):
+                ValidationRule.__init__(self, context)
 
-        class SafeDepthRule(depth_rule):  # type: ignore[misc,valid-type]
-            def __init__(self, context: ValidationContext) -> None:
-                try:
-                    super().__init__(context)
-                except (ValueError, KeyError):
-                    ValidationRule.__init__(self, context)
+    return SafeDepthRule
 
-        super().__init__([NonEmptySelectionSets, SafeDepthRule])
+
+def validation_rules(*, max_depth: int, max_aliases: int) -> list[type[ASTValidationRule]]:
+    """Built once per schema. strawberry's QueryDepthLimiter and MaxAliasesLimiter build
+    new rule classes for every operation, and the validation cache is keyed by the
+    rules: it never hit (every request validated again), and each live subscription
+    kept ~7 KiB of rule classes alive."""
+    return [
+        NonEmptySelectionSets,
+        _safe_depth_rule(max_depth),
+        create_alias_validator(max_aliases),
+        MaxPageSize,
+    ]

@@ -25,6 +25,8 @@ async def _stream(
         obj = fanout.shared_object(view, convert)
         if not await fanout.deliver(obj):
             yield obj
+        # Not held while the stream waits: the view keeps its shared result and frame.
+        del view, obj
 
 
 @strawberry.type
