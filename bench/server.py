@@ -2,7 +2,7 @@
 `taskset -c 0 python -m bench.server {taxi|ceiling} PORT`.
 
 It runs uvicorn with the options `taxi serve` uses (uvloop, httptools, no per-message
-deflate, the same limits, GC_TUNING), in one process, with two differences that only a benchmark
+deflate, the same limits), in one process, with two differences that only a benchmark
 needs: the log level is `warning` (no access log line per request), and every channel
 gets a per-run prefix (CHANNEL_PREFIX; code older than that setting is patched below),
 because the Redis server is shared and pub/sub channels are global across its
@@ -105,7 +105,6 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     kind, port = argv[0], int(argv[1])
-    os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` sets it (taxi.main.tune_gc)
     settings = Settings()
     uvicorn.run(
         f"bench.server:{kind}_app",

@@ -19,7 +19,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # Workers are separate processes: they read these and configure themselves.
     os.environ.setdefault("LOG_JSON", "1")
     os.environ.setdefault("LOG_LEVEL", args.log_level)
-    os.environ.setdefault("GC_TUNING", "1")
     configure_logging(args.log_level)
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done; with
     # the default disposition the process then dies "killed by SIGTERM" (status 143),

@@ -70,9 +70,6 @@ class Settings(BaseSettings):
     # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
     log_json: bool = False
     log_level: str = "info"
-    # Garbage-collector tuning for a long-running server (taxi.main.tune_gc); `taxi serve`
-    # turns it on, also for its workers. Off by default: a test process builds many apps.
-    gc_tuning: bool = False
     # "fast" trades hash strength for test speed; refused in production.
     password_hashing: Literal["default", "fast"] = "default"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -85,18 +84,6 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def tune_gc() -> None:
-    """Measured in `make bench`: with 10,000 sockets open, each event allocates a few
-    objects per subscriber, so the default gen-0 threshold (700) ran hundreds of young
-    collections per event and promoted in-flight objects until full collections (which
-    walk every subscription's objects, 50-300 ms, once 3.4 s) came every few events.
-    Young collections every 50,000 allocations let the transients die first; what the
-    app built at startup (schema, modules) is frozen out of every collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     install_request_ids()
@@ -118,8 +105,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            if settings.gc_tuning:
-                tune_gc()
             try:
                 yield
             finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from contextlib import suppress
 from typing import Any
 
@@ -86,17 +87,41 @@ class _OutageAtInit:
             await _unavailable(self, exc, legacy=self.legacy)
 
 
-def _sink(handler: Any, operation_id: str, *, legacy: bool) -> None:
-    """Name this operation's socket and id for `fanout.deliver` (taxi/schema/fanout.py);
-    called in the operation's own task, so the context variable is its alone."""
-    ws = handler.context.request
-    fanout.current_sink.set(fanout.Sink(ws, fanout.frame_prefix(operation_id, legacy=legacy)))
+class _Sinks:
+    """Both protocols: name each operation's socket and id for the live streams'
+    shared frames (taxi/schema/fanout.py), and retire them the moment the client stops
+    the operation, not when its cancelled task next runs."""
+
+    context: Context
+    legacy = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sinks: dict[str, fanout.Sink] = {}
+
+    async def _run_with_sink(self, operation_id: str, run: Awaitable[None]) -> None:
+        # In the operation's own task: the context variable is that operation's alone.
+        ws = self.context.request
+        assert isinstance(ws, WebSocket)
+        sink = fanout.Sink(ws, fanout.frame_prefix(operation_id, legacy=self.legacy))
+        fanout.current_sink.set(sink)
+        self._sinks[operation_id] = sink
+        try:
+            await run
+        finally:
+            sink.live = False
+            if self._sinks.get(operation_id) is sink:  # the id may be someone else's now
+                del self._sinks[operation_id]
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        if (sink := self._sinks.pop(operation_id, None)) is not None:
+            sink.live = False
+        await super().cleanup_operation(operation_id)  # type: ignore[misc]
 
 
-class _TransportWSHandler(_OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
+class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Any) -> None:
-        _sink(self, operation.id, legacy=False)
-        await super().run_operation(operation)
+        await self._run_with_sink(operation.id, super().run_operation(operation))
 
     async def handle_message(self, message: Any) -> None:
         if not _well_formed(message):
@@ -120,7 +145,7 @@ class _StreamAnyOperation:
         return await self._schema.stream(**kwargs)
 
 
-class _LegacyWSHandler(_OutageAtInit, BaseGraphQLWSHandler[Context, None]):
+class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None]):
     legacy = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -132,8 +157,8 @@ class _LegacyWSHandler(_OutageAtInit, BaseGraphQLWSHandler[Context, None]):
             await super().handle_message(message)
 
     async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
-        _sink(self, operation_id, legacy=True)
-        await super().handle_async_results(operation_id, *args, **kwargs)
+        run = super().handle_async_results(operation_id, *args, **kwargs)
+        await self._run_with_sink(operation_id, run)
 
 
 async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:

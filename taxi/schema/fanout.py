@@ -43,6 +43,9 @@ class Sink:
     ws: WebSocket
     prefix: str  # the frame up to its payload: '{"id":"1","type":"next","payload":'
     executor: SharedEventExecutor | None = None
+    # False from the moment the client stops the operation (or the socket goes): its
+    # task is cancelled only later, and the client may already reuse the id.
+    live: bool = True
 
 
 current_sink: ContextVar[Sink | None] = ContextVar("taxi_sink", default=None)
@@ -58,7 +61,7 @@ def frame_prefix(operation_id: str, *, legacy: bool) -> str:
 def _frame(sink: Sink, payload: Any) -> str | None:
     """The operation's next frame for `payload`; None when it must take the normal path
     (a result with errors or extensions, which Strawberry formats, masks and logs)."""
-    if sink.executor is None:
+    if not sink.live or sink.executor is None:
         return None
     shared = sink.executor.shared(payload)
     if shared is None or shared.result.errors or shared.result.extensions:
