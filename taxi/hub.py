@@ -40,7 +40,16 @@ Direct = Callable[[Item], "Send | bool"]
 
 
 class Inbox:
-    __slots__ = ("_idle", "_items", "_pending", "_ready", "direct", "dropped", "maxsize")
+    __slots__ = (
+        "_error",
+        "_idle",
+        "_items",
+        "_pending",
+        "_ready",
+        "direct",
+        "dropped",
+        "maxsize",
+    )
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
@@ -48,12 +57,17 @@ class Inbox:
         self._ready = asyncio.Event()
         self._idle = False  # the consumer waits in get() with nothing to do
         self._pending: tuple[Send, Any] | None = None  # a started send that had to wait
+        self._error: Exception | None = None  # what inline delivery raised, for the consumer
         self.direct: Direct | None = None
         self.dropped = 0
 
     def put(self, item: Item) -> None:
         if self.direct is not None and self._idle and self._pending is None:
-            outcome = self.direct(item)
+            try:
+                outcome = self.direct(item)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the subscriber's stream
+                self._fail(exc)
+                return
             if outcome is True:
                 return
             if outcome is not False:
@@ -80,14 +94,28 @@ class Inbox:
             # or the disconnect, and nothing more is sent from here.
             self.direct = None
             return
+        except Exception as exc:  # noqa: BLE001 - re-raised in the subscriber's stream
+            self._fail(exc)
+            return
         self._pending = (send, waiting_on)
+        self._ready.set()
+
+    def _fail(self, exc: Exception) -> None:
+        """This runs in the channel's pump: what one subscriber's delivery raised must
+        not stop the others. Its own stream raises it, as its own task would have."""
+        self.direct = None
+        self._error = exc
         self._ready.set()
 
     async def get(self) -> Item:
         while True:
+            if self._error is not None:
+                raise self._error
             if self._pending is not None:
-                await _resume(*self._pending)
-                self._pending = None
+                try:
+                    await _resume(*self._pending)
+                finally:
+                    self._pending = None
             if self._items:
                 return self._items.popitem(last=False)[1]
             self._ready.clear()

@@ -637,6 +637,38 @@ async def test_inbox_delivers_inline_and_a_waiting_send_keeps_its_place() -> Non
     assert sent[-1] == 4
 
 
+async def test_an_inline_delivery_that_fails_fails_only_its_own_stream() -> None:
+    """The pump delivers inline for every subscriber of a channel: what one delivery
+    raises (a malformed event, a frame that cannot be built) is that subscriber's own
+    error, raised in its stream; the pump and the others go on."""
+    got: list[int] = []
+
+    async def send(n: int) -> None:
+        got.append(n)
+
+    def broken(item: dict[str, Any]) -> bool:
+        raise KeyError("trip")
+
+    good, bad = Inbox(maxsize=8), Inbox(maxsize=8)
+    good.direct = lambda item: send(item["n"])
+    bad.direct = broken
+
+    async def consume(inbox: Inbox) -> None:
+        async for _ in inbox:
+            pass
+
+    consumers = [asyncio.create_task(consume(inbox)) for inbox in (good, bad)]
+    await asyncio.sleep(0)
+    for n in range(3):
+        for inbox in (bad, good):  # what Hub._deliver does with each event
+            inbox.put({"key": "t", "n": n})
+    assert got == [0, 1, 2]
+    with pytest.raises(KeyError):
+        await asyncio.wait_for(consumers[1], WAIT)
+    assert not consumers[0].done()
+    consumers[0].cancel()
+
+
 async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> None:
     app: Any = create_app(settings.model_copy(update={"subscriber_queue_size": 8}))
     async with app.router.lifespan_context(app):

@@ -5,18 +5,21 @@ Strawberry executes a subscription's selection set once per subscriber per event
 Here subscribers whose event payload is the same object and whose operation and
 variables are the same share ONE execution result: the first of them executes, the
 others reuse it. The live layer makes the payload the same object for everyone who may
-see the same state (see `shared_trip`), so visibility is part of the key by construction.
+see the same state (`shared_object`: one GraphQL object per decoded view), so
+visibility is part of the key by construction.
 
 Safe because the types reachable from Subscription read only their parent object, never
 the per-subscriber context.
 
 Past the shared execution, Strawberry still spent ~100 µs per subscriber per event on
-its stream machinery (the graphql-core map iterator, result handling, extension hooks,
-message dicts, JSON encoding). `deliver` skips all of it: the WebSocket handlers name
-the operation's socket and id (`Sink`, in the operation's own task), the shared result
-is encoded once per (event, document, variables), and each subscriber only joins its
-frame prefix to those bytes and writes. A result with errors takes the normal path,
-where Strawberry formats, masks and logs them."""
+its stream machinery (a task switch, the graphql-core map iterator, result handling,
+extension hooks, message dicts, JSON encoding). Frames skip all of it: the WebSocket
+handlers name the operation's socket and id (`Sink`, set in the operation's own task),
+the shared result is encoded once per (event, document, variables), and a subscriber
+only joins its frame prefix to that text. `sender` gives the live streams a send the
+hub's pump runs inline (taxi/hub.py); `deliver` is the same from the operation's task
+(first states, resyncs, what queued behind a slow socket). A result with errors or
+extensions takes the normal path, where Strawberry formats, masks and logs them."""
 
 from __future__ import annotations
 
@@ -176,6 +179,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def shared(self, payload: Any) -> _Shared | None:
         """The shared result of this operation for `payload`, executed if need be."""
+        memo = _results.get(id(payload))
+        if memo is not None and (shared := memo.get(self._key())) is not None:
+            return shared  # every subscriber but the first, per event: keep it short
         executor = self.build_per_event_executor(payload)
         if isinstance(executor, _Cached):
             return executor.shared
