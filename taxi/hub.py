@@ -133,12 +133,11 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __aiter__(self) -> AsyncIterator[Item]:
-        return self._iter()
+    def __aiter__(self) -> Inbox:
+        return self
 
-    async def _iter(self) -> AsyncIterator[Item]:
-        while True:
-            yield await self.get()
+    async def __anext__(self) -> Item:
+        return await self.get()
 
 
 @types.coroutine

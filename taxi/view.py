@@ -35,6 +35,7 @@ from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 
 log = logging.getLogger("taxi.ws")
 
+ASGI_SEND = "taxi.send"
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
 FORBIDDEN = 4403
@@ -101,9 +102,8 @@ class _Sinks:
 
     async def _run_with_sink(self, operation_id: str, run: Awaitable[None]) -> None:
         # In the operation's own task: the context variable is that operation's alone.
-        ws = self.context.request
-        assert isinstance(ws, WebSocket)
-        sink = fanout.Sink(ws, fanout.frame_prefix(operation_id, legacy=self.legacy))
+        send = self.context.request.scope[ASGI_SEND]
+        sink = fanout.Sink(send, fanout.frame_prefix(operation_id, legacy=self.legacy))
         fanout.current_sink.set(sink)
         self._sinks[operation_id] = sink
         try:
@@ -193,6 +193,9 @@ class TaxiGraphQL(GraphQL[Context, None]):
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         else:
+            # Frames of live streams go straight to the server, past Starlette's
+            # WebSocket wrapper (two calls per frame per subscriber; see fanout.Sink).
+            scope[ASGI_SEND] = send
             await super().__call__(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

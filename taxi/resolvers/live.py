@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from taxi import events
 from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
-from taxi.hub import Direct, Hub, Inbox, Item
+from taxi.hub import Direct, Hub, Item
 from taxi.models import Trip, User, UserGroup
 from taxi.resolvers.trips import can_see, get_trip, parse_trip_id
 from taxi.views import LocationView, TripView
@@ -52,35 +52,48 @@ def _direct(see: Callable[[Item], Any], send: Send) -> Direct:
 
 
 async def _follow(
-    inbox: Inbox,
+    hub: Hub,
+    channel: str,
     see: Callable[[Item], T | None],
     *,
     send: Send | None,
-    resync: Callable[[], Awaitable[T | None]] | None = None,
+    current: Callable[[], Awaitable[T | None]] | None = None,
 ) -> AsyncIterator[T]:
-    """Every event the watcher may see, as `see` makes it; after a reconnect of the
-    broadcast backend (RESYNC), what `resync` reads from the database."""
-    if send is not None:
-        inbox.direct = _direct(see, send)
-    async for item in inbox:
-        if item["kind"] == events.RESYNC:
-            if resync is not None:
+    """What `current` reads first (if given), then every event on `channel` the watcher
+    may see, as `see` makes it; after a reconnect of the broadcast backend (RESYNC),
+    `current` again. One generator per live subscription: they are many."""
+    async with hub.subscribe(channel) as inbox:
+        # Subscribed first, then read: a change committed in between is not lost.
+        refresh = current is not None
+        inline = send is not None  # handed to the hub once the first state is out
+        while True:
+            if refresh:
+                assert current is not None
                 try:
-                    fresh = await resync()
+                    fresh = await current()
                 except NotFound:
                     return
                 if fresh is not None:
                     yield fresh
-            continue
-        try:
-            view = see(item)
-        except _End:
-            return
-        if view is not None:
-            yield view
+                del fresh
+            if inline:
+                assert send is not None
+                inbox.direct = _direct(see, send)
+                inline = False
+            item = await inbox.get()
+            refresh = item["kind"] == events.RESYNC and current is not None
+            if item["kind"] == events.RESYNC:
+                continue
+            try:
+                view = see(item)
+            except _End:
+                return
+            if view is not None:
+                yield view
+            del view
 
 
-async def watch_trip(
+def watch_trip(
     *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
 ) -> AsyncIterator[TripView]:
     assert user.id is not None
@@ -95,17 +108,10 @@ async def watch_trip(
             raise _End  # e.g. a driver who lost the race: no further updates
         return view
 
-    async with hub.subscribe(events.trip_channel(trip_id)) as inbox:
-        # Subscribed first, then read: a change committed in between is not lost.
-        try:
-            yield await current()
-        except NotFound:
-            return
-        async for view in _follow(inbox, see, send=send, resync=current):
-            yield view
+    return _follow(hub, events.trip_channel(trip_id), see, send=send, current=current)
 
 
-async def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
+def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
@@ -117,9 +123,7 @@ async def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> Asyn
             return events.redacted_trip_of(item)
         return None
 
-    async with hub.subscribe(events.TRIPS) as inbox:
-        async for view in _follow(inbox, see, send=send):
-            yield view
+    return _follow(hub, events.TRIPS, see, send=send)
 
 
 def check_driver(user: User) -> None:
@@ -131,12 +135,8 @@ def _requested(item: Item) -> TripView | None:
     return events.trip_of(item) if item["kind"] == "requested" else None
 
 
-async def watch_requests(
-    *, hub: Hub, user: User, send: Send | None = None
-) -> AsyncIterator[TripView]:
-    async with hub.subscribe(events.POOL) as inbox:
-        async for view in _follow(inbox, _requested, send=send):
-            yield view
+def watch_requests(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
+    return _follow(hub, events.POOL, _requested, send=send)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -152,7 +152,7 @@ async def check_location_watch(*, db: SessionMaker, user: User, trip_id: str) ->
     return view.id
 
 
-async def watch_location(
+def watch_location(
     *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
 ) -> AsyncIterator[LocationView]:
     async def current() -> LocationView | None:
@@ -166,11 +166,4 @@ async def watch_location(
             raise _End
         return events.location_of(item)
 
-    async with hub.subscribe(events.location_channel(trip_id)) as inbox:
-        try:
-            if (last := await current()) is not None:
-                yield last
-        except NotFound:
-            return
-        async for view in _follow(inbox, see, send=send, resync=current):
-            yield view
+    return _follow(hub, events.location_channel(trip_id), see, send=send, current=current)

@@ -23,15 +23,16 @@ extensions takes the normal path, where Strawberry formats, masks and logs them.
 
 from __future__ import annotations
 
+import inspect
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from graphql import ExecutionResult
-from starlette.websockets import WebSocket
+from starlette.types import Message
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ class Sink:
     """Where the current subscription operation's frames go: set by the WebSocket
     handler in the operation's task, so it is this operation's alone."""
 
-    ws: WebSocket
+    send: Callable[[Message], Awaitable[None]]  # the socket's ASGI send
     prefix: str  # the frame up to its payload: '{"id":"1","type":"next","payload":'
     executor: SharedEventExecutor | None = None
     # False from the moment the client stops the operation (or the socket goes): its
@@ -83,7 +84,7 @@ async def deliver(payload: Any) -> bool:
     if text is None:
         return False
     assert sink is not None
-    await sink.ws.send_text(text)
+    await sink.send({"type": "websocket.send", "text": text})
     return True
 
 
@@ -97,9 +98,18 @@ def sender(convert: Callable[[Any], Any]) -> Callable[[Any], Send | None] | None
 
     def send(view: Any) -> Send | None:
         text = _frame(sink, shared_object(view, convert))
-        return None if text is None else sink.ws.send_text(text)
+        if text is None:
+            return None
+        sent = sink.send({"type": "websocket.send", "text": text})
+        # The hub steps the send as a coroutine; an ASGI server's send may return any
+        # awaitable (uvicorn's is a coroutine).
+        return sent if inspect.iscoroutine(sent) else _awaiting(sent)
 
     return send
+
+
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 # One GraphQL object per view: every subscriber of an event then yields the SAME payload
