@@ -76,13 +76,14 @@ async def _follow(
                 if fresh is not None:
                     yield fresh
                 del fresh
+                refresh = False
             if inline:
                 assert send is not None
                 inbox.direct = _direct(see, send)
                 inline = False
             item = await inbox.get()
-            refresh = item["kind"] == events.RESYNC and current is not None
             if item["kind"] == events.RESYNC:
+                refresh = current is not None
                 continue
             try:
                 view = see(item)

@@ -23,9 +23,8 @@ extensions takes the normal path, where Strawberry formats, masks and logs them.
 
 from __future__ import annotations
 
-import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -44,7 +43,8 @@ class Sink:
     """Where the current subscription operation's frames go: set by the WebSocket
     handler in the operation's task, so it is this operation's alone."""
 
-    send: Callable[[Message], Awaitable[None]]  # the socket's ASGI send
+    # The socket's ASGI send: an async function (the hub steps its coroutine).
+    send: Callable[[Message], Send]
     prefix: str  # the frame up to its payload: '{"id":"1","type":"next","payload":'
     executor: SharedEventExecutor | None = None
     # False from the moment the client stops the operation (or the socket goes): its
@@ -75,16 +75,21 @@ def _frame(sink: Sink, payload: Any) -> str | None:
     return sink.prefix + shared.encoded
 
 
+def _send(sink: Sink, payload: Any) -> Send | None:
+    """The operation's next frame for `payload` as an unstarted send, or None."""
+    text = _frame(sink, payload)
+    return None if text is None else sink.send({"type": "websocket.send", "text": text})
+
+
 async def deliver(payload: Any) -> bool:
     """Send `payload` as the current operation's next frame, executed and encoded once
     for every subscriber of the same (payload, document, variables). False when the
     caller must yield it the normal way."""
     sink = current_sink.get()
-    text = None if sink is None else _frame(sink, payload)
-    if text is None:
+    sent = None if sink is None else _send(sink, payload)
+    if sent is None:
         return False
-    assert sink is not None
-    await sink.send({"type": "websocket.send", "text": text})
+    await sent
     return True
 
 
@@ -95,21 +100,7 @@ def sender(convert: Callable[[Any], Any]) -> Callable[[Any], Send | None] | None
     sink = current_sink.get()
     if sink is None:
         return None
-
-    def send(view: Any) -> Send | None:
-        text = _frame(sink, shared_object(view, convert))
-        if text is None:
-            return None
-        sent = sink.send({"type": "websocket.send", "text": text})
-        # The hub steps the send as a coroutine; an ASGI server's send may return any
-        # awaitable (uvicorn's is a coroutine).
-        return sent if inspect.iscoroutine(sent) else _awaiting(sent)
-
-    return send
-
-
-async def _awaiting(awaitable: Awaitable[None]) -> None:
-    await awaitable
+    return lambda view: _send(sink, shared_object(view, convert))
 
 
 # One GraphQL object per view: every subscriber of an event then yields the SAME payload
@@ -193,8 +184,6 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         if memo is not None and (shared := memo.get(self._key())) is not None:
             return shared  # every subscriber but the first, per event: keep it short
         executor = self.build_per_event_executor(payload)
-        if isinstance(executor, _Cached):
-            return executor.shared
         if not isinstance(executor, _Recording):
             return None  # a payload that cannot be shared
         executor.execute_operation(False)

@@ -15,6 +15,13 @@ from taxi.schema.types import Info, Location, Trip
 T = TypeVar("T")
 
 
+def _live(
+    convert: Callable[[Any], T], watch: Callable[[live.Send | None], AsyncIterator[Any]]
+) -> AsyncGenerator[T, None]:
+    """A live stream of `watch`, delivering inline (taxi/hub.py) where it can."""
+    return _stream(watch(fanout.sender(convert)), convert)
+
+
 async def _stream(
     source: AsyncIterator[Any], convert: Callable[[Any], T]
 ) -> AsyncGenerator[T, None]:
@@ -36,9 +43,7 @@ class Subscription:
         user = await info.context.user()
         live.check_driver(user)
         hub = info.context.services.hub
-        return _stream(
-            live.watch_requests(hub=hub, user=user, send=fanout.sender(Trip.of)), Trip.of
-        )
+        return _live(Trip.of, lambda send: live.watch_requests(hub=hub, user=user, send=send))
 
     @strawberry.subscription(
         description=(
@@ -50,10 +55,11 @@ class Subscription:
         ctx = info.context
         user = await ctx.user()
         trip_id = await live.check_trip_watch(db=ctx.db, user=user, trip_id=id)
-        send = fanout.sender(Trip.of)
-        return _stream(
-            live.watch_trip(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id, send=send),
+        return _live(
             Trip.of,
+            lambda send: live.watch_trip(
+                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id, send=send
+            ),
         )
 
     @strawberry.subscription(
@@ -65,7 +71,7 @@ class Subscription:
     async def trips_updated(self, info: Info) -> AsyncGenerator[Trip, None]:
         user = await info.context.user()
         hub = info.context.services.hub
-        return _stream(live.watch_trips(hub=hub, user=user, send=fanout.sender(Trip.of)), Trip.of)
+        return _live(Trip.of, lambda send: live.watch_trips(hub=hub, user=user, send=send))
 
     @strawberry.subscription(
         description=(
@@ -79,8 +85,9 @@ class Subscription:
         ctx = info.context
         user = await ctx.user()
         tid = await live.check_location_watch(db=ctx.db, user=user, trip_id=trip_id)
-        send = fanout.sender(Location.of)
-        return _stream(
-            live.watch_location(db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid, send=send),
+        return _live(
             Location.of,
+            lambda send: live.watch_location(
+                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid, send=send
+            ),
         )
