@@ -117,6 +117,7 @@ def main(argv: list[str]) -> None:
         http="httptools",
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
+        ws="taxi.server:WebSocketProtocol",  # as `taxi serve`: the frame-write seam
         timeout_graceful_shutdown=5,
     )
 

@@ -38,7 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         # Closes open WebSockets with 1001 Going Away on shutdown (uvicorn's sends 1012).
-        ws="taxi.server:GoingAwayWebSocketProtocol",
+        ws="taxi.server:WebSocketProtocol",
         timeout_graceful_shutdown=10,
         proxy_headers=True,
     )

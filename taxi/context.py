@@ -10,14 +10,13 @@ from taxi.errors import Unauthenticated
 if TYPE_CHECKING:
     from broadcaster import Broadcast
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from starlette.requests import Request
+    from starlette.requests import HTTPConnection
     from starlette.responses import Response
-    from starlette.websockets import WebSocket
 
     from taxi.config import Settings
     from taxi.db import SessionMaker
     from taxi.events import Publisher
-    from taxi.hub import Hub
+    from taxi.live.hub import Hub
     from taxi.models import User
     from taxi.ratelimit import LoginLimiter
 
@@ -38,9 +37,9 @@ class Services:
 @dataclass
 class Context:
     services: Services
-    request: Request | WebSocket
-    response: Response | WebSocket | None = None
-    # Set by the WebSocket handlers from connection_init.
+    request: HTTPConnection  # a Request over HTTP; the handshake's on a WebSocket
+    response: Response | None = None
+    # Set by the WebSocket layer (taxi/live) from connection_init.
     connection_params: dict[str, Any] | None = None
     # The raw bearer token (HTTP header, or connection_init on a socket).
     token: str | None = None

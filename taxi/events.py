@@ -19,6 +19,10 @@ from taxi.views import LocationView, TripView
 
 log = logging.getLogger(__name__)
 
+# A decoded event, as the hub hands it to every local watcher of its channel. Views
+# decoded from it are cached in it under `_`-keys, so every watcher shares them.
+Item = dict[str, Any]
+
 # Sent by the broadcast backend on a channel after it reconnected: messages may have
 # been missed, so watchers re-read the current state once.
 RESYNC = "__resync__"

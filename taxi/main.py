@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
-from taxi.hub import Hub
+from taxi.live.endpoint import LiveEndpoint
+from taxi.live.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
 from taxi.schema import build_schema
@@ -59,7 +59,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             broadcast=broadcast,
             events=Publisher(broadcast, prefix=settings.channel_prefix),
             hub=Hub(
-                broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
+                broadcast,
+                prefix=settings.channel_prefix,
+                maxsize=settings.subscriber_queue_size,
+                mask_internal=settings.production,
             ),
             limiter=limiter,
         )
@@ -94,12 +97,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         schema,
         settings=settings,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
-        keep_alive=True,
-        keep_alive_interval=settings.ws_keepalive_seconds,
-        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
         multipart_uploads_enabled=True,
-        allowed_origins=settings.origins,
     )
+    live = LiveEndpoint(schema, settings=settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             try:
                 yield
             finally:
-                await graphql.close_sockets()
+                await live.close_sockets()
+                await services.hub.close()
 
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
+            WebSocketRoute("/graphql", live),
             Route("/healthz", healthz),
             Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
         ],

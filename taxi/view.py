@@ -1,12 +1,8 @@
-"""The GraphQL endpoint: Strawberry's ASGI view with our context, auth and limits."""
+"""The GraphQL endpoint over HTTP: Strawberry's ASGI view with our context, auth and
+limits. The WebSocket side of the same path is taxi/live."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Awaitable
-from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -16,29 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.types.unset import UNSET
 
 from taxi import auth
 from taxi.config import Settings
 from taxi.context import Context, Services
-from taxi.errors import ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS, fanout
-from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
-
-log = logging.getLogger("taxi.ws")
-
-ASGI_SEND = "taxi.send"
-GOING_AWAY = 1001
-TRY_AGAIN_LATER = 1013
-FORBIDDEN = 4403
+from taxi.schema import MAX_TOKENS
+from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
 
 
 class _BodyTooLarge(Exception):
@@ -53,136 +33,10 @@ def error_response(status: int, message: str, code: str) -> JSONResponse:
     )
 
 
-def _well_formed(message: object) -> bool:
-    """Strawberry indexes into messages as they come: valid JSON of the wrong shape
-    (`[]`, a string payload) raised TypeError and closed the socket with 1011."""
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        return False
-    kind = message["type"]
-    if kind in ("subscribe", "start", "complete", "stop") and not isinstance(
-        message.get("id"), str
-    ):
-        return False
-    if kind in ("subscribe", "start"):
-        payload = message.get("payload")
-        return (
-            isinstance(payload, dict)
-            and isinstance(payload.get("query"), str)
-            and isinstance(payload.get("variables", None), dict | None)
-            and isinstance(payload.get("operationName", None), str | None)
-        )
-    return True
-
-
-class _OutageAtInit:
-    """Both protocols: an outage while connection_init authenticates closes with 1013."""
-
-    legacy = False
-
-    async def handle_connection_init(self, message: Any) -> None:
-        try:
-            await super().handle_connection_init(message)  # type: ignore[misc]
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            await _unavailable(self, exc, legacy=self.legacy)
-
-
-class _Sinks:
-    """Both protocols: name each operation's socket and id for the live streams'
-    shared frames (taxi/schema/fanout.py), and retire them the moment the client stops
-    the operation, not when its cancelled task next runs."""
-
-    context: Context
-    legacy = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sinks: dict[str, fanout.Sink] = {}
-
-    async def _run_with_sink(self, operation_id: str, run: Awaitable[None]) -> None:
-        # In the operation's own task: the context variable is that operation's alone.
-        send = self.context.request.scope[ASGI_SEND]
-        sink = fanout.Sink(send, fanout.frame_prefix(operation_id, legacy=self.legacy))
-        fanout.current_sink.set(sink)
-        self._sinks[operation_id] = sink
-        try:
-            await run
-        finally:
-            sink.live = False
-            if self._sinks.get(operation_id) is sink:  # the id may be someone else's now
-                del self._sinks[operation_id]
-
-    async def cleanup_operation(self, operation_id: str) -> None:
-        if (sink := self._sinks.pop(operation_id, None)) is not None:
-            sink.live = False
-        await super().cleanup_operation(operation_id)  # type: ignore[misc]
-
-
-class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
-    async def run_operation(self, operation: Any) -> None:
-        await self._run_with_sink(operation.id, super().run_operation(operation))
-
-    async def handle_message(self, message: Any) -> None:
-        if not _well_formed(message):
-            await self.handle_invalid_message("Invalid message")  # 4400
-            return
-        await super().handle_message(message)
-
-
-class _StreamAnyOperation:
-    """Strawberry's legacy handler runs every `start` through schema.subscribe(), which
-    refuses queries and mutations (an INTERNAL_SERVER_ERROR); PROTOCOL.md promises them
-    on both subprotocols. stream() runs any operation type."""
-
-    def __init__(self, schema: Any) -> None:
-        self._schema = schema
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._schema, name)
-
-    async def subscribe(self, **kwargs: Any) -> Any:
-        return await self._schema.stream(**kwargs)
-
-
-class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None]):
-    legacy = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.schema = _StreamAnyOperation(self.schema)  # type: ignore[assignment]
-
-    async def handle_message(self, message: Any) -> None:
-        if _well_formed(message):  # like unparsable JSON, the rest is ignored
-            await super().handle_message(message)
-
-    async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
-        run = super().handle_async_results(operation_id, *args, **kwargs)
-        await self._run_with_sink(operation_id, run)
-
-
-async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:
-    """The database went away while connection_init authenticated the token: close with
-    1013 Try Again Later, which clients retry (it crashed the socket, 1006, with a
-    traceback in the log; 4403 would have told the client its token was bad)."""
-    log.warning("connection_init: backend unavailable: %r", exc)
-    if legacy:
-        error = {
-            "message": ServiceUnavailable.default_message,
-            "extensions": {"code": ServiceUnavailable.code},
-        }
-        await handler.send_message({"type": "connection_error", "payload": error})
-    await handler.websocket.close(code=TRY_AGAIN_LATER, reason="Service unavailable")
-
-
 class TaxiGraphQL(GraphQL[Context, None]):
-    graphql_transport_ws_handler_class = _TransportWSHandler
-    graphql_ws_handler_class = _LegacyWSHandler
-
     def __init__(self, schema: Any, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(schema, **kwargs)
         self.settings = settings
-        self.sockets: set[WebSocket] = set()
 
     def encode_json(self, data: object) -> str:
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
@@ -190,13 +44,9 @@ class TaxiGraphQL(GraphQL[Context, None]):
         return orjson.dumps(data).decode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        else:
-            # Frames of live streams go straight to the server, past Starlette's
-            # WebSocket wrapper (two calls per frame per subscriber; see fanout.Sink).
-            scope[ASGI_SEND] = send
-            await super().__call__(scope, receive, send)
+        # HTTP only: the WebSocket side of /graphql is taxi/live (taxi/main.py routes).
+        assert scope["type"] == "http"
+        await self._http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.settings.max_body_bytes
@@ -263,74 +113,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
                 kwargs["sub_response"].status_code = 400
         return result
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
         services: Services = request.app.state.services
-        token = None
-        if request.scope["type"] == "http":
-            header = request.headers.get("authorization")
-            token = auth.strip_bearer(header) if header else None
+        header = request.headers.get("authorization")
+        token = auth.strip_bearer(header) if header else None
         return Context(services=services, request=request, response=response, token=token)
-
-    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
-        context.token = auth.token_from_connection_params(context.connection_params)
-        # Legacy graphql-ws lets a client send connection_init again: authenticate that
-        # token afresh (the cached user of the first one made the assert below fail).
-        context.forget_user()
-        try:
-            await context.user()
-            assert context.token is not None
-            claims = auth.decode_token(context.token, settings=self.settings, token_type="access")
-        except Unauthenticated as exc:
-            raise ConnectionRejectionError(
-                {"message": exc.message, "extensions": {"code": exc.code}}
-            ) from exc
-        ws = context.request
-        assert isinstance(ws, WebSocket)
-        delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
-        if (previous := getattr(ws.state, "expiry", None)) is not None:
-            previous.cancel()
-        ws.state.expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._expire(ws))
-        )
-        # UNSET: a bare connection_ack; graphql-ws 5.x clients reject `"payload": null`.
-        return UNSET
-
-    async def _expire(self, ws: WebSocket) -> None:
-        """The token that opened the socket expired: clients reconnect with a fresh one."""
-        if ws.application_state != WebSocketState.CONNECTED:
-            return
-        with suppress(Exception):
-            if _protocol(ws) == GRAPHQL_WS_PROTOCOL:
-                await ws.send_text(
-                    orjson.dumps(
-                        {"type": "connection_error", "payload": {"message": "Token has expired."}}
-                    ).decode()
-                )
-            await ws.close(code=FORBIDDEN, reason="Forbidden")
-
-    async def pick_websocket_subprotocol(self, request: WebSocket) -> str | None:
-        protocol = await super().pick_websocket_subprotocol(request)
-        request.state.protocol = protocol
-        return protocol
-
-    async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:  # type: ignore[override]
-        if request.scope["type"] != "websocket":
-            return await super().run(request)
-        self.sockets.add(request)
-        try:
-            return await super().run(request)
-        finally:
-            self.sockets.discard(request)
-            if (timer := getattr(request.state, "expiry", None)) is not None:
-                timer.cancel()
-
-    async def close_sockets(self) -> None:
-        """On shutdown: 1001 Going Away, so clients reconnect to another process."""
-        for ws in list(self.sockets):
-            with suppress(Exception):
-                if ws.application_state == WebSocketState.CONNECTED:
-                    await ws.close(code=GOING_AWAY, reason="Server shutting down")
-
 
 def _is_subscription(query: object, operation_name: object) -> bool:
     if not isinstance(query, str) or "subscription" not in query:
@@ -345,7 +132,3 @@ def _is_subscription(query: object, operation_name: object) -> bool:
     # Without a name, any subscription in the document counts (strawberry picks the
     # first operation where graphql-core would refuse to choose).
     return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
-
-
-def _protocol(ws: WebSocket) -> str | None:
-    return getattr(ws.state, "protocol", None)

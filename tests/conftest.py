@@ -214,7 +214,9 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[LiveServer]:
+async def serve(
+    settings: Settings, *, ws: str = "taxi.server:WebSocketProtocol"
+) -> AsyncIterator[LiveServer]:
     port = free_port()
     app = create_app(settings)
     config = uvicorn.Config(
@@ -224,6 +226,7 @@ async def serve(settings: Settings) -> AsyncIterator[LiveServer]:
         log_level="warning",
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
+        ws=ws,  # what `taxi serve` runs: the frame-write seam of taxi/server.py
         lifespan="on",
     )
     srv = uvicorn.Server(config)

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi.schema import fanout
+from taxi.live.execution import Plan
+from taxi.live.socket import Socket
 from tests.conftest import LiveServer
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
 from tests.ws import session
@@ -31,19 +32,18 @@ async def test_one_execution_per_document_per_event(
     rider, driver = await account(http), await account(http, "DRIVER")
     trip = await request_trip(http, rider)
     counts = {"executed": 0, "framed": 0}
-    recording, frame = fanout._Recording.execute_operation, fanout._frame
+    payload, deliver = Plan.payload, Socket.deliver
 
-    def count_recording(self: Any, *args: Any) -> Any:
+    def count_executions(self: Any, *args: Any, **kwargs: Any) -> bytes:
         counts["executed"] += 1
-        return recording(self, *args)
+        return payload(self, *args, **kwargs)
 
-    def count_frames(sink: Any, payload: Any) -> str | None:
-        text = frame(sink, payload)
-        counts["framed"] += text is not None
-        return text
+    def count_frames(self: Any, *args: Any) -> None:
+        counts["framed"] += 1
+        deliver(self, *args)
 
-    monkeypatch.setattr(fanout._Recording, "execute_operation", count_recording)
-    monkeypatch.setattr(fanout, "_frame", count_frames)
+    monkeypatch.setattr(Plan, "payload", count_executions)
+    monkeypatch.setattr(Socket, "deliver", count_frames)
 
     async with AsyncExitStack() as stack:
         watchers = []
@@ -69,7 +69,7 @@ async def test_one_execution_per_document_per_event(
             else:
                 assert data == {"status": "STARTED"}
     # Two executions (one per document) for seven subscribers, and every frame written
-    # straight from the shared encoding, past Strawberry's per-result machinery.
+    # from the shared encoding: one delivery per subscriber, no execution each.
     assert counts == {"executed": 2, "framed": 7}
 
 

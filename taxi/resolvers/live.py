@@ -1,17 +1,20 @@
-"""Live streams of trip state. Each stream reads the database once when it starts
-(and once after the broadcast backend reconnected); every event in between is
-filtered and passed on as it came, with no query per subscriber."""
+"""Live feeds of trip state, as plain descriptions: which channels, what a watcher may
+see of each event, and how to read where things stand now. No GraphQL, no sockets:
+the live layer (taxi/live) serves them. Each feed reads the database when it starts
+(and once after the broadcast backend reconnected); every event in between is only
+filtered, with no query per subscriber."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from taxi import events
 from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
-from taxi.hub import Direct, Hub, Item
+from taxi.events import Item
 from taxi.models import Trip, User, UserGroup
 from taxi.resolvers.trips import can_see, get_trip, parse_trip_id
 from taxi.views import LocationView, TripView
@@ -19,84 +22,28 @@ from taxi.views import LocationView, TripView
 T = TypeVar("T")
 
 
+class End(Exception):
+    """Raised by a feed's `see`: the watcher may no longer see it, the feed ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Feed(Generic[T]):
+    """One watcher's view of some channels. `see` turns an event into what the
+    watcher gets (None: nothing this time; raises End: no more); `current` reads the
+    state to send first and after a reconnect (None: nothing known yet)."""
+
+    channels: tuple[str, ...]
+    see: Callable[[Item], T | None]
+    current: Callable[[], Awaitable[T | None]] | None = None
+
+
 async def check_trip_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
-    """Raises NotFound before the stream opens, so the client gets an error message."""
+    """Raises NotFound before the feed opens, so the client gets an error message."""
     await get_trip(db=db, user=user, trip_id=trip_id)
     return parse_trip_id(trip_id)
 
 
-class _End(Exception):
-    """The watcher may no longer see the stream: it ends (complete)."""
-
-
-# Hands a view to the client at once, or returns None when it cannot (the caller then
-# yields it). Given by the schema layer: it knows the operation's socket and document.
-Send = Callable[[Any], "Coroutine[Any, Any, Any] | None"]
-
-
-def _direct(see: Callable[[Item], Any], send: Send) -> Direct:
-    """Inline delivery from the hub's pump (see taxi/hub.py): filter, then send."""
-
-    def direct(item: Item) -> Coroutine[Any, Any, Any] | bool:
-        if item["kind"] == events.RESYNC:
-            return False  # reads the database: the subscriber's own task does it
-        try:
-            view = see(item)
-        except _End:
-            return False  # the subscriber's task ends the stream
-        if view is None:
-            return True
-        return send(view) or False
-
-    return direct
-
-
-async def _follow(
-    hub: Hub,
-    channel: str,
-    see: Callable[[Item], T | None],
-    *,
-    send: Send | None,
-    current: Callable[[], Awaitable[T | None]] | None = None,
-) -> AsyncIterator[T]:
-    """What `current` reads first (if given), then every event on `channel` the watcher
-    may see, as `see` makes it; after a reconnect of the broadcast backend (RESYNC),
-    `current` again. One generator per live subscription: they are many."""
-    async with hub.subscribe(channel) as inbox:
-        # Subscribed first, then read: a change committed in between is not lost.
-        refresh = current is not None
-        inline = send is not None  # handed to the hub once the first state is out
-        while True:
-            if refresh:
-                assert current is not None
-                try:
-                    fresh = await current()
-                except NotFound:
-                    return
-                if fresh is not None:
-                    yield fresh
-                del fresh
-                refresh = False
-            if inline:
-                assert send is not None
-                inbox.direct = _direct(see, send)
-                inline = False
-            item = await inbox.get()
-            if item["kind"] == events.RESYNC:
-                refresh = current is not None
-                continue
-            try:
-                view = see(item)
-            except _End:
-                return
-            if view is not None:
-                yield view
-            del view
-
-
-def watch_trip(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
-) -> AsyncIterator[TripView]:
+def watch_trip(*, db: SessionMaker, user: User, trip_id: uuid.UUID) -> Feed[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
@@ -106,13 +53,13 @@ def watch_trip(
     def see(item: Item) -> TripView:
         view = events.trip_of(item)
         if not can_see(uid, group, view):
-            raise _End  # e.g. a driver who lost the race: no further updates
+            raise End  # e.g. a driver who lost the race: no further updates
         return view
 
-    return _follow(hub, events.trip_channel(trip_id), see, send=send, current=current)
+    return Feed((events.trip_channel(trip_id),), see, current)
 
 
-def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
+def watch_trips(*, user: User) -> Feed[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
@@ -124,7 +71,7 @@ def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncItera
             return events.redacted_trip_of(item)
         return None
 
-    return _follow(hub, events.TRIPS, see, send=send)
+    return Feed((events.TRIPS,), see)
 
 
 def check_driver(user: User) -> None:
@@ -136,8 +83,8 @@ def _requested(item: Item) -> TripView | None:
     return events.trip_of(item) if item["kind"] == "requested" else None
 
 
-def watch_requests(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
-    return _follow(hub, events.POOL, _requested, send=send)
+def watch_requests(*, user: User) -> Feed[TripView]:
+    return Feed((events.POOL,), _requested)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -153,9 +100,7 @@ async def check_location_watch(*, db: SessionMaker, user: User, trip_id: str) ->
     return view.id
 
 
-def watch_location(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
-) -> AsyncIterator[LocationView]:
+def watch_location(*, db: SessionMaker, user: User, trip_id: uuid.UUID) -> Feed[LocationView]:
     async def current() -> LocationView | None:
         view = await get_trip(db=db, user=user, trip_id=str(trip_id))
         if not _is_party(user, view):
@@ -164,7 +109,10 @@ def watch_location(
 
     def see(item: Item) -> LocationView:
         if not _is_party(user, events.trip_of(item)):
-            raise _End
+            raise End
         return events.location_of(item)
 
-    return _follow(hub, events.location_channel(trip_id), see, send=send, current=current)
+    return Feed((events.location_channel(trip_id),), see, current)
+
+
+

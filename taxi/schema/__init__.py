@@ -18,7 +18,6 @@ from strawberry.tools import merge_types
 from taxi.logs import OperationLog
 from taxi.schema.accounts import AccountMutation, AccountQuery
 from taxi.schema.errors import ErrorCodes
-from taxi.schema.fanout import SharedEventExecutor
 from taxi.schema.limits import validation_rules
 from taxi.schema.subscriptions import Subscription
 from taxi.schema.trips import TripMutation, TripQuery
@@ -54,7 +53,6 @@ def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> 
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,  # type: ignore[arg-type]
-        execution_context_class=SharedEventExecutor,
     )
 
 

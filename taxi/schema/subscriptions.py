@@ -1,49 +1,42 @@
-"""Subscriptions. Authorization runs before the stream opens (an `error` message for
-that operation, the socket stays open) and is re-applied to every event."""
+"""Subscriptions. Authorization runs when the client subscribes (an `error` message for
+that operation; the socket stays open) and is re-applied to every event by the feed.
+
+A field resolves to a `Live`: the feed the business rules describe, and how a view
+becomes this schema's object. The live layer (taxi/live) registers it with the hub and
+executes each event once per document; nothing iterates it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
 from taxi.resolvers import live
-from taxi.schema import fanout
 from taxi.schema.types import Info, Location, Trip
 
 T = TypeVar("T")
 
 
-def _live(
-    convert: Callable[[Any], T], watch: Callable[[live.Send | None], AsyncIterator[Any]]
-) -> AsyncGenerator[T, None]:
-    """A live stream of `watch`, delivering inline (taxi/hub.py) where it can."""
-    return _stream(watch(fanout.sender(convert)), convert)
+@dataclass(frozen=True, slots=True)
+class Live(AsyncIterable[T], Generic[T]):
+    feed: live.Feed[Any]
+    convert: Callable[[Any], T]
 
-
-async def _stream(
-    source: AsyncIterator[Any], convert: Callable[[Any], T]
-) -> AsyncGenerator[T, None]:
-    """What the live stream does not hand to the client itself (its first state, a
-    resync, anything queued behind a slow socket): one shared object per view, written
-    as a shared frame when it can be (taxi/schema/fanout.py), else yielded."""
-    async for view in source:
-        obj = fanout.shared_object(view, convert)
-        if not await fanout.deliver(obj):
-            yield obj
-        # Not held while the stream waits: the view keeps its shared result and frame.
-        del view, obj
+    def __aiter__(self) -> AsyncIterator[T]:
+        # graphql-core wants a subscription field to return an async iterable; this one
+        # is a description, served by taxi/live as records in the hub, not a stream.
+        raise TypeError("Live subscriptions are served by taxi.live, not iterated.")
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="Drivers: each trip as soon as a rider requests it.")
-    async def trip_requested(self, info: Info) -> AsyncGenerator[Trip, None]:
+    async def trip_requested(self, info: Info) -> AsyncIterator[Trip]:
         user = await info.context.user()
         live.check_driver(user)
-        hub = info.context.services.hub
-        return _live(Trip.of, lambda send: live.watch_requests(hub=hub, user=user, send=send))
+        return Live(live.watch_requests(user=user), Trip.of)  # type: ignore[return-value]
 
     @strawberry.subscription(
         description=(
@@ -51,16 +44,12 @@ class Subscription:
             "state first, then every change."
         )
     )
-    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Trip, None]:
+    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterator[Trip]:
         ctx = info.context
         user = await ctx.user()
         trip_id = await live.check_trip_watch(db=ctx.db, user=user, trip_id=id)
-        return _live(
-            Trip.of,
-            lambda send: live.watch_trip(
-                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id, send=send
-            ),
-        )
+        feed = live.watch_trip(db=ctx.db, user=user, trip_id=trip_id)
+        return Live(feed, Trip.of)  # type: ignore[return-value]
 
     @strawberry.subscription(
         description=(
@@ -68,10 +57,9 @@ class Subscription:
             "including a requested trip leaving the pool."
         )
     )
-    async def trips_updated(self, info: Info) -> AsyncGenerator[Trip, None]:
+    async def trips_updated(self, info: Info) -> AsyncIterator[Trip]:
         user = await info.context.user()
-        hub = info.context.services.hub
-        return _live(Trip.of, lambda send: live.watch_trips(hub=hub, user=user, send=send))
+        return Live(live.watch_trips(user=user), Trip.of)  # type: ignore[return-value]
 
     @strawberry.subscription(
         description=(
@@ -79,15 +67,9 @@ class Subscription:
             "one first, when there is one."
         )
     )
-    async def driver_location(
-        self, info: Info, trip_id: strawberry.ID
-    ) -> AsyncGenerator[Location, None]:
+    async def driver_location(self, info: Info, trip_id: strawberry.ID) -> AsyncIterator[Location]:
         ctx = info.context
         user = await ctx.user()
         tid = await live.check_location_watch(db=ctx.db, user=user, trip_id=trip_id)
-        return _live(
-            Location.of,
-            lambda send: live.watch_location(
-                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid, send=send
-            ),
-        )
+        feed = live.watch_location(db=ctx.db, user=user, trip_id=tid)
+        return Live(feed, Location.of)  # type: ignore[return-value]
