@@ -119,6 +119,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
         token = auth.strip_bearer(header) if header else None
         return Context(services=services, request=request, response=response, token=token)
 
+
 def _is_subscription(query: object, operation_name: object) -> bool:
     if not isinstance(query, str) or "subscription" not in query:
         return False  # cheap: the keyword must be in the text

@@ -26,11 +26,11 @@ from taxi.config import Settings
 from taxi.live.execution import GraphQL
 from taxi.live.hub import Hub, Record
 from taxi.live.wire import Outbox
+from taxi.main import create_app
+from taxi.models import TripStatus
 from taxi.resolvers.live import Feed
 from taxi.schema import build_schema
 from taxi.schema.types import Trip
-from taxi.main import create_app
-from taxi.models import TripStatus
 from taxi.views import TripView
 from tests.conftest import LiveServer, serve
 from tests.helpers import (
@@ -713,7 +713,8 @@ async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Setti
                 events.full_channel(hub.prefix, channel), orjson.dumps(message).decode()
             )
             await asyncio.wait_for(good.arrived.wait(), WAIT)
-            assert orjson.loads(good.got[-1][:-1]) == {"data": {"tripRequested": {"id": str(trip.id)}}}
+            expected = {"data": {"tripRequested": {"id": str(trip.id)}}}
+            assert orjson.loads(good.got[-1][:-1]) == expected
         assert len(good.got) == 3 and good.ended == []
         assert [type(e) for e in bad.ended] == [KeyError] * 3  # the socket removes it
         hub.remove(good_record)

@@ -109,7 +109,7 @@ class GraphQL:
         )
 
     def errors(self, errors: list[GraphQLError]) -> Errors:
-        return [e.formatted for e in with_codes(errors, mask_internal=self.mask_internal)]
+        return [dict(e.formatted) for e in with_codes(errors, mask_internal=self.mask_internal)]
 
     def prepare(self, query: str) -> DocumentNode | Errors:
         """Parsed and validated (the limits of PROTOCOL.md included), once per text."""
@@ -154,7 +154,10 @@ class GraphQL:
         """Authorize and describe a subscription (its field's resolver runs once, with
         the subscriber's context); errors end it before it starts."""
         built = Executor.build(
-            self.core, document, context_value=context, raw_variable_values=variables,
+            self.core,
+            document,
+            context_value=context,
+            raw_variable_values=variables,
             operation_name=name,
         )
         if isinstance(built, list):

@@ -142,12 +142,14 @@ class Hub:
                 events.full_channel(self.prefix, channel)
             ) as subscriber:
                 ready.set()
-                async for event in subscriber:
-                    if event is None:
-                        continue
-                    self._publish(channel, ch, event.message)
+                await self._follow(channel, ch, subscriber)
         finally:
             ready.set()
+
+    async def _follow(self, channel: str, ch: _Channel, subscriber: Any) -> None:
+        async for event in subscriber:
+            if event is not None:
+                self._publish(channel, ch, event.message)
 
     def _publish(self, channel: str, ch: _Channel, message: str) -> None:
         if message == events.RESYNC:

@@ -36,7 +36,11 @@ REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconne
 
 class Socket:
     def __init__(
-        self, endpoint: LiveEndpoint, context: Context, send: ASGISend, outbox: Outbox,
+        self,
+        endpoint: LiveEndpoint,
+        context: Context,
+        send: ASGISend,
+        outbox: Outbox,
         dialect: p.Dialect,
     ) -> None:
         self.endpoint = endpoint
@@ -265,7 +269,8 @@ class Socket:
             return
         prefix = p.frame_prefix(op_id, self.dialect)
         if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
-            result = await graphql.execute(query, variables=variables, name=name, context=self.context)
+            ctx = self.context
+            result = await graphql.execute(query, variables=variables, name=name, context=ctx)
             await self.outbox.send(prefix + result + b"}")
             await self.outbox.send(p.complete(op_id).encode())
             return

@@ -39,7 +39,7 @@ class Gone(Exception):
 
 
 class Outbox:
-    __slots__ = ("_flusher", "_pending", "_send", "_seam", "coalesced", "dropped", "maxsize")
+    __slots__ = ("_flusher", "_pending", "_seam", "_send", "coalesced", "dropped", "maxsize")
 
     def __init__(self, send: ASGISend, seam: Seam | None, *, maxsize: int) -> None:
         self._send = send

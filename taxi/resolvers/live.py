@@ -113,6 +113,3 @@ def watch_location(*, db: SessionMaker, user: User, trip_id: uuid.UUID) -> Feed[
         return events.location_of(item)
 
     return Feed((events.location_channel(trip_id),), see, current)
-
-
-
