@@ -31,6 +31,7 @@ from taxi.models import TripStatus
 from taxi.resolvers.live import Feed
 from taxi.schema import build_schema
 from taxi.schema.types import Trip
+from taxi.server import WebSocketProtocol
 from taxi.views import TripView
 from tests.conftest import LiveServer, serve
 from tests.helpers import (
@@ -826,3 +827,38 @@ async def test_a_never_reading_socket_does_not_slow_the_others(settings: Setting
                 # Still full, and every newer trip pushed out the oldest one.
                 assert len(slow) == hub.maxsize
                 assert slow.dropped >= dropped + 2 * hub.maxsize
+
+
+# -- the frame-write seam (taxi/server.py) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ws_impl", ["taxi.server:WebSocketProtocol", "websockets-sansio"])
+async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
+    settings: Settings, ws_impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seam writes each frame's header itself (7-, 16- and 64-bit lengths); a server
+    without the seam gets the same frames through ASGI `send`."""
+    written: list[int] = []
+    write_text = WebSocketProtocol.write_text
+
+    def counting(self: WebSocketProtocol, data: bytes) -> bool:
+        written.append(len(data))
+        return write_text(self, data)
+
+    monkeypatch.setattr(WebSocketProtocol, "write_text", counting)
+    async with serve(settings, ws=ws_impl) as live, httpx.AsyncClient(base_url=live.url) as c:
+        driver = await account(c, "DRIVER")
+        async with session(live.ws_url, driver.access) as ws:
+            await ws.subscribe("all", "subscription { tripsUpdated { id pickUpAddress } }")
+            await watching(live, events.TRIPS)
+            services = live.app.state.services  # type: ignore[attr-defined]
+            for size in (1, 200, 65_000, 70_000, 300_000):
+                trip = fake_trip(address="y" * size)
+                await services.events.trip_changed(trip, kind="requested")
+                data = await ws.next_where("all", same_trip(str(trip.id), "tripsUpdated"))
+                assert data == {"tripsUpdated": {"id": str(trip.id), "pickUpAddress": "y" * size}}
+            assert (await query(ws, "me"))["me"]["id"] == driver.id
+    if ws_impl.startswith("taxi."):
+        assert max(written) > 300_000  # every frame, the largest too, went by the seam
+    else:
+        assert written == []
