@@ -1,5 +1,6 @@
 """The real JavaScript clients against a live server: tests/js/ride.mjs walks a whole ride
-with the `graphql-ws` client (driver) and Apollo Client + GraphQLWsLink (rider).
+with the `graphql-ws` client (driver), Apollo Client + GraphQLWsLink (rider), and the legacy
+`subscriptions-transport-ws` client (the driver following the trip, legacy subprotocol).
 
 Needs `node` and `npm` on PATH: without them the test skips locally and fails with CI=true.
 `npm ci` runs first when tests/js/node_modules is missing or older than package-lock.json."""

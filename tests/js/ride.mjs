@@ -1,5 +1,6 @@
 // A whole ride against a live taxi server, driven by the real JavaScript clients:
-// the `graphql-ws` client (driver) and Apollo Client with GraphQLWsLink (rider).
+// the `graphql-ws` client (driver), Apollo Client with GraphQLWsLink (rider), and the
+// legacy `subscriptions-transport-ws` client (the driver following the trip).
 //
 //   node ride.mjs [HTTP_URL] [WS_URL]
 //
@@ -14,7 +15,10 @@ import { ApolloClient, HttpLink, InMemoryCache, gql, split } from "@apollo/clien
 import { GraphQLWsLink } from "@apollo/client/link/subscriptions";
 import { getMainDefinition } from "@apollo/client/utilities";
 import { createClient } from "graphql-ws";
+import legacyTransport from "subscriptions-transport-ws";
 import WebSocket from "ws";
+
+const { SubscriptionClient } = legacyTransport;
 
 // GraphQLWsLink's error mapping reads the global `WebSocket` (isLikeErrorEvent), which
 // Node 20 lacks: without it every GraphQL error of a subscription becomes
@@ -336,6 +340,30 @@ async function ride() {
   }
   await expectStatus("REQUESTED");
 
+  // Driver: follows the same trip with the legacy protocol (graphql-ws subprotocol).
+  const legacyClient = new SubscriptionClient(
+    WS_URL,
+    { connectionParams: { authToken: driver.token }, reconnect: false },
+    WebSocket,
+  );
+  cleanups.push(() => legacyClient.close());
+  const legacy = new Stream("driver tripUpdated (subscriptions-transport-ws)");
+  legacyClient
+    .request({
+      query: `subscription Followed($id: ID!) { tripUpdated(id: $id) { ${TRIP_FIELDS} } }`,
+      variables: { id: trip.id },
+    })
+    .subscribe({
+      next: (result) => (result.errors ? legacy.error(result.errors) : legacy.push(result.data)),
+      error: (err) => legacy.error(err),
+      complete: () => legacy.complete(),
+    });
+  async function legacySees(status) {
+    await legacy.next(`status ${status}`, (d) => d?.tripUpdated?.status === status);
+    log(`driver saw ${status} through tripUpdated (subscriptions-transport-ws)`);
+  }
+  await legacySees("REQUESTED"); // the current state first: the stream is live
+
   const accepted = await post(
     `mutation Accept($id: ID!) { acceptTrip(id: $id) { ${TRIP_FIELDS} } }`,
     { id: trip.id },
@@ -344,6 +372,7 @@ async function ride() {
   if (accepted.acceptTrip.status !== "STARTED") fail(`acceptTrip: ${JSON.stringify(accepted)}`);
   log("driver accepted the trip over HTTP");
   await expectStatus("STARTED");
+  await legacySees("STARTED");
 
   const UPDATE = `mutation Update($id: ID!, $status: TripStatus!) {
     updateTripStatus(id: $id, status: $status) { id status }
@@ -351,6 +380,7 @@ async function ride() {
   const moved = await post(UPDATE, { id: trip.id, status: "IN_PROGRESS" }, driver.token);
   if (moved.updateTripStatus.status !== "IN_PROGRESS") fail(`update: ${JSON.stringify(moved)}`);
   await expectStatus("IN_PROGRESS");
+  await legacySees("IN_PROGRESS");
 
   // Positions: the first is reported before the rider subscribes, so it arrives as the
   // "last known position" and proves the stream is live; the others arrive as reported.
@@ -391,6 +421,7 @@ async function ride() {
   const done = await post(UPDATE, { id: trip.id, status: "COMPLETED" }, driver.token);
   if (done.updateTripStatus.status !== "COMPLETED") fail(`update: ${JSON.stringify(done)}`);
   await expectStatus("COMPLETED");
+  await legacySees("COMPLETED");
 
   const expected = ["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"];
   if (JSON.stringify(statuses) !== JSON.stringify(expected)) {
