@@ -22,7 +22,7 @@ from taxi.context import Context
 from taxi.errors import AppError, NotFound, ServiceUnavailable, Unauthenticated
 from taxi.live import protocol as p
 from taxi.live.hub import Record
-from taxi.live.wire import ASGISend, Outbox
+from taxi.live.wire import ASGISend, Gone, Outbox
 from taxi.schema.errors import is_outage
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ log = logging.getLogger("taxi.live")
 
 ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
 REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
+
+
+async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
+    with suppress(Gone):
+        await work
 
 
 class Socket:
@@ -70,10 +75,13 @@ class Socket:
                 if message["type"] == "websocket.disconnect":
                     return
                 text = message.get("text")
-                if text is None:
-                    await self._binary()
-                elif not self.closed:
-                    await self._handle(text)
+                try:
+                    if text is None:
+                        await self._binary()
+                    elif not self.closed:
+                        await self._handle(text)
+                except Gone:
+                    return  # the peer went away while we answered it
         finally:
             await self._cleanup()
 
@@ -101,7 +109,7 @@ class Socket:
         await self.outbox.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(_unless_gone(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -244,9 +252,12 @@ class Socket:
     async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
         try:
             await self._run(op_id, payload)
+        except Gone:
+            pass  # the socket closed under the operation: its receive loop cleans up
         except Exception as exc:  # noqa: BLE001 - an operation's failure ends it alone
             if not self.closed:
-                await self._fail(op_id, exc)
+                with suppress(Gone):
+                    await self._fail(op_id, exc)
         finally:
             if self.running.get(op_id) is asyncio.current_task():
                 del self.running[op_id]
