@@ -40,6 +40,24 @@ async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
 
 
 class Socket:
+    # Many of these live at once (one per connection): no per-instance __dict__.
+    __slots__ = (
+        "_send",
+        "_tasks",
+        "_timers",
+        "acked",
+        "closed",
+        "context",
+        "dialect",
+        "endpoint",
+        "hub",
+        "init_received",
+        "outbox",
+        "records",
+        "running",
+        "settings",
+    )
+
     def __init__(
         self,
         endpoint: LiveEndpoint,
