@@ -111,6 +111,9 @@ class Hub:
     def release(self, record: Record) -> None:
         """The first state is out: replay what was held, then deliver live."""
         held, record.held = record.held, None
+        ch = self._channels.get(record.feed.channels[0])
+        if ch is None or record not in ch.records:
+            return  # removed meanwhile (the client stopped it, the socket closed)
         for item in (held or {}).values():
             self._deliver(record, item)
 

@@ -346,7 +346,11 @@ class Socket:
         self.outbox.offer((record.op_id, "__end__"), message.encode())
 
     def refresh(self, record: Record) -> None:
-        """The broadcast backend reconnected: events may have been missed."""
+        """The broadcast backend reconnected: events may have been missed. The current
+        state is read again; events arriving meanwhile are held and follow it."""
+        if record.held is not None:
+            return  # being set up or re-read right now: that read is fresh enough
+        record.held = {}
         self._spawn(self._refresh(record))
 
     async def _refresh(self, record: Record) -> None:
@@ -355,13 +359,16 @@ class Socket:
         try:
             view = await current()
         except AppError:
+            record.held = None
             self.end(record)  # e.g. no longer visible
             return
         except Exception as exc:
             if not is_outage(exc):
+                record.held = None
                 raise
             log.warning("re-reading a live subscription's state failed: %r", exc)
-            return  # the next RESYNC tries again
+            view = None  # the next RESYNC tries again
         if view is not None and self.records.get(record.op_id) is record:
             payload = self.endpoint.graphql.first(record.plan, view, record.convert)
             self.outbox.offer((record.op_id, REFRESH_KEY), record.prefix + payload)
+        self.hub.release(record)  # what was held follows the fresh state
