@@ -614,11 +614,11 @@ async def test_outbox_keeps_the_newest_state_per_key_and_drops_the_oldest() -> N
     seam.taking.clear()  # a phone that stopped reading
     outbox = Outbox(no_asgi_send, seam, maxsize=3)
     for key, n in [("a", 1), ("b", 1), ("a", 2)]:
-        outbox.offer(("op", key), b"%s%d" % (key.encode(), n))
+        outbox.offer("op", key, b"%s%d" % (key.encode(), n))
     # a's newer state took the stale one's place: nothing skipped ahead of b.
     assert (len(outbox), outbox.coalesced, outbox.dropped) == (2, 1, 0)
     for key in "cdefg":
-        outbox.offer(("op", key), key.encode())
+        outbox.offer("op", key, key.encode())
         assert len(outbox) <= 3
     assert (len(outbox), outbox.dropped) == (3, 4)
     seam.taking.set()
@@ -633,27 +633,27 @@ async def test_outbox_writes_at_once_and_a_backlog_keeps_its_order() -> None:
     the backlog."""
     seam = FakeSeam()
     outbox = Outbox(no_asgi_send, seam, maxsize=8)
-    outbox.offer(("1", "a"), b"1")
+    outbox.offer("1", "a", b"1")
     assert seam.written == [b"1"]  # within offer(): no task switch
     seam.taking.clear()
-    outbox.offer(("1", "a"), b"2")
+    outbox.offer("1", "a", b"2")
     seam.taking.set()  # the transport drained, but 2 is still queued: 3 goes behind it
-    outbox.offer(("1", "b"), b"3")
+    outbox.offer("1", "b", b"3")
     await outbox.send(b"4")
     assert seam.written == [b"1", b"2", b"3", b"4"]
-    outbox.offer(("1", "a"), b"5")
+    outbox.offer("1", "a", b"5")
     assert seam.written[-1] == b"5"
     # A stopped operation's queued frames are dropped with it.
     seam.taking.clear()
-    outbox.offer(("1", "a"), b"6")
-    outbox.offer(("2", "a"), b"7")
+    outbox.offer("1", "a", b"6")
+    outbox.offer("2", "a", b"7")
     outbox.forget("1")
     seam.taking.set()
     await outbox.send(b"8")
     assert seam.written[-2:] == [b"7", b"8"]
     # A socket gone while frames wait: they are dropped, nothing hangs.
     seam.taking.clear()
-    outbox.offer(("2", "a"), b"9")
+    outbox.offer("2", "a", b"9")
     seam.open = False
     seam.taking.set()
     await outbox.close()
@@ -743,7 +743,7 @@ async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> N
                 self.outbox = outbox
 
             def deliver(self, record: Record, key: str, payload: bytes) -> None:
-                self.outbox.offer((record.op_id, key), payload)
+                self.outbox.offer(record.op_id, key, payload)
                 self.arrived.set()
 
         fast_sock = Sock(fast)

@@ -50,10 +50,13 @@ class Plan:
     """One (document, operation, variables) of a subscription, shared by its
     subscribers: executes an event for all of them."""
 
-    __slots__ = ("__weakref__", "executor")
+    __slots__ = ("__weakref__", "_last", "executor")
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
+        # The view and payload of the latest event: every subscriber after the first
+        # finds it here (holding the view keeps its identity from being reused).
+        self._last: tuple[Any, bytes] | None = None
 
     def payload(self, obj: object, *, mask_internal: bool) -> bytes:
         """The result for event object `obj`, encoded: the `payload` of a result frame
@@ -66,6 +69,9 @@ class Plan:
 
     def shared(self, item: Item, view: Any, convert: Callable[[Any], Any], *, mask: bool) -> bytes:
         """`payload` once per (event, view) for every subscriber of this plan."""
+        last = self._last
+        if last is not None and last[0] is view:
+            return last[1]
         frames: dict[tuple[Plan, int], bytes] = item.setdefault("_frames", {})
         key = (self, id(view))
         data = frames.get(key)
@@ -76,6 +82,7 @@ class Plan:
             if obj is None:
                 obj = objects[okey] = convert(view)
             data = frames[key] = self.payload(obj, mask_internal=mask)
+        self._last = (view, data)
         return data
 
 

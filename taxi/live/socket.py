@@ -227,7 +227,7 @@ class Socket:
     def _keep_alive(self) -> None:
         if self.closed:
             return
-        self.outbox.offer(("", "ka"), KEEP_ALIVE)
+        self.outbox.offer("", "ka", KEEP_ALIVE)
         loop = asyncio.get_running_loop()
         self._timers["ka"] = loop.call_later(self.settings.ws_keepalive_seconds, self._keep_alive)
 
@@ -329,7 +329,8 @@ class Socket:
     # -- what the hub calls (hub.Subscriber) ------------------------------------------------
 
     def deliver(self, record: Record, key: str, payload: bytes) -> None:
-        self.outbox.offer((record.op_id, key), record.prefix + payload)
+        if not self.closed:
+            self.outbox.offer(record.op_id, key, record.prefix + payload)
 
     def end(self, record: Record, error: Exception | None = None) -> None:
         """The feed ended (the watcher may no longer see it) or failed: that operation
@@ -343,7 +344,7 @@ class Socket:
             message = p.complete(record.op_id)
         else:
             message = p.error(record.op_id, self._errors(error), self.dialect)
-        self.outbox.offer((record.op_id, "__end__"), message.encode())
+        self.outbox.offer(record.op_id, "__end__", message.encode())
 
     def refresh(self, record: Record) -> None:
         """The broadcast backend reconnected: events may have been missed. The current
@@ -370,5 +371,5 @@ class Socket:
             view = None  # the next RESYNC tries again
         if view is not None and self.records.get(record.op_id) is record:
             payload = self.endpoint.graphql.first(record.plan, view, record.convert)
-            self.outbox.offer((record.op_id, REFRESH_KEY), record.prefix + payload)
+            self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
         self.hub.release(record)  # what was held follows the fresh state

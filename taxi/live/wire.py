@@ -50,11 +50,12 @@ class Outbox:
         self.coalesced = 0  # replaced by a newer state for the same key
         self.dropped = 0  # pushed out, oldest first, by the bound
 
-    def offer(self, key: Key, data: bytes) -> None:
+    def offer(self, op_id: str, about: str, data: bytes) -> None:
         """A data frame from the hub: written now if the socket takes it, else kept as
-        the newest for `key`. Never waits, never raises."""
+        the newest for (operation, what it is about). Never waits, never raises."""
         if self._flusher is None and self._seam is not None and self._seam.write_text(data):
             return  # the common case: straight to the transport
+        key = (op_id, about)
         if key in self._pending:
             self._pending[key] = data  # newest state wins, in the stale one's place
             self.coalesced += 1
