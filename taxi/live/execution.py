@@ -50,10 +50,15 @@ class Plan:
     """One (document, operation, variables) of a subscription, shared by its
     subscribers: executes an event for all of them."""
 
-    __slots__ = ("__weakref__", "_last", "executor")
+    __slots__ = ("__weakref__", "_last", "core", "document", "name", "variables")
 
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
+    def __init__(
+        self, core: GraphQLSchema, document: DocumentNode, name: str | None, variables: Any
+    ) -> None:
+        self.core = core
+        self.document = document
+        self.name = name
+        self.variables = variables
         # The view and payload of the latest event: every subscriber after the first
         # finds it here (holding the view keeps its identity from being reused).
         self._last: tuple[Any, bytes] | None = None
@@ -61,7 +66,15 @@ class Plan:
     def payload(self, obj: object, *, mask_internal: bool) -> bytes:
         """The result for event object `obj`, encoded: the `payload` of a result frame
         and the frame's closing brace."""
-        result = execute_subscription_event(self.executor.build_per_event_executor(obj))
+        # A fresh executor per execution: graphql-core memoizes collected subfields on
+        # the executor, and per-event copies share that memo, so one long-lived executor
+        # grew with every event (~1.8 KiB per first state here).
+        built = Executor.build(
+            self.core, self.document, raw_variable_values=self.variables, operation_name=self.name
+        )
+        if isinstance(built, list):  # cannot happen: coerced once when it was opened
+            raise GraphQLError(built[0].message)
+        result = execute_subscription_event(built.build_per_event_executor(obj))
         if not isinstance(result, ExecutionResult):
             # Our Subscription types resolve synchronously; an awaitable here is a bug.
             raise TypeError("live payload types must resolve synchronously")
@@ -183,11 +196,7 @@ class GraphQL:
         key = (id(document), name, values)
         plan = self._plans.get(key)
         if plan is None:
-            built = Executor.build(
-                self.core, document, raw_variable_values=variables, operation_name=name
-            )
-            assert not isinstance(built, list), "variables were coerced once already"
-            plan = self._plans[key] = Plan(built)
+            plan = self._plans[key] = Plan(self.core, document, name, variables)
         return plan
 
     def first(self, plan: Plan, view: Any, convert: Callable[[Any], Any]) -> bytes:
