@@ -26,7 +26,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET
 
-from taxi import auth
+from taxi import auth, metrics
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import ServiceUnavailable, Unauthenticated
@@ -317,9 +317,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
         if request.scope["type"] != "websocket":
             return await super().run(request)
         self.sockets.add(request)
+        metrics.socket_opened()
         try:
             return await super().run(request)
         finally:
+            metrics.socket_closed()
             self.sockets.discard(request)
             if (timer := getattr(request.state, "expiry", None)) is not None:
                 timer.cancel()

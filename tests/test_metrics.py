@@ -1,0 +1,105 @@
+"""`GET /metrics`: the values move as operations, sockets and subscriptions happen, in
+one process and with `taxi serve --workers 2` (prometheus-client's multiprocess mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from taxi import metrics
+from taxi.config import Settings
+from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
+from tests.metrics_scrape import Samples, scrape, value
+from tests.ws import session
+
+OPS = "taxi_graphql_operations_total"
+WAIT = 15.0
+
+
+async def until(
+    client: httpx.AsyncClient, check: Any, within: float = WAIT
+) -> Samples:
+    """Scrapes until `check(samples)` holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + within
+    while True:
+        samples = await scrape(client)
+        if check(samples):
+            return samples
+        assert time.monotonic() < deadline, "metrics never reached the expected values"
+        await asyncio.sleep(0.05)
+
+
+async def test_operations_and_requests_are_counted(client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    await account(client)  # SignUp + LogIn mutations
+    body = await gql(client, "query Broken { nope }", status=400)
+    assert body["errors"]
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta(OPS, operation="SignUp", type="mutation", code="OK") == 1
+    assert delta(OPS, operation="LogIn", type="mutation", code="OK") == 1
+    assert delta(OPS, operation="Broken", type="query", code="GRAPHQL_VALIDATION_FAILED") == 1
+    hist = "taxi_graphql_operation_duration_seconds_count"
+    assert delta(hist, operation="SignUp", type="mutation") == 1
+    requests = "taxi_http_requests_total"
+    assert delta(requests, method="POST", route="/graphql", status="200") == 2
+    assert delta(requests, method="POST", route="/graphql", status="400") == 1
+    # The scrape before this one counts too.
+    assert delta(requests, method="GET", route="/metrics", status="200") == 1
+
+
+async def test_sockets_subscriptions_and_deliveries(settings: Settings, server: Any) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        driver = await account(client, "DRIVER")
+        rider = await account(client)
+        base = await scrape(client)
+        sockets = value(base, "taxi_websockets_open")
+        live = value(base, "taxi_subscriptions_live", field="tripRequested")
+        delivered = value(base, "taxi_deliveries_total")
+        async with session(server.ws_url, driver.access) as ws:
+            await until(client, lambda s: value(s, "taxi_websockets_open") == sockets + 1)
+            await ws.subscribe("1", TRIP_REQUESTED)
+            await until(
+                client,
+                lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == live + 1,
+            )
+            trip = await request_trip(client, rider)
+            await ws.next_where("1", lambda d: d["tripRequested"]["id"] == trip["id"])
+            await until(client, lambda s: value(s, "taxi_deliveries_total") >= delivered + 1)
+            await ws.stop("1")
+            await until(
+                client,
+                lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == live,
+            )
+        after = await until(client, lambda s: value(s, "taxi_websockets_open") == sockets)
+        assert value(after, OPS, operation="anonymous", type="subscription", code="OK") >= 1
+
+
+async def test_backend_state_and_pool(client: httpx.AsyncClient, settings: Settings) -> None:
+    await account(client)
+    samples = await scrape(client)
+    # Every connection the requests took went back to the pool.
+    assert value(samples, "taxi_db_connections_in_use") == 0
+    if settings.redis_url:
+        assert value(samples, "taxi_broadcast_connected") >= 1
+
+
+def test_hot_path_hooks_are_flushed_into_counters() -> None:
+    before = metrics.DELIVERIES._value.get()
+    for _ in range(3):
+        metrics.delivered()
+    metrics.flush()
+    assert metrics.DELIVERIES._value.get() == before + 3
+
+
+def test_operation_names_are_bounded() -> None:
+    assert metrics.operation_name(None) == "anonymous"
+    assert metrics.operation_name("x y") == "invalid"
+    names = {metrics.operation_name(f"Op{i}") for i in range(metrics.MAX_OPERATION_NAMES + 5)}
+    assert "other" in names
