@@ -57,9 +57,7 @@ OPERATION_SECONDS = Histogram(
     ["operation", "type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-SOCKETS = Gauge(
-    "taxi_websockets_open", "Open GraphQL WebSockets.", multiprocess_mode="livesum"
-)
+SOCKETS = Gauge("taxi_websockets_open", "Open GraphQL WebSockets.", multiprocess_mode="livesum")
 LIVE = Gauge(
     "taxi_subscriptions_live",
     "Running subscriptions, by root field.",

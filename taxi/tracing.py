@@ -72,9 +72,7 @@ def from_env() -> Any:
         log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console); tracing off", name)
         return None
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)}
-    )
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

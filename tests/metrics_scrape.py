@@ -31,4 +31,5 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def pids(samples: Samples, name: str) -> set[str]:
-    return {dict(got)["pid"] for (sample, got) in samples if sample == name and dict(got).get("pid")}
+    found = (dict(got).get("pid") for (sample, got) in samples if sample == name)
+    return {pid for pid in found if pid}

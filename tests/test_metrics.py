@@ -4,24 +4,28 @@ one process and with `taxi serve --workers 2` (prometheus-client's multiprocess 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from taxi import metrics
 from taxi.config import Settings
+from tests.conftest import free_port
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
-from tests.metrics_scrape import Samples, scrape, value
+from tests.metrics_scrape import Samples, pids, scrape, value
+from tests.procs import JWT_SECRET, Proc, TaxiServer
 from tests.ws import session
 
 OPS = "taxi_graphql_operations_total"
 WAIT = 15.0
+PINGS = 12
 
 
-async def until(
-    client: httpx.AsyncClient, check: Any, within: float = WAIT
-) -> Samples:
+async def until(client: httpx.AsyncClient, check: Any, within: float = WAIT) -> Samples:
     """Scrapes until `check(samples)` holds (a deadline, never a fixed sleep)."""
     deadline = time.monotonic() + within
     while True:
@@ -103,3 +107,63 @@ def test_operation_names_are_bounded() -> None:
     assert metrics.operation_name("x y") == "invalid"
     names = {metrics.operation_name(f"Op{i}") for i in range(metrics.MAX_OPERATION_NAMES + 5)}
     assert "other" in names
+
+
+async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) -> None:
+    """`taxi serve --workers 2`: whichever worker answers /metrics reports both."""
+    port = free_port()
+    argv = [sys.executable, "-m", "taxi.cli", "serve", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": real_backend.database_url,
+        "REDIS_URL": real_backend.redis_url,
+        "JWT_SECRET": JWT_SECRET,
+        "TAXI_ENV": "test",
+        "PASSWORD_HASHING": "fast",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "TMPDIR": str(tmp_path),  # where `taxi serve` makes its metrics directory
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = Proc("workers", argv, tmp_path / "server.log", env)
+    server = TaxiServer("workers", proc, port)
+    proc.start()
+    try:
+        await server.wait_health(200)
+        assert len(list(tmp_path.glob("taxi-metrics-*"))) == 1
+        url = server.url
+        for _ in range(PINGS):
+            # A new connection each time: the workers take turns accepting them.
+            async with httpx.AsyncClient(base_url=url, timeout=20) as one:
+                assert (await gql(one, "query Ping { __typename }"))["data"]
+        ping = {"operation": "Ping", "type": "query", "code": "OK"}
+        samples = await until(
+            server.http,
+            lambda s: value(s, OPS, **ping) == PINGS
+            and len(pids(s, "taxi_broadcast_connected")) == 2,
+        )
+        assert value(samples, "taxi_graphql_operation_duration_seconds_count", operation="Ping",
+                     type="query") == PINGS
+        driver = await account(server.http, "DRIVER")
+        async with session(server.ws_url, driver.access) as ws:
+            await ws.subscribe("1", TRIP_REQUESTED)
+            await until(
+                server.http,
+                lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == 1
+                and value(s, "taxi_websockets_open") == 1,
+            )
+            rider = await account(server.http)
+            trip = await request_trip(server.http, rider)
+            await ws.next_where("1", lambda d: d["tripRequested"]["id"] == trip["id"])
+            # The socket's worker flushes its tally within FLUSH_SECONDS.
+            await until(server.http, lambda s: value(s, "taxi_deliveries_total") >= 1)
+        await until(
+            server.http,
+            lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == 0
+            and value(s, "taxi_websockets_open") == 0,
+        )
+    finally:
+        await server.http.aclose()
+        await asyncio.to_thread(proc.stop)
+    assert proc.popen is None
+    assert not list(tmp_path.glob("taxi-metrics-*")), "the metrics directory outlived serve"
