@@ -27,6 +27,7 @@ from taxi.context import Services
 from taxi.events import Publisher
 from taxi.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
+from taxi.persisted import Documents, load_manifest
 from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
 from taxi.schema import build_schema
 from taxi.view import TaxiGraphQL
@@ -42,6 +43,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         limiter: LoginLimiter
+        client = None
         if settings.redis_url:
             client = redis_client(settings.redis_url)
             stack.push_async_callback(client.aclose)
@@ -64,6 +66,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
             ),
             limiter=limiter,
+            documents=Documents(
+                mode=settings.persisted_documents,
+                manifest=(
+                    load_manifest(settings.persisted_documents_file)
+                    if settings.persisted_documents_file
+                    else None
+                ),
+                redis=client,
+                prefix=settings.channel_prefix,
+            ),
         )
 
 

@@ -109,6 +109,10 @@ def test_operation_names_are_bounded() -> None:
     assert "other" in names
 
 
+def _metrics_dirs(where: Path) -> list[Path]:
+    return list(where.glob("taxi-metrics-*"))
+
+
 async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) -> None:
     """`taxi serve --workers 2`: whichever worker answers /metrics reports both."""
     port = free_port()
@@ -130,7 +134,7 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
     proc.start()
     try:
         await server.wait_health(200)
-        assert len(list(tmp_path.glob("taxi-metrics-*"))) == 1
+        assert len(_metrics_dirs(tmp_path)) == 1
         url = server.url
         for _ in range(PINGS):
             # A new connection each time: the workers take turns accepting them.
@@ -139,18 +143,28 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         ping = {"operation": "Ping", "type": "query", "code": "OK"}
         samples = await until(
             server.http,
-            lambda s: value(s, OPS, **ping) == PINGS
-            and len(pids(s, "taxi_broadcast_connected")) == 2,
+            lambda s: (
+                value(s, OPS, **ping) == PINGS and len(pids(s, "taxi_broadcast_connected")) == 2
+            ),
         )
-        assert value(samples, "taxi_graphql_operation_duration_seconds_count", operation="Ping",
-                     type="query") == PINGS
+        assert (
+            value(
+                samples,
+                "taxi_graphql_operation_duration_seconds_count",
+                operation="Ping",
+                type="query",
+            )
+            == PINGS
+        )
         driver = await account(server.http, "DRIVER")
         async with session(server.ws_url, driver.access) as ws:
             await ws.subscribe("1", TRIP_REQUESTED)
             await until(
                 server.http,
-                lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == 1
-                and value(s, "taxi_websockets_open") == 1,
+                lambda s: (
+                    value(s, "taxi_subscriptions_live", field="tripRequested") == 1
+                    and value(s, "taxi_websockets_open") == 1
+                ),
             )
             rider = await account(server.http)
             trip = await request_trip(server.http, rider)
@@ -159,11 +173,13 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
             await until(server.http, lambda s: value(s, "taxi_deliveries_total") >= 1)
         await until(
             server.http,
-            lambda s: value(s, "taxi_subscriptions_live", field="tripRequested") == 0
-            and value(s, "taxi_websockets_open") == 0,
+            lambda s: (
+                value(s, "taxi_subscriptions_live", field="tripRequested") == 0
+                and value(s, "taxi_websockets_open") == 0
+            ),
         )
     finally:
         await server.http.aclose()
         await asyncio.to_thread(proc.stop)
     assert proc.popen is None
-    assert not list(tmp_path.glob("taxi-metrics-*")), "the metrics directory outlived serve"
+    assert not _metrics_dirs(tmp_path), "the metrics directory outlived serve"
