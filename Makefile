@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 SRC := $(wildcard taxi tests bench)
 
-.PHONY: run test check format bench schema clean lock upgrade
+.PHONY: run test check format bench schema contract clean lock upgrade
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "taxi needs Python 3.11+"; exit 1; }
@@ -47,6 +47,9 @@ format: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/taxi print-schema > schema.graphql
+
+contract:
+	cp ../shared/api/schema.graphql ../shared/api/dispatch.graphql ../shared/api/PROTOCOL.md api/
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
