@@ -152,9 +152,11 @@ def position() -> None:
     POSITIONS.inc()
 
 
-def operation_name(name: str | None) -> str:
+def operation_name(name: object) -> str:
     if not name:
         return "anonymous"
+    if not isinstance(name, str):  # a client's operationName may be any JSON value
+        return "invalid"
     if name in _names:
         return name
     if not _NAME.fullmatch(name):
@@ -165,7 +167,7 @@ def operation_name(name: str | None) -> str:
     return name
 
 
-def operation(*, name: str | None, kind: str, code: str, seconds: float | None) -> None:
+def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
     label = operation_name(name)
     OPERATIONS.labels(label, kind, code).inc()
     if seconds is not None:

@@ -14,10 +14,12 @@ import httpx
 
 from taxi import metrics
 from taxi.config import Settings
-from tests.conftest import free_port
+from taxi.hub import Inbox
+from taxi.main import create_app
+from tests.conftest import base_settings, free_port
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
 from tests.metrics_scrape import Samples, pids, scrape, value
-from tests.procs import JWT_SECRET, Proc, TaxiServer
+from tests.procs import JWT_SECRET, Proc, TaxiServer, redis_server
 from tests.ws import session
 
 OPS = "taxi_graphql_operations_total"
@@ -105,6 +107,8 @@ def test_hot_path_hooks_are_flushed_into_counters() -> None:
 def test_operation_names_are_bounded() -> None:
     assert metrics.operation_name(None) == "anonymous"
     assert metrics.operation_name("x y") == "invalid"
+    assert metrics.operation_name(True) == "invalid"
+    assert metrics.operation_name(["A"]) == "invalid"
     names = {metrics.operation_name(f"Op{i}") for i in range(metrics.MAX_OPERATION_NAMES + 5)}
     assert "other" in names
 
@@ -183,3 +187,38 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         await asyncio.to_thread(proc.stop)
     assert proc.popen is None
     assert not _metrics_dirs(tmp_path), "the metrics directory outlived serve"
+
+
+async def test_broadcast_outage_and_reconnect(pg_database: str, tmp_path: Path) -> None:
+    """A private Redis killed and restarted: the backend state drops to 0 and comes
+    back, and the reconnect is counted."""
+    async with redis_server(tmp_path) as redis:
+        app = create_app(base_settings(database_url=pg_database, redis_url=redis.url))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                up = "taxi_broadcast_connected"
+                base = await until(client, lambda s: value(s, up) == 1)
+                reconnects = value(base, "taxi_broadcast_reconnects_total")
+                await redis.crash()
+                await until(client, lambda s: value(s, up) == 0)
+                await redis.start()
+                await until(
+                    client,
+                    lambda s: (
+                        value(s, up) == 1
+                        and value(s, "taxi_broadcast_reconnects_total") == reconnects + 1
+                    ),
+                )
+
+
+def test_slow_subscriber_frames_are_counted() -> None:
+    """An inbox nobody reads: a newer state of the same key replaces the queued one
+    (coalesced); past `maxsize` keys the oldest goes (dropped)."""
+    coalesced, dropped = metrics.COALESCED._value.get(), metrics.DROPPED._value.get()
+    inbox = Inbox(maxsize=2)
+    for key in ("a", "a", "b", "c"):
+        inbox.put({"kind": "updated", "key": key})
+    metrics.flush()
+    assert metrics.COALESCED._value.get() == coalesced + 1
+    assert metrics.DROPPED._value.get() == dropped + 1

@@ -4,6 +4,7 @@ shared by two real server processes, and trusted-documents mode."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from taxi.persisted import sha256
 from tests.conftest import Backend
 from tests.helpers import LOG_IN, TRIP_UPDATED, account, error_code, request_trip
 from tests.procs import taxi_servers
-from tests.ws import session
+from tests.ws import PROTOCOLS, session
 
 ME = "query Me { me { username } }"
 PING = "query Ping { __typename }"
@@ -61,18 +62,25 @@ async def client_for(settings: Settings) -> AsyncIterator[Any]:
         await context.__aexit__(None, None, None)
 
 
+def fresh(document: str) -> str:
+    """`document` with a comment no other run has: registered documents outlive a test
+    in a shared Redis."""
+    return f"{document}\n# {uuid.uuid4()}"
+
+
 async def test_apq_over_post_and_get(client: httpx.AsyncClient) -> None:
-    digest = sha256(PING)
+    ping = fresh(PING)
+    digest = sha256(ping)
     first = await post(client, None, digest)
     assert first["errors"][0]["message"] == "PersistedQueryNotFound"
     assert error_code(first) == "PERSISTED_QUERY_NOT_FOUND"
-    assert (await post(client, PING, digest))["data"] == {"__typename": "Query"}
+    assert (await post(client, ping, digest))["data"] == {"__typename": "Query"}
     assert (await post(client, None, digest))["data"] == {"__typename": "Query"}
     # Hash only over GET: what a CDN caches.
     response = await get(client, digest)
     assert response.status_code == 200, response.text
     assert response.json()["data"] == {"__typename": "Query"}
-    missing = await get(client, sha256(PING + " "))
+    missing = await get(client, sha256(fresh(PING)))
     assert error_code(missing.json()) == "PERSISTED_QUERY_NOT_FOUND"
     assert missing.headers["cache-control"] == "no-store"
 
@@ -96,21 +104,23 @@ async def test_get_never_runs_a_persisted_mutation(client: httpx.AsyncClient) ->
     assert "data" not in response.json() or response.json()["data"] is None
 
 
-async def test_apq_in_a_websocket_subscribe(client: httpx.AsyncClient, server: Any) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_apq_in_a_websocket_subscribe(server: Any, protocol: str) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
         rider = await account(http)
         trip = await request_trip(http, rider)
-        digest = sha256(TRIP_UPDATED)
-        async with session(server.ws_url, rider.access) as ws:
+        # A document no earlier test registered (the Redis store outlives one app).
+        document = fresh(TRIP_UPDATED)
+        digest = sha256(document)
+        async with session(server.ws_url, rider.access, protocol) as ws:
+            kind = "start" if ws.legacy else "subscribe"
             payload = {"variables": {"id": trip["id"]}, "extensions": apq(digest)}
-            await ws.send({"id": "1", "type": "subscribe", "payload": payload})
+            await ws.send({"id": "1", "type": kind, "payload": payload})
             error = await ws.error("1")
             assert error["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
-            await ws.send(
-                {"id": "2", "type": "subscribe", "payload": {**payload, "query": TRIP_UPDATED}}
-            )
+            await ws.send({"id": "2", "type": kind, "payload": {**payload, "query": document}})
             assert (await ws.next("2"))["tripUpdated"]["id"] == trip["id"]
-            await ws.send({"id": "3", "type": "subscribe", "payload": payload})
+            await ws.send({"id": "3", "type": kind, "payload": payload})
             assert (await ws.next("3"))["tripUpdated"]["id"] == trip["id"]
 
 
@@ -137,7 +147,7 @@ async def test_registered_on_one_process_runs_on_another(
     real_backend: Backend, tmp_path: Path
 ) -> None:
     assert real_backend.redis_url
-    query = "query Shared { __typename }"
+    query = fresh("query Shared { __typename }")
     digest = sha256(query)
     async with taxi_servers(
         ["a", "b"],
