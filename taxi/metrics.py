@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -207,6 +208,7 @@ async def flushing() -> AsyncIterator[None]:
     if not multiprocess():
         yield
         return
+    _forget_dead_workers()
 
     async def loop() -> None:
         while True:
@@ -224,6 +226,22 @@ async def flushing() -> AsyncIterator[None]:
         from prometheus_client import multiprocess as mp
 
         mp.mark_process_dead(os.getpid())
+
+
+def _forget_dead_workers() -> None:
+    """A worker that crashed left its live gauges (sockets, subscriptions, pool) in the
+    directory; uvicorn starts a replacement, which drops them here."""
+    from prometheus_client import multiprocess as mp
+
+    directory = Path(os.environ[MULTIPROC_ENV])
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mp.mark_process_dead(pid)
+        except PermissionError:
+            continue  # alive, someone else's
 
 
 def _render() -> bytes:

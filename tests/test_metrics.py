@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -222,3 +223,25 @@ def test_slow_subscriber_frames_are_counted() -> None:
     metrics.flush()
     assert metrics.COALESCED._value.get() == coalesced + 1
     assert metrics.DROPPED._value.get() == dropped + 1
+
+
+def test_a_crashed_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
+    """Multiprocess mode: a worker killed with a socket open leaves its gauge file; the
+    worker started in its place drops it (open sockets back to 0)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    crash = "from taxi import metrics; metrics.socket_opened(); import os; os._exit(1)"
+    assert subprocess.run([sys.executable, "-c", crash], env=env, check=False).returncode == 1
+    render = (
+        "import asyncio, sys; from taxi import metrics\n"
+        "async def main():\n"
+        "    before = metrics._render()\n"
+        "    async with metrics.flushing():\n"
+        "        sys.stdout.write(before.decode() + '---' + metrics._render().decode())\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", render], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    before, after = out.split("---")
+    assert "taxi_websockets_open 1.0" in before
+    assert "taxi_websockets_open 0.0" in after or "taxi_websockets_open " not in after
