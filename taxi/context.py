@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from taxi.events import Publisher
     from taxi.live.hub import Hub
     from taxi.models import User
+    from taxi.persisted import Documents
     from taxi.ratelimit import LoginLimiter
 
 
@@ -32,6 +33,7 @@ class Services:
     events: Publisher
     hub: Hub
     limiter: LoginLimiter
+    documents: Documents
 
 
 @dataclass

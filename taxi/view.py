@@ -7,14 +7,20 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
-from taxi import auth
+from taxi import auth, metrics, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.schema import MAX_TOKENS
@@ -86,6 +92,13 @@ class TaxiGraphQL(GraphQL[Context, None]):
                 await request.close()
         await response(scope, receive, send)
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET with a persisted document's hash and no query is an operation, not a
+        # browser asking for GraphiQL.
+        if request.query_params.get("extensions") is not None:
+            return False
+        return super().should_render_graphql_ide(request)
+
     async def parse_http_body(self, request: Any) -> Any:
         try:
             return await super().parse_http_body(request)
@@ -98,6 +111,15 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         data = kwargs["request_data"]
+        documents = kwargs["request"].app.state.services.documents
+        try:
+            data.query = await documents.resolve(query=data.query, extensions=data.extensions)
+        except persisted.Refused as exc:
+            # Never cached by a CDN: the client registers the document next.
+            kwargs["sub_response"].headers["Cache-Control"] = "no-store"
+            metrics.operation(name=data.operation_name, kind="unknown", code=exc.code, seconds=None)
+            error = GraphQLError(exc.message, extensions={"code": exc.code})
+            return ExecutionResult(data=None, errors=[error])
         if _is_subscription(data.query, data.operation_name):
             # Subscriptions are served over WebSocket; run over plain HTTP, the stream
             # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
+from taxi import metrics
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.live import protocol as p
@@ -49,9 +50,11 @@ class LiveEndpoint:
         outbox = Outbox(send, seam, maxsize=services.hub.maxsize)
         socket = Socket(self, Context(services=services, request=conn), send, outbox, dialect)
         self.sockets.add(socket)
+        metrics.socket_opened()
         try:
             await socket.serve(receive)
         finally:
+            metrics.socket_closed()
             self.sockets.discard(socket)
 
     def _origin_allowed(self, conn: HTTPConnection) -> bool:

@@ -24,6 +24,7 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     Executor,
+    FieldNode,
     GraphQLError,
     GraphQLSchema,
     NoSchemaIntrospectionCustomRule,
@@ -50,7 +51,7 @@ class Plan:
     """One (document, operation, variables) of a subscription, shared by its
     subscribers: executes an event for all of them."""
 
-    __slots__ = ("__weakref__", "_last", "core", "document", "name", "variables")
+    __slots__ = ("__weakref__", "_last", "core", "document", "field", "name", "variables")
 
     def __init__(
         self, core: GraphQLSchema, document: DocumentNode, name: str | None, variables: Any
@@ -59,6 +60,7 @@ class Plan:
         self.document = document
         self.name = name
         self.variables = variables
+        self.field = root_field(document, name)  # for the live-subscriptions gauge
         # The view and payload of the latest event: every subscriber after the first
         # finds it here (holding the view keeps its identity from being reused).
         self._last: tuple[Any, bytes] | None = None
@@ -97,6 +99,13 @@ class Plan:
             data = frames[key] = self.payload(obj, mask_internal=mask)
         self._last = (view, data)
         return data
+
+
+def root_field(document: DocumentNode, name: str | None) -> str:
+    operation = get_operation_ast(document, name)
+    assert operation is not None, "validated: the operation exists"
+    first = operation.selection_set.selections[0]
+    return first.name.value if isinstance(first, FieldNode) else "unknown"
 
 
 def encode(result: Any, *, mask_internal: bool) -> bytes:

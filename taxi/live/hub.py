@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from broadcaster import Broadcast
 
-from taxi import events
+from taxi import events, metrics
 from taxi.events import Item
 from taxi.live.execution import Plan
 from taxi.resolvers.live import End, Feed
@@ -192,4 +192,5 @@ class Hub:
             record.socket.end(record, exc)
             return
         self.delivered += 1  # the one place a delivery happens
+        metrics.delivered()
         record.socket.deliver(record, item["key"], payload)

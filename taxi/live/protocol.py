@@ -88,7 +88,9 @@ def problem(message: Message, dialect: Dialect) -> str | None:
         payload = message.get("payload")
         if not (
             isinstance(payload, dict)
-            and isinstance(payload.get("query"), str)
+            # A persisted document's hash may stand in for the query (taxi/persisted.py).
+            and _optional(payload, "query", str)
+            and (payload.get("query") is not None or payload.get("extensions") is not None)
             and _optional(payload, "variables", dict)
             and _optional(payload, "operationName", str)
             and _optional(payload, "extensions", dict)

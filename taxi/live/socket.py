@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError, OperationType
 
-from taxi import auth
+from taxi import auth, metrics, persisted
 from taxi.context import Context
 from taxi.errors import AppError, NotFound, ServiceUnavailable, Unauthenticated
 from taxi.live import protocol as p
@@ -115,9 +115,8 @@ class Socket:
         self.closed = True
         for timer in self._timers.values():
             timer.cancel()
-        for record in self.records.values():
-            self.hub.remove(record)
-        self.records.clear()
+        for record in list(self.records.values()):
+            self._drop(record)
         tasks = [*self.running.values(), *self._tasks]
         for task in tasks:
             task.cancel()
@@ -257,9 +256,9 @@ class Socket:
         self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
 
     async def _stop(self, op_id: str, *, quiet: bool = False) -> None:
-        record = self.records.pop(op_id, None)
+        record = self.records.get(op_id)
         if record is not None:
-            self.hub.remove(record)
+            self._drop(record)
             self.outbox.forget(op_id)
         task = self.running.pop(op_id, None)
         if task is not None:
@@ -288,13 +287,29 @@ class Socket:
     async def _fail(self, op_id: str, exc: Exception) -> None:
         await self.outbox.send(p.error(op_id, self._errors(exc), self.dialect).encode())
 
+    async def _refuse(
+        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str
+    ) -> None:
+        """The operation ends before it runs: an `error` message, the socket stays open."""
+        code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+        metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
+
     async def _run(self, op_id: str, payload: dict[str, Any]) -> None:
         graphql = self.endpoint.graphql
-        query, name = payload["query"], payload.get("operationName")
-        variables = payload.get("variables")
+        name, variables = payload.get("operationName"), payload.get("variables")
+        try:
+            query = await self.context.services.documents.resolve(
+                query=payload.get("query"), extensions=payload.get("extensions")
+            )
+            if not isinstance(query, str):
+                raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
+        except persisted.Refused as exc:
+            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
+            return
         prepared = graphql.prepare(query)
         if isinstance(prepared, list):
-            await self.outbox.send(p.error(op_id, prepared, self.dialect).encode())
+            await self._refuse(op_id, prepared, name=name, kind="unknown")
             return
         prefix = p.frame_prefix(op_id, self.dialect)
         if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
@@ -305,7 +320,7 @@ class Socket:
             return
         opened = await graphql.open(prepared, variables=variables, name=name, context=self.context)
         if isinstance(opened, list):
-            await self.outbox.send(p.error(op_id, opened, self.dialect).encode())
+            await self._refuse(op_id, opened, name=name, kind="subscription")
             return
         live, plan = opened
         record = Record(self, op_id, prefix, live.feed, plan, live.convert)
@@ -320,11 +335,22 @@ class Socket:
                     return
                 if view is not None:
                     await self.outbox.send(prefix + graphql.first(plan, view, live.convert))
-            self.records[op_id] = record
+            self._keep(record)
         finally:
             if self.records.get(op_id) is not record:
                 self.hub.remove(record)
         self.hub.release(record)
+
+    def _keep(self, record: Record) -> None:
+        """A live subscription: from here until `_drop`, a record in the hub."""
+        self.records[record.op_id] = record
+        metrics.operation(name=record.plan.name, kind="subscription", code="OK", seconds=None)
+        metrics.subscription_started(record.plan.field)
+
+    def _drop(self, record: Record) -> None:
+        del self.records[record.op_id]
+        self.hub.remove(record)
+        metrics.subscription_ended(record.plan.field)
 
     # -- what the hub calls (hub.Subscriber) ------------------------------------------------
 
@@ -338,8 +364,7 @@ class Socket:
         if self.records.get(record.op_id) is not record:
             self.hub.remove(record)
             return
-        del self.records[record.op_id]
-        self.hub.remove(record)
+        self._drop(record)
         if error is None:
             message = p.complete(record.op_id)
         else:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Protocol
 
+from taxi import metrics
+
 log = logging.getLogger("taxi.live")
 
 Key = tuple[str, str]  # (operation id, what the frame is about: a trip id)
@@ -59,10 +61,12 @@ class Outbox:
         if key in self._pending:
             self._pending[key] = data  # newest state wins, in the stale one's place
             self.coalesced += 1
+            metrics.coalesced()
         else:
             if len(self._pending) >= self.maxsize:
                 self._pending.popitem(last=False)
                 self.dropped += 1
+                metrics.dropped()
             self._pending[key] = data
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
