@@ -862,3 +862,22 @@ async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
         assert max(written) > 300_000  # every frame, the largest too, went by the seam
     else:
         assert written == []
+
+
+async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> None:
+    """`Hub.subscribe`: one process-wide consumer of channels (e.g. ended sessions), not a
+    subscription; the channel stays open while it listens and closes after."""
+    app: Any = create_app(settings)
+    async with app.router.lifespan_context(app):
+        hub: Hub = app.state.services.hub
+        one, two = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
+        async with hub.subscribe(one, two) as listener:
+            assert hub.watchers(one) == hub.watchers(two) == 1
+            for channel, n in ((one, 1), (two, 2)):
+                await app.state.services.broadcast.publish(
+                    events.full_channel(hub.prefix, channel),
+                    orjson.dumps({"kind": "session_ended", "key": "k", "n": n}).decode(),
+                )
+                item = await asyncio.wait_for(anext(listener), WAIT)
+                assert (item["kind"], item["n"]) == ("session_ended", n)
+        assert hub.watchers(one) == hub.watchers(two) == 0

@@ -11,9 +11,10 @@ subscription; nothing here knows HTTP or WebSocket framing."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol
 
 from broadcaster import Broadcast
@@ -61,11 +62,35 @@ class Record:
         self.held: dict[str, Item] | None = {}
 
 
+class Listener:
+    """An in-process consumer of a channel (e.g. the sessions channel that ends
+    sockets): a bounded queue read with `async for`. One per process and purpose, not
+    per subscription; past `maxsize` unread items the oldest is dropped."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.deque[Item] = collections.deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+
+    def put(self, item: Item) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def __aiter__(self) -> Listener:
+        return self
+
+    async def __anext__(self) -> Item:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
 class _Channel:
-    __slots__ = ("records", "task")
+    __slots__ = ("listeners", "records", "task")
 
     def __init__(self) -> None:
-        self.records: dict[Record, None] = {}  # ordered, O(1) removal
+        self.records: dict[Any, None] = {}  # Records (and Listeners); ordered, O(1) removal
+        self.listeners: list[Listener] = []
         self.task: asyncio.Task[None] | None = None
 
 
@@ -98,6 +123,26 @@ class Hub:
                     ch = await self._open(channel)
                 ch.records[record] = None
 
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[Listener]:
+        """A `Listener` on `channels`, live when this enters."""
+        listener = Listener(self.maxsize)
+        async with self._lock:
+            for channel in channels:
+                ch = self._channels.get(channel)
+                if ch is None:
+                    ch = await self._open(channel)
+                ch.listeners.append(listener)
+                ch.records[listener] = None  # keeps the channel open
+        try:
+            yield listener
+        finally:
+            for channel in channels:
+                ch = self._channels.get(channel)
+                if ch is not None and listener in ch.records:
+                    ch.listeners.remove(listener)
+                    self._leave(channel, ch, listener)
+
     async def _open(self, channel: str) -> _Channel:
         ch = _Channel()
         ready = asyncio.Event()
@@ -121,13 +166,17 @@ class Hub:
         """Synchronous: a closed socket or a completed operation is gone at once."""
         for channel in record.feed.channels:
             ch = self._channels.get(channel)
-            if ch is None or ch.records.pop(record, 0) == 0 or ch.records:
-                continue
-            del self._channels[channel]
-            assert ch.task is not None
-            ch.task.cancel()
-            self._stopping.add(ch.task)
-            ch.task.add_done_callback(self._stopping.discard)
+            if ch is not None:
+                self._leave(channel, ch, record)
+
+    def _leave(self, channel: str, ch: _Channel, member: Any) -> None:
+        if ch.records.pop(member, 0) == 0 or ch.records:
+            return
+        del self._channels[channel]
+        assert ch.task is not None
+        ch.task.cancel()
+        self._stopping.add(ch.task)
+        ch.task.add_done_callback(self._stopping.discard)
 
     async def close(self) -> None:
         for ch in list(self._channels.values()):
@@ -163,9 +212,12 @@ class Hub:
             except ValueError:
                 log.warning("dropping undecodable event on %s", channel)
                 return
+        for listener in ch.listeners:
+            listener.put(item)
         # A copy: delivering may end a record (and remove it) midway.
         for record in tuple(ch.records):
-            self._deliver(record, item)
+            if type(record) is Record:
+                self._deliver(record, item)
 
     def _deliver(self, record: Record, item: Item) -> None:
         if item is RESYNC_ITEM:
