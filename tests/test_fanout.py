@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from taxi.live.execution import Plan
-from taxi.live.socket import Socket
+from taxi.live.operations import Operations
 from tests.conftest import LiveServer
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
 from tests.ws import session
@@ -32,7 +32,7 @@ async def test_one_execution_per_document_per_event(
     rider, driver = await account(http), await account(http, "DRIVER")
     trip = await request_trip(http, rider)
     counts = {"executed": 0, "framed": 0}
-    payload, deliver = Plan.payload, Socket.deliver
+    payload, deliver = Plan.payload, Operations.deliver
 
     def count_executions(self: Any, *args: Any, **kwargs: Any) -> bytes:
         counts["executed"] += 1
@@ -43,7 +43,7 @@ async def test_one_execution_per_document_per_event(
         deliver(self, *args)
 
     monkeypatch.setattr(Plan, "payload", count_executions)
-    monkeypatch.setattr(Socket, "deliver", count_frames)
+    monkeypatch.setattr(Operations, "deliver", count_frames)
 
     async with AsyncExitStack() as stack:
         watchers = []

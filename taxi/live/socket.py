@@ -1,10 +1,6 @@
-"""One GraphQL-over-WebSocket connection: its subprotocol, auth, timers and operations.
-
-Each incoming message is handled in the socket's receive loop; an operation (a query,
-a mutation, or setting a subscription up) runs in a task of its own while it runs, so
-a slow query never holds up a ping. A live subscription then becomes a record in the
-hub (taxi/live/hub.py) and its task ends: the socket holds records, not tasks. What
-the client may see, and when, is the feed's business (taxi/resolvers/live.py)."""
+"""One GraphQL-over-WebSocket connection: the protocol's state machine (handshake, auth,
+token expiry, init deadline, keep-alive, close codes). Each incoming message is handled
+in the socket's receive loop; its operations are taxi/live/operations.py's."""
 
 from __future__ import annotations
 
@@ -15,13 +11,11 @@ from collections.abc import Coroutine
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from graphql import GraphQLError, OperationType
-
-from taxi import auth, metrics, persisted
+from taxi import auth
 from taxi.context import Context
-from taxi.errors import AppError, NotFound, ServiceUnavailable, Unauthenticated
+from taxi.errors import ServiceUnavailable, Unauthenticated
 from taxi.live import protocol as p
-from taxi.live.hub import Record
+from taxi.live.operations import Operations
 from taxi.live.wire import ASGISend, Gone, Outbox
 from taxi.schema.errors import is_outage
 
@@ -31,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("taxi.live")
 
 ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
-REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
 
 
 async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
@@ -49,12 +42,9 @@ class Socket:
         "closed",
         "context",
         "dialect",
-        "endpoint",
-        "hub",
         "init_received",
+        "operations",
         "outbox",
-        "records",
-        "running",
         "settings",
     )
 
@@ -66,16 +56,13 @@ class Socket:
         outbox: Outbox,
         dialect: p.Dialect,
     ) -> None:
-        self.endpoint = endpoint
-        self.hub = context.services.hub
         self.context = context
         self.settings = context.settings
         self.dialect = dialect
         self._send = send
         self.outbox = outbox
-        self.records: dict[str, Record] = {}
-        self.running: dict[str, asyncio.Task[None]] = {}  # operations being set up or run
-        self._tasks: set[asyncio.Task[Any]] = set()  # timers' work, re-reads
+        self.operations = Operations(endpoint.graphql, context, outbox, dialect)
+        self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
         self.acked = False
@@ -107,6 +94,7 @@ class Socket:
         if self.closed:
             return
         self.closed = True
+        self.operations.closed = True
         await self.outbox.close()
         with suppress(OSError, RuntimeError):  # already gone
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
@@ -115,9 +103,8 @@ class Socket:
         self.closed = True
         for timer in self._timers.values():
             timer.cancel()
-        for record in list(self.records.values()):
-            self._drop(record)
-        tasks = [*self.running.values(), *self._tasks]
+        await self.operations.close()
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -164,7 +151,7 @@ class Socket:
         elif kind == d.start:
             await self._start(message["id"], message["payload"])
         elif kind == d.stop:
-            await self._stop(message["id"])
+            await self.operations.stop(message["id"])
         elif kind == "ping" and not d.legacy:
             await self.outbox.send(PONG)
         elif kind == "pong" and not d.legacy:
@@ -242,159 +229,13 @@ class Socket:
             await self.outbox.send(p.connection_error({"message": "Token has expired."}).encode())
         await self.close(p.FORBIDDEN, "Forbidden")
 
-    # -- operations ------------------------------------------------------------------------
-
     async def _start(self, op_id: str, payload: dict[str, Any]) -> None:
         if not self.acked:
             await self.close(p.UNAUTHORIZED, "Unauthorized")
             return
-        if op_id in self.records or op_id in self.running:
+        if op_id in self.operations:
             if not self.dialect.legacy:
                 await self.close(p.DUPLICATE_ID, f"Subscriber for {op_id} already exists")
                 return
-            await self._stop(op_id, quiet=True)  # legacy: the new one replaces it
-        self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
-
-    async def _stop(self, op_id: str, *, quiet: bool = False) -> None:
-        record = self.records.get(op_id)
-        if record is not None:
-            self._drop(record)
-            self.outbox.forget(op_id)
-        task = self.running.pop(op_id, None)
-        if task is not None:
-            task.cancel()
-        if self.dialect.legacy and not quiet and (record or task):
-            await self.outbox.send(p.complete(op_id).encode())
-
-    async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
-        try:
-            await self._run(op_id, payload)
-        except Gone:
-            pass  # the socket closed under the operation: its receive loop cleans up
-        except Exception as exc:  # noqa: BLE001 - an operation's failure ends it alone
-            if not self.closed:
-                with suppress(Gone):
-                    await self._fail(op_id, exc)
-        finally:
-            if self.running.get(op_id) is asyncio.current_task():
-                del self.running[op_id]
-
-    def _errors(self, exc: Exception) -> list[dict[str, Any]]:
-        """The client's view of `exc`: its code (an outage: SERVICE_UNAVAILABLE), logged
-        and masked when it is a bug (taxi/schema/errors.py)."""
-        return self.endpoint.graphql.errors([GraphQLError(str(exc), original_error=exc)])
-
-    async def _fail(self, op_id: str, exc: Exception) -> None:
-        await self.outbox.send(p.error(op_id, self._errors(exc), self.dialect).encode())
-
-    async def _refuse(
-        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str
-    ) -> None:
-        """The operation ends before it runs: an `error` message, the socket stays open."""
-        code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-        metrics.operation(name=name, kind=kind, code=code, seconds=None)
-        await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
-
-    async def _run(self, op_id: str, payload: dict[str, Any]) -> None:
-        graphql = self.endpoint.graphql
-        name, variables = payload.get("operationName"), payload.get("variables")
-        try:
-            query = await self.context.services.documents.resolve(
-                query=payload.get("query"), extensions=payload.get("extensions")
-            )
-            if not isinstance(query, str):
-                raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
-        except persisted.Refused as exc:
-            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
-            return
-        prepared = graphql.prepare(query)
-        if isinstance(prepared, list):
-            await self._refuse(op_id, prepared, name=name, kind="unknown")
-            return
-        prefix = p.frame_prefix(op_id, self.dialect)
-        if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
-            ctx = self.context
-            result = await graphql.execute(query, variables=variables, name=name, context=ctx)
-            await self.outbox.send(prefix + result + b"}")
-            await self.outbox.send(p.complete(op_id).encode())
-            return
-        opened = await graphql.open(prepared, variables=variables, name=name, context=self.context)
-        if isinstance(opened, list):
-            await self._refuse(op_id, opened, name=name, kind="subscription")
-            return
-        live, plan = opened
-        record = Record(self, op_id, prefix, live.feed, plan, live.convert)
-        await self.hub.add(record)
-        try:
-            # Subscribed first, then read: a change committed in between is held.
-            if live.feed.current is not None:
-                try:
-                    view = await live.feed.current()
-                except NotFound:
-                    await self.outbox.send(p.complete(op_id).encode())
-                    return
-                if view is not None:
-                    await self.outbox.send(prefix + graphql.first(plan, view, live.convert))
-            self._keep(record)
-        finally:
-            if self.records.get(op_id) is not record:
-                self.hub.remove(record)
-        self.hub.release(record)
-
-    def _keep(self, record: Record) -> None:
-        """A live subscription: from here until `_drop`, a record in the hub."""
-        self.records[record.op_id] = record
-        metrics.operation(name=record.plan.name, kind="subscription", code="OK", seconds=None)
-        metrics.subscription_started(record.plan.field)
-
-    def _drop(self, record: Record) -> None:
-        del self.records[record.op_id]
-        self.hub.remove(record)
-        metrics.subscription_ended(record.plan.field)
-
-    # -- what the hub calls (hub.Subscriber) ------------------------------------------------
-
-    def deliver(self, record: Record, key: str, payload: bytes) -> None:
-        if not self.closed:
-            self.outbox.offer(record.op_id, key, record.prefix + payload)
-
-    def end(self, record: Record, error: Exception | None = None) -> None:
-        """The feed ended (the watcher may no longer see it) or failed: that operation
-        alone ends. Queued frames stay ahead of its `complete`."""
-        if self.records.get(record.op_id) is not record:
-            self.hub.remove(record)
-            return
-        self._drop(record)
-        if error is None:
-            message = p.complete(record.op_id)
-        else:
-            message = p.error(record.op_id, self._errors(error), self.dialect)
-        self.outbox.offer(record.op_id, "__end__", message.encode())
-
-    def refresh(self, record: Record) -> None:
-        """The broadcast backend reconnected: events may have been missed. The current
-        state is read again; events arriving meanwhile are held and follow it."""
-        if record.held is not None:
-            return  # being set up or re-read right now: that read is fresh enough
-        record.held = {}
-        self._spawn(self._refresh(record))
-
-    async def _refresh(self, record: Record) -> None:
-        current = record.feed.current
-        assert current is not None
-        try:
-            view = await current()
-        except AppError:
-            record.held = None
-            self.end(record)  # e.g. no longer visible
-            return
-        except Exception as exc:
-            if not is_outage(exc):
-                record.held = None
-                raise
-            log.warning("re-reading a live subscription's state failed: %r", exc)
-            view = None  # the next RESYNC tries again
-        if view is not None and self.records.get(record.op_id) is record:
-            payload = self.endpoint.graphql.first(record.plan, view, record.convert)
-            self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
-        self.hub.release(record)  # what was held follows the fresh state
+            await self.operations.stop(op_id, quiet=True)  # legacy: the new one replaces it
+        self.operations.start(op_id, payload)
