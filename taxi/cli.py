@@ -56,6 +56,8 @@ async def _create_superuser(settings: Settings, username: str, password: str) ->
     from taxi.models import User, UserGroup
 
     async with open_database(settings) as (_engine, sessions), sessions() as session:
+        # The password policy is for sign-ups; an operator choosing a superuser's
+        # password is trusted with it.
         session.add(
             User(
                 username=username,

@@ -19,7 +19,6 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -32,6 +31,7 @@ from taxi.context import Context, Services
 from taxi.errors import ServiceUnavailable, Unauthenticated
 from taxi.schema import MAX_TOKENS, fanout
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
+from taxi.sockets import TOO_MANY, TooManySockets, close_forbidden
 
 log = logging.getLogger("taxi.ws")
 
@@ -39,6 +39,11 @@ ASGI_SEND = "taxi.send"
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
 FORBIDDEN = 4403
+INIT_TIMEOUT = 4408
+INIT_TIMEOUT_REASON = "Connection initialisation timeout"
+# Operations in flight on one socket (strawberry's max_subscriptions_per_connection:
+# the next is answered with an error, the socket stays open).
+MAX_OPERATIONS_PER_SOCKET = 100
 
 
 class _BodyTooLarge(Exception):
@@ -75,13 +80,16 @@ def _well_formed(message: object) -> bool:
 
 
 class _OutageAtInit:
-    """Both protocols: an outage while connection_init authenticates closes with 1013."""
+    """Both protocols: an outage while connection_init authenticates closes with 1013;
+    a user over MAX_SOCKETS_PER_USER is closed with 4429."""
 
     legacy = False
 
     async def handle_connection_init(self, message: Any) -> None:
         try:
             await super().handle_connection_init(message)  # type: ignore[misc]
+        except TooManySockets:
+            await _too_many(self, legacy=self.legacy)
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -151,14 +159,40 @@ class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _StreamAnyOperation(self.schema)  # type: ignore[assignment]
+        self._init_seen = False
+
+    async def handle(self) -> None:
+        # subscriptions-transport-ws has no connection_init deadline of its own (and
+        # strawberry's handler none): an idle socket held memory forever. Closed like
+        # graphql-transport-ws's (4408) after WS_INIT_TIMEOUT_SECONDS.
+        deadline = asyncio.create_task(self._init_deadline())
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+
+    async def _init_deadline(self) -> None:
+        await asyncio.sleep(self.view.settings.ws_init_timeout_seconds)  # type: ignore[attr-defined]
+        if not self._init_seen:
+            with suppress(RuntimeError, OSError):
+                await self.websocket.close(code=INIT_TIMEOUT, reason=INIT_TIMEOUT_REASON)
 
     async def handle_message(self, message: Any) -> None:
         if _well_formed(message):  # like unparsable JSON, the rest is ignored
+            if message["type"] == "connection_init":
+                self._init_seen = True
             await super().handle_message(message)
 
     async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
         run = super().handle_async_results(operation_id, *args, **kwargs)
         await self._run_with_sink(operation_id, run)
+
+
+async def _too_many(handler: Any, *, legacy: bool) -> None:
+    if legacy:
+        error = {"message": "Too many open sockets.", "extensions": {"code": "RATE_LIMITED"}}
+        await handler.send_message({"type": "connection_error", "payload": error})
+    await handler.websocket.close(code=TOO_MANY, reason="Too many sockets")
 
 
 async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:
@@ -286,6 +320,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
             ) from exc
         ws = context.request
         assert isinstance(ws, WebSocket)
+        user = await context.user()
+        assert user.id is not None
+        # Raises TooManySockets past MAX_SOCKETS_PER_USER (closed with 4429 above).
+        context.services.sockets.add(
+            ws, user_id=user.id, sid=str(claims["sid"]), revoke=context.revoke
+        )
         delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
         if (previous := getattr(ws.state, "expiry", None)) is not None:
             previous.cancel()
@@ -297,16 +337,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def _expire(self, ws: WebSocket) -> None:
         """The token that opened the socket expired: clients reconnect with a fresh one."""
-        if ws.application_state != WebSocketState.CONNECTED:
-            return
-        with suppress(Exception):
-            if _protocol(ws) == GRAPHQL_WS_PROTOCOL:
-                await ws.send_text(
-                    orjson.dumps(
-                        {"type": "connection_error", "payload": {"message": "Token has expired."}}
-                    ).decode()
-                )
-            await ws.close(code=FORBIDDEN, reason="Forbidden")
+        await close_forbidden(ws, "Token has expired.")
 
     async def pick_websocket_subprotocol(self, request: WebSocket) -> str | None:
         protocol = await super().pick_websocket_subprotocol(request)
@@ -321,6 +352,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
             return await super().run(request)
         finally:
             self.sockets.discard(request)
+            request.app.state.services.sockets.discard(request)
             if (timer := getattr(request.state, "expiry", None)) is not None:
                 timer.cancel()
 

@@ -168,6 +168,7 @@ async def taxi_servers(
         TAXI_ENV="test",
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
+        SIGNUP_MAX_PER_HOUR="1000000",
     )
     servers: list[TaxiServer] = []
     try:
