@@ -16,6 +16,8 @@ from taxi.logs import configure_logging
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from taxi.server import MAX_HEADER_BYTES
+
     # Workers are separate processes: they read these and configure themselves.
     os.environ.setdefault("LOG_JSON", "1")
     os.environ.setdefault("LOG_LEVEL", args.log_level)
@@ -33,14 +35,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.workers,
         log_level=args.log_level,
         loop="uvloop",
-        http="httptools",
+        # h11 (not httptools): bounded header size; plus a read deadline (taxi.server).
+        http="taxi.server:GuardedH11Protocol",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        server_header=False,
         # Frames are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         # Closes open WebSockets with 1001 Going Away on shutdown (uvicorn's sends 1012).
         ws="taxi.server:GoingAwayWebSocketProtocol",
         timeout_graceful_shutdown=10,
-        proxy_headers=True,
+        # X-Forwarded-For only from TRUSTED_PROXIES (uvicorn trusts 127.0.0.1 otherwise).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
     )
 
 

@@ -16,7 +16,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
@@ -27,6 +26,7 @@ from taxi.context import Services
 from taxi.events import Publisher
 from taxi.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
+from taxi.photos import MediaFiles
 from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.schema import build_schema
 from taxi.sockets import SocketRegistry
@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
-            Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
+            Mount("/media", MediaFiles(media), name="media"),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -23,13 +23,14 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from taxi import auth
 from taxi.config import Settings
 from taxi.context import Context, Services
-from taxi.errors import ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS, fanout
+from taxi.errors import BadUserInput, ServiceUnavailable, Unauthenticated
+from taxi.schema import MAX_TOKENS, fanout, inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 from taxi.sockets import TOO_MANY, TooManySockets, close_forbidden
 
@@ -44,6 +45,11 @@ INIT_TIMEOUT_REASON = "Connection initialisation timeout"
 # Operations in flight on one socket (strawberry's max_subscriptions_per_connection:
 # the next is answered with an error, the socket stays open).
 MAX_OPERATIONS_PER_SOCKET = 100
+PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
+CSRF_REFUSED = (
+    "This request was refused as a possible CSRF: send it as application/json, "
+    "or with a non-empty Apollo-Require-Preflight header."
+)
 
 
 class _BodyTooLarge(Exception):
@@ -77,6 +83,16 @@ def _well_formed(message: object) -> bool:
             and isinstance(payload.get("operationName", None), str | None)
         )
     return True
+
+
+def _bad_variables(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A subscribe/start whose variables break the input limits: its error, else None."""
+    if message["type"] not in ("subscribe", "start"):
+        return None
+    reason = inputs.problem(message["payload"].get("variables"))
+    if reason is None:
+        return None
+    return {"message": reason, "extensions": {"code": BadUserInput.code}}
 
 
 class _OutageAtInit:
@@ -135,6 +151,10 @@ class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[C
         if not _well_formed(message):
             await self.handle_invalid_message("Invalid message")  # 4400
             return
+        if (bad := _bad_variables(message)) is not None:
+            error = {"id": message["id"], "type": "error", "payload": [bad]}
+            await self.send_message(error)  # type: ignore[arg-type]
+            return
         await super().handle_message(message)
 
 
@@ -178,10 +198,15 @@ class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None
                 await self.websocket.close(code=INIT_TIMEOUT, reason=INIT_TIMEOUT_REASON)
 
     async def handle_message(self, message: Any) -> None:
-        if _well_formed(message):  # like unparsable JSON, the rest is ignored
-            if message["type"] == "connection_init":
-                self._init_seen = True
-            await super().handle_message(message)
+        if not _well_formed(message):  # like unparsable JSON, the rest is ignored
+            return
+        if message["type"] == "connection_init":
+            self._init_seen = True
+        if (bad := _bad_variables(message)) is not None:
+            error = {"id": message["id"], "type": "error", "payload": bad}
+            await self.send_message(error)  # type: ignore[arg-type]
+            return
+        await super().handle_message(message)
 
     async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
         run = super().handle_async_results(operation_id, *args, **kwargs)
@@ -218,6 +243,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
         self.settings = settings
         self.sockets: set[WebSocket] = set()
 
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses what the standard library let through to a 500: a lone
+        # surrogate (no UTF-8 for it, so no database can store it) and deep nesting
+        # (RecursionError); it raises a JSONDecodeError, answered with HTTP 400.
+        return orjson.loads(data)
+
     def encode_json(self, data: object) -> str:
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
         # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
@@ -251,8 +282,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
         too_large = error_response(
             413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
         )
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = too_large
+        response: Response
+        if _needs_preflight(request):
+            response = error_response(400, CSRF_REFUSED, "BAD_REQUEST")
+        elif length is not None and (not length.isdigit() or int(length) > limit):
+            response = too_large
         else:
             try:
                 response = await self.run(request)
@@ -286,6 +320,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
             # Subscriptions are served over WebSocket; run over plain HTTP, the stream
             # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
             raise HTTPException(400, "Subscriptions are served over WebSocket only.")
+        reason = inputs.problem(data.variables)
+        if reason is not None:
+            # Before graphql-core coerces them (seconds for a 600,000-item list).
+            kwargs["sub_response"].status_code = 400
+            error = GraphQLError(reason, extensions={"code": BadUserInput.code})
+            return ExecutionResult(data=None, errors=[error])
         result = await super().execute_single(*args, **kwargs)
         if result.errors:
             # Parse failures skip the extensions; give them their code here too.
@@ -379,5 +419,19 @@ def _is_subscription(query: object, operation_name: object) -> bool:
     return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
 
 
-def _protocol(ws: WebSocket) -> str | None:
-    return getattr(ws.state, "protocol", None)
+def _needs_preflight(request: Request) -> bool:
+    """CSRF prevention as Apollo Server does it: a browser may send a cross-site POST
+    without a preflight only as a "simple" request, which cannot be application/json
+    and cannot carry custom headers. So a POST that is not JSON (multipart uploads,
+    text/plain, forms) must carry one of these headers, which forces the preflight
+    that CORS then refuses for foreign origins."""
+    if request.method != "POST":
+        return False  # GET never runs mutations
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    json = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    if json:
+        return False  # never a "simple" request: browsers preflight it
+    headers = request.headers
+    return not any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS)
