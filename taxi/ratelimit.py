@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 # The in-process table drops expired windows once it holds this many keys.
 _PRUNE_AT = 10_000
+# DECR only a live window: on an expired key it would create -1 with no expiry.
+_REFUND = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
 
 
 class Limiter(Protocol):
@@ -25,6 +27,10 @@ class Limiter(Protocol):
         ...
 
     async def reset(self, key: str) -> None: ...
+
+    async def refund(self, key: str) -> None:
+        """Take back one attempt whose guarded work never ran (a database outage)."""
+        ...
 
 
 class MemoryLimiter:
@@ -46,6 +52,10 @@ class MemoryLimiter:
 
     async def reset(self, key: str) -> None:
         self._windows.pop(key, None)
+
+    async def refund(self, key: str) -> None:
+        if (window := self._windows.get(key)) is not None and window[1] > 0:
+            self._windows[key] = (window[0], window[1] - 1)
 
 
 class RedisLimiter:
@@ -80,3 +90,9 @@ class RedisLimiter:
             await self.client.delete(self._key(key))
         except (RedisError, OSError):
             log.warning("limiter %s: redis unavailable, reset skipped", self.prefix)
+
+    async def refund(self, key: str) -> None:
+        try:
+            await self.client.eval(_REFUND, 1, self._key(key))  # type: ignore[misc]
+        except (RedisError, OSError):
+            log.warning("limiter %s: redis unavailable, refund skipped", self.prefix)

@@ -112,16 +112,18 @@ async def sign_up(
         password=hashed,
         photo=rel,
     )
+    committed = False
     try:
         async with db() as session, session.begin():
             session.add(user)
+        committed = True
     except IntegrityError as exc:
         # Lost a race with a concurrent sign-up for the same name: the unique index decided.
         raise BadUserInput("Invalid input.", fields={"username": [USERNAME_TAKEN]}) from exc
     finally:
         # A sign-up that failed in any way (a race, an outage, a cancelled request)
         # leaves no file behind.
-        if rel and user.id is None:
+        if rel and not committed:
             photos.remove(settings.media_root, rel)
     async with db() as session:
         return await user_view(session, user)
@@ -141,16 +143,27 @@ async def log_in(
     if not await limiter.allow(key):
         raise RateLimited("Too many failed log-in attempts; try again later.")
     fast = settings.password_hashing == "fast"
-    async with db() as session, session.begin():
-        user = await _find_user(session, username)
+    checked = False
+    try:
+        # No connection is held during the ~130 ms hash.
+        async with db() as session:
+            user = await _find_user(session, username)
         live = user if user is not None and user.is_active else None
         ok, new_hash = await auth.verify_password(
             password, live.password if live else None, fast=fast
         )
-        if not ok or live is None or live.id is None:
-            raise Unauthenticated(INVALID_CREDENTIALS)
+        checked = True
+    finally:
+        if not checked:
+            # No password was checked (the database is down): not a guess. Counting
+            # it would lock the owner out for a window after the outage.
+            await limiter.refund(key)
+    if not ok or live is None or live.id is None:
+        raise Unauthenticated(INVALID_CREDENTIALS)
+    async with db() as session, session.begin():
         if new_hash:
             live.password = new_hash
+            session.add(live)  # detached since the look-up: attach it for the UPDATE
         view = await user_view(session, live)
         sid = await sessions.start(session, user_id=live.id)
         pair = await auth.issue_tokens(
