@@ -16,8 +16,6 @@ from taxi.logs import configure_logging
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from taxi.server import MAX_HEADER_BYTES
-
     # Workers are separate processes: they read these and configure themselves.
     os.environ.setdefault("LOG_JSON", "1")
     os.environ.setdefault("LOG_LEVEL", args.log_level)
@@ -35,9 +33,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.workers,
         log_level=args.log_level,
         loop="uvloop",
-        # h11 (not httptools): bounded header size; plus a read deadline (taxi.server).
-        http="taxi.server:GuardedH11Protocol",
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        # httptools with a header size limit and a read deadline (taxi.server).
+        http="taxi.server:GuardedHttpToolsProtocol",
         server_header=False,
         # Frames are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
