@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import struct
 import uuid
 import zlib
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import GraphQLError
 from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +27,7 @@ from taxi.config import Settings, SettingsError
 from taxi.main import create_app
 from taxi.models import Trip, TripStatus, User
 from taxi.resolvers.sessions import deactivate_user, delete_user
+from taxi.schema.errors import with_codes
 from tests.conftest import Backend, LiveServer, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -447,7 +450,7 @@ async def test_nul_byte_is_bad_user_input(client: httpx.AsyncClient, where: str)
 
 
 async def test_sql_parameters_never_appear_in_database_errors(
-    client: httpx.AsyncClient, app: Any
+    client: httpx.AsyncClient, app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The engine hides parameters: an IntegrityError (a duplicate name, as a sign-up
     race produces) says nothing of the row's values, its password hash included."""
@@ -466,6 +469,16 @@ async def test_sql_parameters_never_appear_in_database_errors(
             )
     assert "secret-hash-value" not in str(caught.value)
     assert rider.username not in str(caught.value)
+    # Surfacing through GraphQL, it reaches neither the client nor the log as SQL or
+    # values (the driver's detail may quote the key), in development too.
+    wrapped = GraphQLError("failed", original_error=caught.value, path=["signUp"])
+    with caplog.at_level(logging.ERROR, logger="taxi.errors"):
+        [out] = with_codes([wrapped], mask_internal=False)
+    assert out.extensions == {"code": "INTERNAL_SERVER_ERROR"}
+    assert caplog.records, "the error is logged"
+    for seen in (out.message, caplog.text):
+        assert "INSERT" not in seen and "secret-hash-value" not in seen, seen
+        assert rider.username not in seen, seen
 
 
 async def test_production_gives_no_field_suggestions(settings: Settings) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -80,11 +81,15 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, object]]:
     if is_outage(original):
         log.warning("backend unavailable: %r", original)
         return ServiceUnavailable.code, ServiceUnavailable.default_message, {}
-    log.error("internal error in %s", error.path, exc_info=original)
     if isinstance(original, SQLAlchemyError):
-        # Its text is SQL (parameters hidden by the engine): never for the client, in
-        # development either.
-        return "INTERNAL_SERVER_ERROR", f"Database error ({type(original).__name__}).", {}
+        # Its text is SQL, and the driver's detail may quote values ("Key (username)=
+        # (...) already exists"): neither goes to the client, in development either, nor
+        # to the log, which gets the type and where it was raised.
+        kind = type(getattr(original, "orig", None) or original).__name__
+        frames = "".join(traceback.format_tb(original.__traceback__))
+        log.error("internal database error (%s) in %s\n%s", kind, error.path, frames)
+        return "INTERNAL_SERVER_ERROR", f"Database error ({kind}).", {}
+    log.error("internal error in %s", error.path, exc_info=original)
     return "INTERNAL_SERVER_ERROR", str(original) or type(original).__name__, {}
 
 
