@@ -47,8 +47,8 @@ async def answer_or_close(reader: asyncio.StreamReader, within: float) -> bytes:
         try:
             while chunk := await reader.read(65536):
                 data += chunk
-        except ConnectionResetError:
-            pass  # closed with unread data still on its side: closed all the same
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed while data was still in flight: closed all the same
     return data
 
 
