@@ -28,7 +28,7 @@ from taxi.main import create_app
 from taxi.models import Trip, TripStatus, User
 from taxi.resolvers.sessions import deactivate_user, delete_user
 from taxi.schema.errors import with_codes
-from tests.conftest import Backend, LiveServer, base_settings
+from tests.conftest import TEST_SIGNUP_LIMIT, Backend, LiveServer, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -328,7 +328,7 @@ def settings(backend: Backend, tmp_path: Path) -> Settings:
         redis_url=backend.redis_url,
         media_root=tmp_path / "media",
         max_sockets_per_user=3,
-        signup_max_per_hour=1000,
+        signup_max_per_hour=TEST_SIGNUP_LIMIT,
     )
 
 
