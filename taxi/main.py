@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import metrics, tracing
+from taxi import metrics, sockets, tracing
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
@@ -28,11 +27,15 @@ from taxi.live.endpoint import LiveEndpoint
 from taxi.live.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.persisted import Documents, load_manifest
-from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
+from taxi.photos import MediaFiles
+from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.schema import build_schema
+from taxi.sockets import SocketRegistry
 from taxi.view import TaxiGraphQL
 
 log = logging.getLogger("taxi")
+
+SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 
 
 @asynccontextmanager
@@ -42,20 +45,24 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
-        limiter: LoginLimiter
+        login = (settings.login_max_failures, settings.login_failure_window)
+        signup = (settings.signup_max_per_hour, SIGNUP_WINDOW)
+        limiter: Limiter
+        signups: Limiter
         client = None
         if settings.redis_url:
             client = redis_client(settings.redis_url)
             stack.push_async_callback(client.aclose)
-            limiter = RedisLoginLimiter(
-                client,
-                max_failures=settings.login_max_failures,
-                window=settings.login_failure_window,
+            prefix = settings.channel_prefix
+            limiter = RedisLimiter(
+                client, prefix=f"{prefix}:login", max_attempts=login[0], window=login[1]
+            )
+            signups = RedisLimiter(
+                client, prefix=f"{prefix}:signup", max_attempts=signup[0], window=signup[1]
             )
         else:
-            limiter = MemoryLoginLimiter(
-                max_failures=settings.login_max_failures, window=settings.login_failure_window
-            )
+            limiter = MemoryLimiter(max_attempts=login[0], window=login[1])
+            signups = MemoryLimiter(max_attempts=signup[0], window=signup[1])
         yield Services(
             settings=settings,
             engine=engine,
@@ -69,6 +76,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 mask_internal=settings.production,
             ),
             limiter=limiter,
+            signups=signups,
+            sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             documents=Documents(
                 mode=settings.persisted_documents,
                 manifest=(
@@ -128,9 +137,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         with traced:
             async with metrics.flushing(), open_services(settings) as services:
                 app.state.services = services
+                ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
                 try:
                     yield
                 finally:
+                    ending.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await ending
                     await live.close_sockets()
                     await services.hub.close()
 
@@ -154,7 +167,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             WebSocketRoute("/graphql", live),
             Route("/healthz", healthz),
             Route("/metrics", metrics.endpoint),
-            Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
+            Mount("/media", MediaFiles(media), name="media"),
         ],
         middleware=middleware,
         lifespan=lifespan,

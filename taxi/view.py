@@ -23,8 +23,15 @@ from strawberry.asgi import GraphQL
 from taxi import auth, metrics, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
-from taxi.schema import MAX_TOKENS
+from taxi.errors import BadUserInput
+from taxi.schema import MAX_TOKENS, inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
+
+PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
+CSRF_REFUSED = (
+    "This request was refused as a possible CSRF: send it as application/json, "
+    "or with a non-empty Apollo-Require-Preflight header."
+)
 
 
 class _BodyTooLarge(Exception):
@@ -43,6 +50,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
     def __init__(self, schema: Any, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(schema, **kwargs)
         self.settings = settings
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses what the standard library let through to a 500: a lone
+        # surrogate (no UTF-8 for it, so no database can store it) and deep nesting
+        # (RecursionError); it raises a JSONDecodeError, answered with HTTP 400.
+        return orjson.loads(data)
 
     def encode_json(self, data: object) -> str:
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
@@ -73,8 +86,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
         too_large = error_response(
             413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
         )
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = too_large
+        response: Response
+        if _needs_preflight(request):
+            response = error_response(400, CSRF_REFUSED, "BAD_REQUEST")
+        elif length is not None and (not length.isdigit() or int(length) > limit):
+            response = too_large
         else:
             try:
                 response = await self.run(request)
@@ -111,6 +127,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         data = kwargs["request_data"]
+        reason = inputs.problem(data.variables)
+        if reason is not None:
+            # Before graphql-core coerces them (seconds for a 600,000-item list).
+            kwargs["sub_response"].status_code = 400
+            error = GraphQLError(reason, extensions={"code": BadUserInput.code})
+            return ExecutionResult(data=None, errors=[error])
         documents = kwargs["request"].app.state.services.documents
         try:
             data.query = await documents.resolve(query=data.query, extensions=data.extensions)
@@ -155,3 +177,21 @@ def _is_subscription(query: object, operation_name: object) -> bool:
     # Without a name, any subscription in the document counts (strawberry picks the
     # first operation where graphql-core would refuse to choose).
     return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
+
+
+def _needs_preflight(request: Request) -> bool:
+    """CSRF prevention as Apollo Server does it: a browser may send a cross-site POST
+    without a preflight only as a "simple" request, which cannot be application/json
+    and cannot carry custom headers. So a POST that is not JSON (multipart uploads,
+    text/plain, forms) must carry one of these headers, which forces the preflight
+    that CORS then refuses for foreign origins."""
+    if request.method != "POST":
+        return False  # GET never runs mutations
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    json = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    if json:
+        return False  # never a "simple" request: browsers preflight it
+    headers = request.headers
+    return not any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS)

@@ -64,6 +64,9 @@ class Operations:
     def __contains__(self, op_id: str) -> bool:
         return op_id in self.records or op_id in self.running
 
+    def __len__(self) -> int:
+        return len(self.records) + len(self.running)
+
     def start(self, op_id: str, payload: dict[str, Any]) -> None:
         self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
 

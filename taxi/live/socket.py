@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from taxi import auth
 from taxi.context import Context
-from taxi.errors import ServiceUnavailable, Unauthenticated
+from taxi.errors import BadUserInput, RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.live import protocol as p
 from taxi.live.operations import Operations
 from taxi.live.wire import ASGISend, Gone, Outbox
+from taxi.schema import inputs
 from taxi.schema.errors import is_outage
+from taxi.sockets import TOO_MANY, TooManySockets
 
 if TYPE_CHECKING:
     from taxi.live.endpoint import LiveEndpoint
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("taxi.live")
 
 ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
+# Operations in flight on one socket (queries, mutations, subscriptions): the next one
+# gets an error, the socket stays open.
+MAX_OPERATIONS_PER_SOCKET = 100
+LIMITED = RateLimited.code
 
 
 async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
@@ -72,8 +78,9 @@ class Socket:
 
     async def serve(self, receive: Any) -> None:
         await self._send({"type": "websocket.accept", "subprotocol": self.dialect.name})
-        if not self.dialect.legacy:
-            self._later("init", self.settings.ws_init_timeout_seconds, self._init_timeout)
+        # Both protocols: subscriptions-transport-ws has no deadline of its own, and an
+        # idle socket would hold memory forever.
+        self._later("init", self.settings.ws_init_timeout_seconds, self._init_timeout)
         try:
             while True:
                 message = await receive()
@@ -101,6 +108,7 @@ class Socket:
 
     async def _cleanup(self) -> None:
         self.closed = True
+        self.context.services.sockets.discard(self)
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
@@ -191,6 +199,18 @@ class Socket:
                 raise
             await self._unavailable(exc)
             return
+        user = await ctx.user()
+        assert user.id is not None
+        try:
+            ctx.services.sockets.add(
+                self, user_id=user.id, sid=str(claims["sid"]), revoke=ctx.revoke
+            )
+        except TooManySockets:
+            if legacy:
+                error = {"message": "Too many open sockets.", "extensions": {"code": LIMITED}}
+                await self.outbox.send(p.connection_error(error).encode())
+            await self.close(TOO_MANY, "Too many sockets")
+            return
         delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
         self._later("expiry", delay, self._expire)
         await self.outbox.send(ACK)
@@ -223,10 +243,16 @@ class Socket:
 
     async def _expire(self) -> None:
         """The token that opened the socket expired: clients reconnect with a fresh one."""
+        await self.forbid("Token has expired.")
+
+    async def forbid(self, message: str) -> None:
+        """4403, as for a bad token at connection_init (its token expired, its session
+        ended); the legacy protocol first gets a connection_error saying why."""
         if self.closed:
             return
         if self.dialect.legacy:
-            await self.outbox.send(p.connection_error({"message": "Token has expired."}).encode())
+            with suppress(Gone):
+                await self.outbox.send(p.connection_error({"message": message}).encode())
         await self.close(p.FORBIDDEN, "Forbidden")
 
     async def _start(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -238,4 +264,13 @@ class Socket:
                 await self.close(p.DUPLICATE_ID, f"Subscriber for {op_id} already exists")
                 return
             await self.operations.stop(op_id, quiet=True)  # legacy: the new one replaces it
+        if len(self.operations) >= MAX_OPERATIONS_PER_SOCKET:
+            limit: dict[str, Any] = {"message": "Subscription limit reached"}
+            await self.outbox.send(p.error(op_id, [limit], self.dialect).encode())
+            return
+        if (reason := inputs.problem(payload.get("variables"))) is not None:
+            # Before graphql-core coerces them (seconds for a 600,000-item list).
+            bad = {"message": reason, "extensions": {"code": BadUserInput.code}}
+            await self.outbox.send(p.error(op_id, [bad], self.dialect).encode())
+            return
         self.operations.start(op_id, payload)
