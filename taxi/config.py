@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     allowed_origins: str | None = None
     graphiql: bool | None = None
     introspection: bool = True
+    # The web app's map (/app/): where it starts, and optionally a tile server
+    # (`https://tiles.example/{z}/{x}/{y}.png`); unset, the app draws its own streets.
+    map_center: str = Field(default="52.5200,13.4050", pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$")
+    tile_url: str | None = None
 
     # PG* fallback, used only when DATABASE_URL is unset.
     pghost: str | None = None
@@ -109,6 +113,11 @@ class Settings(BaseSettings):
         if not self.allowed_origins:
             return []
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def map_center_point(self) -> tuple[float, float]:
+        latitude, longitude = self.map_center.split(",")
+        return float(latitude), float(longitude)
 
     @property
     def is_sqlite(self) -> bool:

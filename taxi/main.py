@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
+from taxi import pages
 from taxi import db as db_mod
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
+            *pages.routes(),
         ],
         middleware=middleware,
         lifespan=lifespan,
