@@ -151,7 +151,9 @@ export function signIn(group) {
         status("");
         resolve(data.logIn.user);
       } catch (err) {
-        const fields = err.fields ? " " + Object.values(err.fields).flat().join(" ") : "";
+        const fields = err.fields
+          ? " " + Object.entries(err.fields).map(([k, v]) => `${k}: ${v.join(" ")}`).join(" ")
+          : "";
         status(err.message + fields, true);
       }
     };

@@ -202,15 +202,18 @@ setInterval(() => {
 map.draw();
 placeCar(car);
 wireLogOut();
-me = await signIn("DRIVER");
-$("#who").textContent = me.username;
-show($("#log-out"), true);
-show($("#online"), true);
-setState((await gql(DRIVER_STATE)).driverState);
-for (const { node } of (await gql(POOL)).trips.edges) {
-  if (node.status === "REQUESTED") offers.set(node.id, node);
-  else if (node.driver && node.driver.id === me.id) renderTrip(node);
-}
-renderOffers();
-subscribe(OFFERS, {}, (data) => offer(data.tripRequested));
-subscribe(CHANGES, {}, (data) => offer(data.tripsUpdated));
+// Failures at start (a server without the dispatch API, a lost session) show on the page.
+(async () => {
+  me = await signIn("DRIVER");
+  $("#who").textContent = me.username;
+  show($("#log-out"), true);
+  show($("#online"), true);
+  setState((await gql(DRIVER_STATE)).driverState);
+  for (const { node } of (await gql(POOL)).trips.edges) {
+    if (node.status === "REQUESTED") offers.set(node.id, node);
+    else if (node.driver && node.driver.id === me.id) renderTrip(node);
+  }
+  renderOffers();
+  subscribe(OFFERS, {}, (data) => offer(data.tripRequested));
+  subscribe(CHANGES, {}, (data) => offer(data.tripsUpdated));
+})().catch((err) => status(err.message, true));

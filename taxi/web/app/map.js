@@ -156,23 +156,26 @@ export class MapView {
     const h = this.canvas.height;
     const nw = this.toPoint(0, 0);
     const se = this.toPoint(w, h);
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.fillStyle = "#9ca3af";
+    const streets = [];
+    const avenues = [];
     for (let i = Math.floor(se.latitude / STREET_LAT); i <= Math.ceil(nw.latitude / STREET_LAT); i++) {
-      const y = this.toPixel({ latitude: i * STREET_LAT, longitude: nw.longitude }).y;
-      ctx.fillStyle = "#ffffff";
-      ctx.fillRect(0, y - 4, w, 8);
-      ctx.fillStyle = "#9ca3af";
-      ctx.fillText(streetName(i), 6, y - 6);
+      streets.push([i, this.toPixel({ latitude: i * STREET_LAT, longitude: nw.longitude }).y]);
     }
     for (let j = Math.floor(nw.longitude / STREET_LNG); j <= Math.ceil(se.longitude / STREET_LNG); j++) {
-      const x = this.toPixel({ latitude: nw.latitude, longitude: j * STREET_LNG }).x;
-      ctx.fillStyle = "#ffffff";
-      ctx.fillRect(x - 4, 0, 8, h);
+      avenues.push([j, this.toPixel({ latitude: nw.latitude, longitude: j * STREET_LNG }).x]);
+    }
+    ctx.fillStyle = "#ffffff";
+    for (const [, y] of streets) ctx.fillRect(0, y - 4, w, 8);
+    for (const [, x] of avenues) ctx.fillRect(x - 4, 0, 8, h);
+    // Names go on the blocks beside the roads, after every road is drawn.
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = "#6b7280";
+    const labelX = avenues.length > 1 ? avenues[0][1] + 8 : 6;
+    for (const [i, y] of streets) ctx.fillText(streetName(i), Math.max(6, labelX), y - 7);
+    for (const [j, x] of avenues) {
       ctx.save();
-      ctx.translate(x - 6, h - 6);
+      ctx.translate(x - 7, h - 6);
       ctx.rotate(-Math.PI / 2);
-      ctx.fillStyle = "#9ca3af";
       ctx.fillText(avenueName(j), 0, 0);
       ctx.restore();
     }

@@ -148,9 +148,12 @@ $("#again").addEventListener("click", planning);
 
 map.draw();
 wireLogOut();
-const user = await signIn("RIDER");
-$("#who").textContent = user.username;
-show($("#log-out"), true);
-const active = (await gql(ACTIVE)).trips.edges;
-if (active.length) follow(active[0].node);
-else planning();
+// Failures at start (a server without the dispatch API, a lost session) show on the page.
+(async () => {
+  const user = await signIn("RIDER");
+  $("#who").textContent = user.username;
+  show($("#log-out"), true);
+  const active = (await gql(ACTIVE)).trips.edges;
+  if (active.length) follow(active[0].node);
+  else planning();
+})().catch((err) => status(err.message, true));
