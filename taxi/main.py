@@ -19,8 +19,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
-from taxi import pages
 from taxi import db as db_mod
+from taxi import pages
+from taxi.admin import attach, mount_admin
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            attach(admin, services)
             try:
                 yield
             finally:
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    admin = mount_admin(app, settings)
     return app
 
 
