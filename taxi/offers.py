@@ -69,7 +69,9 @@ async def offered_sets(
     out: dict[uuid.UUID, list[int]] = {i: [] for i in ids}
     if ids:
         rows = await session.execute(
-            select(col(TripOffer.trip_id), col(TripOffer.driver_id)).where(col(TripOffer.trip_id).in_(ids))
+            select(col(TripOffer.trip_id), col(TripOffer.driver_id)).where(
+                col(TripOffer.trip_id).in_(ids)
+            )
         )
         for trip_id, driver_id in rows:
             out[trip_id].append(driver_id)
