@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     ws_keepalive_seconds: float = 10.0
     ws_init_timeout_seconds: float = 3.0
     subscriber_queue_size: int = 64
+    # Dispatch near the pick-up (PROTOCOL.md): waves of offers to the nearest drivers.
+    dispatch_radius_meters: int = Field(default=3000, gt=0)
+    dispatch_max_radius_meters: int = Field(default=12000, gt=0)
+    dispatch_batch_size: int = Field(default=10, gt=0)
+    dispatch_wave_seconds: float = Field(default=15.0, gt=0)
+    position_ttl: float = Field(default=60.0, gt=0)
     # Every broadcast channel is `<prefix>:<name>`: deployments sharing a Redis stay apart.
     channel_prefix: str = Field(default="taxi", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import pages
+from taxi import dispatch, pages
 from taxi.admin import attach, mount_admin
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
@@ -28,6 +28,8 @@ from taxi.context import Services
 from taxi.events import Publisher
 from taxi.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
+from taxi.positions import MemoryPositions, PositionStore
+from taxi.positions_redis import RedisPositions
 from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
 from taxi.schema import build_schema
 from taxi.view import TaxiGraphQL
@@ -42,6 +44,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         limiter: LoginLimiter
+        positions: PositionStore
         if settings.redis_url:
             client = redis_client(settings.redis_url)
             stack.push_async_callback(client.aclose)
@@ -50,20 +53,27 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_failures=settings.login_max_failures,
                 window=settings.login_failure_window,
             )
+            positions = RedisPositions(client, prefix=settings.channel_prefix)
         else:
             limiter = MemoryLoginLimiter(
                 max_failures=settings.login_max_failures, window=settings.login_failure_window
             )
+            positions = MemoryPositions()
+        events = Publisher(broadcast, prefix=settings.channel_prefix)
+        await stack.enter_async_context(
+            dispatch.running(db=sessions, positions=positions, events=events, settings=settings)
+        )
         yield Services(
             settings=settings,
             engine=engine,
             db=sessions,
             broadcast=broadcast,
-            events=Publisher(broadcast, prefix=settings.channel_prefix),
+            events=events,
             hub=Hub(
                 broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
             ),
             limiter=limiter,
+            positions=positions,
         )
 
 

@@ -156,11 +156,16 @@ class TaxiServer:
 
 @asynccontextmanager
 async def taxi_servers(
-    names: list[str], *, database_url: str, redis_url: str, log_dir: Path
+    names: list[str],
+    *,
+    database_url: str,
+    redis_url: str,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[TaxiServer]]:
-    """Server processes sharing one database, one Redis and one JWT secret; yields
-    once every one of them answers /healthz with 200."""
-    env = dict(os.environ)
+    """Server processes sharing one database, one Redis and one JWT secret (and
+    `extra_env`); yields once every one of them answers /healthz with 200."""
+    env = {**os.environ, **(extra_env or {})}
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
