@@ -10,7 +10,7 @@ import { createClient } from "graphql-ws";
 import { createRoot } from "react-dom/client";
 
 const CLOSE_MESSAGES = {
-  4403: "The server refused the subscription socket (4403 Forbidden): the token is missing, invalid or expired. Log in again and put {\"Authorization\": \"Bearer <access>\"} in the Headers tab.",
+  4403: "The server refused the subscription socket (4403 Forbidden): the token is missing, invalid or expired. Log in again and put Authorization: Bearer <access> (from logIn) in the Headers tab.",
   4408: "No connection_init in time (4408).",
   4429: "Too many sockets or a repeated connection_init (4429).",
   4400: "The server could not read a message (4400).",

@@ -49,6 +49,7 @@ function setState(state) {
   $("#availability").textContent = availability;
   show($("#go-online"), availability === "OFFLINE");
   show($("#go-offline"), availability === "AVAILABLE");
+  show($("#place-hint"), availability === "OFFLINE");
   if (state.position) placeCar(state.position);
 }
 
@@ -155,6 +156,7 @@ async function follow(goal) {
 async function acceptOffer(id) {
   try {
     renderTrip((await gql(ACCEPT, { id })).acceptTrip);
+    setState((await gql(DRIVER_STATE)).driverState);
     offers.delete(id);
     renderOffers();
     status("");

@@ -126,10 +126,10 @@ export class MapView {
     else this.drawStreets();
     if (this.path) this.drawPath(this.path);
     for (const car of this.cars) this.drawCar(car, "#6b7280");
-    for (const [name, m] of Object.entries(this.markers)) {
-      if (name.startsWith("car")) this.drawCar(m.point, m.color);
-      else this.drawPin(m.point, m.color, m.label);
-    }
+    // Pins first, then cars: a car waiting at its pick-up stays visible.
+    const markers = Object.entries(this.markers);
+    for (const [name, m] of markers) if (!name.startsWith("car")) this.drawPin(m.point, m.color, m.label);
+    for (const [name, m] of markers) if (name.startsWith("car")) this.drawCar(m.point, m.color);
   }
 
   drawTiles() {

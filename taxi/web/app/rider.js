@@ -16,11 +16,12 @@ const RATE = `mutation Rate($id: ID!, $rating: Int!) { rateTrip(id: $id, rating:
 const WATCH = `subscription Watch($id: ID!) { tripUpdated(id: $id) { ${TRIP} } }`;
 const FOLLOW = `subscription Follow($tripId: ID!) { driverLocation(tripId: $tripId) { latitude longitude heading } }`;
 
+const HERE_METERS = 30; // closer than this, the car is "here"
 const SAYS = {
   REQUESTED: "Looking for a driver…",
   STARTED: "Your driver is on the way",
   IN_PROGRESS: "On the way to the drop-off",
-  COMPLETED: "You have arrived",
+  COMPLETED: "You have arrived. How was it?",
   CANCELED: "The ride was canceled",
 };
 
@@ -81,14 +82,20 @@ function render(t) {
   if (t.pickUp) map.set("pickUp", t.pickUp, "#059669", "P");
   if (t.dropOff) map.set("dropOff", t.dropOff, "#dc2626", "D");
   if (t.driverLocation) moveCar(t.driverLocation);
+  else $("#trip-distance").textContent = "";
 }
 
 function moveCar(location) {
   map.set("car", location, "#fbbf24");
   const target = trip && trip.status === "IN_PROGRESS" ? trip.dropOff : trip && trip.pickUp;
-  if (target) {
+  const live = trip && (trip.status === "STARTED" || trip.status === "IN_PROGRESS");
+  if (target && live) {
+    const meters = Math.round(distance(location, target));
     const what = trip.status === "IN_PROGRESS" ? "the drop-off" : "you";
-    $("#trip-distance").textContent = `The car is ${Math.round(distance(location, target))} m from ${what}.`;
+    $("#trip-distance").textContent = `The car is ${meters} m from ${what}.`;
+    if (trip.status === "STARTED" && meters < HERE_METERS) $("#trip-status").textContent = "Your driver is here";
+  } else if (trip) {
+    $("#trip-distance").textContent = "";
   }
 }
 
