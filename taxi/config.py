@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
+MIN_LOCAL_SECRET = 32
 
 
 class SettingsError(Exception):
@@ -35,8 +37,28 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def local_secret(path: Path) -> str:
+    """The development signing key in `path`, created (0600, never overwritten) when missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process may be writing it right now: its content is complete once long enough.
+        secret = path.read_text(encoding="utf-8").strip()
+        if len(secret) >= MIN_LOCAL_SECRET:
+            return secret
+        raise SettingsError(f"{path} holds no usable secret; delete it to get a new one") from None
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    # `.env` in the working directory fills in what the environment does not set
+    # (.env.example lists the variables); real environment variables win.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
 
     taxi_env: Literal["development", "production", "test"] = "development"
     database_url: str = ""
@@ -77,8 +99,13 @@ class Settings(BaseSettings):
     position_ttl: float = Field(default=60.0, gt=0)
     # Every broadcast channel is `<prefix>:<name>`: deployments sharing a Redis stay apart.
     channel_prefix: str = Field(default="taxi", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
+    # Development only, when JWT_SECRET is unset: the signing key kept in this file (0600),
+    # so saved tokens survive a restart.
+    secret_file: Path = Path(".taxi-secret")
+    # This process configures logging itself (taxi.logs); `taxi serve` turns it on, also for
+    # its workers. LOG_FORMAT: `text` (readable lines) or `json`; unset, text in development.
     log_json: bool = False
+    log_format: Literal["json", "text"] | None = None
     log_level: str = "info"
     # "fast" trades hash strength for test speed; refused in production.
     password_hashing: Literal["default", "fast"] = "default"
@@ -102,9 +129,18 @@ class Settings(BaseSettings):
         if not self.jwt_secret:
             if self.production:
                 raise SettingsError("JWT_SECRET must be set when TAXI_ENV=production")
-            # Development only: tokens die with the process, which is the point.
-            self.jwt_secret = secrets.token_urlsafe(48)
+            if self.taxi_env == "development":
+                self.jwt_secret = local_secret(self.secret_file)
+            else:
+                # Tests: a random per-process secret.
+                self.jwt_secret = secrets.token_urlsafe(48)
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.taxi_env != "development"
 
     @property
     def production(self) -> bool:

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     install_request_ids()
     if settings.log_json:
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, json=settings.json_logs)
     schema = build_schema(mask_internal=settings.production, introspection=settings.introspection)
     graphql = TaxiGraphQL(
         schema,

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taxi import events
 from taxi.positions import METERS_PER_DEGREE
-from tests.test_cluster import numsub
 from tests.conftest import REDIS_URL
 from tests.helpers import TRIP_REQUESTED, account, gql
 from tests.procs import GqlSocket, TaxiServer, taxi_servers
+from tests.test_cluster import numsub
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
