@@ -111,6 +111,28 @@ try {
   await statusIs(rider, "#trip-status", "REQUESTED");
   await snap(rider, "rider-requested");
 
+  // GraphiQL, in the rider's browser: the same trip live, the token in the Headers tab.
+  const token = await rider.evaluate(() => JSON.parse(sessionStorage.getItem("taxi.session")).access);
+  const tripId = await rider.getAttribute("#ride", "data-trip");
+  const graphiql = await riderContext.newPage();
+  watch(graphiql, "graphiql");
+  pages.push([graphiql, "graphiql"]);
+  await graphiql.goto(base + "/graphql");
+  await graphiql.evaluate(
+    ([query, headers]) => {
+      localStorage.setItem("graphiql:query", query);
+      localStorage.setItem("graphiql:headers", headers);
+    },
+    [
+      `subscription { tripUpdated(id: "${tripId}") { status driver { username } } }`,
+      JSON.stringify({ Authorization: `Bearer ${token}` }),
+    ],
+  );
+  await graphiql.reload();
+  await graphiql.waitForSelector(".graphiql-container");
+  await graphiql.click(".graphiql-execute-button");
+  await graphiql.waitForSelector('.result-window >> text=REQUESTED');
+
   // The offer reaches the driver; accepting starts the trip.
   await driver.waitForSelector("#offers button.accept");
   await snap(driver, "driver-offer");
@@ -120,6 +142,9 @@ try {
   await statusIs(rider, "#trip-status", "STARTED");
   await snap(driver, "driver-accepted");
   await snap(rider, "rider-driver-coming");
+  await graphiql.waitForSelector('.result-window >> text=STARTED');
+  await snap(graphiql, "graphiql-subscription-live");
+  await graphiql.close();
 
   // The driver drives to the pick-up; the rider watches the car arrive.
   await driver.click("#drive");

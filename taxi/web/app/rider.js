@@ -70,6 +70,7 @@ function planning() {
 
 function render(t) {
   trip = t;
+  $("#ride").dataset.trip = t.id;
   show($("#plan"), false);
   show($("#ride"), true);
   $("#trip-status").textContent = SAYS[t.status];
