@@ -36,6 +36,7 @@ from websockets.typing import Subprotocol
 
 from bench.prepare import ROOT, Database, Server, _users, mint_token, plain_dsn
 from bench.proc import cpu_seconds, raise_open_files
+from bench.profile import summarize
 
 CENTER = (52.52, 13.40)
 HALF_SIDE = 10_000.0  # metres: a 20 x 20 km city
@@ -262,14 +263,16 @@ async def run_load(
         asyncio.create_task(rush.drive(s, TRIP_EVERY, t)) for s, t in zip(busy, trips, strict=True)
     ]
     await asyncio.sleep(opts.warmup)
+    spy = await _spy(opts, server_pid)
     stats.measuring, stats.started = True, time.monotonic()
     cpu0 = cpu_seconds(server_pid)
     tasks.append(asyncio.create_task(rush.requests(requesters)))
     await asyncio.sleep(opts.seconds)
     cpu = cpu_seconds(server_pid) - cpu0
+    profile = await _spied(spy, opts)
     stats.measuring = False
     rush.stop.set()
-    for task in tasks:
+    for task in [*tasks, *rush.tasks]:
         task.cancel()
     for sock in [*drivers, *busy, *riders, *requesters]:
         sock.reader.cancel()
@@ -280,7 +283,30 @@ async def run_load(
         "server_cpu_seconds": cpu,
         "cpu_us_per_report": cpu / max(stats.reports, 1) * 1e6,
         "errors": dict(stats.errors),
+        **({"profile": profile} if profile else {}),
     }
+
+
+async def _spy(opts: argparse.Namespace, pid: int) -> asyncio.subprocess.Process | None:
+    """py-spy on the server for the measured window (--profile FILE: raw stacks)."""
+    if opts.profile is None:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    spy = await asyncio.create_subprocess_exec(
+        *(str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
+        *("--duration", str(int(opts.seconds)), "--output", str(opts.profile)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # attached
+    return spy
+
+
+async def _spied(spy: asyncio.subprocess.Process | None, opts: argparse.Namespace) -> Any:
+    if spy is None:
+        return None
+    await spy.wait()
+    return summarize(opts.profile, top=30)
 
 
 async def run_bare(opts: argparse.Namespace, port: int, server_pid: int) -> dict[str, Any]:
@@ -355,7 +381,7 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
         "MEDIA_ROOT": str(tmp / "media"),
         "MAX_SOCKETS_PER_USER": "1000",
     }
-    results: dict[str, Any] = {"options": vars(opts)}
+    results: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
     server = Server("taxi", 0, env, tmp / "taxi.log")
     try:
         tokens = await seed(db.dsn, secret, opts)
@@ -390,6 +416,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy raw stacks here")
     return parser.parse_args(argv)
 
 
