@@ -32,6 +32,7 @@ import asyncpg
 import orjson
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from bench.prepare import ROOT, Database, Server, _users, mint_token, plain_dsn
@@ -133,9 +134,12 @@ class Sock:
         op = str(next(self.ids))
         future = self.waiting[op] = asyncio.get_running_loop().create_future()
         payload = {"query": query, "variables": variables}
-        await self.ws.send(
-            orjson.dumps({"id": op, "type": "subscribe", "payload": payload}).decode()
-        )
+        try:
+            await self.ws.send(
+                orjson.dumps({"id": op, "type": "subscribe", "payload": payload}).decode()
+            )
+        except ConnectionClosed:
+            return None  # the run is over: its sockets are closing
         msg = await future
         if msg["type"] == "error" or msg["payload"].get("errors"):
             errors = msg["payload"] if msg["type"] == "error" else msg["payload"]["errors"]
