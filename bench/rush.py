@@ -406,6 +406,45 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+GOALS = {
+    "updatePosition_rtt": ("updatePosition round trip p99", 50.0),
+    "position_to_rider": ("position -> rider's driverLocation frame p99", 100.0),
+    "request_to_offer": ("request -> first-wave offer frames p99", 100.0),
+}
+
+
+def table(results: dict[str, Any]) -> str:
+    """The rush-hour result against the issue's goals, as a Markdown table."""
+    o, taxi = results["options"], results["taxi"]
+    lines = [
+        f"\nRush hour: D={o['drivers']} drivers, T={o['trips']} trips under way, "
+        f"R={o['rate']}/s requests, {o['seconds']} s measured\n",
+        "| measure | goal | p50 | p99 | p99 per 30 s window |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, (name, goal) in GOALS.items():
+        m = taxi.get(key) or {}
+        windows = ", ".join(f"{w:.0f}" for w in m.get("p99_ms_per_window", []) if w is not None)
+        p50, p99 = m.get("p50_ms"), m.get("p99_ms")
+        lines.append(
+            f"| {name} (n={m.get('n', 0)}) | ≤ {goal:.0f} ms | "
+            f"{'-' if p50 is None else f'{p50:.1f} ms'} | "
+            f"{'-' if p99 is None else f'{p99:.1f} ms'} | {windows} |"
+        )
+    lines.append(
+        f"| server CPU per position report | ≤ 100 µs | {taxi['cpu_us_per_report']:.0f} µs | | "
+        f"{taxi['position_reports']} reports |"
+    )
+    bare = results["bare"]
+    lines.append(
+        f"| bare GEOADD+PUBLISH endpoint, CPU per message | | "
+        f"{bare['cpu_us_per_message']:.0f} µs | | ratio {results['ratio_to_bare']:.1f}x |"
+    )
+    if taxi.get("errors"):
+        lines.append(f"\nerrors: {taxi['errors']}")
+    return "\n".join(lines) + "\n"
+
+
 def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.rush", description=__doc__)
     parser.add_argument("--drivers", type=int, default=10_000)
@@ -430,7 +469,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     if opts.out:
         opts.out.write_text(text)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(text + "\n" + table(results))
     return results
 
 
