@@ -30,7 +30,7 @@ from taxi import auth, pages
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS, fanout
+from taxi.schema import MAX_TOKENS, fanout, fastpath
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 
 log = logging.getLogger("taxi.ws")
@@ -121,6 +121,14 @@ class _Sinks:
 
 class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Any) -> None:
+        # Position reports skip the GraphQL execution (taxi/schema/fastpath.py).
+        query, variables, name = operation.query, operation.variables, operation.operation_name
+        if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
+            await operation.send_operation_message(
+                {"id": operation.id, "type": "next", "payload": {"data": data}}
+            )
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            return
         await self._run_with_sink(operation.id, super().run_operation(operation))
 
     async def handle_message(self, message: Any) -> None:

@@ -327,8 +327,9 @@ async def firsts(ws: WsClient) -> dict[str, str]:
 
 async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
-        rider, other_rider = await account(client), await account(client)
-        offered, passed_over = await online(client, 100), await online(client, 9000)
+        rider, other_rider, third_rider = [await account(client) for _ in range(3)]
+        offered, taker = await online(client, 100), await online(client, 150)
+        passed_over = await online(client, 9000)
         async with (
             session(server.ws_url, offered.access) as a,
             session(server.ws_url, passed_over.access) as b,
@@ -343,9 +344,18 @@ async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
             # hears of, on both operations; the dispatched one never reached them.
             marker = await request_trip(client, other_rider)
             assert await firsts(a) == {"req": trip["id"], "all": trip["id"]}
+            assert await firsts(a) == {"req": marker["id"], "all": marker["id"]}
             assert await firsts(b) == {"req": marker["id"], "all": marker["id"]}
             await b.subscribe("one", TRIP_UPDATED, {"id": trip["id"]})
             assert (await b.error("one"))["extensions"]["code"] == "NOT_FOUND"
+
+            # Taken by another offered driver: the offered loser learns that it left the
+            # pool (without who took it); the passed-over driver hears nothing of it.
+            await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, taker)
+            left = (await a.next("all"))["tripsUpdated"]
+            assert (left["id"], left["status"], left["driver"]) == (trip["id"], "STARTED", None)
+            marker = await request_trip(client, third_rider)
+            assert (await b.next("all"))["tripsUpdated"]["id"] == marker["id"]
 
 
 async def test_positions_reach_the_rider_without_a_row_write(

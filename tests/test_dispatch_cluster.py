@@ -11,15 +11,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taxi import events
 from taxi.positions import METERS_PER_DEGREE
-from tests.conftest import REDIS_URL
-from tests.helpers import TRIP_REQUESTED, account, gql
-from tests.procs import GqlSocket, TaxiServer, taxi_servers
+from tests.conftest import REDIS_URL, base_settings, serve
+from tests.helpers import (
+    ACCEPT_TRIP,
+    TRIP,
+    TRIP_REQUESTED,
+    UPDATE_STATUS,
+    account,
+    error_code,
+    gql,
+)
+from tests.procs import GqlSocket, TaxiServer, redis_server, taxi_servers
 from tests.test_cluster import numsub
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -29,6 +38,7 @@ RINGS = (100, 200, 300, 400, 500)  # metres from the pick-up; one driver each
 PREFIX = f"dispatch-cluster-{uuid.uuid4().hex[:8]}"
 GO_ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
 REQUEST = """mutation R($input: RequestTripInput!) { requestTrip(input: $input) { id } }"""
+UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
 
 
 @pytest.fixture
@@ -116,3 +126,44 @@ async def test_waves_survive_a_killed_process_exactly_once(
         # The last wave ran on b after a died, and reached the driver's socket there.
         got = await ws.next("req", within=DEADLINE)
         assert got["tripRequested"]["id"] == trip_id
+
+
+async def test_redis_outage_keeps_trips_served(pg_database: str, tmp_path: Path) -> None:
+    """Positions are ephemeral: without Redis a trip is still served (no position), the
+    lifecycle still commits, a request still succeeds (its first wave offers nobody), and
+    a position report is SERVICE_UNAVAILABLE."""
+    async with redis_server(tmp_path) as redis:
+        settings = base_settings(
+            database_url=pg_database,
+            redis_url=redis.url,
+            media_root=tmp_path / "media",
+            channel_prefix=f"outage-{uuid.uuid4().hex[:8]}",
+        )
+        async with serve(settings) as live, httpx.AsyncClient(base_url=live.url) as client:
+            rider, other = await account(client), await account(client)
+            driver = await account(client, "DRIVER")
+            await gql(client, GO_ONLINE, {"p": north(0)}, token=driver.access)
+            where = {"pickUpAddress": "A", "dropOffAddress": "B", "pickUp": north(0)}
+            body = await gql(client, REQUEST, {"input": where}, token=rider.access)
+            trip_id = body["data"]["requestTrip"]["id"]
+            assert "errors" not in await gql(
+                client, ACCEPT_TRIP, {"id": trip_id}, token=driver.access
+            )
+            update = {"p": north(10)}
+            assert "errors" not in await gql(client, UPDATE, update, token=driver.access)
+            seen = await gql(client, TRIP, {"id": trip_id}, token=rider.access)
+            assert seen["data"]["trip"]["driverLocation"] is not None
+
+            await redis.crash()
+            seen = await gql(client, TRIP, {"id": trip_id}, token=rider.access)
+            assert "errors" not in seen, seen
+            assert seen["data"]["trip"]["driverLocation"] is None
+            body = await gql(client, UPDATE, update, token=driver.access)
+            assert error_code(body) == "SERVICE_UNAVAILABLE"
+            for status in ("IN_PROGRESS", "COMPLETED"):
+                body = await gql(
+                    client, UPDATE_STATUS, {"id": trip_id, "status": status}, token=driver.access
+                )
+                assert body["data"]["updateTripStatus"]["status"] == status, body
+            body = await gql(client, REQUEST, {"input": where}, token=other.access)
+            assert "errors" not in body, body

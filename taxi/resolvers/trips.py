@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +29,10 @@ from taxi.positions import Fix, PositionStore
 from taxi.resolvers.users import load_users
 from taxi.views import LocationView, PointView, TripView
 
+log = logging.getLogger(__name__)
+
+# What an unreachable position store raises (Redis, or its socket).
+STORE_DOWN = (RedisError, OSError)
 MAX_PAGE = 100
 MAX_ADDRESS = 255
 UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
@@ -53,7 +59,7 @@ async def views(
     offers of dispatched trips in one more; the cars' positions from the store."""
     users = await load_users(session, [t.rider_id for t in trips] + [t.driver_id for t in trips])
     offered = await offered_sets(session, trips)
-    fixes = await positions.trip_locations([t.id for t in trips if t.status in UNDER_WAY])
+    fixes = await _locations(positions, [t.id for t in trips if t.status in UNDER_WAY])
     return [
         TripView(
             id=t.id,
@@ -72,6 +78,25 @@ async def views(
         )
         for t in trips
     ]
+
+
+async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+    """The cars' last positions; none while the store is unreachable: trips are still
+    served from the database during a Redis outage (PROTOCOL.md), without positions."""
+    try:
+        return await positions.trip_locations(trip_ids)
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; trips served without positions: %r", exc)
+        return {}
+
+
+async def _after_commit(what: str, change: Awaitable[None]) -> None:
+    """A store change that follows a committed trip change: the commit stands whatever
+    happens here (the state heals with the driver's next goOnline or trip)."""
+    try:
+        await change
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; %s not recorded: %r", what, exc)
 
 
 async def _view(session: AsyncSession, trip: Trip, positions: PositionStore) -> TripView:
@@ -223,10 +248,14 @@ async def request_trip(
             session.add(trip)
             await session.flush()
             if coordinates.pick_up is not None:
-                # The first wave commits with the trip: it happens exactly once.
-                offered = await dispatch.offer_wave(
-                    session, positions=positions, settings=settings, trip=trip, wave=0
-                )
+                # The first wave commits with the trip: it happens exactly once. Without
+                # the position store it offers nobody; the next wave tries again.
+                try:
+                    offered = await dispatch.offer_wave(
+                        session, positions=positions, settings=settings, trip=trip, wave=0
+                    )
+                except STORE_DOWN as exc:
+                    log.warning("position store unreachable; first wave empty: %r", exc)
                 dispatch.schedule(session, settings=settings, trip=trip)
                 await session.flush()
             view = await _view(session, trip, positions)
@@ -293,7 +322,10 @@ async def accept_trip(
     except IntegrityError as exc:
         raise Conflict("You already have a trip under way.") from exc
     assert user.id is not None
-    await positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id)
+    await _after_commit(
+        "ON_TRIP",
+        positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id),
+    )
     await events.trip_changed(view, kind="accepted", left_pool=True)
     return view
 
@@ -324,7 +356,9 @@ async def update_trip_status(
 async def _ended(positions: PositionStore, view: TripView) -> None:
     """After commit: a driver whose trip ended is AVAILABLE again."""
     if not view.active and view.driver_id is not None:
-        await positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
+        await _after_commit(
+            "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
+        )
 
 
 async def cancel_trip(
