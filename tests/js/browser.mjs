@@ -41,6 +41,28 @@ async function signUp(page, path, username, first) {
   await page.waitForSelector("#log-out", { state: "visible" });
 }
 
+// GraphiQL in a fresh context whose first page load starts with `query` and `headers` (as
+// if typed in): seeded before GraphiQL reads its storage, so nothing races its own saving.
+async function openGraphiQL(query, headers) {
+  const context = await browser.newContext({ viewport });
+  await context.addInitScript(
+    ([q, h]) => {
+      if (!localStorage.getItem("taxi:seeded")) {
+        localStorage.setItem("graphiql:query", q);
+        localStorage.setItem("graphiql:headers", h);
+        localStorage.setItem("taxi:seeded", "1");
+      }
+    },
+    [query, JSON.stringify(headers)],
+  );
+  const page = await context.newPage();
+  watch(page, "graphiql");
+  pages.push([page, "graphiql"]);
+  await page.goto(base + "/graphql");
+  await page.waitForSelector(".graphiql-container");
+  return page;
+}
+
 async function clickMap(page, dx, dy) {
   const box = await page.locator("#map").boundingBox();
   await page.mouse.click(box.x + box.width / 2 + dx, box.y + box.height / 2 + dy);
@@ -64,8 +86,8 @@ const browser = await chromium.launch({
   ],
 });
 const pages = [];
+const viewport = { width: 1200, height: 760 };
 try {
-  const viewport = { width: 1200, height: 760 };
   const driverContext = await browser.newContext({ viewport });
   const riderContext = await browser.newContext({ viewport });
   const driver = await driverContext.newPage();
@@ -81,16 +103,13 @@ try {
   await rider.waitForSelector(".graphiql-container");
   await snap(rider, "graphiql");
   // A subscription with a bad token ends at once with a readable message (4403), not a wait.
-  await rider.evaluate(() => {
-    localStorage.setItem("graphiql:query", "subscription { tripRequested { id } }");
-    localStorage.setItem("graphiql:headers", '{"Authorization": "Bearer not-a-token"}');
+  const badToken = await openGraphiQL("subscription { tripRequested { id } }", {
+    Authorization: "Bearer not-a-token",
   });
-  await rider.reload();
-  await rider.waitForSelector(".graphiql-container");
-  await rider.click(".graphiql-execute-button");
-  await rider.waitForSelector(".result-window >> text=4403");
-  await snap(rider, "graphiql-bad-token");
-  await rider.evaluate(() => localStorage.clear());
+  await badToken.click(".graphiql-execute-button");
+  await badToken.waitForSelector(".result-window >> text=4403");
+  await snap(badToken, "graphiql-bad-token");
+  await badToken.context().close();
 
   // The driver signs up and goes online at the middle of the map.
   await signUp(driver, "/app/driver.html?tick=40", `driver_${suffix}`, "Dora");
@@ -109,34 +128,23 @@ try {
   await snap(rider, "rider-plans");
   await rider.click("#request");
   await statusIs(rider, "#trip-status", "REQUESTED");
+  const tripId = await rider.getAttribute("#ride", "data-trip");
   await snap(rider, "rider-requested");
 
   // GraphiQL, in the rider's browser: the same trip live, the token in the Headers tab.
   const token = await rider.evaluate(() => JSON.parse(sessionStorage.getItem("taxi.session")).access);
-  const tripId = await rider.getAttribute("#ride", "data-trip");
-  const graphiql = await riderContext.newPage();
-  watch(graphiql, "graphiql");
-  pages.push([graphiql, "graphiql"]);
-  await graphiql.goto(base + "/graphql");
-  await graphiql.evaluate(
-    ([query, headers]) => {
-      localStorage.setItem("graphiql:query", query);
-      localStorage.setItem("graphiql:headers", headers);
-    },
-    [
-      `subscription { tripUpdated(id: "${tripId}") { status driver { username } } }`,
-      JSON.stringify({ Authorization: `Bearer ${token}` }),
-    ],
+  const graphiql = await openGraphiQL(
+    `subscription { tripUpdated(id: "${tripId}") { status driver { username } } }`,
+    { Authorization: `Bearer ${token}` },
   );
-  await graphiql.reload();
-  await graphiql.waitForSelector(".graphiql-container");
   await graphiql.click(".graphiql-execute-button");
   await graphiql.waitForSelector('.result-window >> text=REQUESTED');
 
   // The offer reaches the driver; accepting starts the trip.
-  await driver.waitForSelector("#offers button.accept");
+  const offer = `#offers li[data-trip="${tripId}"] button.accept`;
+  await driver.waitForSelector(offer);
   await snap(driver, "driver-offer");
-  await driver.click("#offers button.accept");
+  await driver.click(offer);
   await statusIs(driver, "#trip-status", "STARTED");
   await driver.waitForSelector("#availability >> text=ON_TRIP");
   await statusIs(rider, "#trip-status", "STARTED");
@@ -144,7 +152,7 @@ try {
   await snap(rider, "rider-driver-coming");
   await graphiql.waitForSelector('.result-window >> text=STARTED');
   await snap(graphiql, "graphiql-subscription-live");
-  await graphiql.close();
+  await graphiql.context().close();
 
   // The driver drives to the pick-up; the rider watches the car arrive.
   await driver.click("#drive");

@@ -64,6 +64,7 @@ function renderOffers() {
   }
   for (const t of offers.values()) {
     const li = document.createElement("li");
+    li.dataset.trip = t.id;
     const away = t.pickUp ? ` · ${Math.round(distance(car, t.pickUp))} m away` : "";
     li.textContent = `${t.pickUpAddress} → ${t.dropOffAddress}${away} `;
     const accept = document.createElement("button");
