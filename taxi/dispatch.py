@@ -110,6 +110,13 @@ async def run_due(
     return len(rows)
 
 
+def _ended(task: asyncio.Task[None]) -> None:
+    """A worker that stopped for anything but shutdown is a bug: say so loudly (the
+    schedule is durable: other processes, or this one restarted, run what is due)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("dispatch worker stopped", exc_info=exc)
+
+
 @asynccontextmanager
 async def running(
     *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
@@ -132,6 +139,7 @@ async def running(
             await asyncio.sleep(poll)
 
     task = asyncio.create_task(loop(), name="taxi-dispatch")
+    task.add_done_callback(_ended)
     try:
         yield
     finally:
