@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from taxi import metrics
 from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.events import Publisher
@@ -80,6 +81,7 @@ async def run_due(
     from taxi.resolvers.trips import views  # the read model; it imports this module
 
     published = []
+    waves: list[int] = []  # offers per wave run, counted once committed
     async with db() as session, session.begin():
         now = utcnow()
         rows = (
@@ -101,10 +103,13 @@ async def run_due(
             )
             row.wave += 1
             row.due_at = now + timedelta(seconds=settings.dispatch_wave_seconds)
+            waves.append(len(drivers))
             if drivers:
                 published.append((trip, drivers))
         await session.flush()
         trips = await views(session, [t for t, _ in published], positions=positions)
+    for offers in waves:
+        metrics.wave(offers=offers)
     for view, (_, drivers) in zip(trips, published, strict=True):
         await events.offered(view, drivers)
     return len(rows)
