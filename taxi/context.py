@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from taxi.events import Publisher
     from taxi.hub import Hub
     from taxi.models import User
+    from taxi.persisted import Documents
     from taxi.positions import PositionStore
     from taxi.ratelimit import LoginLimiter
 
@@ -35,6 +36,7 @@ class Services:
     hub: Hub
     limiter: LoginLimiter
     positions: PositionStore
+    documents: Documents
 
 
 @dataclass

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from taxi import metrics
 from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.events import Publisher
@@ -80,6 +81,7 @@ async def run_due(
     from taxi.resolvers.trips import views  # the read model; it imports this module
 
     published = []
+    waves: list[int] = []  # offers per wave run, counted once committed
     async with db() as session, session.begin():
         now = utcnow()
         rows = (
@@ -101,13 +103,23 @@ async def run_due(
             )
             row.wave += 1
             row.due_at = now + timedelta(seconds=settings.dispatch_wave_seconds)
+            waves.append(len(drivers))
             if drivers:
                 published.append((trip, drivers))
         await session.flush()
         trips = await views(session, [t for t, _ in published], positions=positions)
+    for offers in waves:
+        metrics.wave(offers=offers)
     for view, (_, drivers) in zip(trips, published, strict=True):
         await events.offered(view, drivers)
     return len(rows)
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    """A worker that stopped for anything but shutdown is a bug: say so loudly (the
+    schedule is durable: other processes, or this one restarted, run what is due)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("dispatch worker stopped", exc_info=exc)
 
 
 @asynccontextmanager
@@ -132,6 +144,7 @@ async def running(
             await asyncio.sleep(poll)
 
     task = asyncio.create_task(loop(), name="taxi-dispatch")
+    task.add_done_callback(_ended)
     try:
         yield
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from taxi import metrics
 from taxi.config import Settings
 from taxi.errors import BadUserInput, Conflict, Forbidden
 from taxi.events import Publisher
@@ -65,6 +66,7 @@ async def update_position(
     state = await positions.report(driver_id=driver, fix=fix, online=online)
     if state.availability is Availability.OFFLINE:
         raise Conflict("Go online first: positions are taken from online drivers only.")
+    metrics.position()
     location = fix.view()
     if state.trip_id is not None:
         await _to_watchers(events, state, driver, location)

@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taxi import dispatch
+from taxi import dispatch, metrics
 from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
@@ -261,6 +261,8 @@ async def request_trip(
             view = await _view(session, trip, positions)
     except IntegrityError as exc:
         raise Conflict("You already have an active trip.") from exc
+    if coordinates.pick_up is not None:
+        metrics.wave(offers=len(offered))
     await events.trip_changed(view, kind="requested")
     await events.offered(view, offered)
     return view
@@ -417,6 +419,7 @@ async def report_location(
     fix = Fix(latitude, longitude, heading, time.time())
     assert user.id is not None
     await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
+    metrics.position()
     location = fix.view()
     await events.location_reported(trip.id, location, parties=parties)
     return location

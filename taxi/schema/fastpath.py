@@ -9,9 +9,11 @@ conversion). A document that is exactly
 
 (any names and aliases; plain fields only) is recognised once per document text and
 then answered here: the variables checked as GraphQL would coerce them, the same
-resolver called, the same result shape written. Anything else, and every error (bad
-input, offline, not a driver, an outage: none stores anything), goes the full way, which
-answers with the usual error format; so this path changes nothing a client can see."""
+resolver called, the same result shape written, the same log line and metrics (no
+OpenTelemetry operation span: the store's Redis span stands alone). Anything else, and
+every error (bad input, offline, not a driver, an outage: none stores anything), goes
+the full way, which answers with the usual error format; so this path changes nothing a
+client can see."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from graphql import (
 )
 from redis.exceptions import RedisError
 
+from taxi import metrics
 from taxi.context import Context
 from taxi.errors import AppError
 from taxi.logs import log
@@ -219,12 +222,14 @@ async def answer(
         },
     }
     data = {found.key: _render(found.fields, obj, "DriverState")}
+    seconds = time.perf_counter() - started
+    metrics.operation(name=found.name, kind="mutation", code="OK", seconds=seconds)
     log.info(
         "operation",
         extra={
             "operation": found.name or "anonymous",
             "type": "mutation",
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
             "outcome": "ok",
             "codes": [],
         },
