@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ async def test_browser_ride(settings: Settings, backend: Backend) -> None:
     shots = ARTIFACTS / f"browser-{backend.name}"
     shutil.rmtree(shots, ignore_errors=True)
     env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000"}
+    # Its own channels and position store: drivers that other tests left online at the
+    # map's centre (positions outlive a test on the shared Redis) stay out of this ride.
+    settings = settings.model_copy(update={"channel_prefix": f"browser-{uuid.uuid4().hex[:8]}"})
     async with serve(settings) as live:
         code, out = await _run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
