@@ -36,6 +36,8 @@ CLAIM_BATCH = 50
 # The worker looks for due waves this often (a fraction of the wave interval, at most 1 s).
 POLL_FRACTION = 0.1
 MAX_POLL = 1.0
+# How long shutdown waits for the pass under way.
+STOP_GRACE = 5.0
 # Stale positions are pruned from the index every this many passes.
 PRUNE_EVERY = 20
 
@@ -126,12 +128,15 @@ def _ended(task: asyncio.Task[None]) -> None:
 async def running(
     *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
 ) -> AsyncIterator[None]:
-    """The per-process worker, for the app's lifespan."""
+    """The per-process worker, for the app's lifespan. At shutdown the pass under way
+    finishes (bounded): a pass cut short rolls back safely, but cancelling one in the
+    middle of the pool's checkout leaves the pool's bookkeeping (and its metrics) off."""
+    stop = asyncio.Event()
 
     async def loop() -> None:
         poll = min(MAX_POLL, settings.dispatch_wave_seconds * POLL_FRACTION)
         passes = 0
-        while True:
+        while not stop.is_set():
             try:
                 await run_due(db=db, positions=positions, events=events, settings=settings)
                 passes += 1
@@ -141,13 +146,20 @@ async def running(
                 # An outage: the schedule is durable, the next pass (here or in another
                 # process) runs what is due.
                 log.warning("dispatch pass failed: %r", exc)
-            await asyncio.sleep(poll)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await stop.wait()
 
     task = asyncio.create_task(loop(), name="taxi-dispatch")
     task.add_done_callback(_ended)
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task

@@ -379,3 +379,23 @@ async def test_positions_reach_the_rider_without_a_row_write(
         async with server.app.state.services.db() as s:  # type: ignore[attr-defined]
             after = await s.get(Trip, uuid.UUID(trip["id"]))
         assert after == before  # no PostgreSQL write per position report
+
+
+def _counter(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_metrics_count_waves_offers_and_positions(client: httpx.AsyncClient) -> None:
+    names = ("taxi_dispatch_waves_total", "taxi_dispatch_offers_total", "taxi_positions_total")
+    before = (await client.get("/metrics")).text
+    rider, driver = await account(client), await online(client, 100)
+    await ok(client, UPDATE, {"p": north(90)}, driver)
+    await dispatched(client, rider)
+    after = (await client.get("/metrics")).text
+    # This process's counters: other tests in it only add, so count the difference
+    # (goOnline reports a position too; the worker may already have run the next wave).
+    waves, offers, positions = (_counter(after, n) - _counter(before, n) for n in names)
+    assert waves >= 1 and offers == 1 and positions == 2, (waves, offers, positions)
