@@ -185,8 +185,20 @@ class Hub:
         return len(ch.inboxes) if ch else 0
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Inbox]:
+    async def subscribe(self, *channels: str) -> AsyncIterator[Inbox]:
+        """One inbox fed by every channel given (e.g. the common pool and a driver's own)."""
         inbox = Inbox(self.maxsize)
+        joined: list[tuple[str, _Channel]] = []
+        try:
+            for channel in channels:
+                joined.append((channel, await self._join(channel, inbox)))
+            yield inbox
+        finally:
+            inbox.close()
+            for channel, ch in joined:
+                await self._leave(channel, ch, inbox)
+
+    async def _join(self, channel: str, inbox: Inbox) -> _Channel:
         async with self._lock:
             ch = self._channels.get(channel)
             if ch is None:
@@ -200,19 +212,18 @@ class Hub:
                     del self._channels[channel]
                     ch.task.result()  # re-raise why the backend refused
             ch.inboxes.add(inbox)
-        try:
-            yield inbox
-        finally:
-            ch.inboxes.discard(inbox)
-            inbox.close()
-            if not ch.inboxes:
-                async with self._lock:
-                    if not ch.inboxes and self._channels.get(channel) is ch:
-                        del self._channels[channel]
-                        assert ch.task is not None
-                        ch.task.cancel()
-                        with suppress(asyncio.CancelledError):
-                            await ch.task
+            return ch
+
+    async def _leave(self, channel: str, ch: _Channel, inbox: Inbox) -> None:
+        ch.inboxes.discard(inbox)
+        if not ch.inboxes:
+            async with self._lock:
+                if not ch.inboxes and self._channels.get(channel) is ch:
+                    del self._channels[channel]
+                    assert ch.task is not None
+                    ch.task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await ch.task
 
     async def _pump(self, channel: str, ch: _Channel, ready: asyncio.Event) -> None:
         try:

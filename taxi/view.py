@@ -20,7 +20,7 @@ from graphql import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
@@ -31,11 +31,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET
 
-from taxi import auth, metrics, persisted
+from taxi import auth, metrics, pages, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import BadUserInput, ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS, fanout, inputs
+from taxi.schema import MAX_TOKENS, fanout, fastpath, inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
 from taxi.sockets import TOO_MANY, TooManySockets, close_forbidden
 
@@ -177,6 +177,14 @@ async def _resolve_document(handler: Any, message: Any, *, legacy: bool) -> bool
 
 class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Any) -> None:
+        # Position reports skip the GraphQL execution (taxi/schema/fastpath.py).
+        query, variables, name = operation.query, operation.variables, operation.operation_name
+        if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
+            await operation.send_operation_message(
+                {"id": operation.id, "type": "next", "payload": {"data": data}}
+            )
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            return
         await self._run_with_sink(operation.id, super().run_operation(operation))
 
     async def handle_message(self, message: Any) -> None:
@@ -290,6 +298,10 @@ class TaxiGraphQL(GraphQL[Context, None]):
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
         # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
         return orjson.dumps(data).decode()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our own page: Strawberry's loads GraphiQL and React from a CDN (taxi/pages.py).
+        return HTMLResponse(pages.graphiql_html())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -13,15 +13,19 @@ from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
 from taxi.hub import Direct, Hub, Item
 from taxi.models import Trip, User, UserGroup
-from taxi.resolvers.trips import can_see, get_trip, parse_trip_id
+from taxi.offers import can_see, was_offered
+from taxi.positions import PositionStore
+from taxi.resolvers.trips import get_trip, parse_trip_id
 from taxi.views import LocationView, TripView
 
 T = TypeVar("T")
 
 
-async def check_trip_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
+async def check_trip_watch(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> uuid.UUID:
     """Raises NotFound before the stream opens, so the client gets an error message."""
-    await get_trip(db=db, user=user, trip_id=trip_id)
+    await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
     return parse_trip_id(trip_id)
 
 
@@ -53,7 +57,7 @@ def _direct(see: Callable[[Item], Any], send: Send) -> Direct:
 
 async def _follow(
     hub: Hub,
-    channel: str,
+    channels: list[str],
     see: Callable[[Item], T | None],
     *,
     send: Send | None,
@@ -62,7 +66,7 @@ async def _follow(
     """What `current` reads first (if given), then every event on `channel` the watcher
     may see, as `see` makes it; after a reconnect of the broadcast backend (RESYNC),
     `current` again. One generator per live subscription: they are many."""
-    async with hub.subscribe(channel) as inbox:
+    async with hub.subscribe(*channels) as inbox:
         # Subscribed first, then read: a change committed in between is not lost.
         refresh = current is not None
         inline = send is not None  # handed to the hub once the first state is out
@@ -95,13 +99,19 @@ async def _follow(
 
 
 def watch_trip(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
+    *,
+    db: SessionMaker,
+    positions: PositionStore,
+    hub: Hub,
+    user: User,
+    trip_id: uuid.UUID,
+    send: Send | None = None,
 ) -> AsyncIterator[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
     async def current() -> TripView:
-        return await get_trip(db=db, user=user, trip_id=str(trip_id))
+        return await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
 
     def see(item: Item) -> TripView:
         view = events.trip_of(item)
@@ -109,7 +119,7 @@ def watch_trip(
             raise _End  # e.g. a driver who lost the race: no further updates
         return view
 
-    return _follow(hub, events.trip_channel(trip_id), see, send=send, current=current)
+    return _follow(hub, [events.trip_channel(trip_id)], see, send=send, current=current)
 
 
 def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
@@ -118,13 +128,22 @@ def watch_trips(*, hub: Hub, user: User, send: Send | None = None) -> AsyncItera
 
     def see(item: Item) -> TripView | None:
         view = events.trip_of(item)
+        if group is UserGroup.DRIVER and view.offered is not None:
+            # A dispatched trip reaches its drivers as offers, on their own channel.
+            if item["kind"] == "requested":
+                return None
+            if item["kind"] == "offered":
+                return view
         if can_see(uid, group, view):
             return view
-        if group is UserGroup.DRIVER and item.get("left_pool"):
+        if group is UserGroup.DRIVER and item.get("left_pool") and was_offered(uid, view):
             return events.redacted_trip_of(item)
         return None
 
-    return _follow(hub, events.TRIPS, see, send=send)
+    channels = [events.TRIPS]
+    if group is UserGroup.DRIVER:
+        channels.append(events.driver_channel(uid))
+    return _follow(hub, channels, see, send=send)
 
 
 def check_driver(user: User) -> None:
@@ -133,11 +152,14 @@ def check_driver(user: User) -> None:
 
 
 def _requested(item: Item) -> TripView | None:
-    return events.trip_of(item) if item["kind"] == "requested" else None
+    # "requested" on the common pool, "offered" on the driver's own channel.
+    return events.trip_of(item) if item["kind"] in ("requested", "offered") else None
 
 
 def watch_requests(*, hub: Hub, user: User, send: Send | None = None) -> AsyncIterator[TripView]:
-    return _follow(hub, events.POOL, _requested, send=send)
+    assert user.id is not None
+    channels = [events.POOL, events.driver_channel(user.id)]
+    return _follow(hub, channels, _requested, send=send)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -146,25 +168,34 @@ def _is_party(user: User, trip: TripView | Trip) -> bool:
     return user.id is not None and user.id in (rider, driver)
 
 
-async def check_location_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
-    view = await get_trip(db=db, user=user, trip_id=trip_id)
+async def check_location_watch(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> uuid.UUID:
+    view = await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
     if not _is_party(user, view):
         raise Forbidden("Only the trip's rider and driver can follow the car.")
     return view.id
 
 
 def watch_location(
-    *, db: SessionMaker, hub: Hub, user: User, trip_id: uuid.UUID, send: Send | None = None
+    *,
+    db: SessionMaker,
+    positions: PositionStore,
+    hub: Hub,
+    user: User,
+    trip_id: uuid.UUID,
+    send: Send | None = None,
 ) -> AsyncIterator[LocationView]:
     async def current() -> LocationView | None:
-        view = await get_trip(db=db, user=user, trip_id=str(trip_id))
+        view = await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
         if not _is_party(user, view):
             raise NotFound("Trip not found.")
         return view.driver_location
 
     def see(item: Item) -> LocationView:
-        if not _is_party(user, events.trip_of(item)):
+        # A location event names who may watch (rider, driver), not the whole trip.
+        if user.id not in item["parties"]:
             raise _End
         return events.location_of(item)
 
-    return _follow(hub, events.location_channel(trip_id), see, send=send, current=current)
+    return _follow(hub, [events.location_channel(trip_id)], see, send=send, current=current)

@@ -54,11 +54,17 @@ class Subscription:
     async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Trip, None]:
         ctx = info.context
         user = await ctx.user()
-        trip_id = await live.check_trip_watch(db=ctx.db, user=user, trip_id=id)
+        positions = ctx.services.positions
+        trip_id = await live.check_trip_watch(db=ctx.db, positions=positions, user=user, trip_id=id)
         return _live(
             Trip.of,
             lambda send: live.watch_trip(
-                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=trip_id, send=send
+                db=ctx.db,
+                positions=positions,
+                hub=ctx.services.hub,
+                user=user,
+                trip_id=trip_id,
+                send=send,
             ),
         )
 
@@ -84,10 +90,18 @@ class Subscription:
     ) -> AsyncGenerator[Location, None]:
         ctx = info.context
         user = await ctx.user()
-        tid = await live.check_location_watch(db=ctx.db, user=user, trip_id=trip_id)
+        positions = ctx.services.positions
+        tid = await live.check_location_watch(
+            db=ctx.db, positions=positions, user=user, trip_id=trip_id
+        )
         return _live(
             Location.of,
             lambda send: live.watch_location(
-                db=ctx.db, hub=ctx.services.hub, user=user, trip_id=tid, send=send
+                db=ctx.db,
+                positions=positions,
+                hub=ctx.services.hub,
+                user=user,
+                trip_id=tid,
+                send=send,
             ),
         )
