@@ -11,6 +11,9 @@ The run, in order (each measurement next to its baseline, in the same run):
    forwards the broadcast payload, and a bare asyncpg `trips` route) on core 0: the
    same HTTP load and the same fan-out run.
 4. The accept race: two server processes (cores 0 and 1), 100 drivers, 100 trips.
+5. Rush hour (`bench.rush`, its own database and server): D drivers reporting positions,
+   T trips under way, R dispatched requests a second (`--rush-*`; the issue's scale by
+   default), and the bare GEOADD + PUBLISH endpoint on the same sockets.
 
 A fan-out run (`bench.loadgen`, on core 1): warm up, read the RSS; grow to 1,000,
 5,000 and 10,000 authenticated sockets, each subscribed to `tripUpdated` of one
@@ -62,7 +65,7 @@ from bench.proc import raise_open_files
 RESULTS = Path(__file__).resolve().parent / "results"
 # Events per second into the sustained-delivery subscribers (1,000 of them).
 SUSTAINED_RATES = [1, 1.5, 2, 3, 5, 10, 20, 35, 50, 75, 100]
-PHASES = ("http", "fanout", "race")
+PHASES = ("http", "fanout", "race", "rush")
 PACKAGES = [
     "strawberry-graphql",
     "graphql-core",
@@ -98,8 +101,13 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(PHASES),
-        help="comma-separated phases to run (default: http,fanout,race)",
+        help="comma-separated phases to run (default: http,fanout,race,rush)",
     )
+    # Rush hour (bench/rush.py): the scale by default.
+    parser.add_argument("--rush-drivers", type=int, default=10_000)
+    parser.add_argument("--rush-trips", type=int, default=1_000)
+    parser.add_argument("--rush-rate", type=float, default=10.0, help="requests per second")
+    parser.add_argument("--rush-seconds", type=float, default=180.0)
     parser.add_argument(
         "--memory-row", action="store_true", help="also run the fan-out on memory:// broadcast"
     )
@@ -443,10 +451,20 @@ def main(argv: list[str] | None = None) -> None:
         path = save(results, "profile")
         sys.stdout.write(report.profile_table(results))
     else:
-        results = uvloop.run(Run(opts).main())
+        phases = set(opts.only.split(","))
+        results = uvloop.run(Run(opts).main()) if phases - {"rush"} else {"meta": {}}
+        if "rush" in phases:
+            from bench import rush
+
+            argv = ["--drivers", str(opts.rush_drivers), "--trips", str(opts.rush_trips)]
+            argv += ["--rate", str(opts.rush_rate), "--seconds", str(opts.rush_seconds)]
+            results["rush"] = uvloop.run(rush.main(rush.options(argv)))
         results["meta"]["total_s"] = round(time.monotonic() - started, 1)
         path = save(results, "bench")
-        sys.stdout.write(report.table(results))
+        if phases - {"rush"}:
+            sys.stdout.write(report.table(results))
+        if "rush" in phases:
+            sys.stdout.write(rush.table(results["rush"]))
     sys.stdout.write(f"\nwritten: {path.relative_to(ROOT)}\n")
 
 

@@ -101,6 +101,12 @@ def ceiling_app() -> ASGIApp:
     return _with_gc_endpoint(create_ceiling_app(Settings()))
 
 
+def rush_bare_app() -> ASGIApp:
+    from bench.rush_bare import create_bare_app
+
+    return create_bare_app()
+
+
 def main(argv: list[str]) -> None:
     import uvicorn
 

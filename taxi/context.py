@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from taxi.live.hub import Hub
     from taxi.models import User
     from taxi.persisted import Documents
+    from taxi.positions import PositionStore
     from taxi.ratelimit import Limiter
     from taxi.sockets import SocketRegistry
 
@@ -36,6 +37,7 @@ class Services:
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
     sockets: SocketRegistry  # this process's signed-in sockets
+    positions: PositionStore
     documents: Documents
 
 

@@ -43,6 +43,11 @@ def location_channel(trip_id: uuid.UUID | str) -> str:
     return f"trip:{trip_id}:location"
 
 
+def driver_channel(driver_id: int) -> str:
+    """One driver's own channel: the dispatched trips offered to them (kind "offered")."""
+    return f"driver:{driver_id}"
+
+
 def full_channel(prefix: str, name: str) -> str:
     """The name on the broadcast backend."""
     return f"{prefix}:{name}"
@@ -114,13 +119,25 @@ class Publisher:
         body = {"trip": trip.to_json(), "left_pool": left_pool}
         message = _encode(kind, str(trip.id), body)
         channels = [trip_channel(trip.id), TRIPS]
-        if kind == "requested" or left_pool:
+        # A dispatched trip is never in the common pool: its offers travel on the
+        # offered drivers' own channels (offered()), so traffic grows with them only.
+        if (kind == "requested" or left_pool) and trip.offered is None:
             channels.append(POOL)
         await self._send(channels, message)
 
-    async def location_reported(self, trip: TripView, location: LocationView) -> None:
-        body = {"trip": trip.to_json(), "location": TripView.location_json(location)}
-        await self._send([location_channel(trip.id)], _encode("location", str(trip.id), body))
+    async def offered(self, trip: TripView, driver_ids: list[int]) -> None:
+        """A wave: the trip to each newly offered driver, on their own channel."""
+        if driver_ids:
+            message = _encode("offered", str(trip.id), {"trip": trip.to_json()})
+            await self._send([driver_channel(d) for d in driver_ids], message)
+
+    async def location_reported(
+        self, trip_id: uuid.UUID, location: LocationView, *, parties: tuple[int | None, ...]
+    ) -> None:
+        """A position of the trip's car; `parties` (rider, driver) may watch it. No trip
+        state: the per-report path reads nothing from the database."""
+        body = {"parties": parties, "location": TripView.location_json(location)}
+        await self._send([location_channel(trip_id)], _encode("location", str(trip_id), body))
 
     async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
         """`sid` ended (log-out, a replayed refresh token) or, without one, every

@@ -18,7 +18,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import metrics, sockets, tracing
+from taxi import dispatch, metrics, pages, sockets, tracing
+from taxi.admin import attach, mount_admin
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
@@ -28,6 +29,8 @@ from taxi.live.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.persisted import Documents, load_manifest
 from taxi.photos import MediaFiles
+from taxi.positions import MemoryPositions, PositionStore
+from taxi.positions_redis import RedisPositions
 from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.schema import build_schema
 from taxi.sockets import SocketRegistry
@@ -49,6 +52,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         signup = (settings.signup_max_per_hour, SIGNUP_WINDOW)
         limiter: Limiter
         signups: Limiter
+        positions: PositionStore
         client = None
         if settings.redis_url:
             client = redis_client(settings.redis_url)
@@ -60,15 +64,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             signups = RedisLimiter(
                 client, prefix=f"{prefix}:signup", max_attempts=signup[0], window=signup[1]
             )
+            positions = RedisPositions(client, prefix=settings.channel_prefix)
         else:
             limiter = MemoryLimiter(max_attempts=login[0], window=login[1])
             signups = MemoryLimiter(max_attempts=signup[0], window=signup[1])
+            positions = MemoryPositions()
+        events = Publisher(broadcast, prefix=settings.channel_prefix)
+        await stack.enter_async_context(
+            dispatch.running(db=sessions, positions=positions, events=events, settings=settings)
+        )
         yield Services(
             settings=settings,
             engine=engine,
             db=sessions,
             broadcast=broadcast,
-            events=Publisher(broadcast, prefix=settings.channel_prefix),
+            events=events,
             hub=Hub(
                 broadcast,
                 prefix=settings.channel_prefix,
@@ -78,6 +88,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             limiter=limiter,
             signups=signups,
             sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
+            positions=positions,
             documents=Documents(
                 mode=settings.persisted_documents,
                 manifest=(
@@ -116,7 +127,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     settings = settings or Settings()
     install_request_ids()
     if settings.log_json:
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, json=settings.json_logs)
     provider = tracer_provider if tracer_provider is not None else tracing.from_env()
     schema = build_schema(
         mask_internal=settings.production,
@@ -138,6 +149,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             async with metrics.flushing(), open_services(settings) as services:
                 app.state.services = services
                 ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
+                attach(admin, services)
                 try:
                     yield
                 finally:
@@ -168,11 +180,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             Route("/healthz", healthz),
             Route("/metrics", metrics.endpoint),
             Mount("/media", MediaFiles(media), name="media"),
+            *pages.routes(),
         ],
         middleware=middleware,
         lifespan=lifespan,
     )
     app.state.settings = settings
+    admin = mount_admin(app, settings)
     return app
 
 

@@ -153,10 +153,41 @@ class Trip(SQLModel, table=True):
     rider_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
     driver_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
     rating: int | None = None
+    # Set when the request gave coordinates: the trip is then dispatched in waves.
+    pick_up_latitude: float | None = None
+    pick_up_longitude: float | None = None
+    drop_off_latitude: float | None = None
+    drop_off_longitude: float | None = None
+    # No longer written: positions live in the position store (taxi/positions.py).
     driver_latitude: float | None = None
     driver_longitude: float | None = None
     driver_heading: float | None = None
     driver_located_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TripOffer(SQLModel, table=True):
+    """A dispatched trip was offered to this driver, in this wave: the driver may see
+    and accept it while it is REQUESTED (taxi/offers.py)."""
+
+    __tablename__ = "trip_offer"
+
+    trip_id: uuid.UUID = Field(foreign_key="trip.id", primary_key=True, ondelete="CASCADE")
+    driver_id: int = Field(foreign_key="user.id", primary_key=True, ondelete="CASCADE")
+    wave: int
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DispatchWave(SQLModel, table=True):
+    """The durable schedule: a dispatched trip's next wave and when it is due. The row is
+    claimed and advanced in the transaction that records the wave's offers, so each wave
+    happens once whatever the number of processes (taxi/dispatch.py)."""
+
+    __tablename__ = "dispatch_wave"
+    __table_args__ = (sa.Index("ix_dispatch_wave_due", "due_at"),)
+
+    trip_id: uuid.UUID = Field(foreign_key="trip.id", primary_key=True, ondelete="CASCADE")
+    wave: int
+    due_at: datetime = Field(sa_type=UTCDateTime)
 
 
 def row_dict(obj: SQLModel) -> dict[str, Any]:

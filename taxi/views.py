@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from taxi.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup
+from taxi.models import ACTIVE_STATUSES, TripStatus, User, UserGroup
 
 
 @dataclass(slots=True)
@@ -49,22 +49,22 @@ class LocationView:
     recorded_at: datetime
 
     @classmethod
-    def of_trip(cls, trip: Trip) -> LocationView | None:
-        if trip.status not in (TripStatus.STARTED, TripStatus.IN_PROGRESS):
-            return None
-        if trip.driver_latitude is None or trip.driver_longitude is None:
-            return None
-        assert trip.driver_located_at is not None
-        return cls(
-            latitude=trip.driver_latitude,
-            longitude=trip.driver_longitude,
-            heading=trip.driver_heading,
-            recorded_at=trip.driver_located_at,
-        )
-
-    @classmethod
     def from_json(cls, data: dict[str, Any]) -> LocationView:
         return cls(**{**data, "recorded_at": datetime.fromisoformat(data["recorded_at"])})
+
+
+@dataclass(slots=True)
+class PointView:
+    latitude: float
+    longitude: float
+
+    @classmethod
+    def of(cls, latitude: float | None, longitude: float | None) -> PointView | None:
+        return None if latitude is None or longitude is None else cls(latitude, longitude)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> PointView | None:
+        return cls(**data) if data else None
 
 
 @dataclass(slots=True, weakref_slot=True)
@@ -79,6 +79,11 @@ class TripView:
     driver: UserView | None
     driver_location: LocationView | None
     rating: int | None
+    pick_up: PointView | None = None
+    drop_off: PointView | None = None
+    # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
+    # it while REQUESTED (taxi/offers.py). None: offered to every driver. Never served.
+    offered: tuple[int, ...] | None = None
 
     @property
     def rider_id(self) -> int | None:
@@ -113,6 +118,9 @@ class TripView:
             driver=UserView.from_json(data["driver"]) if data.get("driver") else None,
             driver_location=LocationView.from_json(loc) if loc else None,
             rating=data.get("rating"),
+            pick_up=PointView.from_json(data.get("pick_up")),
+            drop_off=PointView.from_json(data.get("drop_off")),
+            offered=None if data.get("offered") is None else tuple(data["offered"]),
         )
 
 

@@ -13,6 +13,8 @@ from graphql import (
     GraphQLSchema,
     Undefined,
     build_schema,
+    extend_schema,
+    parse,
     print_ast,
 )
 from graphql.utilities import ast_from_value
@@ -23,6 +25,8 @@ from taxi.schema import print_schema
 ROOT = Path(__file__).resolve().parents[1]
 # The repository's own copy of the contract (api/README.md); `make contract` refreshes it.
 CONTRACT = ROOT / "api" / "schema.graphql"
+# Its dispatch additions, written as `extend` of schema.graphql: served together with it.
+DISPATCH = ROOT / "api" / "dispatch.graphql"
 
 
 def _default(arg: object) -> str | None:
@@ -89,9 +93,19 @@ def differences(contract: GraphQLSchema, served: GraphQLSchema) -> list[str]:
 
 @pytest.fixture(scope="module")
 def contract() -> GraphQLSchema:
-    if not CONTRACT.exists():
-        pytest.fail(f"the contract is missing: {CONTRACT}")
-    return build_schema(CONTRACT.read_text())
+    for path in (CONTRACT, DISPATCH):
+        if not path.exists():
+            pytest.fail(f"the contract is missing: {path}")
+    return extend_schema(build_schema(CONTRACT.read_text()), parse(DISPATCH.read_text()))
+
+
+def test_dispatch_additions_are_part_of_the_contract(contract: GraphQLSchema) -> None:
+    """The extension really extended: a served schema without dispatch would differ."""
+    trip = contract.type_map["Trip"]
+    assert isinstance(trip, GraphQLObjectType) and "pickUp" in trip.fields
+    assert "DriverAvailability" in contract.type_map
+    base = build_schema(CONTRACT.read_text())
+    assert "type Point: missing" in differences(contract, base)
 
 
 def test_every_contract_element_is_served_exactly(contract: GraphQLSchema) -> None:

@@ -160,4 +160,5 @@ async def test_location_events(client: httpx.AsyncClient, app: Any) -> None:
         event = await next_event(queue)
     assert event["kind"] == "location"
     assert {k: event["location"][k] for k in location} == location
-    assert event["trip"]["driver_location"]["latitude"] == 48.85
+    # Who may watch, not the whole trip: the report path reads nothing from the database.
+    assert event["parties"] == [int(rider.id), int(driver.id)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,8 @@ async def test_js_clients_ride(settings: Settings) -> None:
     node, npm = _tools()
     await _ensure_node_modules(npm)
     env = {**os.environ, "RIDE_TIMEOUT_MS": "20000"}
+    # Its own position store keys: user ids restart in every test, positions are in Redis.
+    settings.channel_prefix = f"js-{uuid.uuid4().hex[:10]}"
     async with serve(settings) as live:
         code, out = await _run(node, "ride.mjs", live.url, live.ws_url, limit=RIDE_TIMEOUT, env=env)
     assert code == 0, f"node ride.mjs exited with {code}:\n{out}"

@@ -200,8 +200,9 @@ def changed(mutation: str, before: Trip, after: Trip, actor: Account) -> None:
     elif mutation == "cancel":
         assert after.status is TripStatus.CANCELED
     elif mutation == "report":
-        assert (after.driver_latitude, after.driver_longitude) == (52.5, 13.4)
-        assert after.status is before.status
+        # Positions live in the position store: the row is not written (PROTOCOL.md).
+        assert after == before
+        return
     else:
         assert after.rating == 4
     assert after.updated > before.updated

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
+import orjson
 from graphql import GraphQLError, OperationType
 
 from taxi import metrics, persisted
@@ -23,6 +24,7 @@ from taxi.live import protocol as p
 from taxi.live.execution import GraphQL
 from taxi.live.hub import Hub, Record
 from taxi.live.wire import Gone, Outbox
+from taxi.schema import fastpath
 from taxi.schema.errors import is_outage
 
 log = logging.getLogger("taxi.live")
@@ -134,11 +136,16 @@ class Operations:
         except persisted.Refused as exc:
             await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
             return
+        prefix = p.frame_prefix(op_id, self.dialect)
+        # Position reports skip the GraphQL execution (taxi/schema/fastpath.py).
+        if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
+            await self.outbox.send(prefix + orjson.dumps({"data": data}) + b"}")
+            await self.outbox.send(p.complete(op_id).encode())
+            return
         prepared = graphql.prepare(query)
         if isinstance(prepared, list):
             await self._refuse(op_id, prepared, name=name, kind="unknown")
             return
-        prefix = p.frame_prefix(op_id, self.dialect)
         if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
             ctx = self.context
             result = await graphql.execute(query, variables=variables, name=name, context=ctx)

@@ -16,7 +16,9 @@ from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
 from taxi.events import Item
 from taxi.models import Trip, User, UserGroup
-from taxi.resolvers.trips import can_see, get_trip, parse_trip_id
+from taxi.offers import can_see, was_offered
+from taxi.positions import PositionStore
+from taxi.resolvers.trips import get_trip, parse_trip_id
 from taxi.views import LocationView, TripView
 
 T = TypeVar("T")
@@ -37,18 +39,22 @@ class Feed(Generic[T]):
     current: Callable[[], Awaitable[T | None]] | None = None
 
 
-async def check_trip_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
+async def check_trip_watch(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> uuid.UUID:
     """Raises NotFound before the feed opens, so the client gets an error message."""
-    await get_trip(db=db, user=user, trip_id=trip_id)
+    await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
     return parse_trip_id(trip_id)
 
 
-def watch_trip(*, db: SessionMaker, user: User, trip_id: uuid.UUID) -> Feed[TripView]:
+def watch_trip(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: uuid.UUID
+) -> Feed[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
     async def current() -> TripView:
-        return await get_trip(db=db, user=user, trip_id=str(trip_id))
+        return await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
 
     def see(item: Item) -> TripView:
         view = events.trip_of(item)
@@ -65,13 +71,22 @@ def watch_trips(*, user: User) -> Feed[TripView]:
 
     def see(item: Item) -> TripView | None:
         view = events.trip_of(item)
+        if group is UserGroup.DRIVER and view.offered is not None:
+            # A dispatched trip reaches its drivers as offers, on their own channel.
+            if item["kind"] == "requested":
+                return None
+            if item["kind"] == "offered":
+                return view
         if can_see(uid, group, view):
             return view
-        if group is UserGroup.DRIVER and item.get("left_pool"):
+        if group is UserGroup.DRIVER and item.get("left_pool") and was_offered(uid, view):
             return events.redacted_trip_of(item)
         return None
 
-    return Feed((events.TRIPS,), see)
+    channels = [events.TRIPS]
+    if group is UserGroup.DRIVER:
+        channels.append(events.driver_channel(uid))
+    return Feed(tuple(channels), see)
 
 
 def check_driver(user: User) -> None:
@@ -80,11 +95,13 @@ def check_driver(user: User) -> None:
 
 
 def _requested(item: Item) -> TripView | None:
-    return events.trip_of(item) if item["kind"] == "requested" else None
+    # "requested" on the common pool, "offered" on the driver's own channel.
+    return events.trip_of(item) if item["kind"] in ("requested", "offered") else None
 
 
 def watch_requests(*, user: User) -> Feed[TripView]:
-    return Feed((events.POOL,), _requested)
+    assert user.id is not None
+    return Feed((events.POOL, events.driver_channel(user.id)), _requested)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -93,22 +110,27 @@ def _is_party(user: User, trip: TripView | Trip) -> bool:
     return user.id is not None and user.id in (rider, driver)
 
 
-async def check_location_watch(*, db: SessionMaker, user: User, trip_id: str) -> uuid.UUID:
-    view = await get_trip(db=db, user=user, trip_id=trip_id)
+async def check_location_watch(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> uuid.UUID:
+    view = await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
     if not _is_party(user, view):
         raise Forbidden("Only the trip's rider and driver can follow the car.")
     return view.id
 
 
-def watch_location(*, db: SessionMaker, user: User, trip_id: uuid.UUID) -> Feed[LocationView]:
+def watch_location(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: uuid.UUID
+) -> Feed[LocationView]:
     async def current() -> LocationView | None:
-        view = await get_trip(db=db, user=user, trip_id=str(trip_id))
+        view = await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
         if not _is_party(user, view):
             raise NotFound("Trip not found.")
         return view.driver_location
 
     def see(item: Item) -> LocationView:
-        if not _is_party(user, events.trip_of(item)):
+        # A location event names who may watch (rider, driver), not the whole trip.
+        if user.id not in item["parties"]:
             raise End
         return events.location_of(item)
 

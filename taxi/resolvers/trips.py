@@ -5,52 +5,44 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
+from taxi import dispatch, metrics
+from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.events import Publisher
 from taxi.models import Trip, TripStatus, User, UserGroup, utcnow
+from taxi.offers import can_see_row, offered_sets, offered_to, visible_clause
+from taxi.positions import Fix, PositionStore
 from taxi.resolvers.users import load_users
-from taxi.views import LocationView, TripView
+from taxi.views import LocationView, PointView, TripView
 
+log = logging.getLogger(__name__)
+
+# What an unreachable position store raises (Redis, or its socket).
+STORE_DOWN = (RedisError, OSError)
 MAX_PAGE = 100
 MAX_ADDRESS = 255
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 NEXT_STATUS = {
     TripStatus.STARTED: TripStatus.IN_PROGRESS,
     TripStatus.IN_PROGRESS: TripStatus.COMPLETED,
 }
 
 
-# -- visibility -------------------------------------------------------------------------
-
-
-def visible_clause(user: User) -> Any:
-    if user.group is UserGroup.DRIVER:
-        return or_(col(Trip.status) == TripStatus.REQUESTED, col(Trip.driver_id) == user.id)
-    return col(Trip.rider_id) == user.id
-
-
-def can_see(user_id: int, group: UserGroup, trip: TripView) -> bool:
-    """The rule of Query.trips, in Python, for filtering live events."""
-    if group is UserGroup.DRIVER:
-        return trip.status is TripStatus.REQUESTED or trip.driver_id == user_id
-    return trip.rider_id == user_id
-
-
-def _can_see_row(user: User, trip: Trip) -> bool:
-    if user.group is UserGroup.DRIVER:
-        return trip.status is TripStatus.REQUESTED or trip.driver_id == user.id
-    return trip.rider_id == user.id
+# -- visibility: taxi/offers.py (one rule for SQL, rows and live events) ----------------
 
 
 def parse_trip_id(value: str) -> uuid.UUID:
@@ -60,9 +52,14 @@ def parse_trip_id(value: str) -> uuid.UUID:
         raise NotFound("Trip not found.") from exc
 
 
-async def views(session: AsyncSession, trips: Sequence[Trip]) -> list[TripView]:
-    """Constant SQL whatever the number of trips: users and ratings in one batch."""
+async def views(
+    session: AsyncSession, trips: Sequence[Trip], *, positions: PositionStore
+) -> list[TripView]:
+    """Constant SQL whatever the number of trips: users and ratings in one batch, the
+    offers of dispatched trips in one more; the cars' positions from the store."""
     users = await load_users(session, [t.rider_id for t in trips] + [t.driver_id for t in trips])
+    offered = await offered_sets(session, trips)
+    fixes = await _locations(positions, [t.id for t in trips if t.status in UNDER_WAY])
     return [
         TripView(
             id=t.id,
@@ -73,15 +70,37 @@ async def views(session: AsyncSession, trips: Sequence[Trip]) -> list[TripView]:
             status=t.status,
             rider=users.get(t.rider_id) if t.rider_id is not None else None,
             driver=users.get(t.driver_id) if t.driver_id is not None else None,
-            driver_location=LocationView.of_trip(t),
+            driver_location=fixes[t.id].view() if t.id in fixes else None,
             rating=t.rating,
+            pick_up=PointView.of(t.pick_up_latitude, t.pick_up_longitude),
+            drop_off=PointView.of(t.drop_off_latitude, t.drop_off_longitude),
+            offered=offered.get(t.id),
         )
         for t in trips
     ]
 
 
-async def _view(session: AsyncSession, trip: Trip) -> TripView:
-    return (await views(session, [trip]))[0]
+async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+    """The cars' last positions; none while the store is unreachable: trips are still
+    served from the database during a Redis outage (PROTOCOL.md), without positions."""
+    try:
+        return await positions.trip_locations(trip_ids)
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; trips served without positions: %r", exc)
+        return {}
+
+
+async def _after_commit(what: str, change: Awaitable[None]) -> None:
+    """A store change that follows a committed trip change: the commit stands whatever
+    happens here (the state heals with the driver's next goOnline or trip)."""
+    try:
+        await change
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; %s not recorded: %r", what, exc)
+
+
+async def _view(session: AsyncSession, trip: Trip, positions: PositionStore) -> TripView:
+    return (await views(session, [trip], positions=positions))[0]
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -115,6 +134,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 async def list_trips(
     *,
     db: SessionMaker,
+    positions: PositionStore,
     user: User,
     statuses: Sequence[TripStatus] | None,
     first: int,
@@ -146,7 +166,7 @@ async def list_trips(
         ).all()
         total = await session.scalar(select(func.count()).select_from(Trip).where(*where))
         page = list(rows[:first])
-        trips = await views(session, page)
+        trips = await views(session, page, positions=positions)
     return Page(
         trips=trips,
         cursors=[encode_cursor(t.created, t.id) for t in page],
@@ -155,13 +175,15 @@ async def list_trips(
     )
 
 
-async def get_trip(*, db: SessionMaker, user: User, trip_id: str) -> TripView:
+async def get_trip(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
     tid = parse_trip_id(trip_id)
     async with db() as session:
         trip = await session.get(Trip, tid)
-        if trip is None or not _can_see_row(user, trip):
+        if trip is None or not await can_see_row(session, user, trip):
             raise NotFound("Trip not found.")
-        return await _view(session, trip)
+        return await _view(session, trip, positions)
 
 
 # -- mutations --------------------------------------------------------------------------
@@ -177,36 +199,89 @@ def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:
     return errors
 
 
+@dataclass(frozen=True)
+class Coordinates:
+    """A request's optional pick-up and drop-off points (latitude, longitude)."""
+
+    pick_up: tuple[float, float] | None = None
+    drop_off: tuple[float, float] | None = None
+
+    def errors(self) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        for name, point in (("pickUp", self.pick_up), ("dropOff", self.drop_off)):
+            if point is not None and (problems := location_errors(*point, None)):
+                errors[name] = [f"{k}: {m}" for k, ms in problems.items() for m in ms]
+        return errors
+
+
 async def request_trip(
-    *, db: SessionMaker, events: Publisher, user: User, pick_up: str, drop_off: str
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    settings: Settings,
+    user: User,
+    pick_up: str,
+    drop_off: str,
+    coordinates: Coordinates = Coordinates(),
 ) -> TripView:
     if user.group is not UserGroup.RIDER:
         raise Forbidden("Only riders can request trips.")
-    if errors := _address_errors(pick_up, drop_off):
+    if errors := _address_errors(pick_up, drop_off) | coordinates.errors():
         raise BadUserInput("Invalid input.", fields=errors)
-    trip = Trip(
-        pick_up_address=pick_up.strip(), drop_off_address=drop_off.strip(), rider_id=user.id
+    (plat, plon), (dlat, dlon) = (
+        (coordinates.pick_up or (None, None)),
+        (coordinates.drop_off or (None, None)),
     )
+    trip = Trip(
+        pick_up_address=pick_up.strip(),
+        drop_off_address=drop_off.strip(),
+        rider_id=user.id,
+        pick_up_latitude=plat,
+        pick_up_longitude=plon,
+        drop_off_latitude=dlat,
+        drop_off_longitude=dlon,
+    )
+    offered: list[int] = []
     try:
         async with db() as session, session.begin():
             session.add(trip)
             await session.flush()
-            view = await _view(session, trip)
+            if coordinates.pick_up is not None:
+                # The first wave commits with the trip: it happens exactly once. Without
+                # the position store it offers nobody; the next wave tries again.
+                try:
+                    offered = await dispatch.offer_wave(
+                        session, positions=positions, settings=settings, trip=trip, wave=0
+                    )
+                except STORE_DOWN as exc:
+                    log.warning("position store unreachable; first wave empty: %r", exc)
+                dispatch.schedule(session, settings=settings, trip=trip)
+                await session.flush()
+            view = await _view(session, trip, positions)
     except IntegrityError as exc:
         raise Conflict("You already have an active trip.") from exc
+    if coordinates.pick_up is not None:
+        metrics.wave(offers=len(offered))
     await events.trip_changed(view, kind="requested")
+    await events.offered(view, offered)
     return view
 
 
 async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> Trip:
     trip = await session.get(Trip, parse_trip_id(trip_id))
-    if trip is None or not _can_see_row(user, trip):
+    if trip is None or not await can_see_row(session, user, trip):
         raise NotFound("Trip not found.")
     return trip
 
 
 async def _apply(
-    session: AsyncSession, trip: Trip, *, expect: TripStatus, values: dict[str, Any]
+    session: AsyncSession,
+    trip: Trip,
+    *,
+    expect: TripStatus,
+    values: dict[str, Any],
+    positions: PositionStore,
 ) -> TripView:
     """Conditional UPDATE on the status we saw: exactly one concurrent writer wins."""
     values = {**values, "updated": utcnow()}
@@ -216,17 +291,24 @@ async def _apply(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict("The trip changed meanwhile; this step no longer applies.")
     await session.refresh(trip)
-    return await _view(session, trip)
+    return await _view(session, trip, positions)
 
 
-async def accept_trip(*, db: SessionMaker, events: Publisher, user: User, trip_id: str) -> TripView:
+async def accept_trip(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
     try:
         async with db() as session, session.begin():
             trip = await session.get(Trip, parse_trip_id(trip_id))
-            # Every trip was in the pool that all drivers see: a driver who lost the race
-            # (even one arriving after the winner committed) gets CONFLICT, not NOT_FOUND.
+            # A driver the trip was offered to (every driver, without a pick-up) who lost
+            # the race, even one arriving after the winner committed, gets CONFLICT; to
+            # the others a dispatched trip does not exist.
             is_driver = user.group is UserGroup.DRIVER
-            if trip is None or not (is_driver or _can_see_row(user, trip)):
+            if trip is None or not (
+                await offered_to(session, trip, user)
+                if is_driver
+                else await can_see_row(session, user, trip)
+            ):
                 raise NotFound("Trip not found.")
             if not is_driver:
                 raise Forbidden("Only drivers can accept trips.")
@@ -237,15 +319,27 @@ async def accept_trip(*, db: SessionMaker, events: Publisher, user: User, trip_i
                 trip,
                 expect=TripStatus.REQUESTED,
                 values={"status": TripStatus.STARTED, "driver_id": user.id},
+                positions=positions,
             )
     except IntegrityError as exc:
         raise Conflict("You already have a trip under way.") from exc
+    assert user.id is not None
+    await _after_commit(
+        "ON_TRIP",
+        positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id),
+    )
     await events.trip_changed(view, kind="accepted", left_pool=True)
     return view
 
 
 async def update_trip_status(
-    *, db: SessionMaker, events: Publisher, user: User, trip_id: str, status: TripStatus
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    user: User,
+    trip_id: str,
+    status: TripStatus,
 ) -> TripView:
     async with db() as session, session.begin():
         trip = await _load_for_change(session, user, trip_id)
@@ -253,12 +347,25 @@ async def update_trip_status(
             raise Forbidden("Only the trip's driver can change its status.")
         if NEXT_STATUS.get(trip.status) is not status:
             raise Conflict(f"A {trip.status.value} trip cannot become {status.value}.")
-        view = await _apply(session, trip, expect=trip.status, values={"status": status})
+        view = await _apply(
+            session, trip, expect=trip.status, values={"status": status}, positions=positions
+        )
+    await _ended(positions, view)
     await events.trip_changed(view, kind="status")
     return view
 
 
-async def cancel_trip(*, db: SessionMaker, events: Publisher, user: User, trip_id: str) -> TripView:
+async def _ended(positions: PositionStore, view: TripView) -> None:
+    """After commit: a driver whose trip ended is AVAILABLE again."""
+    if not view.active and view.driver_id is not None:
+        await _after_commit(
+            "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
+        )
+
+
+async def cancel_trip(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
     async with db() as session, session.begin():
         trip = await _load_for_change(session, user, trip_id)
         if trip.rider_id != user.id:
@@ -266,12 +373,15 @@ async def cancel_trip(*, db: SessionMaker, events: Publisher, user: User, trip_i
         if trip.status not in (TripStatus.REQUESTED, TripStatus.STARTED):
             raise Conflict(f"A {trip.status.value} trip cannot be canceled.")
         was = trip.status
-        view = await _apply(session, trip, expect=was, values={"status": TripStatus.CANCELED})
+        view = await _apply(
+            session, trip, expect=was, values={"status": TripStatus.CANCELED}, positions=positions
+        )
+    await _ended(positions, view)
     await events.trip_changed(view, kind="canceled", left_pool=was is TripStatus.REQUESTED)
     return view
 
 
-def _location_errors(
+def location_errors(
     latitude: float, longitude: float, heading: float | None
 ) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
@@ -288,39 +398,41 @@ async def report_location(
     *,
     db: SessionMaker,
     events: Publisher,
+    positions: PositionStore,
     user: User,
     trip_id: str,
     latitude: float,
     longitude: float,
     heading: float | None,
 ) -> LocationView:
-    if errors := _location_errors(latitude, longitude, heading):
+    """A read to check the caller drives the trip, no write: the position goes to the
+    store (taxi/positions.py) and to the trip's watchers."""
+    if errors := location_errors(latitude, longitude, heading):
         raise BadUserInput("Invalid location.", fields=errors)
-    async with db() as session, session.begin():
+    async with db() as session:
         trip = await _load_for_change(session, user, trip_id)
         if trip.driver_id != user.id:
             raise Forbidden("Only the trip's driver can report its position.")
-        if trip.status not in (TripStatus.STARTED, TripStatus.IN_PROGRESS):
+        if trip.status not in UNDER_WAY:
             raise Conflict("Positions are reported only while the trip is under way.")
-        now = utcnow()
-        view = await _apply(
-            session,
-            trip,
-            expect=trip.status,
-            values={
-                "driver_latitude": latitude,
-                "driver_longitude": longitude,
-                "driver_heading": heading,
-                "driver_located_at": now,
-            },
-        )
-    assert view.driver_location is not None
-    await events.location_reported(view, view.driver_location)
-    return view.driver_location
+        parties = (trip.rider_id, trip.driver_id)
+    fix = Fix(latitude, longitude, heading, time.time())
+    assert user.id is not None
+    await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
+    metrics.position()
+    location = fix.view()
+    await events.location_reported(trip.id, location, parties=parties)
+    return location
 
 
 async def rate_trip(
-    *, db: SessionMaker, events: Publisher, user: User, trip_id: str, rating: int
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    user: User,
+    trip_id: str,
+    rating: int,
 ) -> TripView:
     if not 1 <= rating <= 5:
         raise BadUserInput("Invalid rating.", fields={"rating": ["Must be between 1 and 5."]})
@@ -338,6 +450,6 @@ async def rate_trip(
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict("This trip was rated already.")
         await session.refresh(trip)
-        view = await _view(session, trip)
+        view = await _view(session, trip, positions)
     await events.trip_changed(view, kind="rated")
     return view

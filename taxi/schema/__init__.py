@@ -18,14 +18,15 @@ from strawberry.tools import merge_types
 
 from taxi.logs import OperationLog
 from taxi.schema.accounts import AccountMutation, AccountQuery
+from taxi.schema.drivers import DriverMutation, DriverQuery
 from taxi.schema.errors import ErrorCodes
 from taxi.schema.limits import validation_rules
 from taxi.schema.observe import Observe
 from taxi.schema.subscriptions import Subscription
 from taxi.schema.trips import TripMutation, TripQuery
 
-Query = merge_types("Query", (AccountQuery, TripQuery))
-Mutation = merge_types("Mutation", (AccountMutation, TripMutation))
+Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery))
+Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation))
 
 MAX_DEPTH = 10
 MAX_ALIASES = 15

@@ -47,8 +47,9 @@ class Subscription:
     async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterator[Trip]:
         ctx = info.context
         user = await ctx.user()
-        trip_id = await live.check_trip_watch(db=ctx.db, user=user, trip_id=id)
-        feed = live.watch_trip(db=ctx.db, user=user, trip_id=trip_id)
+        positions = ctx.services.positions
+        trip_id = await live.check_trip_watch(db=ctx.db, positions=positions, user=user, trip_id=id)
+        feed = live.watch_trip(db=ctx.db, positions=positions, user=user, trip_id=trip_id)
         return Live(feed, Trip.of)  # type: ignore[return-value]
 
     @strawberry.subscription(
@@ -70,6 +71,9 @@ class Subscription:
     async def driver_location(self, info: Info, trip_id: strawberry.ID) -> AsyncIterator[Location]:
         ctx = info.context
         user = await ctx.user()
-        tid = await live.check_location_watch(db=ctx.db, user=user, trip_id=trip_id)
-        feed = live.watch_location(db=ctx.db, user=user, trip_id=tid)
+        positions = ctx.services.positions
+        tid = await live.check_location_watch(
+            db=ctx.db, positions=positions, user=user, trip_id=trip_id
+        )
+        feed = live.watch_location(db=ctx.db, positions=positions, user=user, trip_id=tid)
         return Live(feed, Location.of)  # type: ignore[return-value]

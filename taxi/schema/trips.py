@@ -17,9 +17,26 @@ from taxi.schema.types import (
 
 
 @strawberry.input
+class PointInput:
+    latitude: float
+    longitude: float
+
+    def pair(self) -> tuple[float, float]:
+        return (self.latitude, self.longitude)
+
+
+@strawberry.input
 class RequestTripInput:
     pick_up_address: str
     drop_off_address: str
+    pick_up: PointInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "With coordinates the trip is offered to the nearest available drivers, in "
+            "widening waves; without, to every driver."
+        ),
+    )
+    drop_off: PointInput | None = strawberry.UNSET
 
 
 @strawberry.input
@@ -47,6 +64,7 @@ class TripQuery:
         ctx = info.context
         page = await trips.list_trips(
             db=ctx.db,
+            positions=ctx.services.positions,
             user=await ctx.user(),
             statuses=status or None,
             first=20 if first is None else first,
@@ -70,7 +88,11 @@ class TripQuery:
     )
     async def trip(self, info: Info, id: strawberry.ID) -> Trip | None:
         ctx = info.context
-        return Trip.of(await trips.get_trip(db=ctx.db, user=await ctx.user(), trip_id=id))
+        return Trip.of(
+            await trips.get_trip(
+                db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=id
+            )
+        )
 
 
 @strawberry.type
@@ -81,9 +103,15 @@ class TripMutation:
         view = await trips.request_trip(
             db=ctx.db,
             events=ctx.services.events,
+            positions=ctx.services.positions,
+            settings=ctx.settings,
             user=await ctx.user(),
             pick_up=input.pick_up_address,
             drop_off=input.drop_off_address,
+            coordinates=trips.Coordinates(
+                pick_up=input.pick_up.pair() if input.pick_up else None,
+                drop_off=input.drop_off.pair() if input.drop_off else None,
+            ),
         )
         return Trip.of(view)
 
@@ -97,7 +125,11 @@ class TripMutation:
         ctx = info.context
         return Trip.of(
             await trips.accept_trip(
-                db=ctx.db, events=ctx.services.events, user=await ctx.user(), trip_id=id
+                db=ctx.db,
+                events=ctx.services.events,
+                positions=ctx.services.positions,
+                user=await ctx.user(),
+                trip_id=id,
             )
         )
 
@@ -110,6 +142,7 @@ class TripMutation:
             await trips.update_trip_status(
                 db=ctx.db,
                 events=ctx.services.events,
+                positions=ctx.services.positions,
                 user=await ctx.user(),
                 trip_id=id,
                 status=status,
@@ -121,7 +154,11 @@ class TripMutation:
         ctx = info.context
         return Trip.of(
             await trips.cancel_trip(
-                db=ctx.db, events=ctx.services.events, user=await ctx.user(), trip_id=id
+                db=ctx.db,
+                events=ctx.services.events,
+                positions=ctx.services.positions,
+                user=await ctx.user(),
+                trip_id=id,
             )
         )
 
@@ -135,6 +172,7 @@ class TripMutation:
         view = await trips.report_location(
             db=ctx.db,
             events=ctx.services.events,
+            positions=ctx.services.positions,
             user=await ctx.user(),
             trip_id=trip_id,
             latitude=location.latitude,
@@ -150,6 +188,7 @@ class TripMutation:
             await trips.rate_trip(
                 db=ctx.db,
                 events=ctx.services.events,
+                positions=ctx.services.positions,
                 user=await ctx.user(),
                 trip_id=id,
                 rating=rating,

@@ -10,13 +10,17 @@ import strawberry
 from taxi import models
 from taxi.context import Context
 from taxi.models import TripStatus, UserGroup
-from taxi.views import LocationView, TripView, UserView
+from taxi.positions import Availability
+from taxi.views import LocationView, PointView, TripView, UserView
 
 Info: TypeAlias = strawberry.Info[Context, None]
 
 # Registers the model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
 strawberry.enum(models.UserGroup, name="UserGroup")
 strawberry.enum(models.TripStatus, name="TripStatus")
+strawberry.enum(
+    Availability, name="DriverAvailability", description="Where a driver stands for dispatch."
+)
 
 
 @strawberry.type
@@ -67,6 +71,16 @@ class Location:
         )
 
 
+@strawberry.type(description="A point on the map (WGS 84 degrees).")
+class Point:
+    latitude: float
+    longitude: float
+
+    @classmethod
+    def of(cls, v: PointView | None) -> Point | None:
+        return None if v is None else cls(latitude=v.latitude, longitude=v.longitude)
+
+
 @strawberry.type
 class Trip:
     id: strawberry.ID = strawberry.field(description="A UUID.")
@@ -86,6 +100,15 @@ class Trip:
     rating: int | None = strawberry.field(
         description="1 to 5, set by the rider once the trip is COMPLETED."
     )
+    pick_up: Point | None = strawberry.field(
+        description=(
+            "Pick-up coordinates, when the request gave them (the trip is then dispatched "
+            "to nearby drivers)."
+        )
+    )
+    drop_off: Point | None = strawberry.field(
+        description="Drop-off coordinates, when the request gave them."
+    )
 
     @classmethod
     def of(cls, v: TripView) -> Trip:
@@ -100,6 +123,8 @@ class Trip:
             driver=User.of(v.driver) if v.driver else None,
             driver_location=Location.of(v.driver_location) if v.driver_location else None,
             rating=v.rating,
+            pick_up=Point.of(v.pick_up),
+            drop_off=Point.of(v.drop_off),
         )
 
 

@@ -430,9 +430,133 @@ async function ride() {
   log(`ride complete: ${statuses.join(" -> ")}`);
 }
 
+// --- A dispatched ride: everything the driver app does goes over its graphql-ws socket ---
+
+// One operation (a mutation or query) over a graphql-ws client: its single result.
+function wsCall(client, query, variables) {
+  return new Promise((resolve, reject) => {
+    let result;
+    client.subscribe(
+      { query, variables },
+      {
+        next: (r) => (result = r),
+        error: (err) => reject(new RideError(describe(err))),
+        complete: () =>
+          result?.errors?.length || !result
+            ? reject(new RideError(`${query.slice(0, 40)}: ${describe(result?.errors)}`))
+            : resolve(result.data),
+      },
+    );
+  });
+}
+
+async function dispatchedRide() {
+  const rider = await account("RIDER");
+  const driver = await account("DRIVER");
+  const here = { latitude: 48.137, longitude: 11.575 };
+  const driverWs = createClient({
+    url: WS_URL,
+    webSocketImpl: WebSocket,
+    connectionParams: () => ({ authToken: driver.token }),
+    retryAttempts: 0,
+  });
+  cleanups.push(() => driverWs.dispose());
+  const ON = `mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }`;
+  const online = await within(wsCall(driverWs, ON, { p: { ...here, heading: 0 } }), "goOnline");
+  if (online.goOnline.availability !== "AVAILABLE") fail(`goOnline: ${JSON.stringify(online)}`);
+  log("dispatch: driver online over its socket (goOnline)");
+
+  const offers = new Stream("driver offers (graphql-ws)");
+  driverWs.subscribe(
+    { query: `subscription { tripRequested { id status pickUp { latitude longitude } } }` },
+    {
+      next: (r) => (r.errors ? offers.error(r.errors) : offers.push(r.data)),
+      error: (err) => offers.error(err),
+      complete: () => offers.complete(),
+    },
+  );
+  const REQUEST = `mutation Request($input: RequestTripInput!) {
+    requestTrip(input: $input) { id status pickUp { latitude longitude } } }`;
+  const CANCEL = `mutation Cancel($id: ID!) { cancelTrip(id: $id) { id } }`;
+  const pickUp = { latitude: here.latitude + 0.001, longitude: here.longitude };
+  let offer;
+  for (let attempt = 1; attempt <= 5 && !offer; attempt++) {
+    const input = { pickUpAddress: "Marienplatz", dropOffAddress: "Odeonsplatz", pickUp };
+    const made = (await post(REQUEST, { input }, rider.token)).requestTrip;
+    if (JSON.stringify(made.pickUp) !== JSON.stringify(pickUp)) fail(`pickUp: ${JSON.stringify(made)}`);
+    try {
+      const heard = await offers.next(
+        `the offer of ${made.id}`,
+        (d) => d?.tripRequested?.id === made.id,
+        attempt === 5 ? STEP_MS : 1000,
+      );
+      offer = heard.tripRequested;
+    } catch (err) {
+      if (!(err instanceof RideError) || offers.failure || attempt === 5) throw err;
+      await post(CANCEL, { id: made.id }, rider.token); // not subscribed yet: ask again
+    }
+  }
+  log(`dispatch: the nearby driver was offered trip ${offer.id}`);
+
+  const ACCEPT = `mutation Accept($id: ID!) { acceptTrip(id: $id) { id status } }`;
+  const taken = await within(wsCall(driverWs, ACCEPT, { id: offer.id }), "acceptTrip");
+  if (taken.acceptTrip.status !== "STARTED") fail(`acceptTrip: ${JSON.stringify(taken)}`);
+  log("dispatch: driver accepted over its socket");
+
+  const UPDATE = `mutation Up($p: LocationInput!) { updatePosition(position: $p) { availability } }`;
+  let locations;
+  for (const [i, step] of [0.0008, 0.0006, 0.0004].entries()) {
+    const p = { latitude: here.latitude + step, longitude: here.longitude, heading: 90 };
+    const state = await within(wsCall(driverWs, UPDATE, { p }), "updatePosition");
+    if (state.updatePosition.availability !== "ON_TRIP") fail(`state: ${JSON.stringify(state)}`);
+    locations ??= apolloLocations(rider, offer.id);
+    await locations.next(
+      `position ${i + 1}`,
+      (d) => d?.driverLocation?.latitude === p.latitude,
+    );
+    log(`dispatch: rider saw position ${i + 1} (updatePosition) through driverLocation`);
+  }
+  const STEP = `mutation S($id: ID!, $s: TripStatus!) { updateTripStatus(id: $id, status: $s) { status } }`;
+  for (const status of ["IN_PROGRESS", "COMPLETED"]) {
+    const r = await within(wsCall(driverWs, STEP, { id: offer.id, s: status }), status);
+    if (r.updateTripStatus.status !== status) fail(`updateTripStatus: ${JSON.stringify(r)}`);
+  }
+  const STATE = `query { driverState { availability } }`;
+  const after = await within(wsCall(driverWs, STATE, {}), "driverState");
+  if (after.driverState.availability !== "AVAILABLE") fail(`after: ${JSON.stringify(after)}`);
+  log("dispatch: trip completed; the driver is AVAILABLE again");
+}
+
+// The rider's driverLocation through Apollo Client over its own graphql-ws socket.
+function apolloLocations(rider, tripId) {
+  const ws = createClient({
+    url: WS_URL,
+    webSocketImpl: WebSocket,
+    connectionParams: () => ({ authToken: rider.token }),
+    retryAttempts: 0,
+  });
+  cleanups.push(() => ws.dispose());
+  const apollo = new ApolloClient({ link: new GraphQLWsLink(ws), cache: new InMemoryCache() });
+  cleanups.push(() => apollo.stop());
+  const stream = new Stream("rider driverLocation of the dispatched trip (Apollo Client)");
+  const subscription = apollo
+    .subscribe({
+      query: gql`subscription Where($tripId: ID!) { driverLocation(tripId: $tripId) { latitude } }`,
+      variables: { tripId },
+    })
+    .subscribe({
+      next: (result) => (result.error ? stream.error(result.error) : stream.push(result.data)),
+      error: (err) => stream.error(err),
+      complete: () => stream.complete(),
+    });
+  cleanups.push(() => subscription.unsubscribe());
+  return stream;
+}
+
 let code = 0;
 try {
   await ride();
+  await dispatchedRide();
 } catch (err) {
   code = 1;
   const unexpected = err instanceof Error && !(err instanceof RideError) && !err.errors;

@@ -1,0 +1,129 @@
+"""updatePosition over a socket answered without a GraphQL execution
+(taxi/schema/fastpath.py): the same answers, the same errors, as the full path."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.rush import UPDATE as BENCH_UPDATE
+from taxi.config import Settings
+from taxi.schema import fastpath
+from tests.conftest import LiveServer, base_settings
+from tests.helpers import account, gql
+from tests.ws import WsClient, session
+
+FAST = """mutation Where($p: LocationInput!) {
+  car: updatePosition(position: $p) {
+    __typename state: availability
+    position { __typename latitude lat2: latitude longitude heading recordedAt } } }"""
+# The same request with a directive: not a plan, so it runs the full GraphQL way.
+FULL = FAST.replace("state: availability", "state: availability @include(if: true)")
+ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
+WHERE = {"latitude": 52.5, "longitude": 13.4, "heading": 90}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Own position keys: user ids restart in every test, positions are shared Redis."""
+    return base_settings(
+        **{
+            **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
+            "channel_prefix": f"fast-{uuid.uuid4().hex[:10]}",
+        }
+    )
+
+
+def test_what_is_planned() -> None:
+    assert fastpath.plan(FAST) is not None
+    assert fastpath.plan(BENCH_UPDATE) is not None
+    for other in (
+        FULL,
+        FAST.replace("mutation", "query"),
+        FAST.replace("LocationInput!", "LocationInput"),
+        "mutation { updatePosition(position: {latitude: 1, longitude: 2}) { availability } }",
+        FAST + " query Other { me { id } }",
+        FAST.replace("lat2: latitude", "latitude: longitude"),  # one key, two fields
+        FAST.replace("heading", "heading { x }"),
+        FAST.replace("__typename state", "...on DriverState { availability } state"),
+        "mutation M($p: LocationInput!) { goOnline(position: $p) { availability } }",
+    ):
+        assert fastpath.plan(other) is None, other
+
+
+async def _run(ws: WsClient, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    await ws.subscribe(op, query, variables)
+    message = await ws.recv()
+    assert message.get("id") == op, message
+    if message["type"] == "next":
+        assert await ws.recv() == {"id": op, "type": "complete"}
+    return message
+
+
+def _without_time(message: dict[str, Any]) -> dict[str, Any]:
+    data = message["payload"]["data"]
+    position = data["car"]["position"]
+    assert position.pop("recordedAt").endswith("+00:00")
+    return message
+
+
+async def test_answers_like_the_full_path(server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        driver = await account(client, "DRIVER")
+        await gql(client, ONLINE, {"p": WHERE}, token=driver.access)
+    async with session(server.ws_url, driver.access) as ws:
+        fast = _without_time(await _run(ws, "1", FAST, {"p": {**WHERE, "latitude": 52}}))
+        full = _without_time(await _run(ws, "2", FULL, {"p": {**WHERE, "latitude": 52}}))
+    assert (
+        fast["payload"]
+        == full["payload"]
+        == {
+            "data": {
+                "car": {
+                    "__typename": "DriverState",
+                    "state": "AVAILABLE",
+                    "position": {
+                        "__typename": "Location",
+                        "latitude": 52.0,
+                        "lat2": 52.0,
+                        "longitude": 13.4,
+                        "heading": 90.0,
+                    },
+                }
+            }
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "position", "code"),
+    [
+        ("driver", WHERE, "CONFLICT"),  # offline
+        ("rider", WHERE, "FORBIDDEN"),
+        ("online", {**WHERE, "latitude": 91}, "BAD_USER_INPUT"),
+        ("online", {**WHERE, "heading": True}, None),  # not a Float: a validation error
+        ("online", {**WHERE, "extra": 1}, None),
+    ],
+)
+async def test_errors_are_the_full_paths(
+    server: LiveServer, who: str, position: dict[str, Any], code: str | None
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        user = await account(client, "RIDER" if who == "rider" else "DRIVER")
+        if who == "online":
+            await gql(client, ONLINE, {"p": WHERE}, token=user.access)
+    async with session(server.ws_url, user.access) as ws:
+        fast = await _run(ws, "1", FAST, {"p": position})
+        full = await _run(ws, "2", FULL, {"p": position})
+    assert fast["type"] == full["type"], (fast, full)
+    if fast["type"] == "next":
+        assert fast["payload"] == full["payload"]
+        errors = fast["payload"]["errors"]
+    else:
+        assert fast["payload"] == full["payload"]
+        errors = fast["payload"]
+    assert errors, fast
+    assert errors[0].get("extensions", {}).get("code") == code or code is None, errors
