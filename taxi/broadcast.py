@@ -17,10 +17,12 @@ from typing import Any
 from broadcaster import Broadcast, Event
 from broadcaster._backends.base import BroadcastBackend
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from taxi.cluster import ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
 
@@ -31,7 +33,24 @@ MAX_BACKOFF = 2.0
 CONNECT_WAIT = 5.0
 
 
-def redis_client(url: str) -> aioredis.Redis:
+# What `redis_client` returns: both speak the same commands (keys of one multi-key
+# command must share a slot on a cluster: use one hash tag, e.g. `taxi:{trip:ID}:...`).
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def redis_client(source: Settings | str) -> RedisClient:
+    """The Redis for counters and shared state: a cluster client when REDIS_CLUSTER_URL
+    is set (it wins over REDIS_URL), else one Redis. A plain URL means one Redis."""
+    if isinstance(source, Settings):
+        if source.redis_cluster_url:
+            return cluster_client(source.redis_cluster_url)
+        if not source.redis_url:
+            raise ValueError("neither REDIS_CLUSTER_URL nor REDIS_URL is set")
+        source = source.redis_url
+    return _single(source)
+
+
+def _single(url: str) -> aioredis.Redis:
     # No silent retries inside redis-py: the loop below must see every disconnect,
     # or it could not tell listeners that they missed messages.
     return aioredis.Redis.from_url(
@@ -57,7 +76,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._up = asyncio.Event()  # set once the loop first connected
 
     async def connect(self) -> None:
-        self._redis = redis_client(self._url)
+        self._redis = _single(self._url)
         self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
         # A subscription opened before the loop first connects is only sent to Redis
         # when it connects, with no RESYNC after: events published in between were lost
@@ -158,6 +177,8 @@ class ResilientRedisBackend(BroadcastBackend):
 
 
 def create_broadcast(settings: Settings) -> Broadcast:
+    if settings.redis_cluster_url:
+        return Broadcast(backend=ShardedRedisBackend(settings.redis_cluster_url))
     if settings.redis_url:
         return Broadcast(backend=ResilientRedisBackend(settings.redis_url))
     return Broadcast("memory://")
@@ -176,6 +197,8 @@ async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
 async def ping(broadcast: Broadcast) -> None:
     """Raises when the backend cannot be reached (memory:// always answers)."""
     backend = broadcast._backend
+    if isinstance(backend, ShardedRedisBackend):
+        await backend.ping()
     if isinstance(backend, ResilientRedisBackend):
         await backend.ping()
         if not backend.connected:

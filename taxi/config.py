@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     taxi_env: Literal["development", "production", "test"] = "development"
     database_url: str = ""
     redis_url: str | None = None
+    # `redis://host:port,host:port,...`: a Redis Cluster for everything Redis does
+    # (sharded pub/sub, counters, positions); wins over REDIS_URL.
+    redis_cluster_url: str | None = None
     jwt_secret: str | None = Field(default=None, repr=False)
     access_token_ttl: int = Field(default=300, gt=0)
     refresh_token_ttl: int = Field(default=86400, gt=0)
@@ -109,6 +112,11 @@ class Settings(BaseSettings):
         if not self.allowed_origins:
             return []
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def uses_redis(self) -> bool:
+        """Some Redis (one server or a cluster) holds the shared state."""
+        return bool(self.redis_cluster_url or self.redis_url)
 
     @property
     def is_sqlite(self) -> bool:

@@ -40,8 +40,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         limiter: LoginLimiter
-        if settings.redis_url:
-            client = redis_client(settings.redis_url)
+        if settings.uses_redis:
+            client = redis_client(settings)
             stack.push_async_callback(client.aclose)
             limiter = RedisLoginLimiter(
                 client,

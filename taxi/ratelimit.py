@@ -7,9 +7,13 @@ import time
 from typing import Protocol
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 log = logging.getLogger(__name__)
+
+# A cluster mid-failover may raise RedisClusterException, which is not a RedisError.
+_DOWN = (RedisError, RedisClusterException, OSError)
 
 
 class LoginLimiter(Protocol):
@@ -50,9 +54,12 @@ class MemoryLoginLimiter:
 
 class RedisLoginLimiter:
     """A fixed window per username shared by every process. Redis being down must not
-    lock everyone out, so errors fail open (and are logged)."""
+    lock everyone out, so errors fail open (and are logged). On a cluster the counter
+    is one key, so its INCR+EXPIRE transaction stays in one slot."""
 
-    def __init__(self, client: aioredis.Redis, *, max_failures: int, window: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, *, max_failures: int, window: int
+    ) -> None:
         self.client = client
         self.max_failures = max_failures
         self.window = window
@@ -60,7 +67,7 @@ class RedisLoginLimiter:
     async def blocked(self, username: str) -> bool:
         try:
             value = await self.client.get(_key(username))
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("login limiter: redis unavailable, failing open")
             return False
         # decode_responses=True: the value is `str`, never bytes.
@@ -72,11 +79,11 @@ class RedisLoginLimiter:
                 pipe.incr(_key(username))
                 pipe.expire(_key(username), self.window, nx=True)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("login limiter: redis unavailable, failure not counted")
 
     async def reset(self, username: str) -> None:
         try:
             await self.client.delete(_key(username))
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("login limiter: redis unavailable, reset skipped")
