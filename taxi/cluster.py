@@ -14,6 +14,7 @@ Channels on the other shards are untouched."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from contextlib import suppress
 from typing import Any
@@ -127,7 +128,11 @@ class ShardedRedisBackend(BroadcastBackend):
         if shard is None:
             shard = self._shards[name] = _Shard(name)
             shard.channels.add(channel)
-            shard.task = asyncio.create_task(self._run(shard), name=f"taxi-shard-{name}")
+            # An empty context: the loop outlives the request that happened to start it
+            # (its logs must not carry that request's id).
+            shard.task = asyncio.create_task(
+                self._run(shard), name=f"taxi-shard-{name}", context=contextvars.Context()
+            )
         else:
             shard.channels.add(channel)
             if shard.pubsub is not None and shard.connected:
