@@ -269,3 +269,25 @@ async def test_concurrent_accepts_have_one_winner(cluster: list[TaxiServer]) -> 
         seen = await ok(server, TRIP, {"id": trip["id"]}, rider)
         assert seen["trip"]["status"] == "STARTED"
         assert seen["trip"]["driver"]["username"] == winner
+
+
+async def test_login_limit_is_shared_by_processes(cluster: list[TaxiServer]) -> None:
+    """The failure counter lives in Redis (on a cluster: in its key's slot), so failures
+    through either process lock the name out on both."""
+    a, b = cluster
+    rider = await account(a.http)
+    max_failures = 5  # LOGIN_MAX_FAILURES's default
+    for i in range(max_failures):
+        body = await gql(
+            cluster[i % 2].http, LOG_IN, {"username": rider.username, "password": "no"}
+        )
+        assert error_code(body) == "UNAUTHENTICATED"
+    for server in (a, b):
+        body = await gql(server.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
+        assert error_code(body) == "RATE_LIMITED"
+    key = f"taxi:login-failures:{rider.username.lower()}"
+    client = cluster_client(a.redis) if a.sharded else aioredis.Redis.from_url(a.redis)
+    try:
+        assert int(await client.get(key)) == max_failures
+    finally:
+        await client.aclose()
