@@ -122,23 +122,29 @@ class ShardedRedisBackend(BroadcastBackend):
         # No slot map yet: the shard's loop finds the owner when it connects.
         return node.name if node is not None else "?"
 
+    def _start(self, name: str, *, resync: bool) -> _Shard:
+        shard = self._shards[name] = _Shard(name)
+        shard.first = not resync
+        # An empty context: the loop outlives the request that happened to start it
+        # (its logs must not carry that request's id).
+        shard.task = asyncio.create_task(
+            self._run(shard), name=f"taxi-shard-{name}", context=contextvars.Context()
+        )
+        return shard
+
+    async def _add(self, shard: _Shard, channel: str, *, resync: bool) -> None:
+        shard.channels.add(channel)
+        if shard.pubsub is not None and shard.connected:
+            # On failure the loop re-subscribes (and resyncs) every channel.
+            with suppress(*REDIS_ERRORS):
+                await shard.pubsub.ssubscribe(channel)
+                if resync:
+                    self._queue.put_nowait(Event(channel, RESYNC))
+
     async def subscribe(self, channel: str) -> None:
         name = self._owner(channel)
-        shard = self._shards.get(name)
-        if shard is None:
-            shard = self._shards[name] = _Shard(name)
-            shard.channels.add(channel)
-            # An empty context: the loop outlives the request that happened to start it
-            # (its logs must not carry that request's id).
-            shard.task = asyncio.create_task(
-                self._run(shard), name=f"taxi-shard-{name}", context=contextvars.Context()
-            )
-        else:
-            shard.channels.add(channel)
-            if shard.pubsub is not None and shard.connected:
-                # On failure the loop re-subscribes (and resyncs) every channel.
-                with suppress(*REDIS_ERRORS):
-                    await shard.pubsub.ssubscribe(channel)
+        shard = self._shards.get(name) or self._start(name, resync=False)
+        await self._add(shard, channel, resync=False)
         if shard.first:
             # The caller reads the current state next: the subscription must be live
             # first. If the shard cannot connect in time, its connect will resync (as
@@ -148,6 +154,23 @@ class ShardedRedisBackend(BroadcastBackend):
                     await shard.up.wait()
             except TimeoutError:
                 shard.first = False
+
+    async def _rehome(self, shard: _Shard) -> bool:
+        """After a failure: channels whose slot another primary serves now (a promoted
+        replica, or a map learned late) move to that primary's shard, resynced there.
+        False when none is left here (the shard ends)."""
+        for channel in list(shard.channels):
+            name = self._owner(channel)
+            if name in (shard.name, "?"):
+                continue
+            shard.channels.discard(channel)
+            target = self._shards.get(name) or self._start(name, resync=True)
+            await self._add(target, channel, resync=True)
+        if shard.channels:
+            return True
+        if self._shards.get(shard.name) is shard:
+            del self._shards[shard.name]
+        return False
 
     async def unsubscribe(self, channel: str) -> None:
         for shard in list(self._shards.values()):
@@ -194,6 +217,9 @@ class ShardedRedisBackend(BroadcastBackend):
                 # Routed by slot: after a failover this reaches the promoted replica.
                 channels = list(shard.channels)
                 await pubsub.ssubscribe(*channels)
+                if late := shard.channels.difference(channels):
+                    await pubsub.ssubscribe(*late)  # added while this was under way
+                    channels += late
                 shard.pubsub = pubsub
                 shard.connected = True
                 shard.up.set()
@@ -224,6 +250,8 @@ class ShardedRedisBackend(BroadcastBackend):
             with suppress(*REDIS_ERRORS):
                 await self._cluster.initialize()  # a no-op once it succeeded
                 await self._cluster.nodes_manager.initialize()
+            if not await self._rehome(shard):
+                return
 
     async def _listen(self, shard: _Shard, pubsub: ClusterPubSub) -> None:
         while True:
