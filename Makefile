@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard taxi tests bench)
 
-.PHONY: run test check format bench schema clean
+.PHONY: run test check format bench schema contract clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "taxi needs Python 3.11+"; exit 1; }
@@ -32,6 +32,9 @@ format: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/taxi print-schema > schema.graphql
+
+contract:
+	cp ../shared/api/schema.graphql ../shared/api/dispatch.graphql ../shared/api/PROTOCOL.md api/
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
