@@ -56,7 +56,7 @@ class PrivateCluster:
             argv += ["--cluster-replica-validity-factor", "0"]
             self.procs[port] = Proc(f"redis-{port}", argv, d / "redis.log", {})
 
-    def _cli(self, port: int, *args: str) -> str:
+    def cli(self, port: int, *args: str) -> str:
         argv = [_binary("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return done.stdout + done.stderr
@@ -68,7 +68,7 @@ class PrivateCluster:
             await self._until(port, lambda out: "PONG" in out, "PING")
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
         out = await asyncio.to_thread(
-            self._cli, self.ports[0], "--cluster", "create", *nodes,
+            self.cli, self.ports[0], "--cluster", "create", *nodes,
             "--cluster-replicas", "1", "--cluster-yes",
         )  # fmt: skip
         assert "[OK] All 16384 slots covered" in out, out
@@ -77,7 +77,7 @@ class PrivateCluster:
     async def _until(self, port: int, ok: object, *args: str) -> str:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            out = await asyncio.to_thread(self._cli, port, *args)
+            out = await asyncio.to_thread(self.cli, port, *args)
             if ok(out):  # type: ignore[operator]
                 return out
             proc = self.procs[port]
