@@ -9,6 +9,7 @@ Redis Cluster (3 primaries + 3 replicas, tests/rcluster.py) and a throw-away dat
    deliveries (SPUBLISH to a channel one connection listens to) and per 1,000 position
    reports (GEOADD into a hash-tagged cell key + SPUBLISH to the trip's location
    channel, one listener), sent pipelined as the servers would.
+3. `reportLocation` through the API (one process): server CPU per report, reports/s.
 
 The load generator is this process (unpinned): with two server processes on two
 cores it competes with them, so the 2-process throughput is a floor."""
@@ -39,7 +40,10 @@ from tests.rcluster import private_cluster
 UPDATE = (
     """mutation U($id: ID!, $s: TripStatus!) { updateTripStatus(id: $id, status: $s) { id } }"""
 )
+REPORT = """mutation R($t: ID!, $l: LocationInput!) {
+  reportLocation(tripId: $t, location: $l) { recordedAt } }"""
 EVENT_TIMEOUT = 30.0
+REPORT_CLIENTS = 8  # concurrent drivers' connections reporting through the API
 
 
 IDLE_SECONDS = 3.0  # how long the idle cluster's own CPU use (cron, gossip) is sampled
@@ -208,6 +212,43 @@ class Run:
             "redis_cpu_ms_per_10k_deliveries": round(redis / deliveries * 1e4 * 1000, 2),
         }
 
+    async def api_reports(self) -> dict[str, Any]:
+        """reportLocation through one server process (core 0): its CPU per report, and
+        what today's path (a PostgreSQL transaction + SPUBLISH) costs Redis."""
+        server = Server("taxi", 0, self.env(), self.tmp / "reports.log")
+        await server.start()
+        try:
+            setup = HTTP(server.port)
+            cast = await fanout_cast(setup)
+            await setup.close()
+            count = self.opts.api_reports
+            clients = [HTTP(server.port) for _ in range(REPORT_CLIENTS)]
+
+            async def driver(c: int) -> None:
+                for i in range(c, count, REPORT_CLIENTS):
+                    where = {"latitude": 52 + i / 1e6, "longitude": 13.4, "heading": 90.0}
+                    variables = {"t": cast.trip_id, "l": where}
+                    body = await clients[c].graphql(REPORT, variables, cast.driver.token)
+                    assert "errors" not in body, body
+
+            await settle(server.pid)
+            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            await self.meter.start()
+            await asyncio.gather(*(driver(c) for c in range(REPORT_CLIENTS)))
+            wall = time.monotonic() - t0
+            redis = await self.meter.stop()
+            cpu = cpu_seconds(server.pid) - cpu0
+            for client in clients:
+                await client.close()
+        finally:
+            await server.stop()
+        return {
+            "reports": count,
+            "reports_per_s": round(count / wall),
+            "server_cpu_ms_per_report": round(cpu / count * 1000, 2),
+            "redis_cpu_ms_per_1k_reports": round(redis / count * 1e3 * 1000, 1),
+        }
+
     async def redis_alone(self) -> dict[str, Any]:
         """Redis CPU per one-to-one delivery and per position report."""
         channels = [f"{self.prefix}:trip:{i}:location" for i in range(self.opts.channels)]
@@ -266,7 +307,10 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
                 await run.meter.calibrate()
                 results: dict[str, Any] = {"fanout": [], "redis_idle_cpu_ms_per_s": 0.0}
                 results["redis_idle_cpu_ms_per_s"] = round(run.meter.idle_per_s * 1000, 2)
-                for processes in (1, 2):
+                if opts.api_reports:
+                    results["api_reports"] = await run.api_reports()
+                    progress(results["api_reports"])
+                for processes in opts.processes:
                     row = await run.fanout(processes)
                     results["fanout"].append(row)
                     progress(row)
@@ -288,5 +332,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--channels", type=int, default=2000)
     parser.add_argument("--reports", type=int, default=50000)
+    parser.add_argument("--api-reports", type=int, default=3000, help="0: skip")
+    parser.add_argument(
+        "--processes", type=lambda v: [int(p) for p in v.split(",")], default=[1, 2]
+    )
     out = uvloop.run(main(parser.parse_args()))
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
