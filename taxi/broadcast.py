@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from taxi.cluster import ShardedRedisBackend, cluster_client
+from taxi.cluster import REDIS_ERRORS, ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
 
@@ -40,7 +40,9 @@ RedisClient = aioredis.Redis | RedisCluster
 
 def redis_client(source: Settings | str) -> RedisClient:
     """The Redis for counters and shared state: a cluster client when REDIS_CLUSTER_URL
-    is set (it wins over REDIS_URL), else one Redis. A plain URL means one Redis."""
+    is set (it wins over REDIS_URL), else one Redis. A plain URL means one Redis.
+    Services open it with `open_redis`, which also makes a cluster client safe for
+    concurrent first use."""
     if isinstance(source, Settings):
         if source.redis_cluster_url:
             return cluster_client(source.redis_cluster_url)
@@ -48,6 +50,25 @@ def redis_client(source: Settings | str) -> RedisClient:
             raise ValueError("neither REDIS_CLUSTER_URL nor REDIS_URL is set")
         source = source.redis_url
     return _single(source)
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    """`redis_client(settings)`, ready for concurrent use, closed on exit."""
+    client = redis_client(settings)
+    try:
+        if isinstance(client, RedisCluster):
+            # Learn the slot map now, before the first requests: in redis-py 8.1 several
+            # commands racing into a cluster client's *first* (lazy) initialisation fail
+            # with RuntimeError/AttributeError (a closed transport, a node not yet set).
+            # Later re-initialisations (after a failover) do not race. Bounded, and a
+            # cluster that is down still lets the server start: commands retry it.
+            with suppress(*REDIS_ERRORS, TimeoutError):
+                async with asyncio.timeout(CONNECT_WAIT):
+                    await client.initialize()
+        yield client
+    finally:
+        await client.aclose()
 
 
 def _single(url: str) -> aioredis.Redis:

@@ -254,13 +254,14 @@ class ShardedRedisBackend(BroadcastBackend):
                 return
 
     async def _listen(self, shard: _Shard, pubsub: ClusterPubSub) -> None:
+        nodes = set(pubsub.node_pubsub_mapping)
         while True:
             message = await pubsub.get_sharded_message(timeout=READ_TIMEOUT)
             if message is None:
-                if not pubsub.node_pubsub_mapping:
-                    # redis-py dropped the shard's connection (it holds no channel):
-                    # reading would return at once, forever.
-                    raise RedisConnectionError("shard has no pub/sub connection")
+                if set(pubsub.node_pubsub_mapping) != nodes:
+                    # redis-py moved channels to another node by itself (after a slot
+                    # map refresh), or dropped the connection: messages may be gone.
+                    raise RedisConnectionError(f"shard {shard.name} changed nodes")
                 continue
             kind = message["type"]
             if kind == "smessage":

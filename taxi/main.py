@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi.broadcast import open_broadcast, redis_client
+from taxi.broadcast import open_broadcast, open_redis
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
@@ -41,8 +41,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         limiter: LoginLimiter
         if settings.uses_redis:
-            client = redis_client(settings)
-            stack.push_async_callback(client.aclose)
+            client = await stack.enter_async_context(open_redis(settings))
             limiter = RedisLoginLimiter(
                 client,
                 max_failures=settings.login_max_failures,
