@@ -3,16 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact, hashed pins of every dependency (scripts/lock writes them from pyproject.toml).
+LOCK := requirements/dev.txt
 SRC := $(wildcard taxi tests bench)
 
-.PHONY: run test check format bench schema contract clean
+.PHONY: run test check format bench schema contract clean lock upgrade
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "taxi needs Python 3.11+"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	$(BIN)/python scripts/check-lock
 	touch $(STAMP)
+
+# Re-pin after changing pyproject.toml's dependencies (keeps the other pins).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	bash scripts/lock
+
+# Move every pin to the newest release the ranges allow.
+upgrade:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	UPGRADE=1 bash scripts/lock
 
 run: $(STAMP)
 	$(BIN)/taxi migrate

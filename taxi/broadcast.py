@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from taxi import metrics
 from taxi.cluster import REDIS_ERRORS, ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
@@ -152,10 +153,12 @@ class ResilientRedisBackend(BroadcastBackend):
                     await pubsub.subscribe(*self._channels)
                 self._pubsub = pubsub
                 self.connected = True
+                metrics.broadcast_state(connected=True)
                 self._up.set()
                 delay = 0.1
                 if not first:
                     self.reconnects += 1
+                    metrics.broadcast_reconnected()
                     log.info(
                         "redis pub/sub reconnected; resyncing %d channels", len(self._channels)
                     )
@@ -172,6 +175,7 @@ class ResilientRedisBackend(BroadcastBackend):
                 # Whatever ended this connection (an outage, or cancellation in the
                 # middle of SUBSCRIBE at shutdown), its socket is closed here.
                 self.connected = False
+                metrics.broadcast_state(connected=False)
                 self._pubsub = None
                 with suppress(RedisError, OSError):
                     await pubsub.aclose()

@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from typing import Any
 
 from taxi.config import Settings, SettingsError
 from taxi.logs import configure_logging
@@ -24,6 +27,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # the default disposition the process then dies "killed by SIGTERM" (status 143),
     # which process managers report as a failure. A completed graceful stop exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Several workers: their metrics go through files that /metrics reads (taxi.metrics);
+    # a fresh directory per serve, so a previous run's counters never leak in.
+    own_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="taxi-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        _run(args, settings, uvicorn)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
     uvicorn.run(
         "taxi.main:create_app",
         log_config=None,  # ours: JSON lines with request ids (taxi.logs)

@@ -26,6 +26,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
+from taxi import metrics
 from taxi.events import RESYNC
 
 log = logging.getLogger(__name__)
@@ -222,10 +223,12 @@ class ShardedRedisBackend(BroadcastBackend):
                     channels += late
                 shard.pubsub = pubsub
                 shard.connected = True
+                metrics.broadcast_state(connected=self.connected)  # every shard up
                 shard.up.set()
                 delay = MIN_BACKOFF
                 if not shard.first:
                     self.reconnects += 1
+                    metrics.broadcast_reconnected()
                     log.info(
                         "shard %s re-subscribed; resyncing %d channels", shard.name, len(channels)
                     )
@@ -241,6 +244,8 @@ class ShardedRedisBackend(BroadcastBackend):
                 shard.first = False
             finally:
                 shard.connected = False
+                # False while this shard is registered; a stopped one leaves the others'.
+                metrics.broadcast_state(connected=self.connected)
                 shard.pubsub = None
                 with suppress(*REDIS_ERRORS):
                     await pubsub.aclose()

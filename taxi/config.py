@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
     log_json: bool = False
     log_level: str = "info"
+    # Persisted documents (taxi.persisted): APQ, trusted documents only, or neither.
+    persisted_documents: Literal["apq", "only", "off"] = "apq"
+    persisted_documents_file: Path | None = None
     # "fast" trades hash strength for test speed; refused in production.
     password_hashing: Literal["default", "fast"] = "default"
 
@@ -92,6 +95,8 @@ class Settings(BaseSettings):
         self.database_url = normalize_database_url(self.database_url)
         if self.production and self.password_hashing != "default":
             raise SettingsError("PASSWORD_HASHING=fast is for tests only")
+        if self.persisted_documents == "only" and self.persisted_documents_file is None:
+            raise SettingsError("PERSISTED_DOCUMENTS=only needs PERSISTED_DOCUMENTS_FILE")
         if not self.jwt_secret:
             if self.production:
                 raise SettingsError("JWT_SECRET must be set when TAXI_ENV=production")

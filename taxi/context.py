@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from taxi.events import Publisher
     from taxi.hub import Hub
     from taxi.models import User
+    from taxi.persisted import Documents
     from taxi.ratelimit import LoginLimiter
 
 
@@ -33,6 +34,7 @@ class Services:
     events: Publisher
     hub: Hub
     limiter: LoginLimiter
+    documents: Documents
 
 
 @dataclass

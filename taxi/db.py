@@ -7,12 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from taxi.config import Settings
 
@@ -20,6 +16,9 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    # Looked up on the module at call time: OpenTelemetry's SQLAlchemy instrumentation
+    # (taxi.tracing) traces engines by wrapping it there.
+    create_async_engine = sa_asyncio.create_async_engine
     if settings.is_sqlite:
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
         _tune_sqlite(engine)

@@ -27,7 +27,7 @@ from typing import Any
 from broadcaster import Broadcast
 from starlette.websockets import WebSocketDisconnect
 
-from taxi import events
+from taxi import events, metrics
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,12 @@ class Inbox:
         if key in self._items:
             self._items[key] = item  # newest state wins, in the stale one's place
             self.dropped += 1
+            metrics.coalesced()
         else:
             if len(self._items) >= self.maxsize:
                 self._items.popitem(last=False)
                 self.dropped += 1
+                metrics.dropped()
             self._items[key] = item
         self._ready.set()
 

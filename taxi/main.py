@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,14 @@ from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi.broadcast import open_broadcast, open_redis
+from taxi import metrics, tracing
+from taxi.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
 from taxi.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
+from taxi.persisted import Documents, load_manifest
 from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
 from taxi.schema import build_schema
 from taxi.view import TaxiGraphQL
@@ -38,8 +40,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Everything that connects somewhere, opened and closed together."""
     async with AsyncExitStack() as stack:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
+        metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         limiter: LoginLimiter
+        client: RedisClient | None = None
         if settings.uses_redis:
             client = await stack.enter_async_context(open_redis(settings))
             limiter = RedisLoginLimiter(
@@ -61,6 +65,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
             ),
             limiter=limiter,
+            documents=Documents(
+                mode=settings.persisted_documents,
+                manifest=(
+                    load_manifest(settings.persisted_documents_file)
+                    if settings.persisted_documents_file
+                    else None
+                ),
+                redis=client,
+                prefix=settings.channel_prefix,
+            ),
         )
 
 
@@ -83,12 +97,19 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
+    """`tracer_provider`: an OpenTelemetry TracerProvider (tests pass one with an
+    in-memory exporter); by default one from the OTEL_* variables, or none."""
     settings = settings or Settings()
     install_request_ids()
     if settings.log_json:
         configure_logging(settings.log_level)
-    schema = build_schema(mask_internal=settings.production, introspection=settings.introspection)
+    provider = tracer_provider if tracer_provider is not None else tracing.from_env()
+    schema = build_schema(
+        mask_internal=settings.production,
+        introspection=settings.introspection,
+        tracer=tracing.tracer(provider) if provider is not None else None,
+    )
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
@@ -102,16 +123,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
-            app.state.services = services
-            try:
-                yield
-            finally:
-                await graphql.close_sockets()
+        traced = tracing.instrumented(provider) if provider is not None else nullcontext()
+        with traced:
+            async with metrics.flushing(), open_services(settings) as services:
+                app.state.services = services
+                try:
+                    yield
+                finally:
+                    await graphql.close_sockets()
 
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [Middleware(metrics.HttpMetricsMiddleware), Middleware(RequestIdMiddleware)]
+    if provider is not None:
+        middleware.insert(0, Middleware(tracing.HttpTracing, provider=provider))
     if settings.origins:
         middleware.append(
             Middleware(
@@ -126,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
+            Route("/metrics", metrics.endpoint),
             Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
         ],
         middleware=middleware,

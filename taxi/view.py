@@ -11,7 +11,13 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +32,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET
 
-from taxi import auth
+from taxi import auth, metrics, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import ServiceUnavailable, Unauthenticated
@@ -67,7 +73,10 @@ def _well_formed(message: object) -> bool:
         payload = message.get("payload")
         return (
             isinstance(payload, dict)
-            and isinstance(payload.get("query"), str)
+            # A persisted document's hash may stand in for the query (taxi.persisted).
+            and isinstance(payload.get("query", None), str | None)
+            and isinstance(payload.get("extensions", None), dict | None)
+            and (payload.get("query") is not None or payload.get("extensions") is not None)
             and isinstance(payload.get("variables", None), dict | None)
             and isinstance(payload.get("operationName", None), str | None)
         )
@@ -119,6 +128,30 @@ class _Sinks:
         await super().cleanup_operation(operation_id)  # type: ignore[misc]
 
 
+async def _resolve_document(handler: Any, message: Any, *, legacy: bool) -> bool:
+    """A `subscribe`/`start` message's document per the persisted-documents rules
+    (taxi.persisted), put in its payload; False when refused (the operation's `error`
+    message is sent, the socket stays open)."""
+    if message["type"] not in ("subscribe", "start"):
+        return True
+    payload = message["payload"]
+    documents = handler.context.services.documents
+    try:
+        query = await documents.resolve(
+            query=payload.get("query"), extensions=payload.get("extensions")
+        )
+        if not isinstance(query, str):
+            raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
+        payload["query"] = query
+    except persisted.Refused as exc:
+        error = exc.as_error()
+        await handler.send_message(
+            {"type": "error", "id": message["id"], "payload": error if legacy else [error]}
+        )
+        return False
+    return True
+
+
 class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Any) -> None:
         await self._run_with_sink(operation.id, super().run_operation(operation))
@@ -126,6 +159,10 @@ class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[C
     async def handle_message(self, message: Any) -> None:
         if not _well_formed(message):
             await self.handle_invalid_message("Invalid message")  # 4400
+            return
+        if self.connection_acknowledged and not await _resolve_document(
+            self, message, legacy=False
+        ):
             return
         await super().handle_message(message)
 
@@ -154,7 +191,8 @@ class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None
 
     async def handle_message(self, message: Any) -> None:
         if _well_formed(message):  # like unparsable JSON, the rest is ignored
-            await super().handle_message(message)
+            if await _resolve_document(self, message, legacy=True):
+                await super().handle_message(message)
 
     async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
         run = super().handle_async_results(operation_id, *args, **kwargs)
@@ -236,6 +274,13 @@ class TaxiGraphQL(GraphQL[Context, None]):
                 await request.close()
         await response(scope, receive, send)
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET with a persisted document's hash and no query is an operation, not a
+        # browser asking for GraphiQL.
+        if request.query_params.get("extensions") is not None:
+            return False
+        return super().should_render_graphql_ide(request)
+
     async def parse_http_body(self, request: Any) -> Any:
         try:
             return await super().parse_http_body(request)
@@ -248,6 +293,15 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         data = kwargs["request_data"]
+        documents = kwargs["request"].app.state.services.documents
+        try:
+            data.query = await documents.resolve(query=data.query, extensions=data.extensions)
+        except persisted.Refused as exc:
+            # Never cached by a CDN: the client registers the document next.
+            kwargs["sub_response"].headers["Cache-Control"] = "no-store"
+            metrics.operation(name=data.operation_name, kind="unknown", code=exc.code, seconds=None)
+            error = GraphQLError(exc.message, extensions={"code": exc.code})
+            return ExecutionResult(data=None, errors=[error])
         if _is_subscription(data.query, data.operation_name):
             # Subscriptions are served over WebSocket; run over plain HTTP, the stream
             # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
@@ -317,9 +371,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
         if request.scope["type"] != "websocket":
             return await super().run(request)
         self.sockets.add(request)
+        metrics.socket_opened()
         try:
             return await super().run(request)
         finally:
+            metrics.socket_closed()
             self.sockets.discard(request)
             if (timer := getattr(request.state, "expiry", None)) is not None:
                 timer.cancel()

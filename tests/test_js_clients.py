@@ -76,3 +76,14 @@ async def test_js_clients_ride(settings: Settings) -> None:
     async with serve(settings) as live:
         code, out = await _run(node, "ride.mjs", live.url, live.ws_url, limit=RIDE_TIMEOUT, env=env)
     assert code == 0, f"node ride.mjs exited with {code}:\n{out}"
+
+
+async def test_js_persisted_queries(settings: Settings) -> None:
+    """Apollo's persisted-query link and urql's persisted exchange, over POST and GET:
+    tests/js/persisted.mjs checks what each sent, request by request."""
+    node, npm = _tools()
+    await _ensure_node_modules(npm)
+    async with serve(settings) as live:
+        code, out = await _run(node, "persisted.mjs", live.url, limit=RIDE_TIMEOUT)
+    assert code == 0, f"node persisted.mjs exited with {code}:\n{out}"
+    assert out.count("ok  ") == 14, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import strawberry
 from strawberry.extensions import (
@@ -20,6 +21,7 @@ from taxi.schema.accounts import AccountMutation, AccountQuery
 from taxi.schema.errors import ErrorCodes
 from taxi.schema.fanout import SharedEventExecutor
 from taxi.schema.limits import validation_rules
+from taxi.schema.observe import Observe
 from taxi.schema.subscriptions import Subscription
 from taxi.schema.trips import TripMutation, TripQuery
 
@@ -37,10 +39,13 @@ class _Schema(strawberry.Schema):
         return None
 
 
-def build_schema(*, mask_internal: bool = False, introspection: bool = True) -> strawberry.Schema:
+def build_schema(
+    *, mask_internal: bool = False, introspection: bool = True, tracer: Any = None
+) -> strawberry.Schema:
     rules = validation_rules(max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         OperationLog,
+        lambda: Observe(tracer=tracer),
         lambda: ErrorCodes(mask_internal=mask_internal),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: AddValidationRules(rules),

@@ -34,6 +34,8 @@ from graphql import ExecutionResult
 from starlette.types import Message
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from taxi import metrics
+
 T = TypeVar("T")
 Send = Coroutine[Any, Any, None]
 
@@ -78,7 +80,10 @@ def _frame(sink: Sink, payload: Any) -> str | None:
 def _send(sink: Sink, payload: Any) -> Send | None:
     """The operation's next frame for `payload` as an unstarted send, or None."""
     text = _frame(sink, payload)
-    return None if text is None else sink.send({"type": "websocket.send", "text": text})
+    if text is None:
+        return None
+    metrics.delivered()
+    return sink.send({"type": "websocket.send", "text": text})
 
 
 async def deliver(payload: Any) -> bool:
