@@ -165,28 +165,31 @@ async def taxi_servers(
     redis_cluster_url: str = "",
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    log_level: str = "warning",
 ) -> AsyncIterator[list[TaxiServer]]:
     """Server processes sharing one database, one Redis (or Redis Cluster) and one JWT
-    secret; yields once every one of them answers /healthz with 200."""
+    secret; yields once every one of them answers /healthz with 200. `extra_env` is
+    added to their environment."""
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
     if redis_url:
         env["REDIS_URL"] = redis_url
     if redis_cluster_url:
         env["REDIS_CLUSTER_URL"] = redis_cluster_url
-    env.update(extra_env or {})
     env.update(
         DATABASE_URL=database_url,
         JWT_SECRET=JWT_SECRET,
         TAXI_ENV="test",
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
+        SIGNUP_MAX_PER_HOUR="1000000",
     )
+    env.update(extra_env or {})
     servers: list[TaxiServer] = []
     try:
         for name in names:
             port = free_port()
             argv = [sys.executable, "-m", "taxi.cli", "serve", "--host", "127.0.0.1"]
-            argv += ["--port", str(port), "--log-level", "warning"]
+            argv += ["--port", str(port), "--log-level", log_level]
             proc_env = {**env, "MEDIA_ROOT": str(log_dir / f"media-{name}")}
             proc = Proc(name, argv, log_dir / f"server-{name}.log", proc_env)
             server = TaxiServer(name, proc, port)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from taxi import events
+from taxi import events, usernames
 from taxi.cluster import cluster_client
 from tests.conftest import REDIS_URL
 from tests.helpers import (
@@ -285,9 +285,10 @@ async def test_login_limit_is_shared_by_processes(cluster: list[TaxiServer]) -> 
     for server in (a, b):
         body = await gql(server.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
         assert error_code(body) == "RATE_LIMITED"
-    key = f"taxi:login-failures:{rider.username.lower()}"
+    key = f"taxi:login:{usernames.normalize(rider.username)}"
     client = cluster_client(a.redis) if a.sharded else aioredis.Redis.from_url(a.redis)
     try:
-        assert int(await client.get(key)) == max_failures
+        # Every attempt is counted before any password is checked: 5 + the 2 refused.
+        assert int(await client.get(key)) == max_failures + 2
     finally:
         await client.aclose()
