@@ -228,6 +228,7 @@ class Run:
                 "MEDIA_ROOT": str(self.tmp / "media"),
                 "BENCH_CHANNEL_PREFIX": self.prefix,
                 "CHANNEL_PREFIX": self.prefix,
+                "SIGNUP_MAX_PER_HOUR": "100000000",
                 "PYTHONPATH": str(self.source),
             }
         )

@@ -199,9 +199,9 @@ def channels(source: Path, prefix: str, trip_id: str) -> tuple[str, str]:
     return f"taxi:trip:{trip_id}", f"{prefix}:pool"  # bench.server renames the pool
 
 
-def mint_token(secret: str, user_id: int, username: str, group: str) -> str:
+def mint_token(secret: str, user_id: int, username: str, group: str, sid: str | None = None) -> str:
     now = datetime.now(UTC)
-    claims = {
+    claims: dict[str, Any] = {
         "id": user_id,
         "username": username,
         "first_name": "Bench",
@@ -214,11 +214,40 @@ def mint_token(secret: str, user_id: int, username: str, group: str) -> str:
         "jti": uuid.uuid4().hex,
         "token_type": "access",
     }
+    if sid is not None:  # a taxi with session families (auth_session) wants one
+        claims["sid"] = sid
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def _has_sessions(conn: Any) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass('auth_session') IS NOT NULL"))
+
+
+async def _sessions(conn: Any, user_ids: list[int]) -> list[str | None]:
+    """One session row per user when the schema has them (newer taxi), else None."""
+    if not await _has_sessions(conn):
+        return [None] * len(user_ids)
+    sids = [uuid.uuid4().hex for _ in user_ids]
+    await conn.executemany(
+        "INSERT INTO auth_session (id, user_id, created) VALUES ($1, $2, now())",
+        list(zip(sids, user_ids, strict=True)),
+    )
+    return list(sids)
 
 
 async def _users(conn: Any, prefix: str, group: str, n: int) -> list[tuple[int, str]]:
     names = [f"{prefix}_{uuid.uuid4().hex[:8]}_{i}" for i in range(n)]
+    if await _has_sessions(conn):  # newer taxi: the normalized name has its own column
+        rows = await conn.fetch(
+            """INSERT INTO "user" (username, username_key, first_name, last_name, "group",
+                   password, is_active, is_staff, date_joined)
+               SELECT u, lower(u), 'Bench', $2, $2, 'x', true, false, now()
+               FROM unnest($1::text[]) u
+               RETURNING id, username""",
+            names,
+            group,
+        )
+        return [(r["id"], r["username"]) for r in rows]
     rows = await conn.fetch(
         """INSERT INTO "user" (username, first_name, last_name, "group", password,
                is_active, is_staff, date_joined)
@@ -280,6 +309,7 @@ async def seed_race(dsn: str, secret: str, n: int) -> tuple[list[str], list[str]
     conn = await asyncpg.connect(dsn)
     try:
         drivers = await _users(conn, "bench_rd", "driver", n)
+        sids = await _sessions(conn, [i for i, _ in drivers])
         riders = [i for i, _ in await _users(conn, "bench_rr", "rider", n)]
         trips = [uuid.uuid4() for _ in riders]
         now = datetime.now(UTC)
@@ -291,5 +321,8 @@ async def seed_race(dsn: str, secret: str, n: int) -> tuple[list[str], list[str]
         )
     finally:
         await conn.close()
-    tokens = [mint_token(secret, i, name, "driver") for i, name in drivers]
+    tokens = [
+        mint_token(secret, i, name, "driver", sid)
+        for (i, name), sid in zip(drivers, sids, strict=True)
+    ]
     return tokens, [str(t) for t in trips]

@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taxi.config import Settings
 from taxi.errors import Unauthenticated
 from taxi.models import RefreshToken, User, utcnow
+from taxi.passwords import MAX_LENGTH as MAX_PASSWORD
 
 ALGORITHM = "HS256"
-_REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "token_type"]
+# `sid`: the session (family) a token belongs to; see taxi/resolvers/sessions.py.
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "token_type", "sid"]
 
 # Tests may ask for cheap parameters; production always gets argon2's defaults.
 _FAST_ARGON2 = {"argon2__memory_cost": 1024, "argon2__time_cost": 1, "argon2__parallelism": 1}
@@ -44,9 +46,11 @@ async def hash_password(password: str, *, fast: bool = False) -> str:
 
 def _verify(password: str, hashed: str | None, fast: bool) -> tuple[bool, str | None]:
     ctx = password_context(fast)
-    if hashed is None:
-        # Unknown user: pay for one verification anyway so timing says nothing.
-        ctx.verify(password, _dummy_hash(fast))
+    if hashed is None or len(password) > MAX_PASSWORD:
+        # Unknown user, or a password no account can have (passlib refuses it, which
+        # was a 500 for unknown users only): pay for one verification anyway, so
+        # neither the answer nor its timing tells whether the user exists.
+        ctx.verify(password[:MAX_PASSWORD], _dummy_hash(fast))
         return False, None
     try:
         return ctx.verify_and_update(password, hashed)
@@ -84,12 +88,13 @@ class TokenPair:
 
 
 async def issue_tokens(
-    session: AsyncSession, *, user: User, settings: Settings, photo_url: str | None
+    session: AsyncSession, *, user: User, settings: Settings, photo_url: str | None, sid: str
 ) -> TokenPair:
-    """Adds the refresh token's row to `session`; the caller commits."""
+    """Adds the refresh token's row to `session`; the caller commits. `sid` is the
+    session (family) both tokens belong to."""
     assert user.id is not None
     now = utcnow()
-    base = {"sub": str(user.id), "iat": now}
+    base = {"sub": str(user.id), "iat": now, "sid": sid}
     access = _encode(
         {
             **user_claims(user, photo_url),
@@ -106,7 +111,7 @@ async def issue_tokens(
         {**base, "token_type": "refresh", "jti": jti, "exp": expires},
         settings,
     )
-    session.add(RefreshToken(jti=jti, user_id=user.id, expires_at=expires))
+    session.add(RefreshToken(jti=jti, user_id=user.id, session_id=sid, expires_at=expires))
     return TokenPair(access=access, refresh=refresh)
 
 
@@ -130,6 +135,8 @@ def decode_token(token: str, *, settings: Settings, token_type: str) -> dict[str
         int(claims["sub"])
     except (TypeError, ValueError) as exc:
         raise Unauthenticated("Invalid token.") from exc
+    if not isinstance(claims["sid"], str):
+        raise Unauthenticated("Invalid token.")
     return claims
 
 

@@ -50,14 +50,18 @@ def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
         workers=args.workers,
         log_level=args.log_level,
         loop="uvloop",
-        http="httptools",
+        # httptools with a header size limit and a read deadline (taxi.server).
+        http="taxi.server:GuardedHttpToolsProtocol",
+        server_header=False,
         # Frames are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         # Closes open WebSockets with 1001 Going Away on shutdown (uvicorn's sends 1012).
         ws="taxi.server:GoingAwayWebSocketProtocol",
         timeout_graceful_shutdown=10,
-        proxy_headers=True,
+        # X-Forwarded-For only from TRUSTED_PROXIES (uvicorn trusts 127.0.0.1 otherwise).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
     )
 
 
@@ -73,6 +77,8 @@ async def _create_superuser(settings: Settings, username: str, password: str) ->
     from taxi.models import User, UserGroup
 
     async with open_database(settings) as (_engine, sessions), sessions() as session:
+        # The password policy is for sign-ups; an operator choosing a superuser's
+        # password is trusted with it.
         session.add(
             User(
                 username=username,

@@ -11,6 +11,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
+# HS256 keys shorter than the hash output can be brute-forced offline from one token.
+MIN_JWT_SECRET_BYTES = 32
 
 
 class SettingsError(Exception):
@@ -62,6 +64,11 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = 64 * 1024
     login_max_failures: int = 5
     login_failure_window: int = 300
+    signup_max_per_hour: int = Field(default=20, gt=0)
+    max_sockets_per_user: int = Field(default=20, gt=0)
+    # Comma-separated proxy addresses whose X-Forwarded-For is believed (uvicorn's
+    # forwarded_allow_ips); unset: none, the peer address is the client's.
+    trusted_proxies: str | None = None
     ws_keepalive_seconds: float = 10.0
     ws_init_timeout_seconds: float = 3.0
     subscriber_queue_size: int = 64
@@ -105,6 +112,12 @@ class Settings(BaseSettings):
                 raise SettingsError("JWT_SECRET must be set when TAXI_ENV=production")
             # Development only: tokens die with the process, which is the point.
             self.jwt_secret = secrets.token_urlsafe(48)
+        if self.production and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise SettingsError(
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes when "
+                "TAXI_ENV=production (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
         return self
 
     @property

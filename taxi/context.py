@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from taxi.models import User
     from taxi.persisted import Documents
     from taxi.positions import PositionStore
-    from taxi.ratelimit import LoginLimiter
+    from taxi.ratelimit import Limiter
+    from taxi.sockets import SocketRegistry
 
 
 @dataclass
@@ -34,7 +35,9 @@ class Services:
     broadcast: Broadcast
     events: Publisher
     hub: Hub
-    limiter: LoginLimiter
+    limiter: Limiter  # log-in attempts per normalized username
+    signups: Limiter  # sign-ups per client address
+    sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     documents: Documents
 
@@ -63,6 +66,11 @@ class Context:
         """Authenticate again on the next `user()` (a new token on the same socket)."""
         self._user = None
         self._auth_error = None
+
+    def revoke(self) -> None:
+        """The session or user ended (taxi/sockets.py): refuse every further operation."""
+        self._user = None
+        self._auth_error = Unauthenticated("Session ended.")
 
     async def user(self) -> User:
         """The signed-in, active user; Unauthenticated otherwise. Cached per context."""

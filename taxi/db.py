@@ -20,11 +20,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # (taxi.tracing) traces engines by wrapping it there.
     create_async_engine = sa_asyncio.create_async_engine
     if settings.is_sqlite:
-        engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            settings.database_url, connect_args={"timeout": 30}, hide_parameters=True
+        )
         _tune_sqlite(engine)
         return engine
     return create_async_engine(
         settings.database_url,
+        # A statement's parameters (password hashes, tokens' ids, user input) never
+        # appear in an exception's text, hence in no error message or log line.
+        hide_parameters=True,
         # A connection killed by a database restart is noticed before use, not mid-request.
         pool_pre_ping=True,
         pool_size=10,

@@ -27,6 +27,8 @@ RESYNC = "__resync__"
 # two deployments (or test runs) sharing one Redis never see each other's events.
 POOL = "pool"  # trips entering or leaving the pool of requested trips
 TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibility)
+# Ended sessions and users: every process closes its matching sockets (taxi/sockets.py).
+SESSIONS = "sessions"
 
 
 def trip_channel(trip_id: uuid.UUID | str) -> str:
@@ -132,3 +134,10 @@ class Publisher:
         state: the per-report path reads nothing from the database."""
         body = {"parties": parties, "location": TripView.location_json(location)}
         await self._send([location_channel(trip_id)], _encode("location", str(trip_id), body))
+
+    async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
+        """`sid` ended (log-out, a replayed refresh token) or, without one, every
+        session of `user_id` (deactivated or deleted)."""
+        key = f"session:{sid}" if sid else f"user:{user_id}"
+        body = {"user_id": user_id, "sid": sid}
+        await self._send([SESSIONS], _encode("session_ended", key, body))

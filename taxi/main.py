@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import dispatch, metrics, tracing
+from taxi import dispatch, metrics, sockets, tracing
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
@@ -28,13 +27,17 @@ from taxi.events import Publisher
 from taxi.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.persisted import Documents, load_manifest
+from taxi.photos import MediaFiles
 from taxi.positions import MemoryPositions, PositionStore
 from taxi.positions_redis import RedisPositions
-from taxi.ratelimit import LoginLimiter, MemoryLoginLimiter, RedisLoginLimiter
+from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.schema import build_schema
-from taxi.view import TaxiGraphQL
+from taxi.sockets import SocketRegistry
+from taxi.view import MAX_OPERATIONS_PER_SOCKET, TaxiGraphQL
 
 log = logging.getLogger("taxi")
+
+SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 
 
 @asynccontextmanager
@@ -44,22 +47,26 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
-        limiter: LoginLimiter
+        login = (settings.login_max_failures, settings.login_failure_window)
+        signup = (settings.signup_max_per_hour, SIGNUP_WINDOW)
+        limiter: Limiter
+        signups: Limiter
         positions: PositionStore
         client = None
         if settings.redis_url:
             client = redis_client(settings.redis_url)
             stack.push_async_callback(client.aclose)
-            limiter = RedisLoginLimiter(
-                client,
-                max_failures=settings.login_max_failures,
-                window=settings.login_failure_window,
+            prefix = settings.channel_prefix
+            limiter = RedisLimiter(
+                client, prefix=f"{prefix}:login", max_attempts=login[0], window=login[1]
+            )
+            signups = RedisLimiter(
+                client, prefix=f"{prefix}:signup", max_attempts=signup[0], window=signup[1]
             )
             positions = RedisPositions(client, prefix=settings.channel_prefix)
         else:
-            limiter = MemoryLoginLimiter(
-                max_failures=settings.login_max_failures, window=settings.login_failure_window
-            )
+            limiter = MemoryLimiter(max_attempts=login[0], window=login[1])
+            signups = MemoryLimiter(max_attempts=signup[0], window=signup[1])
             positions = MemoryPositions()
         events = Publisher(broadcast, prefix=settings.channel_prefix)
         await stack.enter_async_context(
@@ -75,6 +82,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 broadcast, prefix=settings.channel_prefix, maxsize=settings.subscriber_queue_size
             ),
             limiter=limiter,
+            signups=signups,
+            sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
             documents=Documents(
                 mode=settings.persisted_documents,
@@ -130,6 +139,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
         multipart_uploads_enabled=True,
         allowed_origins=settings.origins,
+        max_subscriptions_per_connection=MAX_OPERATIONS_PER_SOCKET,
     )
 
     @asynccontextmanager
@@ -138,9 +148,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         with traced:
             async with metrics.flushing(), open_services(settings) as services:
                 app.state.services = services
+                ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
                 try:
                     yield
                 finally:
+                    ending.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await ending
                     await graphql.close_sockets()
 
     media = Path(settings.media_root)
@@ -163,7 +177,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/metrics", metrics.endpoint),
-            Mount("/media", StaticFiles(directory=media, check_dir=False), name="media"),
+            Mount("/media", MediaFiles(media), name="media"),
         ],
         middleware=middleware,
         lifespan=lifespan,

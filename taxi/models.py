@@ -10,6 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from taxi.usernames import normalize
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -65,9 +67,15 @@ ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGR
 
 class User(SQLModel, table=True):
     __tablename__ = "user"
+    # Ids are never reused: without AUTOINCREMENT SQLite hands a deleted user's id to
+    # the next one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=150, sa_column_kwargs={"unique": True}, nullable=False)
+    # taxi.usernames.normalize(username), kept by the mapper events below: the unique
+    # index that makes `Ada`, `ada` and a full-width `Ada` one name.
+    username_key: str = Field(default="", max_length=150, unique=True, index=True)
     first_name: str = Field(max_length=150)
     last_name: str = Field(max_length=150)
     group: UserGroup = Field(sa_type=_enum(UserGroup))
@@ -78,6 +86,25 @@ class User(SQLModel, table=True):
     date_joined: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+@sa.event.listens_for(User, "before_insert")
+@sa.event.listens_for(User, "before_update")
+def _normalize_username(_mapper: Any, _conn: Any, user: User) -> None:
+    # Every writer (sign-up, createsuperuser, the admin UI) gets the key right.
+    user.username_key = normalize(user.username)
+
+
+class AuthSession(SQLModel, table=True):
+    """One per log-in: the family of every token refreshed from it. Access and refresh
+    tokens carry its id (`sid`); a revoked or deleted row ends them all."""
+
+    __tablename__ = "auth_session"
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class RefreshToken(SQLModel, table=True):
     """One row per issued refresh token; rotation revokes it with a conditional UPDATE."""
 
@@ -85,6 +112,9 @@ class RefreshToken(SQLModel, table=True):
 
     jti: str = Field(primary_key=True, max_length=64)
     user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    session_id: str | None = Field(
+        default=None, foreign_key="auth_session.id", index=True, ondelete="CASCADE", max_length=32
+    )
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -1,4 +1,8 @@
-"""Log-in failure counting per username: in Redis when configured, else in process."""
+"""Attempt limits (log-in per username, sign-up per client address): a fixed window per
+key, in Redis when configured (shared by every process), else in process.
+
+An attempt is counted BEFORE the work it guards (the password hash): of 60 log-ins that
+arrive at once, only the first `max_attempts` are checked, whatever their outcome."""
 
 from __future__ import annotations
 
@@ -11,72 +15,84 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-
-class LoginLimiter(Protocol):
-    async def blocked(self, username: str) -> bool: ...
-    async def failed(self, username: str) -> None: ...
-    async def reset(self, username: str) -> None: ...
-
-
-def _key(username: str) -> str:
-    return f"taxi:login-failures:{username.strip().lower()}"
+# The in-process table drops expired windows once it holds this many keys.
+_PRUNE_AT = 10_000
+# DECR only a live window: on an expired key it would create -1 with no expiry.
+_REFUND = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
 
 
-class MemoryLoginLimiter:
-    def __init__(self, *, max_failures: int, window: int) -> None:
-        self.max_failures = max_failures
+class Limiter(Protocol):
+    async def allow(self, key: str) -> bool:
+        """Count one attempt for `key`; False when it is over the limit."""
+        ...
+
+    async def reset(self, key: str) -> None: ...
+
+    async def refund(self, key: str) -> None:
+        """Take back one attempt whose guarded work never ran (a database outage)."""
+        ...
+
+
+class MemoryLimiter:
+    def __init__(self, *, max_attempts: int, window: int) -> None:
+        self.max_attempts = max_attempts
         self.window = window
-        self._failures: dict[str, list[float]] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (started, attempts)
 
-    def _recent(self, username: str) -> list[float]:
-        cutoff = time.monotonic() - self.window
-        recent = [t for t in self._failures.get(_key(username), []) if t > cutoff]
-        if recent:
-            self._failures[_key(username)] = recent
-        else:
-            self._failures.pop(_key(username), None)
-        return recent
+    async def allow(self, key: str) -> bool:
+        # No await between the read and the write: atomic within the event loop.
+        now = time.monotonic()
+        if len(self._windows) >= _PRUNE_AT:
+            self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.window}
+        started, count = self._windows.get(key, (now, 0))
+        if now - started >= self.window:
+            started, count = now, 0
+        self._windows[key] = (started, count + 1)
+        return count + 1 <= self.max_attempts
 
-    async def blocked(self, username: str) -> bool:
-        return len(self._recent(username)) >= self.max_failures
+    async def reset(self, key: str) -> None:
+        self._windows.pop(key, None)
 
-    async def failed(self, username: str) -> None:
-        self._failures.setdefault(_key(username), []).append(time.monotonic())
-        self._recent(username)
-
-    async def reset(self, username: str) -> None:
-        self._failures.pop(_key(username), None)
+    async def refund(self, key: str) -> None:
+        if (window := self._windows.get(key)) is not None and window[1] > 0:
+            self._windows[key] = (window[0], window[1] - 1)
 
 
-class RedisLoginLimiter:
-    """A fixed window per username shared by every process. Redis being down must not
-    lock everyone out, so errors fail open (and are logged)."""
+class RedisLimiter:
+    """INCR and EXPIRE NX in one MULTI/EXEC: the count and its window are set together,
+    atomically for every process. Redis being down must not lock everyone out, so
+    errors fail open (and are logged)."""
 
-    def __init__(self, client: aioredis.Redis, *, max_failures: int, window: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, max_attempts: int, window: int
+    ) -> None:
         self.client = client
-        self.max_failures = max_failures
+        self.prefix = prefix
+        self.max_attempts = max_attempts
         self.window = window
 
-    async def blocked(self, username: str) -> bool:
-        try:
-            value = await self.client.get(_key(username))
-        except (RedisError, OSError):
-            log.warning("login limiter: redis unavailable, failing open")
-            return False
-        # decode_responses=True: the value is `str`, never bytes.
-        return value is not None and int(value) >= self.max_failures
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
 
-    async def failed(self, username: str) -> None:
+    async def allow(self, key: str) -> bool:
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(_key(username))
-                pipe.expire(_key(username), self.window, nx=True)
-                await pipe.execute()
+                pipe.incr(self._key(key))
+                pipe.expire(self._key(key), self.window, nx=True)
+                count, _ = await pipe.execute()
         except (RedisError, OSError):
-            log.warning("login limiter: redis unavailable, failure not counted")
+            log.warning("limiter %s: redis unavailable, failing open", self.prefix)
+            return True
+        return int(count) <= self.max_attempts
 
-    async def reset(self, username: str) -> None:
+    async def reset(self, key: str) -> None:
         try:
-            await self.client.delete(_key(username))
+            await self.client.delete(self._key(key))
         except (RedisError, OSError):
-            log.warning("login limiter: redis unavailable, reset skipped")
+            log.warning("limiter %s: redis unavailable, reset skipped", self.prefix)
+
+    async def refund(self, key: str) -> None:
+        try:
+            await self.client.eval(_REFUND, 1, self._key(key))  # type: ignore[misc]
+        except (RedisError, OSError):
+            log.warning("limiter %s: redis unavailable, refund skipped", self.prefix)

@@ -25,7 +25,6 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -35,9 +34,10 @@ from strawberry.types.unset import UNSET
 from taxi import auth, metrics, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
-from taxi.errors import ServiceUnavailable, Unauthenticated
-from taxi.schema import MAX_TOKENS, fanout, fastpath
+from taxi.errors import BadUserInput, ServiceUnavailable, Unauthenticated
+from taxi.schema import MAX_TOKENS, fanout, fastpath, inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, is_outage, with_codes
+from taxi.sockets import TOO_MANY, TooManySockets, close_forbidden
 
 log = logging.getLogger("taxi.ws")
 
@@ -45,6 +45,16 @@ ASGI_SEND = "taxi.send"
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
 FORBIDDEN = 4403
+INIT_TIMEOUT = 4408
+INIT_TIMEOUT_REASON = "Connection initialisation timeout"
+# Operations in flight on one socket (strawberry's max_subscriptions_per_connection:
+# the next is answered with an error, the socket stays open).
+MAX_OPERATIONS_PER_SOCKET = 100
+PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
+CSRF_REFUSED = (
+    "This request was refused as a possible CSRF: send it as application/json, "
+    "or with a non-empty Apollo-Require-Preflight header."
+)
 
 
 class _BodyTooLarge(Exception):
@@ -83,14 +93,27 @@ def _well_formed(message: object) -> bool:
     return True
 
 
+def _bad_variables(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A subscribe/start whose variables break the input limits: its error, else None."""
+    if message["type"] not in ("subscribe", "start"):
+        return None
+    reason = inputs.problem(message["payload"].get("variables"))
+    if reason is None:
+        return None
+    return {"message": reason, "extensions": {"code": BadUserInput.code}}
+
+
 class _OutageAtInit:
-    """Both protocols: an outage while connection_init authenticates closes with 1013."""
+    """Both protocols: an outage while connection_init authenticates closes with 1013;
+    a user over MAX_SOCKETS_PER_USER is closed with 4429."""
 
     legacy = False
 
     async def handle_connection_init(self, message: Any) -> None:
         try:
             await super().handle_connection_init(message)  # type: ignore[misc]
+        except TooManySockets:
+            await _too_many(self, legacy=self.legacy)
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -168,6 +191,10 @@ class _TransportWSHandler(_Sinks, _OutageAtInit, BaseGraphQLTransportWSHandler[C
         if not _well_formed(message):
             await self.handle_invalid_message("Invalid message")  # 4400
             return
+        if (bad := _bad_variables(message)) is not None:
+            error = {"id": message["id"], "type": "error", "payload": [bad]}
+            await self.send_message(error)  # type: ignore[arg-type]
+            return
         if self.connection_acknowledged and not await _resolve_document(
             self, message, legacy=False
         ):
@@ -196,15 +223,46 @@ class _LegacyWSHandler(_Sinks, _OutageAtInit, BaseGraphQLWSHandler[Context, None
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _StreamAnyOperation(self.schema)  # type: ignore[assignment]
+        self._init_seen = False
+
+    async def handle(self) -> None:
+        # subscriptions-transport-ws has no connection_init deadline of its own (and
+        # strawberry's handler none): an idle socket held memory forever. Closed like
+        # graphql-transport-ws's (4408) after WS_INIT_TIMEOUT_SECONDS.
+        deadline = asyncio.create_task(self._init_deadline())
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+
+    async def _init_deadline(self) -> None:
+        await asyncio.sleep(self.view.settings.ws_init_timeout_seconds)  # type: ignore[attr-defined]
+        if not self._init_seen:
+            with suppress(RuntimeError, OSError):
+                await self.websocket.close(code=INIT_TIMEOUT, reason=INIT_TIMEOUT_REASON)
 
     async def handle_message(self, message: Any) -> None:
-        if _well_formed(message):  # like unparsable JSON, the rest is ignored
-            if await _resolve_document(self, message, legacy=True):
-                await super().handle_message(message)
+        if not _well_formed(message):  # like unparsable JSON, the rest is ignored
+            return
+        if message["type"] == "connection_init":
+            self._init_seen = True
+        if (bad := _bad_variables(message)) is not None:
+            error = {"id": message["id"], "type": "error", "payload": bad}
+            await self.send_message(error)  # type: ignore[arg-type]
+            return
+        if await _resolve_document(self, message, legacy=True):
+            await super().handle_message(message)
 
     async def handle_async_results(self, operation_id: str, *args: Any, **kwargs: Any) -> None:
         run = super().handle_async_results(operation_id, *args, **kwargs)
         await self._run_with_sink(operation_id, run)
+
+
+async def _too_many(handler: Any, *, legacy: bool) -> None:
+    if legacy:
+        error = {"message": "Too many open sockets.", "extensions": {"code": "RATE_LIMITED"}}
+        await handler.send_message({"type": "connection_error", "payload": error})
+    await handler.websocket.close(code=TOO_MANY, reason="Too many sockets")
 
 
 async def _unavailable(handler: Any, exc: Exception, *, legacy: bool) -> None:
@@ -229,6 +287,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
         super().__init__(schema, **kwargs)
         self.settings = settings
         self.sockets: set[WebSocket] = set()
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses what the standard library let through to a 500: a lone
+        # surrogate (no UTF-8 for it, so no database can store it) and deep nesting
+        # (RecursionError); it raises a JSONDecodeError, answered with HTTP 400.
+        return orjson.loads(data)
 
     def encode_json(self, data: object) -> str:
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
@@ -263,8 +327,11 @@ class TaxiGraphQL(GraphQL[Context, None]):
         too_large = error_response(
             413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
         )
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = too_large
+        response: Response
+        if _needs_preflight(request):
+            response = error_response(400, CSRF_REFUSED, "BAD_REQUEST")
+        elif length is not None and (not length.isdigit() or int(length) > limit):
+            response = too_large
         else:
             try:
                 response = await self.run(request)
@@ -301,6 +368,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         data = kwargs["request_data"]
+        reason = inputs.problem(data.variables)
+        if reason is not None:
+            # Before graphql-core coerces them (seconds for a 600,000-item list).
+            kwargs["sub_response"].status_code = 400
+            error = GraphQLError(reason, extensions={"code": BadUserInput.code})
+            return ExecutionResult(data=None, errors=[error])
         documents = kwargs["request"].app.state.services.documents
         try:
             data.query = await documents.resolve(query=data.query, extensions=data.extensions)
@@ -348,6 +421,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
             ) from exc
         ws = context.request
         assert isinstance(ws, WebSocket)
+        user = await context.user()
+        assert user.id is not None
+        # Raises TooManySockets past MAX_SOCKETS_PER_USER (closed with 4429 above).
+        context.services.sockets.add(
+            ws, user_id=user.id, sid=str(claims["sid"]), revoke=context.revoke
+        )
         delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
         if (previous := getattr(ws.state, "expiry", None)) is not None:
             previous.cancel()
@@ -359,16 +438,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
     async def _expire(self, ws: WebSocket) -> None:
         """The token that opened the socket expired: clients reconnect with a fresh one."""
-        if ws.application_state != WebSocketState.CONNECTED:
-            return
-        with suppress(Exception):
-            if _protocol(ws) == GRAPHQL_WS_PROTOCOL:
-                await ws.send_text(
-                    orjson.dumps(
-                        {"type": "connection_error", "payload": {"message": "Token has expired."}}
-                    ).decode()
-                )
-            await ws.close(code=FORBIDDEN, reason="Forbidden")
+        await close_forbidden(ws, "Token has expired.")
 
     async def pick_websocket_subprotocol(self, request: WebSocket) -> str | None:
         protocol = await super().pick_websocket_subprotocol(request)
@@ -385,6 +455,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
         finally:
             metrics.socket_closed()
             self.sockets.discard(request)
+            request.app.state.services.sockets.discard(request)
             if (timer := getattr(request.state, "expiry", None)) is not None:
                 timer.cancel()
 
@@ -411,5 +482,19 @@ def _is_subscription(query: object, operation_name: object) -> bool:
     return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
 
 
-def _protocol(ws: WebSocket) -> str | None:
-    return getattr(ws.state, "protocol", None)
+def _needs_preflight(request: Request) -> bool:
+    """CSRF prevention as Apollo Server does it: a browser may send a cross-site POST
+    without a preflight only as a "simple" request, which cannot be application/json
+    and cannot carry custom headers. So a POST that is not JSON (multipart uploads,
+    text/plain, forms) must carry one of these headers, which forces the preflight
+    that CORS then refuses for foreign origins."""
+    if request.method != "POST":
+        return False  # GET never runs mutations
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    json = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    if json:
+        return False  # never a "simple" request: browsers preflight it
+    headers = request.headers
+    return not any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS)

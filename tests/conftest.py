@@ -35,6 +35,7 @@ CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = normalize_database_url(os.environ.get("DATABASE_URL", ""))
 REDIS_URL = os.environ.get("REDIS_URL", "")
 SESSION_PREFIX = f"taxi-test-{uuid.uuid4().hex[:8]}"
+TEST_SIGNUP_LIMIT = 1_000_000
 HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
 
 
@@ -109,6 +110,8 @@ def base_settings(**overrides: object) -> Settings:
         "database_url": "sqlite+aiosqlite:///./unused.db",
         # Its own channels: other runs on a shared Redis are invisible to this one.
         "channel_prefix": SESSION_PREFIX,
+        # Tests sign many users up from one address; tests of the limit lower it.
+        "signup_max_per_hour": TEST_SIGNUP_LIMIT,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

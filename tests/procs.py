@@ -162,10 +162,12 @@ async def taxi_servers(
     redis_url: str,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    log_level: str = "warning",
 ) -> AsyncIterator[list[TaxiServer]]:
-    """Server processes sharing one database, one Redis and one JWT secret (and
-    `extra_env`); yields once every one of them answers /healthz with 200."""
-    env = {**os.environ, **(extra_env or {})}
+    """Server processes sharing one database, one Redis and one JWT secret; yields
+    once every one of them answers /healthz with 200. `extra_env` is added to their
+    environment."""
+    env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
@@ -173,13 +175,15 @@ async def taxi_servers(
         TAXI_ENV="test",
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
+        SIGNUP_MAX_PER_HOUR="1000000",
     )
+    env.update(extra_env or {})
     servers: list[TaxiServer] = []
     try:
         for name in names:
             port = free_port()
             argv = [sys.executable, "-m", "taxi.cli", "serve", "--host", "127.0.0.1"]
-            argv += ["--port", str(port), "--log-level", "warning"]
+            argv += ["--port", str(port), "--log-level", log_level]
             proc_env = {**env, "MEDIA_ROOT": str(log_dir / f"media-{name}")}
             proc = Proc(name, argv, log_dir / f"server-{name}.log", proc_env)
             servers.append(TaxiServer(name, proc, port))

@@ -51,6 +51,7 @@ from tests.helpers import (
 )
 from tests.ws import LEGACY, TRANSPORT
 
+PREFLIGHT = {"Apollo-Require-Preflight": "1"}
 # Examples per test and backend.
 HTTP_EXAMPLES = 300
 WS_EXAMPLES = 150
@@ -266,7 +267,9 @@ async def test_json_bodies(client: httpx.AsyncClient, body: Any) -> None:
     ),
 )
 async def test_raw_bodies(client: httpx.AsyncClient, content_type: str, body: bytes) -> None:
+    # The preflight header gets non-JSON bodies past the CSRF check, to the parsers.
     headers = {"Content-Type": content_type.encode()} if content_type.isprintable() else {}
+    headers["Apollo-Require-Preflight"] = b"1"
     check_response(await client.post("/graphql", content=body, headers=headers))
     await check_alive(client)
 
@@ -331,7 +334,8 @@ def multipart(draw: st.DrawFn) -> tuple[str, bytes]:
 @given(request=multipart())
 async def test_multipart_bodies(client: httpx.AsyncClient, request: tuple[str, bytes]) -> None:
     content_type, body = request
-    response = await client.post("/graphql", content=body, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type, **PREFLIGHT}
+    response = await client.post("/graphql", content=body, headers=headers)
     check_response(response)
     await check_alive(client)
 
@@ -407,8 +411,46 @@ async def test_body_over_the_limit_is_refused(
         "/graphql",
         data={"operations": VALID_OPERATIONS, "map": VALID_MAP},
         files={"0": ("big.png", big, "image/png")},
+        headers=PREFLIGHT,
     )
     check_too_large(response)
+    await check_alive(client)
+
+
+# Inputs that gave 500s (or SQL and hashes in the error) when the running service was
+# attacked (issue 9); raw JSON text, so lone surrogates and deep nesting go as sent.
+_SIGN_UP_VARS = (
+    '{"input": {"username": "u%s", "firstName": %s, "lastName": "L", '
+    '"password1": "correct-horse-9", "password2": "correct-horse-9"}}'
+)
+ATTACKS = {
+    "nul-in-name": (SIGN_UP, _SIGN_UP_VARS % ("nul1", '"Ada\\u0000"')),
+    "surrogate-in-name": (SIGN_UP, _SIGN_UP_VARS % ("sur1", '"Ada\\ud800"')),
+    "nesting-5000": (SIGN_UP, _SIGN_UP_VARS % ("deep1", "[" * 5000 + "]" * 5000)),
+    "unknown-user-5000-char-password": (
+        LOG_IN,
+        json.dumps({"username": "nobody_at_all", "password": "p" * 5000}),
+    ),
+    "list-of-600000": (TRIPS, json.dumps({"s": ["REQUESTED"] * 600_000})),
+    "nul-in-address": (
+        REQUEST_TRIP,
+        '{"input": {"pickUpAddress": "A\\u0000", "dropOffAddress": "B"}}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ATTACKS))
+async def test_inputs_that_gave_500s(client: httpx.AsyncClient, token: str, case: str) -> None:
+    document, variables = ATTACKS[case]
+    raw = f'{{"query": {json.dumps(document)}, "variables": {variables}}}'
+    response = await client.post(
+        "/graphql",
+        content=raw.encode("utf-8", "surrogatepass"),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    check_response(response)
+    assert response.status_code == 400 or "errors" in response.json(), response.text[:300]
+    assert "argon2" not in response.text and "INSERT" not in response.text
     await check_alive(client)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -32,7 +34,20 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(_settings())
+    settings = _settings()
+    engine = create_engine(settings)
+    if settings.is_sqlite:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _fk_off(dbapi_conn: Any, _record: Any) -> None:
+            # Batch mode rebuilds a table by copy, drop and rename; with foreign keys
+            # enforced, dropping `user` would cascade into its tokens and trips.
+            # (After the app's own connect hook, which turns them on; outside any
+            # transaction, where SQLite ignores this pragma.)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=OFF")
+            cur.close()
+
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from taxi import auth
+from taxi import auth, passwords, photos, usernames
 from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, RateLimited, Unauthenticated
+from taxi.events import Publisher
 from taxi.models import User, UserGroup
-from taxi.ratelimit import LoginLimiter
+from taxi.ratelimit import Limiter
+from taxi.resolvers import sessions
 from taxi.resolvers.users import user_view
 from taxi.views import UserView, media_url
 
-USERNAME_RE = re.compile(r"^[\w.@+-]+$")
-MIN_PASSWORD = 8
 MAX_NAME = 150
 INVALID_CREDENTIALS = "Invalid username or password"
 USERNAME_TAKEN = "A user with that username already exists."
-
-# Magic numbers of the image types we accept; the client's filename and
-# Content-Type are never trusted.
-_IMAGE_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-)
-
-
-def sniff_image(data: bytes) -> str | None:
-    for magic, ext in _IMAGE_SIGNATURES:
-        if data.startswith(magic):
-            return ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
+SESSION_ENDED = "Refresh token is expired or revoked."
 
 
 @dataclass(frozen=True)
@@ -68,41 +48,20 @@ def _validate_sign_up(
     def add(name: str, message: str) -> None:
         errors.setdefault(name, []).append(message)
 
-    if not username.strip():
-        add("username", "This field may not be blank.")
-    elif len(username) > MAX_NAME:
-        add("username", f"Ensure this field has no more than {MAX_NAME} characters.")
-    elif not USERNAME_RE.match(username):
-        add("username", "Use only letters, digits and @/./+/-/_ characters.")
+    if (problem := usernames.problem(username)) is not None:
+        add("username", problem)
     for name, value in (("firstName", first_name), ("lastName", last_name)):
         if not value.strip():
             add(name, "This field may not be blank.")
         elif len(value) > MAX_NAME:
             add(name, f"Ensure this field has no more than {MAX_NAME} characters.")
-    if len(password1) < MIN_PASSWORD:
-        add(
-            "password1",
-            f"This password is too short. It must contain at least {MIN_PASSWORD} characters.",
-        )
-    elif password1.isdigit():
-        add("password1", "This password is entirely numeric.")
+    for message in passwords.problems(password1, username=username):
+        add("password1", message)
     if password1 != password2:
         add("password2", "Passwords must match.")
-    if photo is not None:
-        if len(photo) > settings.max_upload_bytes:
-            add("photo", f"The photo may not be larger than {settings.max_upload_bytes} bytes.")
-        elif sniff_image(photo) is None:
-            add("photo", "Upload a valid image (PNG, JPEG, GIF or WebP).")
+    if photo is not None and len(photo) > settings.max_upload_bytes:
+        add("photo", f"The photo may not be larger than {settings.max_upload_bytes} bytes.")
     return errors
-
-
-def _save_photo(settings: Settings, data: bytes) -> str:
-    ext = sniff_image(data)
-    rel = f"photos/{uuid.uuid4().hex}.{ext}"
-    path = Path(settings.media_root) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return rel
 
 
 async def sign_up(
@@ -116,8 +75,12 @@ async def sign_up(
     password2: str,
     group: UserGroup,
     photo: bytes | None,
+    signups: Limiter,
+    client: str | None,
 ) -> UserView:
     username = username.strip()
+    if not await signups.allow(client or "unknown"):
+        raise RateLimited("Too many sign-ups from this address; try again later.")
     errors = _validate_sign_up(
         username=username,
         first_name=first_name,
@@ -130,11 +93,17 @@ async def sign_up(
     async with db() as session:
         if "username" not in errors and await _find_user(session, username):
             errors["username"] = [USERNAME_TAKEN]
+    image = None
+    if photo is not None and "photo" not in errors:
+        try:
+            image = await photos.reencode(photo)
+        except photos.NotAnImage as exc:
+            errors["photo"] = [str(exc)]
     if errors:
         raise BadUserInput("Invalid input.", fields=errors)
 
     hashed = await auth.hash_password(password1, fast=settings.password_hashing == "fast")
-    rel = _save_photo(settings, photo) if photo is not None else None
+    rel = photos.save(settings.media_root, image) if image is not None else None
     user = User(
         username=username,
         first_name=first_name.strip(),
@@ -143,79 +112,122 @@ async def sign_up(
         password=hashed,
         photo=rel,
     )
+    committed = False
     try:
         async with db() as session, session.begin():
             session.add(user)
-        async with db() as session:
-            return await user_view(session, user)
+        committed = True
     except IntegrityError as exc:
         # Lost a race with a concurrent sign-up for the same name: the unique index decided.
-        if rel:
-            (Path(settings.media_root) / rel).unlink(missing_ok=True)
         raise BadUserInput("Invalid input.", fields={"username": [USERNAME_TAKEN]}) from exc
+    finally:
+        # A sign-up that failed in any way (a race, an outage, a cancelled request)
+        # leaves no file behind.
+        if rel and not committed:
+            photos.remove(settings.media_root, rel)
+    async with db() as session:
+        return await user_view(session, user)
 
 
 async def _find_user(session: AsyncSession, username: str) -> User | None:
-    return (await session.scalars(select(User).where(col(User.username) == username))).first()
+    key = usernames.normalize(username)
+    return (await session.scalars(select(User).where(col(User.username_key) == key))).first()
 
 
 async def log_in(
-    *, db: SessionMaker, settings: Settings, limiter: LoginLimiter, username: str, password: str
+    *, db: SessionMaker, settings: Settings, limiter: Limiter, username: str, password: str
 ) -> AuthResult:
-    if await limiter.blocked(username):
+    # Counted before the hash is checked, per normalized name: `CAROLx` and `carolx`
+    # are one account, and concurrent attempts cannot all slip under the limit.
+    key = usernames.normalize(username)
+    if not await limiter.allow(key):
         raise RateLimited("Too many failed log-in attempts; try again later.")
     fast = settings.password_hashing == "fast"
-    async with db() as session, session.begin():
-        user = await _find_user(session, username.strip())
+    checked = False
+    try:
+        # No connection is held during the ~130 ms hash.
+        async with db() as session:
+            user = await _find_user(session, username)
         live = user if user is not None and user.is_active else None
         ok, new_hash = await auth.verify_password(
             password, live.password if live else None, fast=fast
         )
-        if not ok or live is None:
-            await limiter.failed(username)
-            raise Unauthenticated(INVALID_CREDENTIALS)
+        checked = True
+    finally:
+        if not checked:
+            # No password was checked (the database is down): not a guess. Counting
+            # it would lock the owner out for a window after the outage.
+            await limiter.refund(key)
+    if not ok or live is None or live.id is None:
+        raise Unauthenticated(INVALID_CREDENTIALS)
+    async with db() as session, session.begin():
         if new_hash:
             live.password = new_hash
+            session.add(live)  # detached since the look-up: attach it for the UPDATE
         view = await user_view(session, live)
+        sid = await sessions.start(session, user_id=live.id)
         pair = await auth.issue_tokens(
-            session, user=live, settings=settings, photo_url=media_url(live.photo)
+            session, user=live, settings=settings, photo_url=media_url(live.photo), sid=sid
         )
-    await limiter.reset(username)
+    # The right password for this very account: its own count starts again (a success
+    # on any other account never touches it).
+    await limiter.reset(key)
     return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
 
 
-async def refresh_token(*, db: SessionMaker, settings: Settings, refresh: str) -> AuthResult:
+async def refresh_token(
+    *, db: SessionMaker, events: Publisher, settings: Settings, refresh: str
+) -> AuthResult:
     claims = auth.decode_token(refresh, settings=settings, token_type="refresh")
+    jti, sid, user_id = str(claims["jti"]), str(claims["sid"]), int(claims["sub"])
     async with db() as session, session.begin():
-        if not await auth.revoke_refresh(session, jti=str(claims["jti"])):
-            raise Unauthenticated("Refresh token is expired or revoked.")
-        user = await session.get(User, int(claims["sub"]))
-        if user is None or not user.is_active:
-            raise Unauthenticated("Refresh token is expired or revoked.")
-        view = await user_view(session, user)
-        pair = await auth.issue_tokens(
-            session, user=user, settings=settings, photo_url=media_url(user.photo)
-        )
-    return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
+        if await auth.revoke_refresh(session, jti=jti):
+            user = await sessions.load_signed_in(session, user_id=user_id, sid=sid)
+            if user is not None:
+                view = await user_view(session, user)
+                pair = await auth.issue_tokens(
+                    session, user=user, settings=settings, photo_url=media_url(user.photo), sid=sid
+                )
+                return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
+            replayed = None
+        else:
+            # Used before: the token was stolen or the client is confused. Either way
+            # the whole family (every token of this log-in) ends.
+            replayed = await sessions.family_of_used_token(session, jti=jti)
+            if replayed is not None:
+                await sessions.revoke(session, sid=replayed)
+    if replayed is not None:
+        await events.session_ended(user_id=user_id, sid=replayed)
+    raise Unauthenticated(SESSION_ENDED)
 
 
-async def log_out(*, db: SessionMaker, settings: Settings, refresh: str) -> bool:
+async def log_out(*, db: SessionMaker, events: Publisher, settings: Settings, refresh: str) -> bool:
+    """Ends the refresh token's session: the token, and within a second the session's
+    access tokens and open sockets in every process."""
     try:
         claims = auth.decode_token(refresh, settings=settings, token_type="refresh")
     except Unauthenticated:
         return False
     async with db() as session, session.begin():
-        return await auth.revoke_refresh(session, jti=str(claims["jti"]))
+        live = await auth.revoke_refresh(session, jti=str(claims["jti"]))
+        if live:
+            await sessions.revoke(session, sid=str(claims["sid"]))
+    if live:
+        await events.session_ended(user_id=int(claims["sub"]), sid=str(claims["sid"]))
+    return live
 
 
 async def authenticate(*, db: SessionMaker, settings: Settings, token: str | None) -> User:
-    """The active user an access token names; Unauthenticated otherwise."""
+    """The active user of a live session an access token names; Unauthenticated
+    otherwise. One indexed query (user and session by primary key)."""
     if not token:
         raise Unauthenticated("Authentication required.")
     claims = auth.decode_token(token, settings=settings, token_type="access")
     async with db() as session:
-        user = await session.get(User, int(claims["sub"]))
-    if user is None or not user.is_active:
+        user = await sessions.load_signed_in(
+            session, user_id=int(claims["sub"]), sid=str(claims["sid"])
+        )
+    if user is None:
         raise Unauthenticated("Invalid token.")
     return user
 

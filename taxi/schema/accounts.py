@@ -61,6 +61,10 @@ class AccountMutation:
             password2=input.password2,
             group=input.group,
             photo=photo,
+            signups=ctx.services.signups,
+            # The peer, or X-Forwarded-For from a TRUSTED_PROXIES peer (uvicorn's
+            # proxy headers handling rewrites `client` only for those).
+            client=ctx.request.client.host if ctx.request.client else None,
         )
         return User.of(view)
 
@@ -83,10 +87,17 @@ class AccountMutation:
     async def refresh_token(self, info: Info, refresh: str) -> AuthPayload:
         ctx = info.context
         return _payload(
-            await accounts.refresh_token(db=ctx.db, settings=ctx.settings, refresh=refresh)
+            await accounts.refresh_token(
+                db=ctx.db, events=ctx.services.events, settings=ctx.settings, refresh=refresh
+            )
         )
 
-    @strawberry.mutation(description="Revoke a refresh token. True when it was live.")
+    @strawberry.mutation(
+        description="End the refresh token's session (its access tokens and sockets too). "
+        "True when it was live."
+    )
     async def log_out(self, info: Info, refresh: str) -> bool:
         ctx = info.context
-        return await accounts.log_out(db=ctx.db, settings=ctx.settings, refresh=refresh)
+        return await accounts.log_out(
+            db=ctx.db, events=ctx.services.events, settings=ctx.settings, refresh=refresh
+        )

@@ -7,11 +7,13 @@ production, masked. Pre-execution failures also turn the HTTP status into 400.""
 from __future__ import annotations
 
 import logging
+import re
+import traceback
 
 import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import MaskErrors
 
@@ -79,11 +81,25 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, object]]:
     if is_outage(original):
         log.warning("backend unavailable: %r", original)
         return ServiceUnavailable.code, ServiceUnavailable.default_message, {}
+    if isinstance(original, SQLAlchemyError):
+        # Its text is SQL, and the driver's detail may quote values ("Key (username)=
+        # (...) already exists"): neither goes to the client, in development either, nor
+        # to the log, which gets the type and where it was raised.
+        kind = type(getattr(original, "orig", None) or original).__name__
+        frames = "".join(traceback.format_tb(original.__traceback__))
+        log.error("internal database error (%s) in %s\n%s", kind, error.path, frames)
+        return "INTERNAL_SERVER_ERROR", f"Database error ({kind}).", {}
     log.error("internal error in %s", error.path, exc_info=original)
     return "INTERNAL_SERVER_ERROR", str(original) or type(original).__name__, {}
 
 
+# graphql-core's suggestions ("Cannot query field 'pasword' on type 'User'. Did you
+# mean 'password'?") map the schema for anyone when introspection is off.
+_SUGGESTION = re.compile(r" Did you mean .*\?$", re.DOTALL)
+
+
 def with_codes(errors: list[GraphQLError], *, mask_internal: bool) -> list[GraphQLError]:
+    """`mask_internal` (production) also drops field suggestions."""
     out = []
     for error in errors:
         if error.extensions and "code" in error.extensions:
@@ -92,6 +108,8 @@ def with_codes(errors: list[GraphQLError], *, mask_internal: bool) -> list[Graph
         code, message, ext = classify(error)
         if code == "INTERNAL_SERVER_ERROR" and mask_internal:
             message = "Internal server error."
+        if mask_internal:
+            message = _SUGGESTION.sub("", message)
         out.append(
             GraphQLError(
                 message,

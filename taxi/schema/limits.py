@@ -9,12 +9,16 @@ from graphql import (
     ASTValidationRule,
     GraphQLError,
     IntValueNode,
+    ListValueNode,
     SelectionSetNode,
+    StringValueNode,
     ValidationContext,
     ValidationRule,
 )
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator
+
+from taxi.schema import inputs
 
 MAX_FIRST = 100
 
@@ -33,6 +37,27 @@ class MaxPageSize(ValidationRule):
                         node,
                     )
                 )
+
+
+class InputLiterals(ValidationRule):
+    """Lists and strings written into the document obey the rules variables do
+    (taxi/schema/inputs.py): at most 100 items, no NUL or lone surrogate."""
+
+    def enter_list_value(self, node: ListValueNode, *_args: Any) -> None:
+        if len(node.values) > inputs.MAX_LIST_ITEMS:
+            self.report_error(
+                GraphQLError(
+                    f"A list may hold at most {inputs.MAX_LIST_ITEMS} items.",
+                    node,
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
+            )
+
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if inputs.bad_text(node.value):
+            self.report_error(
+                GraphQLError(inputs.BAD_TEXT, node, extensions={"code": "BAD_USER_INPUT"})
+            )
 
 
 class NonEmptySelectionSets(ValidationRule):
@@ -71,4 +96,5 @@ def validation_rules(*, max_depth: int, max_aliases: int) -> list[type[ASTValida
         _safe_depth_rule(max_depth),
         create_alias_validator(max_aliases),
         MaxPageSize,
+        InputLiterals,
     ]

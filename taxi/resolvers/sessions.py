@@ -1,0 +1,95 @@
+"""Sessions (token families): started by log-in, ended by log-out, by a replayed refresh
+token, or with their user (deactivated, deleted).
+
+Every access and refresh token carries its session's id (`sid`). Each request loads the
+user and the session in one indexed query (`load_signed_in`), so an ended session or user
+is refused on the next request in every process; each process also hears the end on the
+`sessions` channel (published after commit) and closes its matching sockets with 4403."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from taxi.db import SessionMaker
+from taxi.events import Publisher
+from taxi.models import AuthSession, RefreshToken, User, utcnow
+
+
+async def start(session: AsyncSession, *, user_id: int) -> str:
+    """A new session row for a log-in; the caller commits."""
+    row = AuthSession(user_id=user_id)
+    session.add(row)
+    return row.id
+
+
+async def revoke(session: AsyncSession, *, sid: str) -> bool:
+    """End a session (its refresh tokens die with it: refresh checks the session)."""
+    result = await session.execute(
+        update(AuthSession)
+        .where(col(AuthSession.id) == sid, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def family_of_used_token(session: AsyncSession, *, jti: str) -> str | None:
+    """The session of a refresh token that exists but was already used (or revoked)."""
+    return (
+        await session.scalars(
+            select(col(RefreshToken.session_id)).where(
+                col(RefreshToken.jti) == jti, col(RefreshToken.revoked_at).is_not(None)
+            )
+        )
+    ).first()
+
+
+async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> User | None:
+    """The active user of a live session, in one query on two primary keys (the
+    per-request cost of session checking); None when either has ended."""
+    row = (
+        await session.execute(
+            select(User)
+            .join(AuthSession, col(AuthSession.user_id) == col(User.id))
+            .where(
+                col(AuthSession.id) == sid,
+                col(User.id) == user_id,
+                col(AuthSession.revoked_at).is_(None),
+                col(User.is_active).is_(True),
+            )
+        )
+    ).first()
+    return row[0] if row else None
+
+
+async def end_session(*, db: SessionMaker, events: Publisher, user_id: int, sid: str) -> bool:
+    async with db() as session, session.begin():
+        ended = await revoke(session, sid=sid)
+    await events.session_ended(user_id=user_id, sid=sid)
+    return ended
+
+
+async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
+    """For admins: the user can no longer log in, and every token and open socket of
+    theirs is refused within a second, in every process. True when the user existed."""
+    async with db() as session, session.begin():
+        result = await session.execute(
+            update(User).where(col(User.id) == user_id).values(is_active=False)
+        )
+        await session.execute(
+            update(AuthSession)
+            .where(col(AuthSession.user_id) == user_id, col(AuthSession.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+        )
+    await events.session_ended(user_id=user_id)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
+    """For admins: delete the user (sessions and tokens cascade; their trips keep a
+    NULL rider/driver) and close their sockets everywhere."""
+    async with db() as session, session.begin():
+        result = await session.execute(delete(User).where(col(User.id) == user_id))
+    await events.session_ended(user_id=user_id)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
