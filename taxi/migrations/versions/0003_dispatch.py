@@ -1,7 +1,7 @@
 """dispatch: trip pick-up/drop-off coordinates, offers, the wave schedule
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import taxi.models
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
