@@ -22,7 +22,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # Workers are separate processes: they read these and configure themselves.
     os.environ.setdefault("LOG_JSON", "1")
     os.environ.setdefault("LOG_LEVEL", args.log_level)
-    configure_logging(args.log_level)
+    os.environ.setdefault("LOG_FORMAT", "json" if settings.json_logs else "text")
+    configure_logging(args.log_level, json=settings.json_logs)
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done; with
     # the default disposition the process then dies "killed by SIGTERM" (status 143),
     # which process managers report as a failure. A completed graceful stop exits 0.
@@ -43,7 +44,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
     uvicorn.run(
         "taxi.main:create_app",
-        log_config=None,  # ours: JSON lines with request ids (taxi.logs)
+        log_config=None,  # ours: JSON or text lines with request ids (taxi.logs)
         factory=True,
         host=args.host,
         port=args.port,
@@ -119,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     su.set_defaults(func=_createsuperuser)
     sub.add_parser("print-schema", help="print the GraphQL schema").set_defaults(func=_print_schema)
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "log_level", "info"))
     try:
         settings = Settings()
     except SettingsError as exc:
         parser.exit(2, f"taxi: {exc}\n")
+    configure_logging(getattr(args, "log_level", "info"), json=settings.json_logs)
     args.func(args, settings)
 
 

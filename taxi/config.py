@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -37,8 +38,28 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def local_secret(path: Path) -> str:
+    """The development signing key in `path`, created (0600, never overwritten) when missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process may be writing it right now: its content is complete once long enough.
+        secret = path.read_text(encoding="utf-8").strip()
+        if len(secret) >= MIN_JWT_SECRET_BYTES:
+            return secret
+        raise SettingsError(f"{path} holds no usable secret; delete it to get a new one") from None
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    # `.env` in the working directory fills in what the environment does not set
+    # (.env.example lists the variables); real environment variables win.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
 
     taxi_env: Literal["development", "production", "test"] = "development"
     database_url: str = ""
@@ -50,6 +71,10 @@ class Settings(BaseSettings):
     allowed_origins: str | None = None
     graphiql: bool | None = None
     introspection: bool = True
+    # The web app's map (/app/): where it starts, and optionally a tile server
+    # (`https://tiles.example/{z}/{x}/{y}.png`); unset, the app draws its own streets.
+    map_center: str = Field(default="52.5200,13.4050", pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$")
+    tile_url: str | None = None
 
     # PG* fallback, used only when DATABASE_URL is unset.
     pghost: str | None = None
@@ -80,8 +105,13 @@ class Settings(BaseSettings):
     position_ttl: float = Field(default=60.0, gt=0)
     # Every broadcast channel is `<prefix>:<name>`: deployments sharing a Redis stay apart.
     channel_prefix: str = Field(default="taxi", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    # JSON log lines (taxi.logs); `taxi serve` turns it on, also for its workers.
+    # Development only, when JWT_SECRET is unset: the signing key kept in this file (0600),
+    # so saved tokens survive a restart.
+    secret_file: Path = Path(".taxi-secret")
+    # This process configures logging itself (taxi.logs); `taxi serve` turns it on, also for
+    # its workers. LOG_FORMAT: `text` (readable lines) or `json`; unset, text in development.
     log_json: bool = False
+    log_format: Literal["json", "text"] | None = None
     log_level: str = "info"
     # Persisted documents (taxi.persisted): APQ, trusted documents only, or neither.
     persisted_documents: Literal["apq", "only", "off"] = "apq"
@@ -110,8 +140,11 @@ class Settings(BaseSettings):
         if not self.jwt_secret:
             if self.production:
                 raise SettingsError("JWT_SECRET must be set when TAXI_ENV=production")
-            # Development only: tokens die with the process, which is the point.
-            self.jwt_secret = secrets.token_urlsafe(48)
+            if self.taxi_env == "development":
+                self.jwt_secret = local_secret(self.secret_file)
+            else:
+                # Tests: a random per-process secret.
+                self.jwt_secret = secrets.token_urlsafe(48)
         if self.production and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise SettingsError(
                 f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes when "
@@ -119,6 +152,12 @@ class Settings(BaseSettings):
                 "print(secrets.token_urlsafe(48))'`)"
             )
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.taxi_env != "development"
 
     @property
     def production(self) -> bool:
@@ -133,6 +172,11 @@ class Settings(BaseSettings):
         if not self.allowed_origins:
             return []
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def map_center_point(self) -> tuple[float, float]:
+        latitude, longitude = self.map_center.split(",")
+        return float(latitude), float(longitude)
 
     @property
     def is_sqlite(self) -> bool:

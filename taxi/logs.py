@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, each carrying the request or connection id.
+"""Logs: one JSON object per line in production (readable text lines in development), each
+carrying the request or connection id.
 
 Variables, tokens and passwords are never logged: operations are logged by name, type,
 duration and outcome only."""
@@ -39,6 +40,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """For a person at a terminal: time, level, logger, message, then the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        extras = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_") and key != "request_id"
+        ]
+        if extras:
+            line += "  " + " ".join(extras)
+        if (rid := getattr(record, "request_id", None)) is not None:
+            line += f"  [{rid[:8]}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 def install_request_ids() -> None:
     """Stamp each record with the current request id when it is created: handlers may
     format it later, outside the request's context. Idempotent."""
@@ -56,13 +77,13 @@ def install_request_ids() -> None:
     logging.setLogRecordFactory(stamped)
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", *, json: bool = True) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's own loggers go through the root handler too (same JSON, same ids).
+    # uvicorn's own loggers go through the root handler too (same format, same ids).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

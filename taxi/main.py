@@ -19,7 +19,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import dispatch, metrics, sockets, tracing
+from taxi import dispatch, metrics, pages, sockets, tracing
+from taxi.admin import attach, mount_admin
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.config import Settings
 from taxi.context import Services
@@ -123,7 +124,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     settings = settings or Settings()
     install_request_ids()
     if settings.log_json:
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, json=settings.json_logs)
     provider = tracer_provider if tracer_provider is not None else tracing.from_env()
     schema = build_schema(
         mask_internal=settings.production,
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             async with metrics.flushing(), open_services(settings) as services:
                 app.state.services = services
                 ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
+                attach(admin, services)
                 try:
                     yield
                 finally:
@@ -178,11 +180,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             Route("/healthz", healthz),
             Route("/metrics", metrics.endpoint),
             Mount("/media", MediaFiles(media), name="media"),
+            *pages.routes(),
         ],
         middleware=middleware,
         lifespan=lifespan,
     )
     app.state.settings = settings
+    admin = mount_admin(app, settings)
     return app
 
 

@@ -20,7 +20,7 @@ from graphql import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
@@ -31,7 +31,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET
 
-from taxi import auth, metrics, persisted
+from taxi import auth, metrics, pages, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import BadUserInput, ServiceUnavailable, Unauthenticated
@@ -298,6 +298,10 @@ class TaxiGraphQL(GraphQL[Context, None]):
         # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
         # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
         return orjson.dumps(data).decode()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our own page: Strawberry's loads GraphiQL and React from a CDN (taxi/pages.py).
+        return HTMLResponse(pages.graphiql_html())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

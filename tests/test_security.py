@@ -417,8 +417,8 @@ def test_production_refuses_to_start_without_jwt_secret(monkeypatch: pytest.Monk
         Settings(taxi_env="production", jwt_secret="")
     with pytest.raises(SettingsError, match="PASSWORD_HASHING"):
         Settings(taxi_env="production", jwt_secret="s" * 48, password_hashing="fast")
-    # Development gets a random per-process secret instead.
-    dev = [Settings(taxi_env="development").jwt_secret for _ in range(2)]
+    # Tests get a random per-process secret instead (development: tests/test_devmode.py).
+    dev = [Settings(taxi_env="test").jwt_secret for _ in range(2)]
     assert dev[0] and dev[1] and dev[0] != dev[1]
     assert Settings(taxi_env="production", jwt_secret="s" * 48).production
 

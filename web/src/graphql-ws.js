@@ -1,0 +1,2 @@
+// The graphql-ws client, re-exported for the browser (taxi/web/app/*.js import it).
+export { createClient, CloseCode } from "graphql-ws";
