@@ -17,11 +17,13 @@ from typing import Any
 from broadcaster import Broadcast, Event
 from broadcaster._backends.base import BroadcastBackend
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from taxi import metrics
+from taxi.cluster import REDIS_ERRORS, ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
 
@@ -32,7 +34,45 @@ MAX_BACKOFF = 2.0
 CONNECT_WAIT = 5.0
 
 
-def redis_client(url: str) -> aioredis.Redis:
+# What `redis_client` returns: both speak the same commands (keys of one multi-key
+# command must share a slot on a cluster: use one hash tag, e.g. `taxi:{trip:ID}:...`).
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def redis_client(source: Settings | str) -> RedisClient:
+    """The Redis for counters and shared state: a cluster client when REDIS_CLUSTER_URL
+    is set (it wins over REDIS_URL), else one Redis. A plain URL means one Redis.
+    Services open it with `open_redis`, which also makes a cluster client safe for
+    concurrent first use."""
+    if isinstance(source, Settings):
+        if source.redis_cluster_url:
+            return cluster_client(source.redis_cluster_url)
+        if not source.redis_url:
+            raise ValueError("neither REDIS_CLUSTER_URL nor REDIS_URL is set")
+        source = source.redis_url
+    return _single(source)
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    """`redis_client(settings)`, ready for concurrent use, closed on exit."""
+    client = redis_client(settings)
+    try:
+        if isinstance(client, RedisCluster):
+            # Learn the slot map now, before the first requests: in redis-py 8.1 several
+            # commands racing into a cluster client's *first* (lazy) initialisation fail
+            # with RuntimeError/AttributeError (a closed transport, a node not yet set).
+            # Later re-initialisations (after a failover) do not race. Bounded, and a
+            # cluster that is down still lets the server start: commands retry it.
+            with suppress(*REDIS_ERRORS, TimeoutError):
+                async with asyncio.timeout(CONNECT_WAIT):
+                    await client.initialize()
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _single(url: str) -> aioredis.Redis:
     # No silent retries inside redis-py: the loop below must see every disconnect,
     # or it could not tell listeners that they missed messages.
     return aioredis.Redis.from_url(
@@ -58,7 +98,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._up = asyncio.Event()  # set once the loop first connected
 
     async def connect(self) -> None:
-        self._redis = redis_client(self._url)
+        self._redis = _single(self._url)
         self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
         # A subscription opened before the loop first connects is only sent to Redis
         # when it connects, with no RESYNC after: events published in between were lost
@@ -162,6 +202,8 @@ class ResilientRedisBackend(BroadcastBackend):
 
 
 def create_broadcast(settings: Settings) -> Broadcast:
+    if settings.redis_cluster_url:
+        return Broadcast(backend=ShardedRedisBackend(settings.redis_cluster_url))
     if settings.redis_url:
         return Broadcast(backend=ResilientRedisBackend(settings.redis_url))
     return Broadcast("memory://")
@@ -180,6 +222,8 @@ async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
 async def ping(broadcast: Broadcast) -> None:
     """Raises when the backend cannot be reached (memory:// always answers)."""
     backend = broadcast._backend
+    if isinstance(backend, ShardedRedisBackend):
+        await backend.ping()
     if isinstance(backend, ResilientRedisBackend):
         await backend.ping()
         if not backend.connected:

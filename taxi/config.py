@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     taxi_env: Literal["development", "production", "test"] = "development"
     database_url: str = ""
     redis_url: str | None = None
+    # `redis://host:port,host:port,...`: a Redis Cluster for everything Redis does
+    # (sharded pub/sub, counters, positions); wins over REDIS_URL.
+    redis_cluster_url: str | None = None
     jwt_secret: str | None = Field(default=None, repr=False)
     access_token_ttl: int = Field(default=300, gt=0)
     refresh_token_ttl: int = Field(default=86400, gt=0)
@@ -177,6 +180,11 @@ class Settings(BaseSettings):
     def map_center_point(self) -> tuple[float, float]:
         latitude, longitude = self.map_center.split(",")
         return float(latitude), float(longitude)
+
+    @property
+    def uses_redis(self) -> bool:
+        """Some Redis (one server or a cluster) holds the shared state."""
+        return bool(self.redis_cluster_url or self.redis_url)
 
     @property
     def is_sqlite(self) -> bool:

@@ -21,7 +21,7 @@ from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
 from taxi import dispatch, metrics, pages, sockets, tracing
 from taxi.admin import attach, mount_admin
-from taxi.broadcast import open_broadcast, redis_client
+from taxi.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
@@ -53,10 +53,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         limiter: Limiter
         signups: Limiter
         positions: PositionStore
-        client = None
-        if settings.redis_url:
-            client = redis_client(settings.redis_url)
-            stack.push_async_callback(client.aclose)
+        client: RedisClient | None = None
+        if settings.uses_redis:
+            client = await stack.enter_async_context(open_redis(settings))
             prefix = settings.channel_prefix
             limiter = RedisLimiter(
                 client, prefix=f"{prefix}:login", max_attempts=login[0], window=login[1]

@@ -11,9 +11,9 @@ import asyncio
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from taxi.broadcast import RedisClient
 from taxi.positions import Availability, DriverStatus, Fix, Nearby, distance, geo_latitude
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
@@ -104,7 +104,7 @@ def _status(raw: str | None) -> DriverStatus:
 
 
 class RedisPositions:
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str) -> None:
         self.redis = redis
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"

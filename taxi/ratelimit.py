@@ -11,10 +11,13 @@ import time
 from typing import Protocol
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 log = logging.getLogger(__name__)
 
+# A cluster mid-failover may raise RedisClusterException, which is not a RedisError.
+_DOWN = (RedisError, RedisClusterException, OSError)
 # The in-process table drops expired windows once it holds this many keys.
 _PRUNE_AT = 10_000
 # DECR only a live window: on an expired key it would create -1 with no expiry.
@@ -61,10 +64,16 @@ class MemoryLimiter:
 class RedisLimiter:
     """INCR and EXPIRE NX in one MULTI/EXEC: the count and its window are set together,
     atomically for every process. Redis being down must not lock everyone out, so
-    errors fail open (and are logged)."""
+    errors fail open (and are logged). On a Redis Cluster each command touches one key,
+    so the transaction and the refund script stay in one slot."""
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str, max_attempts: int, window: int
+        self,
+        client: aioredis.Redis | RedisCluster,
+        *,
+        prefix: str,
+        max_attempts: int,
+        window: int,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -80,7 +89,7 @@ class RedisLimiter:
                 pipe.incr(self._key(key))
                 pipe.expire(self._key(key), self.window, nx=True)
                 count, _ = await pipe.execute()
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("limiter %s: redis unavailable, failing open", self.prefix)
             return True
         return int(count) <= self.max_attempts
@@ -88,11 +97,11 @@ class RedisLimiter:
     async def reset(self, key: str) -> None:
         try:
             await self.client.delete(self._key(key))
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("limiter %s: redis unavailable, reset skipped", self.prefix)
 
     async def refund(self, key: str) -> None:
         try:
             await self.client.eval(_REFUND, 1, self._key(key))  # type: ignore[misc]
-        except (RedisError, OSError):
+        except _DOWN:
             log.warning("limiter %s: redis unavailable, refund skipped", self.prefix)

@@ -27,6 +27,7 @@ import uvicorn
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from taxi.cluster import startup_nodes
 from taxi.config import Settings, normalize_database_url
 from taxi.main import create_app
 from taxi.migrate import upgrade
@@ -34,6 +35,8 @@ from taxi.migrate import upgrade
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = normalize_database_url(os.environ.get("DATABASE_URL", ""))
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# A shared Redis Cluster (.ci/run starts one); only the tests that ask for it use it.
+REDIS_CLUSTER_URL = os.environ.get("REDIS_CLUSTER_URL", "")
 SESSION_PREFIX = f"taxi-test-{uuid.uuid4().hex[:8]}"
 TEST_SIGNUP_LIMIT = 1_000_000
 HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
@@ -95,6 +98,24 @@ def in_thread(fn: Callable[[], object]) -> None:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The shared Redis Cluster: skips locally without REDIS_CLUSTER_URL, fails with
+    CI=true when it is unset or unreachable."""
+    if not REDIS_CLUSTER_URL:
+        if CI:
+            pytest.fail("CI=true but REDIS_CLUSTER_URL is not set")
+        pytest.skip("Redis Cluster: set REDIS_CLUSTER_URL=redis://host:port,host:port,...")
+    nodes, _ = startup_nodes(REDIS_CLUSTER_URL)
+    for node in nodes:
+        try:
+            socket.create_connection((node.host, node.port), timeout=3).close()
+            return REDIS_CLUSTER_URL
+        except OSError as exc:
+            last = exc
+    pytest.fail(f"Redis Cluster {REDIS_CLUSTER_URL} unreachable: {last}")
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "taxi.db"
     upgrade(base_settings(database_url=f"sqlite+aiosqlite:///{path}"))
@@ -107,6 +128,8 @@ def base_settings(**overrides: object) -> Settings:
         "jwt_secret": "test-secret-" + "x" * 32,
         "password_hashing": "fast",
         "redis_url": None,
+        # Never from the environment: CI exports it for the cluster tests only.
+        "redis_cluster_url": None,
         "database_url": "sqlite+aiosqlite:///./unused.db",
         # Its own channels: other runs on a shared Redis are invisible to this one.
         "channel_prefix": SESSION_PREFIX,

@@ -130,6 +130,8 @@ class TaxiServer:
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/graphql"
         self.http = httpx.AsyncClient(base_url=self.url, timeout=20)
+        self.redis = ""  # the Redis (or cluster) URL it runs on, for tests that look
+        self.sharded = False  # on a Redis Cluster (sharded pub/sub)
 
     async def health(self) -> httpx.Response:
         return await self.http.get("/healthz")
@@ -159,18 +161,22 @@ async def taxi_servers(
     names: list[str],
     *,
     database_url: str,
-    redis_url: str,
+    redis_url: str = "",
+    redis_cluster_url: str = "",
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
     log_level: str = "warning",
 ) -> AsyncIterator[list[TaxiServer]]:
-    """Server processes sharing one database, one Redis and one JWT secret; yields
-    once every one of them answers /healthz with 200. `extra_env` is added to their
-    environment."""
-    env = dict(os.environ)
+    """Server processes sharing one database, one Redis (or Redis Cluster) and one JWT
+    secret; yields once every one of them answers /healthz with 200. `extra_env` is
+    added to their environment."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if redis_cluster_url:
+        env["REDIS_CLUSTER_URL"] = redis_cluster_url
     env.update(
         DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
         JWT_SECRET=JWT_SECRET,
         TAXI_ENV="test",
         PASSWORD_HASHING="fast",
@@ -186,7 +192,9 @@ async def taxi_servers(
             argv += ["--port", str(port), "--log-level", log_level]
             proc_env = {**env, "MEDIA_ROOT": str(log_dir / f"media-{name}")}
             proc = Proc(name, argv, log_dir / f"server-{name}.log", proc_env)
-            servers.append(TaxiServer(name, proc, port))
+            server = TaxiServer(name, proc, port)
+            server.redis, server.sharded = redis_cluster_url or redis_url, bool(redis_cluster_url)
+            servers.append(server)
             proc.start()
         await asyncio.gather(*(server.wait_health(200) for server in servers))
         yield servers

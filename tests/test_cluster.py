@@ -2,9 +2,11 @@
 Redis: events cross processes, Redis restarts heal without the clients reconnecting,
 and concurrent accepts through both processes have exactly one winner.
 
-These need PostgreSQL and Redis: `pg_database` skips without them locally and fails
-with CI=true. Redis may be shared with other test runs, so streams are filtered by
-this test's trip ids; the restart test runs its own redis-server."""
+The `cluster` scenarios run twice: on one Redis (REDIS_URL) and on a Redis Cluster
+(REDIS_CLUSTER_URL, sharded pub/sub). These need PostgreSQL and Redis: the fixtures
+skip without them locally and fail with CI=true. Redis may be shared with other test
+runs, so streams are filtered by this test's trip ids; the restart test runs its own
+redis-server (and test_failover its own cluster)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from taxi import events
+from taxi import events, usernames
+from taxi.cluster import cluster_client
 from tests.conftest import REDIS_URL
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -43,10 +46,15 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 log = logging.getLogger(__name__)
 
 
-@pytest.fixture
-async def cluster(pg_database: str, tmp_path: Path) -> AsyncIterator[list[TaxiServer]]:
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def cluster(
+    request: pytest.FixtureRequest, pg_database: str, tmp_path: Path
+) -> AsyncIterator[list[TaxiServer]]:
+    urls = {"redis_url": REDIS_URL}
+    if request.param == "redis-cluster":
+        urls = {"redis_cluster_url": request.getfixturevalue("redis_cluster_url")}
     async with taxi_servers(
-        ["a", "b"], database_url=pg_database, redis_url=REDIS_URL, log_dir=tmp_path
+        ["a", "b"], database_url=pg_database, log_dir=tmp_path, **urls
     ) as servers:
         yield servers
 
@@ -69,7 +77,19 @@ async def set_status(server: TaxiServer, driver: Account, trip_id: str, status: 
     return data["updateTripStatus"]
 
 
-async def numsub(url: str, channel: str) -> int:
+async def numsub(server: TaxiServer, channel: str) -> int:
+    """How many connections listen to `channel` (on a cluster: on its shard)."""
+    url = server.redis
+    if server.sharded:
+        cluster = cluster_client(url)
+        try:
+            await cluster.initialize()
+            owner = cluster.get_node_from_key(channel)
+            reply = await cluster.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=owner)
+        finally:
+            await cluster.aclose()
+        [(_, count)] = reply
+        return int(count)
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         [(_, count)] = await client.pubsub_numsub(channel)
@@ -78,14 +98,14 @@ async def numsub(url: str, channel: str) -> int:
     return int(count)
 
 
-async def pool_subscribed(url: str, before: int) -> None:
+async def pool_subscribed(server: TaxiServer, before: int) -> None:
     """Waits until one more connection listens to the pool than `before`. tripRequested
     sends nothing first, so this is how a test knows its subscription is live. On a
     shared Redis others may come and go: after the wait the delivery itself is what
     the test asserts, so running out of time here is not a failure."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if await numsub(url, events.full_channel("taxi", events.POOL)) > before:
+        if await numsub(server, events.full_channel("taxi", events.POOL)) > before:
             return
         await asyncio.sleep(0.02)
 
@@ -105,9 +125,9 @@ async def test_events_cross_processes(cluster: list[TaxiServer]) -> None:
     driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
 
     async with GqlSocket.open(a.ws_url, driver.access) as driver_ws:
-        before = await numsub(REDIS_URL, events.full_channel("taxi", events.POOL))
+        before = await numsub(a, events.full_channel("taxi", events.POOL))
         await driver_ws.subscribe("pool", TRIP_REQUESTED, {})
-        await pool_subscribed(REDIS_URL, before)
+        await pool_subscribed(a, before)
 
         trip = await request_trip(b.http, rider)
         tid = trip["id"]
@@ -253,3 +273,26 @@ async def test_concurrent_accepts_have_one_winner(cluster: list[TaxiServer]) -> 
         seen = await ok(server, TRIP, {"id": trip["id"]}, rider)
         assert seen["trip"]["status"] == "STARTED"
         assert seen["trip"]["driver"]["username"] == winner
+
+
+async def test_login_limit_is_shared_by_processes(cluster: list[TaxiServer]) -> None:
+    """The failure counter lives in Redis (on a cluster: in its key's slot), so failures
+    through either process lock the name out on both."""
+    a, b = cluster
+    rider = await account(a.http)
+    max_failures = 5  # LOGIN_MAX_FAILURES's default
+    for i in range(max_failures):
+        body = await gql(
+            cluster[i % 2].http, LOG_IN, {"username": rider.username, "password": "no"}
+        )
+        assert error_code(body) == "UNAUTHENTICATED"
+    for server in (a, b):
+        body = await gql(server.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
+        assert error_code(body) == "RATE_LIMITED"
+    key = f"taxi:login:{usernames.normalize(rider.username)}"
+    client = cluster_client(a.redis) if a.sharded else aioredis.Redis.from_url(a.redis)
+    try:
+        # Every attempt is counted before any password is checked: 5 + the 2 refused.
+        assert int(await client.get(key)) == max_failures + 2
+    finally:
+        await client.aclose()

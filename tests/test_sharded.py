@@ -1,0 +1,125 @@
+"""The sharded pub/sub backend (taxi/cluster.py) on a private Redis Cluster: channels
+spread over the shards, each on its own connection, and a slot that moves to another
+node (a manual failover: no connection breaks) heals like a crash: the channel is
+re-subscribed on the new primary and its listeners get RESYNC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
+
+import pytest
+from broadcaster import Broadcast, Event
+
+from taxi.broadcast import open_broadcast, redis_client
+from taxi.cluster import ShardedRedisBackend, startup_nodes
+from taxi.events import RESYNC
+from tests.conftest import base_settings
+from tests.rcluster import PrivateCluster, private_cluster
+
+WITHIN = 30.0  # a shared, busy machine: generous, and never slept
+
+
+def test_cluster_url_forms() -> None:
+    nodes, options = startup_nodes("redis://a:7000, b:7001,[::1]:7002,c")
+    assert [(n.host, n.port) for n in nodes] == [
+        ("a", 7000), ("b", 7001), ("::1", 7002), ("c", 6379)
+    ]  # fmt: skip
+    assert options == {"ssl": False}
+    _, options = startup_nodes("rediss://u%40x:p%3Aw@a:7000,b:7001")
+    assert options == {"ssl": True, "username": "u@x", "password": "p:w"}
+    with pytest.raises(ValueError, match="REDIS_CLUSTER_URL"):
+        startup_nodes("http://a:7000")
+
+
+@asynccontextmanager
+async def listening(broadcast: Broadcast, channel: str) -> AsyncIterator[asyncio.Queue[Event]]:
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    ready = asyncio.Event()
+
+    async def pump() -> None:
+        async with broadcast.subscribe(channel) as subscriber:
+            ready.set()
+            async for event in subscriber:
+                queue.put_nowait(event)
+
+    task = asyncio.create_task(pump())
+    try:
+        await ready.wait()
+        yield queue
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+async def next_message(queue: asyncio.Queue[Event], wanted: str) -> None:
+    """Waits for `wanted` on the queue; anything else before it fails."""
+    async with asyncio.timeout(WITHIN):
+        event = await queue.get()
+    assert event.message == wanted, event
+
+
+async def _replica_of(rc: PrivateCluster, primary: int) -> int:
+    for port in rc.ports:
+        info = await asyncio.to_thread(rc.cli, port, "INFO", "replication")
+        if f"master_port:{primary}" in info:
+            return port
+    raise AssertionError(f"no replica of {primary}")
+
+
+@pytest.fixture
+async def rc(tmp_path: Path) -> AsyncIterator[PrivateCluster]:
+    async with private_cluster(tmp_path / "cluster") as cluster:
+        yield cluster
+
+
+async def test_channels_spread_over_shards_and_heal_after_a_manual_failover(
+    rc: PrivateCluster,
+) -> None:
+    settings = base_settings(redis_cluster_url=rc.url)
+    channels = [f"taxi-test:{uuid.uuid4().hex}:{i}" for i in range(12)]
+    async with open_broadcast(settings) as broadcast, AsyncExitStack() as stack:
+        assert isinstance(broadcast._backend, ShardedRedisBackend)
+        queues = {}
+        for channel in channels:
+            queues[channel] = await stack.enter_async_context(listening(broadcast, channel))
+        owners = {await rc.primary_of(c) for c in channels}
+        assert len(owners) == 3, owners  # twelve random channels: every shard has some
+        for channel in channels:
+            await broadcast.publish(channel, "before")
+            await next_message(queues[channel], "before")
+
+        # Promote a replica while its primary is alive: the slots move, nothing breaks.
+        moved = channels[0]
+        old = await rc.primary_of(moved)
+        replica = await _replica_of(rc, old)
+        out = await asyncio.to_thread(rc.cli, replica, "CLUSTER", "FAILOVER")
+        assert "OK" in out, out
+        await _until_primary(rc, moved, replica)
+
+        # Every channel of the moved shard is told to re-read; the others are not.
+        on_moved = [c for c in channels if await rc.primary_of(c) == replica]
+        for channel in on_moved:
+            await next_message(queues[channel], RESYNC)
+        await broadcast.publish(moved, "after")
+        await next_message(queues[moved], "after")
+        for channel in channels:
+            if channel not in on_moved:
+                assert queues[channel].empty(), channel
+        client = redis_client(settings)
+        try:
+            assert await client.set(f"{{{moved}}}:k", "v")  # commands follow the move too
+        finally:
+            await client.aclose()
+
+
+async def _until_primary(rc: PrivateCluster, key: str, port: int) -> None:
+    deadline = time.monotonic() + WITHIN
+    while await rc.primary_of(key) != port:
+        assert time.monotonic() < deadline, f"{port} never became {key}'s primary"
+        await asyncio.sleep(0.05)
