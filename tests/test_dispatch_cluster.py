@@ -109,7 +109,7 @@ async def test_waves_survive_a_killed_process_exactly_once(
     async with GqlSocket.open(b.ws_url, last.access) as ws:
         await ws.subscribe("req", TRIP_REQUESTED, {})
         channel = events.full_channel(PREFIX, events.driver_channel(int(last.id)))
-        await until(lambda: numsub(REDIS_URL, channel), lambda n: n > 0)
+        await until(lambda: numsub(b, channel), lambda n: n > 0)
 
         where = {"pickUpAddress": "A", "dropOffAddress": "B", "pickUp": north(0)}
         body = await gql(a.http, REQUEST, {"input": where}, token=rider.access)
