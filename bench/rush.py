@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from bench.prepare import ROOT, Database, Server, _users, mint_token, plain_dsn
+from bench.prepare import ROOT, Database, Server, _sessions, _users, mint_token, plain_dsn
 from bench.proc import cpu_seconds, raise_open_files
 from bench.profile import summarize
 
@@ -361,7 +361,11 @@ async def seed(dsn: str, secret: str, opts: argparse.Namespace) -> dict[str, lis
             ("requesters", "rider", count),
         ):
             users = await _users(conn, f"rush_{name}", group, n)
-            tokens[name] = [mint_token(secret, i, u, group) for i, u in users]
+            sids = await _sessions(conn, [i for i, _ in users])
+            tokens[name] = [
+                mint_token(secret, i, u, group, sid)
+                for (i, u), sid in zip(users, sids, strict=True)
+            ]
         return tokens
     finally:
         await conn.close()
