@@ -48,6 +48,7 @@ LEG = 3.0  # seconds from accept to IN_PROGRESS and from there to COMPLETED
 WINDOW = 30.0
 WAVE_ONE = 5.0  # an offer within this of its request belongs to the first wave
 CONNECT_CONCURRENCY = 200
+OPEN_TRIES = 3
 
 UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
 ONLINE = "mutation O($p: LocationInput!) { goOnline(position: $p) { availability } }"
@@ -112,6 +113,17 @@ class Sock:
 
     @classmethod
     async def open(cls, url: str, token: str, stats: Stats) -> Sock:
+        # A socket the server closed before its ack (4408: the init deadline passed while
+        # thousands of others connected) reconnects, as a phone would; counted, reported.
+        for _ in range(OPEN_TRIES - 1):
+            try:
+                return await cls._open(url, token, stats)
+            except ConnectionClosed:
+                stats.errors["reconnect at open"] += 1
+        return await cls._open(url, token, stats)
+
+    @classmethod
+    async def _open(cls, url: str, token: str, stats: Stats) -> Sock:
         ws = await connect(url, subprotocols=[Subprotocol("graphql-transport-ws")], max_queue=None)
         await ws.send(
             orjson.dumps({"type": "connection_init", "payload": {"authToken": token}}).decode()
