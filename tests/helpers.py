@@ -47,6 +47,9 @@ DRIVER_LOCATION = """
 subscription Follow($tripId: ID!) {
   driverLocation(tripId: $tripId) { latitude longitude heading recordedAt }
 }"""
+ME = "{ me { id username } }"
+REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh } }"
+LOG_OUT = "mutation L($r: String!) { logOut(refresh: $r) }"
 PASSWORD = "correct-horse-9"
 
 

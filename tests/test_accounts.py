@@ -14,10 +14,9 @@ from taxi.config import Settings
 from taxi.main import create_app
 from taxi.models import RefreshToken, User
 from tests.conftest import Backend
-from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, account, error_code, gql, unique
+from tests.helpers import LOG_IN, LOG_OUT, PASSWORD, SIGN_UP, account, error_code, gql, unique
 
 REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh user { id } } }"
-LOG_OUT = "mutation L($r: String!) { logOut(refresh: $r) }"
 
 
 def sign_up_vars(**overrides: Any) -> dict[str, Any]:

@@ -10,10 +10,7 @@ from taxi.cli import _create_superuser
 from taxi.config import Settings
 from taxi.db import open_database
 from taxi.models import User
-from tests.helpers import PASSWORD, account, error_code, gql, request_trip, unique
-
-ME = "{ me { id username } }"
-REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access } }"
+from tests.helpers import ME, PASSWORD, REFRESH, account, error_code, gql, request_trip, unique
 
 
 async def _log_in(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:

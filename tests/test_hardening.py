@@ -32,7 +32,10 @@ from tests.conftest import TEST_SIGNUP_LIMIT, Backend, LiveServer, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
+    LOG_OUT,
+    ME,
     PASSWORD,
+    REFRESH,
     SIGN_UP,
     TRIP_REQUESTED,
     account,
@@ -43,9 +46,6 @@ from tests.helpers import (
 )
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
-ME = "{ me { id username } }"
-REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh } }"
-LOG_OUT = "mutation L($r: String!) { logOut(refresh: $r) }"
 TRIPS = "query T($s: [TripStatus!]) { trips(status: $s) { edges { node { id } } } }"
 PREFLIGHT = {"Apollo-Require-Preflight": "true"}
 

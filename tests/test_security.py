@@ -34,8 +34,11 @@ from tests.conftest import LiveServer, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
+    LOG_OUT,
+    ME,
     PASSWORD,
     RATE_TRIP,
+    REFRESH,
     REPORT_LOCATION,
     SIGN_UP,
     UPDATE_STATUS,
@@ -48,9 +51,6 @@ from tests.helpers import (
 )
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
-ME = "{ me { id username } }"
-REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh } }"
-LOG_OUT = "mutation L($r: String!) { logOut(refresh: $r) }"
 TRIP_UPDATED = "subscription S($id: ID!) { tripUpdated(id: $id) { id status } }"
 
 
