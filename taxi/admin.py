@@ -18,8 +18,8 @@ from taxi import auth
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.models import Trip, TripStatus, User
-from taxi.resolvers.accounts import _find_user as find_user
-from taxi.resolvers.sessions import deactivate_user
+from taxi.services.accounts import _find_user as find_user
+from taxi.services.sessions import deactivate_user
 
 SESSION_KEY = "staff_id"
 SESSION_MAX_AGE = 8 * 3600  # an admin session lasts a working day

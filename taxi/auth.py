@@ -20,7 +20,7 @@ from taxi.models import RefreshToken, User, utcnow
 from taxi.passwords import MAX_LENGTH as MAX_PASSWORD
 
 ALGORITHM = "HS256"
-# `sid`: the session (family) a token belongs to; see taxi/resolvers/sessions.py.
+# `sid`: the session (family) a token belongs to; see taxi/services/sessions.py.
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "token_type", "sid"]
 
 # Tests may ask for cheap parameters; production always gets argon2's defaults.

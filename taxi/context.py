@@ -77,7 +77,7 @@ class Context:
             return self._user
         if self._auth_error is not None:
             raise self._auth_error
-        from taxi.resolvers.accounts import authenticate
+        from taxi.services.accounts import authenticate
 
         try:
             self._user = await authenticate(db=self.db, settings=self.settings, token=self.token)

@@ -80,7 +80,7 @@ async def run_due(
     *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
 ) -> int:
     """Run every due wave this process can claim; returns how many ran."""
-    from taxi.resolvers.trips import views  # the read model; it imports this module
+    from taxi.services.trips import views  # the read model; it imports this module
 
     published = []
     waves: list[int] = []  # offers per wave run, counted once committed

@@ -15,7 +15,7 @@ import orjson
 from broadcaster import Broadcast
 from redis.exceptions import RedisError
 
-from taxi.views import LocationView, TripView
+from taxi.readmodels import LocationView, TripView
 
 log = logging.getLogger(__name__)
 

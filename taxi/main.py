@@ -24,6 +24,7 @@ from taxi.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.config import Settings
 from taxi.context import Services
 from taxi.events import Publisher
+from taxi.http import TaxiGraphQL
 from taxi.live.endpoint import LiveEndpoint
 from taxi.live.hub import Hub
 from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -32,9 +33,8 @@ from taxi.photos import MediaFiles
 from taxi.positions import MemoryPositions, PositionStore
 from taxi.positions_redis import RedisPositions
 from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
-from taxi.schema import build_schema
+from taxi.schema.build import build_schema
 from taxi.sockets import SocketRegistry
-from taxi.view import TaxiGraphQL
 
 log = logging.getLogger("taxi")
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.models import Trip, TripOffer, TripStatus, User, UserGroup
-from taxi.views import TripView
+from taxi.readmodels import TripView
 
 
 def visible_clause(user: User) -> Any:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from taxi.views import LocationView
+from taxi.readmodels import LocationView
 
 # Redis computes GEO distances on this sphere; the in-process store uses the same one,
 # so both backends rank drivers alike.

@@ -1,5 +1,5 @@
 """updatePosition over a socket answered without a GraphQL execution
-(taxi/schema/fastpath.py): the same answers, the same errors, as the full path."""
+(taxi/live/fastpath.py): the same answers, the same errors, as the full path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from bench.rush import UPDATE as BENCH_UPDATE
 from taxi.config import Settings
-from taxi.schema import fastpath
+from taxi.live import fastpath
 from tests.conftest import LiveServer, base_settings
 from tests.helpers import account, gql
 from tests.ws import WsClient, session

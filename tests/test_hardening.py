@@ -26,8 +26,8 @@ from taxi import auth
 from taxi.config import Settings, SettingsError
 from taxi.main import create_app
 from taxi.models import Trip, TripStatus, User
-from taxi.resolvers.sessions import deactivate_user, delete_user
 from taxi.schema.errors import with_codes
+from taxi.services.sessions import deactivate_user, delete_user
 from tests.conftest import TEST_SIGNUP_LIMIT, Backend, LiveServer, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -449,7 +449,7 @@ async def test_internal_errors_are_masked_in_production(
         redis_url=settings.redis_url,
         media_root=settings.media_root,
     )
-    monkeypatch.setattr("taxi.resolvers.accounts.authenticate", broken)
+    monkeypatch.setattr("taxi.services.accounts.authenticate", broken)
     with caplog.at_level(logging.ERROR):
         async with app_client(env_settings) as c:
             response = await c.post(

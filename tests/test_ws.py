@@ -28,11 +28,11 @@ from taxi.live.hub import Hub, Record
 from taxi.live.wire import Outbox
 from taxi.main import create_app
 from taxi.models import TripStatus
-from taxi.resolvers.live import Feed
-from taxi.schema import build_schema
+from taxi.readmodels import TripView
+from taxi.schema.build import build_schema
 from taxi.schema.types import Trip
 from taxi.server import WebSocketProtocol
-from taxi.views import TripView
+from taxi.services.live import Feed
 from tests.conftest import LiveServer, serve
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -1,6 +1,6 @@
 """The WebSocket side of /graphql, as an ASGI app: the handshake (origin, subprotocol),
 one `Socket` per connection, and 1001 Going Away for every open socket on shutdown.
-HTTP stays on Strawberry's view (taxi/view.py); Starlette routes by scope type."""
+HTTP stays on Strawberry's view (taxi/http.py); Starlette routes by scope type."""
 
 from __future__ import annotations
 

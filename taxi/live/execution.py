@@ -38,10 +38,9 @@ from graphql import (
 )
 
 from taxi.events import Item
-from taxi.schema import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
+from taxi.resolvers.subscriptions import Live
 from taxi.schema.errors import with_codes
-from taxi.schema.limits import validation_rules
-from taxi.schema.subscriptions import Live
+from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 
 DOCUMENT_CACHE = 1024  # distinct document texts kept parsed and validated
 Errors = list[dict[str, Any]]

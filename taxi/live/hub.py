@@ -22,7 +22,7 @@ from broadcaster import Broadcast
 from taxi import events, metrics
 from taxi.events import Item
 from taxi.live.execution import Plan
-from taxi.resolvers.live import End, Feed
+from taxi.services.live import End, Feed
 
 log = logging.getLogger("taxi.live")
 

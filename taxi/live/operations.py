@@ -4,7 +4,7 @@ as records in the hub (taxi/live/hub.py), and what the hub calls back.
 An operation (a query, a mutation, or setting a subscription up) runs in a task of its
 own while it runs, so a slow query never holds up the socket's pings. A subscription
 then becomes a record and its task ends: a socket holds records, not tasks. What the
-client may see, and when, is the feed's business (taxi/resolvers/live.py)."""
+client may see, and when, is the feed's business (taxi/services/live.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from graphql import GraphQLError, OperationType
 from taxi import metrics, persisted
 from taxi.context import Context
 from taxi.errors import AppError, NotFound
+from taxi.live import fastpath
 from taxi.live import protocol as p
 from taxi.live.execution import GraphQL
 from taxi.live.hub import Hub, Record
 from taxi.live.wire import Gone, Outbox
-from taxi.schema import fastpath
 from taxi.schema.errors import is_outage
 
 log = logging.getLogger("taxi.live")
@@ -137,7 +137,7 @@ class Operations:
             await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
             return
         prefix = p.frame_prefix(op_id, self.dialect)
-        # Position reports skip the GraphQL execution (taxi/schema/fastpath.py).
+        # Position reports skip the GraphQL execution (taxi/live/fastpath.py).
         if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
             await self.outbox.send(prefix + orjson.dumps({"data": data}) + b"}")
             await self.outbox.send(p.complete(op_id).encode())

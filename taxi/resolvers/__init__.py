@@ -1,1 +1,2 @@
-"""Business rules as plain async functions: keyword-only arguments, no GraphQL."""
+"""GraphQL resolvers by domain: the Query, Mutation and Subscription fields, each calling
+the business rules in `taxi.services` and shaping their results into `taxi.schema.types`."""

@@ -21,6 +21,9 @@ from strawberry.extensions.query_depth_limiter import create_validator
 from taxi.schema import inputs
 
 MAX_FIRST = 100
+MAX_DEPTH = 10
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
 
 
 class MaxPageSize(ValidationRule):

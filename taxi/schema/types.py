@@ -11,7 +11,7 @@ from taxi import models
 from taxi.context import Context
 from taxi.models import TripStatus, UserGroup
 from taxi.positions import Availability
-from taxi.views import LocationView, PointView, TripView, UserView
+from taxi.readmodels import LocationView, PointView, TripView, UserView
 
 Info: TypeAlias = strawberry.Info[Context, None]
 

@@ -18,8 +18,8 @@ from taxi.events import Item
 from taxi.models import Trip, User, UserGroup
 from taxi.offers import can_see, was_offered
 from taxi.positions import PositionStore
-from taxi.resolvers.trips import get_trip, parse_trip_id
-from taxi.views import LocationView, TripView
+from taxi.readmodels import LocationView, TripView
+from taxi.services.trips import get_trip, parse_trip_id
 
 T = TypeVar("T")
 

@@ -24,8 +24,9 @@ from taxi import auth, metrics, pages, persisted
 from taxi.config import Settings
 from taxi.context import Context, Services
 from taxi.errors import BadUserInput
-from taxi.schema import MAX_TOKENS, inputs
+from taxi.schema import inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
+from taxi.schema.limits import MAX_TOKENS
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
 CSRF_REFUSED = (

@@ -13,8 +13,8 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
-from taxi.resolvers import live
 from taxi.schema.types import Info, Location, Trip
+from taxi.services import live
 
 T = TypeVar("T")
 

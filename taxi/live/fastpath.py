@@ -40,7 +40,7 @@ from taxi import metrics
 from taxi.context import Context
 from taxi.errors import AppError
 from taxi.logs import log
-from taxi.resolvers import drivers
+from taxi.services import drivers
 
 # Distinct documents remembered (a client sends one; a few versions of an app, a few).
 MAX_PLANS = 256

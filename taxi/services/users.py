@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.models import Trip, TripStatus, User, UserGroup
-from taxi.views import UserView
+from taxi.readmodels import UserView
 
 MIN_RATINGS = 3
 

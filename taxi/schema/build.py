@@ -1,0 +1,62 @@
+"""The schema, composed from its domains' resolvers, with its extensions and limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.tools import merge_types
+
+from taxi.logs import OperationLog
+from taxi.resolvers.accounts import AccountMutation, AccountQuery
+from taxi.resolvers.drivers import DriverMutation, DriverQuery
+from taxi.resolvers.subscriptions import Subscription
+from taxi.resolvers.trips import TripMutation, TripQuery
+from taxi.schema.errors import ErrorCodes
+from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
+from taxi.schema.observe import Observe
+
+Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery))
+Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation))
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list, execution_context: object = None) -> None:  # type: ignore[override]
+        # ErrorCodes logs what deserves logging; expected domain errors are not noise.
+        return None
+
+
+def build_schema(
+    *, mask_internal: bool = False, introspection: bool = True, tracer: Any = None
+) -> strawberry.Schema:
+    rules = validation_rules(max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES)
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        OperationLog,
+        lambda: Observe(tracer=tracer),
+        lambda: ErrorCodes(mask_internal=mask_internal),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: AddValidationRules(rules),
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return _Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,  # type: ignore[arg-type]
+    )
+
+
+def print_schema() -> str:
+    return build_schema().as_str() + "\n"

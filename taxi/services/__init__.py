@@ -1,0 +1,1 @@
+"""Business rules as plain async functions: keyword-only arguments, no GraphQL."""
