@@ -23,15 +23,13 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from taxi import metrics
-from taxi.cluster import REDIS_ERRORS, ShardedRedisBackend, cluster_client
+from taxi.cluster import CONNECT_WAIT, REDIS_ERRORS, ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0
-# How long start-up waits for the first pub/sub connection (see connect()).
-CONNECT_WAIT = 5.0
 
 
 # What `redis_client` returns: both speak the same commands (keys of one multi-key
@@ -93,7 +91,6 @@ class ResilientRedisBackend(BroadcastBackend):
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
-        self.reconnects = 0
         self._closing = False
         self._up = asyncio.Event()  # set once the loop first connected
 
@@ -157,7 +154,6 @@ class ResilientRedisBackend(BroadcastBackend):
                 self._up.set()
                 delay = 0.1
                 if not first:
-                    self.reconnects += 1
                     metrics.broadcast_reconnected()
                     log.info(
                         "redis pub/sub reconnected; resyncing %d channels", len(self._channels)

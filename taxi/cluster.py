@@ -39,7 +39,9 @@ MIN_BACKOFF = 0.05
 # Short: a failover takes about node-timeout plus an election, and the loop should
 # notice the promoted replica soon after.
 MAX_BACKOFF = 1.0
-CONNECT_WAIT = 5.0  # how long a new shard's first subscribe is waited for
+# How long start-up waits for a first connection (a shard's first subscribe, the
+# single-node pub/sub loop, a slot map): bounded, so a server starts with Redis down.
+CONNECT_WAIT = 5.0
 READ_TIMEOUT = 1.0  # a shard's blocking read; also how often it sees its channel set
 DEFAULT_PORT = 6379
 
@@ -95,7 +97,6 @@ class ShardedRedisBackend(BroadcastBackend):
         self._shards: dict[str, _Shard] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._closing = False
-        self.reconnects = 0
 
     async def connect(self) -> None:
         self._cluster = cluster_client(self._url)
@@ -227,7 +228,6 @@ class ShardedRedisBackend(BroadcastBackend):
                 shard.up.set()
                 delay = MIN_BACKOFF
                 if not shard.first:
-                    self.reconnects += 1
                     metrics.broadcast_reconnected()
                     log.info(
                         "shard %s re-subscribed; resyncing %d channels", shard.name, len(channels)

@@ -53,7 +53,3 @@ class RateLimited(AppError):
 class ServiceUnavailable(AppError):
     code = "SERVICE_UNAVAILABLE"
     default_message = "A backend is unreachable right now; retry later."
-
-
-def bad_input(field: str, message: str) -> BadUserInput:
-    return BadUserInput(message, fields={field: [message]})

@@ -22,7 +22,3 @@ def alembic_config(settings: Settings) -> Config:
 def upgrade(settings: Settings, revision: str = "head") -> None:
     """Synchronous (alembic runs its own event loop): call from a thread or the CLI."""
     command.upgrade(alembic_config(settings), revision)
-
-
-def downgrade(settings: Settings, revision: str) -> None:
-    command.downgrade(alembic_config(settings), revision)

@@ -188,7 +188,3 @@ class DispatchWave(SQLModel, table=True):
     trip_id: uuid.UUID = Field(foreign_key="trip.id", primary_key=True, ondelete="CASCADE")
     wave: int
     due_at: datetime = Field(sa_type=UTCDateTime)
-
-
-def row_dict(obj: SQLModel) -> dict[str, Any]:
-    return obj.model_dump()

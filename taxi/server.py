@@ -31,8 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-GOING_AWAY = 1001
-REASON = "Server shutting down"
+from taxi.live.protocol import GOING_AWAY, SHUTDOWN_REASON
+
 FRAMES = "taxi.frames"  # the scope extension naming the seam (taxi/live/wire.py)
 _TEXT_FIN = 0x81  # FIN bit + text opcode
 _SHORT = 126  # payload lengths below this fit the first length byte
@@ -103,7 +103,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.stop_keepalive()
         self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
-        self.conn.send_close(GOING_AWAY, REASON)
+        self.conn.send_close(GOING_AWAY, SHUTDOWN_REASON)
         self.close_sent = True
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.close()

@@ -20,8 +20,6 @@ from taxi.live.hub import Hub
 
 log = logging.getLogger(__name__)
 
-FORBIDDEN = 4403
-TOO_MANY = 4429
 _RETRY_SECONDS = 1.0  # the sessions channel could not be followed: try again after this
 
 

@@ -23,8 +23,6 @@ from taxi.server import FRAMES
 
 log = logging.getLogger("taxi.live")
 
-SHUTDOWN_REASON = "Server shutting down"
-
 
 class LiveEndpoint:
     def __init__(self, schema: strawberry.Schema, *, settings: Settings) -> None:
@@ -75,4 +73,4 @@ class LiveEndpoint:
         """On shutdown: 1001 Going Away, so clients reconnect to another process."""
         for socket in list(self.sockets):
             with suppress(OSError, RuntimeError):
-                await socket.close(p.GOING_AWAY, SHUTDOWN_REASON)
+                await socket.close(p.GOING_AWAY, p.SHUTDOWN_REASON)

@@ -19,6 +19,7 @@ LEGACY = "graphql-ws"
 # Close codes: RFC 6455, then the graphql-transport-ws ones.
 NORMAL = 1000
 GOING_AWAY = 1001  # shutdown: reconnect, to another process
+SHUTDOWN_REASON = "Server shutting down"  # GOING_AWAY's reason
 UNSUPPORTED_DATA = 1002  # legacy: a binary frame (as subscriptions-transport-ws)
 INTERNAL_ERROR = 1011  # legacy: after connection_error
 TRY_AGAIN_LATER = 1013  # an outage while connection_init authenticated
@@ -28,7 +29,7 @@ FORBIDDEN = 4403
 NOT_ACCEPTABLE = 4406
 INIT_TIMEOUT = 4408
 DUPLICATE_ID = 4409
-TOO_MANY_INITS = 4429
+TOO_MANY = 4429  # a second connection_init, or over MAX_SOCKETS_PER_USER
 
 ACK = '{"type":"connection_ack"}'
 PONG = '{"type":"pong"}'

@@ -19,7 +19,7 @@ from taxi.live.operations import Operations
 from taxi.live.wire import ASGISend, Gone, Outbox
 from taxi.schema import inputs
 from taxi.schema.errors import is_outage
-from taxi.sockets import TOO_MANY, TooManySockets
+from taxi.sockets import TooManySockets
 
 if TYPE_CHECKING:
     from taxi.live.endpoint import LiveEndpoint
@@ -172,7 +172,7 @@ class Socket:
     async def _connection_init(self, params: dict[str, Any]) -> None:
         legacy = self.dialect.legacy
         if self.init_received and not legacy:
-            await self.close(p.TOO_MANY_INITS, "Too many initialisation requests")
+            await self.close(p.TOO_MANY, "Too many initialisation requests")
             return
         self.init_received = True
         if (timer := self._timers.pop("init", None)) is not None:
@@ -209,7 +209,7 @@ class Socket:
             if legacy:
                 error = {"message": "Too many open sockets.", "extensions": {"code": LIMITED}}
                 await self.outbox.send(p.connection_error(error).encode())
-            await self.close(TOO_MANY, "Too many sockets")
+            await self.close(p.TOO_MANY, "Too many sockets")
             return
         delay = max(0.0, auth.expires_at(claims).timestamp() - time.time())
         self._later("expiry", delay, self._expire)

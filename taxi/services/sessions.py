@@ -63,13 +63,6 @@ async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> Us
     return row[0] if row else None
 
 
-async def end_session(*, db: SessionMaker, events: Publisher, user_id: int, sid: str) -> bool:
-    async with db() as session, session.begin():
-        ended = await revoke(session, sid=sid)
-    await events.session_ended(user_id=user_id, sid=sid)
-    return ended
-
-
 async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
     """For admins: the user can no longer log in, and every token and open socket of
     theirs is refused within a second, in every process. True when the user existed."""
