@@ -13,8 +13,10 @@ import jwt
 from passlib.context import CryptContext
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from taxi.config import Settings
+from taxi.db import affected
 from taxi.errors import Unauthenticated
 from taxi.models import RefreshToken, User, utcnow
 from taxi.passwords import MAX_LENGTH as MAX_PASSWORD
@@ -36,7 +38,8 @@ def password_context(fast: bool = False) -> CryptContext:
 
 @lru_cache(maxsize=2)
 def _dummy_hash(fast: bool) -> str:
-    return password_context(fast).hash(uuid.uuid4().hex)
+    hashed: str = password_context(fast).hash(uuid.uuid4().hex)  # passlib is untyped
+    return hashed
 
 
 async def hash_password(password: str, *, fast: bool = False) -> str:
@@ -53,7 +56,8 @@ def _verify(password: str, hashed: str | None, fast: bool) -> tuple[bool, str | 
         ctx.verify(password[:MAX_PASSWORD], _dummy_hash(fast))
         return False, None
     try:
-        return ctx.verify_and_update(password, hashed)
+        verdict: tuple[bool, str | None] = ctx.verify_and_update(password, hashed)
+        return verdict
     except (ValueError, TypeError):
         return False, None
 
@@ -144,16 +148,16 @@ async def revoke_refresh(session: AsyncSession, *, jti: str) -> bool:
     """Revoke one live refresh token. The conditional UPDATE is atomic in the database,
     so of two processes presenting the same token at once exactly one sees rowcount 1."""
     now = utcnow()
-    result = await session.execute(
+    statement = (
         update(RefreshToken)
         .where(
-            RefreshToken.jti == jti,  # type: ignore[arg-type]
-            RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
-            RefreshToken.expires_at > now,  # type: ignore[arg-type]
+            col(RefreshToken.jti) == jti,
+            col(RefreshToken.revoked_at).is_(None),
+            col(RefreshToken.expires_at) > now,
         )
         .values(revoked_at=now)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(await affected(session, statement))
 
 
 _TOKEN_KEYS = ("authToken", "token", "Authorization", "authorization")

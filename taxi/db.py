@@ -6,13 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import CursorResult, event, text
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 from taxi.config import Settings
 
 SessionMaker = async_sessionmaker[AsyncSession]
+
+
+async def affected(session: AsyncSession, statement: UpdateBase) -> int:
+    """Runs an UPDATE or DELETE: how many rows it matched. (`execute` is typed to return
+    any Result; a DML statement's is a CursorResult, the one with a rowcount.)"""
+    result = await session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -64,17 +64,22 @@ def install_request_ids() -> None:
     """Stamp each record with the current request id when it is created: handlers may
     format it later, outside the request's context. Idempotent."""
     factory = logging.getLogRecordFactory()
-    if getattr(factory, "taxi", False):
-        return
+    if not isinstance(factory, _Stamped):
+        logging.setLogRecordFactory(_Stamped(factory))
 
-    def stamped(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = factory(*args, **kwargs)
+
+class _Stamped:
+    """A record factory that adds `request_id` to what `factory` makes (a class, so
+    `install_request_ids` can tell it is already installed)."""
+
+    def __init__(self, factory: Callable[..., logging.LogRecord]) -> None:
+        self.factory = factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.factory(*args, **kwargs)
         if (rid := request_id.get()) is not None:
             record.request_id = rid
         return record
-
-    stamped.taxi = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(stamped)
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:

@@ -96,14 +96,14 @@ class Documents:
         if self.redis is None:
             return None
         try:
-            document = await self.redis.getex(self._key(digest), ex=TTL_SECONDS)
+            found: str | None = await self.redis.getex(self._key(digest), ex=TTL_SECONDS)
         except (RedisError, OSError) as exc:
             # Not found is safe: the client sends the document again.
             log.warning("persisted documents: redis unavailable: %r", exc)
             return None
-        if document is not None:
-            self._remember(digest, document)
-        return document
+        if found is not None:
+            self._remember(digest, found)
+        return found
 
     async def _put(self, digest: str, document: str) -> None:
         if len(document) > MAX_DOCUMENT_BYTES or digest in self._local:

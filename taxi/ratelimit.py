@@ -102,6 +102,6 @@ class RedisLimiter:
 
     async def refund(self, key: str) -> None:
         try:
-            await self.client.eval(_REFUND, 1, self._key(key))  # type: ignore[misc]
+            await self.client.eval(_REFUND, 1, self._key(key))
         except _DOWN:
             log.warning("limiter %s: redis unavailable, refund skipped", self.prefix)

@@ -133,6 +133,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._receiving = True  # a request is under way (or awaited on a new connection)
         self._head_bytes: int | None = 0  # of the current head; None once it is complete
 
+    # [override]: narrower than BaseProtocol's BaseTransport, as in uvicorn's own method
+    # (the one called here); a stream protocol is always given a Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
@@ -15,6 +16,7 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from taxi.logs import OperationLog
 from taxi.resolvers.accounts import AccountMutation, AccountQuery
@@ -30,7 +32,9 @@ Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutatio
 
 
 class _Schema(strawberry.Schema):
-    def process_errors(self, errors: list, execution_context: object = None) -> None:  # type: ignore[override]
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # ErrorCodes logs what deserves logging; expected domain errors are not noise.
         return None
 
@@ -54,7 +58,7 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions,  # type: ignore[arg-type]
+        extensions=extensions,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from typing import Protocol, cast
 
 import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -123,6 +124,12 @@ def with_codes(errors: list[GraphQLError], *, mask_internal: bool) -> list[Graph
     return out
 
 
+class _WithErrors(Protocol):
+    """A result (HTTP or streamed) as ErrorCodes sees it."""
+
+    errors: list[GraphQLError] | None
+
+
 class ErrorCodes(MaskErrors):
     """Applies `with_codes` to every result, streamed (WebSocket) ones included."""
 
@@ -138,4 +145,4 @@ class ErrorCodes(MaskErrors):
         # cost per subscriber per event in the fan-out profile. A plain lookup will do.
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+            cast(_WithErrors, result).errors = self._process_errors(errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from graphql import (
@@ -79,12 +80,12 @@ def _safe_depth_rule(max_depth: int) -> type[ValidationRule]:
     graphql's KnownFragmentNames instead, so nothing that skipped the depth check runs."""
     depth_rule = create_validator(max_depth, None)
 
-    class SafeDepthRule(depth_rule):  # type: ignore[misc,valid-type]
+    class SafeDepthRule(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
-            try:
-                super().__init__(context)
-            except (ValueError, KeyError):
-                ValidationRule.__init__(self, context)
+            super().__init__(context)
+            # The depth rule does all its work (reporting to `context`) when constructed.
+            with suppress(ValueError, KeyError):
+                depth_rule(context)
 
     return SafeDepthRule
 

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from taxi.db import SessionMaker
+from taxi.db import SessionMaker, affected
 from taxi.events import Publisher
 from taxi.models import AuthSession, RefreshToken, User, utcnow
 
@@ -26,12 +26,14 @@ async def start(session: AsyncSession, *, user_id: int) -> str:
 
 async def revoke(session: AsyncSession, *, sid: str) -> bool:
     """End a session (its refresh tokens die with it: refresh checks the session)."""
-    result = await session.execute(
-        update(AuthSession)
-        .where(col(AuthSession.id) == sid, col(AuthSession.revoked_at).is_(None))
-        .values(revoked_at=utcnow())
+    return bool(
+        await affected(
+            session,
+            update(AuthSession)
+            .where(col(AuthSession.id) == sid, col(AuthSession.revoked_at).is_(None))
+            .values(revoked_at=utcnow()),
+        )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def family_of_used_token(session: AsyncSession, *, jti: str) -> str | None:
@@ -67,8 +69,8 @@ async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) 
     """For admins: the user can no longer log in, and every token and open socket of
     theirs is refused within a second, in every process. True when the user existed."""
     async with db() as session, session.begin():
-        result = await session.execute(
-            update(User).where(col(User.id) == user_id).values(is_active=False)
+        found = await affected(
+            session, update(User).where(col(User.id) == user_id).values(is_active=False)
         )
         await session.execute(
             update(AuthSession)
@@ -76,13 +78,13 @@ async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) 
             .values(revoked_at=utcnow())
         )
     await events.session_ended(user_id=user_id)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(found)
 
 
 async def delete_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
     """For admins: delete the user (sessions and tokens cascade; their trips keep a
     NULL rider/driver) and close their sockets everywhere."""
     async with db() as session, session.begin():
-        result = await session.execute(delete(User).where(col(User.id) == user_id))
+        found = await affected(session, delete(User).where(col(User.id) == user_id))
     await events.session_ended(user_id=user_id)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(found)
