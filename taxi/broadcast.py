@@ -26,6 +26,7 @@ from taxi import metrics
 from taxi.cluster import CONNECT_WAIT, REDIS_ERRORS, ShardedRedisBackend, cluster_client
 from taxi.config import Settings
 from taxi.events import RESYNC
+from taxi.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,7 @@ class ResilientRedisBackend(BroadcastBackend):
         # redis-py may turn a cancellation into a ConnectionError, which the loop would
         # treat as an outage and retry forever: tell it we are closing first.
         self._closing = True
-        if self._task:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
         await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:

@@ -28,6 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from taxi import metrics
 from taxi.events import RESYNC
+from taxi.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,7 @@ class ShardedRedisBackend(BroadcastBackend):
                     await shard.pubsub.sunsubscribe(channel)
 
     async def _stop(self, shard: _Shard) -> None:
-        if shard.task is not None:
-            shard.task.cancel()
-            with suppress(asyncio.CancelledError):
-                await shard.task
+        await stop(shard.task)
 
     async def publish(self, channel: str, message: Any) -> None:
         try:

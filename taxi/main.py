@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import strawberry
+from sqladmin import Admin
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
@@ -35,8 +36,7 @@ from taxi.positions_redis import RedisPositions
 from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.schema.build import build_schema
 from taxi.sockets import SocketRegistry
-
-log = logging.getLogger("taxi")
+from taxi.tasks import background
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 
@@ -48,26 +48,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
-        login = (settings.login_max_failures, settings.login_failure_window)
-        signup = (settings.signup_max_per_hour, SIGNUP_WINDOW)
-        limiter: Limiter
-        signups: Limiter
-        positions: PositionStore
-        client: RedisClient | None = None
-        if settings.uses_redis:
-            client = await stack.enter_async_context(open_redis(settings))
-            prefix = settings.channel_prefix
-            limiter = RedisLimiter(
-                client, prefix=f"{prefix}:login", max_attempts=login[0], window=login[1]
-            )
-            signups = RedisLimiter(
-                client, prefix=f"{prefix}:signup", max_attempts=signup[0], window=signup[1]
-            )
-            positions = RedisPositions(client, prefix=settings.channel_prefix)
-        else:
-            limiter = MemoryLimiter(max_attempts=login[0], window=login[1])
-            signups = MemoryLimiter(max_attempts=signup[0], window=signup[1])
-            positions = MemoryPositions()
+        client = await stack.enter_async_context(_maybe_redis(settings))
+        positions: PositionStore = (
+            MemoryPositions()
+            if client is None
+            else RedisPositions(client, prefix=settings.channel_prefix)
+        )
         events = Publisher(broadcast, prefix=settings.channel_prefix)
         await stack.enter_async_context(
             dispatch.running(db=sessions, positions=positions, events=events, settings=settings)
@@ -84,21 +70,53 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 maxsize=settings.subscriber_queue_size,
                 mask_internal=settings.production,
             ),
-            limiter=limiter,
-            signups=signups,
+            limiter=_limiter(
+                settings,
+                client,
+                "login",
+                max_attempts=settings.login_max_failures,
+                window=settings.login_failure_window,
+            ),
+            signups=_limiter(
+                settings,
+                client,
+                "signup",
+                max_attempts=settings.signup_max_per_hour,
+                window=SIGNUP_WINDOW,
+            ),
             sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
-            documents=Documents(
-                mode=settings.persisted_documents,
-                manifest=(
-                    load_manifest(settings.persisted_documents_file)
-                    if settings.persisted_documents_file
-                    else None
-                ),
-                redis=client,
-                prefix=settings.channel_prefix,
-            ),
+            documents=_documents(settings, client),
         )
+
+
+@asynccontextmanager
+async def _maybe_redis(settings: Settings) -> AsyncIterator[RedisClient | None]:
+    """The shared Redis when one is configured; None means in-process state."""
+    if not settings.uses_redis:
+        yield None
+        return
+    async with open_redis(settings) as client:
+        yield client
+
+
+def _limiter(
+    settings: Settings, client: RedisClient | None, name: str, *, max_attempts: int, window: int
+) -> Limiter:
+    if client is None:
+        return MemoryLimiter(max_attempts=max_attempts, window=window)
+    prefix = f"{settings.channel_prefix}:{name}"
+    return RedisLimiter(client, prefix=prefix, max_attempts=max_attempts, window=window)
+
+
+def _documents(settings: Settings, client: RedisClient | None) -> Documents:
+    path = settings.persisted_documents_file
+    return Documents(
+        mode=settings.persisted_documents,
+        manifest=load_manifest(path) if path else None,
+        redis=client,
+        prefix=settings.channel_prefix,
+    )
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -133,33 +151,64 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         introspection=settings.introspection,
         tracer=tracing.tracer(provider) if provider is not None else None,
     )
+    live = LiveEndpoint(schema, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _running(app, settings, provider=provider, live=live, admin=admin):
+            yield
+
+    app = Starlette(
+        routes=_routes(settings, schema, live),
+        middleware=_middleware(settings, provider),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    admin = mount_admin(app, settings)
+    return app
+
+
+@asynccontextmanager
+async def _running(
+    app: Starlette, settings: Settings, *, provider: Any, live: LiveEndpoint, admin: Admin
+) -> AsyncIterator[None]:
+    """The app's lifetime: the services open, and sockets of ended sessions closed; at
+    the end, every socket closed (1001) before the hub stops."""
+    traced = tracing.instrumented(provider) if provider is not None else nullcontext()
+    with traced:
+        async with metrics.flushing(), open_services(settings) as services:
+            app.state.services = services
+            attach(admin, services)
+            try:
+                follow = sockets.follow(services.hub, services.sockets)
+                async with background(follow, name="taxi-sessions-follow"):
+                    yield
+            finally:
+                await live.close_sockets()
+                await services.hub.close()
+
+
+def _routes(settings: Settings, schema: strawberry.Schema, live: LiveEndpoint) -> list[BaseRoute]:
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
     )
-    live = LiveEndpoint(schema, settings=settings)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        traced = tracing.instrumented(provider) if provider is not None else nullcontext()
-        with traced:
-            async with metrics.flushing(), open_services(settings) as services:
-                app.state.services = services
-                ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
-                attach(admin, services)
-                try:
-                    yield
-                finally:
-                    ending.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await ending
-                    await live.close_sockets()
-                    await services.hub.close()
-
     media = Path(settings.media_root)
     media.mkdir(parents=True, exist_ok=True)
+    return [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", live),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics.endpoint),
+        Mount("/media", MediaFiles(media), name="media"),
+        *pages.routes(),
+    ]
+
+
+def _middleware(settings: Settings, provider: Any) -> list[Middleware]:
+    """Outermost first: tracing, metrics, request ids, then CORS when origins are set."""
     middleware = [Middleware(metrics.HttpMetricsMiddleware), Middleware(RequestIdMiddleware)]
     if provider is not None:
         middleware.insert(0, Middleware(tracing.HttpTracing, provider=provider))
@@ -172,21 +221,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
                 allow_headers=["Authorization", "Content-Type", "Apollo-Require-Preflight"],
             )
         )
-    app = Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", live),
-            Route("/healthz", healthz),
-            Route("/metrics", metrics.endpoint),
-            Mount("/media", MediaFiles(media), name="media"),
-            *pages.routes(),
-        ],
-        middleware=middleware,
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    admin = mount_admin(app, settings)
-    return app
+    return middleware
 
 
 def __getattr__(name: str) -> Any:

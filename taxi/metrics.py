@@ -17,7 +17,7 @@ import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taxi.tasks import background
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
@@ -215,13 +217,10 @@ async def flushing() -> AsyncIterator[None]:
             await asyncio.sleep(FLUSH_SECONDS)
             flush()
 
-    task = asyncio.create_task(loop(), name="taxi-metrics-flush")
     try:
-        yield
+        async with background(loop(), name="taxi-metrics-flush"):
+            yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
         flush()
         from prometheus_client import multiprocess as mp
 
