@@ -120,6 +120,12 @@ class RefreshToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+def _unique_while(name: str, column: str, statuses: tuple[str, ...]) -> sa.Index:
+    """A partial unique index: `column` unique among the trips in `statuses`."""
+    where = sa.text(f"status IN ({', '.join(repr(status) for status in statuses)})")
+    return sa.Index(name, column, unique=True, sqlite_where=where, postgresql_where=where)
+
+
 class Trip(SQLModel, table=True):
     __tablename__ = "trip"
     __table_args__ = (
@@ -128,20 +134,8 @@ class Trip(SQLModel, table=True):
         sa.Index("ix_trip_status_created", "status", "created", "id"),
         # The database, not Python, keeps a rider to one active trip and a driver to
         # one trip under way: a concurrent second one fails on these partial indexes.
-        sa.Index(
-            "uq_trip_rider_active",
-            "rider_id",
-            unique=True,
-            sqlite_where=sa.text("status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS')"),
-            postgresql_where=sa.text("status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS')"),
-        ),
-        sa.Index(
-            "uq_trip_driver_active",
-            "driver_id",
-            unique=True,
-            sqlite_where=sa.text("status IN ('STARTED', 'IN_PROGRESS')"),
-            postgresql_where=sa.text("status IN ('STARTED', 'IN_PROGRESS')"),
-        ),
+        _unique_while("uq_trip_rider_active", "rider_id", ("REQUESTED", "STARTED", "IN_PROGRESS")),
+        _unique_while("uq_trip_driver_active", "driver_id", ("STARTED", "IN_PROGRESS")),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
