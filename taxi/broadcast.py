@@ -23,14 +23,25 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from taxi import metrics
-from taxi.cluster import CONNECT_WAIT, REDIS_ERRORS, ShardedRedisBackend, cluster_client
+from taxi.cluster import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    CONNECT_WAIT,
+    PING_TIMEOUT,
+    READ_TIMEOUT,
+    REDIS_ERRORS,
+    ShardedRedisBackend,
+    cluster_client,
+)
 from taxi.config import Settings
 from taxi.events import RESYNC
 from taxi.tasks import stop
 
 log = logging.getLogger(__name__)
 
+MIN_BACKOFF = 0.1
 MAX_BACKOFF = 2.0
+IDLE_PING = 5.0  # with no channel subscribed, ping this often to notice an outage
 
 
 # What `redis_client` returns: both speak the same commands (keys of one multi-key
@@ -77,8 +88,8 @@ def _single(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
 
@@ -134,11 +145,11 @@ class ResilientRedisBackend(BroadcastBackend):
         return await self._queue.get()
 
     async def ping(self) -> None:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(PING_TIMEOUT):
             await self._redis.ping()
 
     async def _run(self) -> None:
-        delay = 0.1
+        delay = MIN_BACKOFF
         first = True
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -150,7 +161,7 @@ class ResilientRedisBackend(BroadcastBackend):
                 self.connected = True
                 metrics.broadcast_state(connected=True)
                 self._up.set()
-                delay = 0.1
+                delay = MIN_BACKOFF
                 if not first:
                     metrics.broadcast_reconnected()
                     log.info(
@@ -185,12 +196,12 @@ class ResilientRedisBackend(BroadcastBackend):
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancellation that races its timeout, and disconnect() would hang.
                 try:
-                    async with asyncio.timeout(5):
+                    async with asyncio.timeout(IDLE_PING):
                         await self._wake.wait()
                 except TimeoutError:
                     await self._redis.ping()
                 continue
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_TIMEOUT)
             if message is not None and message["type"] == "message":
                 self._queue.put_nowait(Event(message["channel"], message["data"]))
 

@@ -43,7 +43,10 @@ MAX_BACKOFF = 1.0
 # How long start-up waits for a first connection (a shard's first subscribe, the
 # single-node pub/sub loop, a slot map): bounded, so a server starts with Redis down.
 CONNECT_WAIT = 5.0
-READ_TIMEOUT = 1.0  # a shard's blocking read; also how often it sees its channel set
+READ_TIMEOUT = 1.0  # a blocking pub/sub read; also how often a loop sees its channel set
+CONNECT_TIMEOUT = 2  # one connection attempt to a Redis node
+COMMAND_TIMEOUT = 5  # one reply from a Redis node
+PING_TIMEOUT = 2  # a health check's ping
 DEFAULT_PORT = 6379
 
 
@@ -73,8 +76,8 @@ def cluster_client(url: str) -> RedisCluster:
     return RedisCluster(
         startup_nodes=nodes,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
         **options,
     )
 
@@ -202,7 +205,7 @@ class ShardedRedisBackend(BroadcastBackend):
         return await self._queue.get()
 
     async def ping(self) -> None:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(PING_TIMEOUT):
             info = await self._cluster.cluster_info()
         if info.get("cluster_state") != "ok":
             raise RedisConnectionError(f"cluster_state:{info.get('cluster_state')}")

@@ -39,6 +39,7 @@ from taxi.sockets import SocketRegistry
 from taxi.tasks import background
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
+PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
 
 
 @asynccontextmanager
@@ -125,7 +126,7 @@ async def healthz(request: Request) -> JSONResponse:
 
     async def check(name: str, probe: Any) -> None:
         try:
-            await asyncio.wait_for(probe, timeout=3)
+            await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of a probe is "down"
             failed[name] = type(exc).__name__
 
