@@ -13,7 +13,7 @@ from sqlalchemy import select
 from taxi.config import Settings
 from taxi.main import create_app
 from taxi.models import RefreshToken, User
-from tests.conftest import Backend
+from tests.backends import Backend
 from tests.helpers import LOG_IN, LOG_OUT, PASSWORD, SIGN_UP, account, error_code, gql, unique
 
 REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh user { id } } }"

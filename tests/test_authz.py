@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -33,6 +32,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
+from tests.live import LiveServer
 from tests.ws import TRANSPORT, WsClient, open_ws, session
 
 STATUSES = ["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED", "CANCELED"]

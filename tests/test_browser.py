@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from taxi.config import Settings
-from tests.conftest import CI, Backend, serve
+from tests.backends import CI, Backend
+from tests.live import serve
 from tests.test_js_clients import _ensure_node_modules, _run, _tools
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

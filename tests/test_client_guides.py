@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from taxi.config import Settings
-from tests.conftest import serve
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -27,6 +26,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
+from tests.live import serve
 from tests.test_js_clients import JS_DIR, _ensure_node_modules, _tools
 
 ROOT = Path(__file__).parent.parent

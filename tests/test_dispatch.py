@@ -17,7 +17,7 @@ from taxi import events
 from taxi.config import Settings
 from taxi.models import DispatchWave, Trip, TripOffer
 from taxi.positions import METERS_PER_DEGREE
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -34,6 +34,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
+from tests.live import LiveServer, watching
 from tests.ws import WsClient, session
 
 T = TypeVar("T")
@@ -309,12 +310,6 @@ async def test_without_pick_up_every_driver_sees_it(client: httpx.AsyncClient, a
 # -- live: offers reach only the offered, positions reach the rider ----------------------------
 
 
-async def _subscribed(app: Any, channel: str) -> None:
-    await eventually(
-        lambda: asyncio.sleep(0, app.state.services.hub.watchers(channel)), lambda n: n > 0
-    )
-
-
 async def firsts(ws: WsClient) -> dict[str, str]:
     """The trip id of the first result of each of the two operations "req" and "all"."""
     got: dict[str, str] = {}
@@ -338,7 +333,7 @@ async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
                 await ws.subscribe("req", TRIP_REQUESTED)
                 await ws.subscribe("all", TRIPS_UPDATED)
             for driver in (offered, passed_over):
-                await _subscribed(server.app, events.driver_channel(int(driver.id)))
+                await watching(server.app, events.driver_channel(int(driver.id)))
             trip = await dispatched(client, rider)
             # A trip without pick-up afterwards: the first thing the passed-over driver
             # hears of, on both operations; the dispatched one never reached them.
@@ -369,7 +364,7 @@ async def test_positions_reach_the_rider_without_a_row_write(
             before = await s.get(Trip, uuid.UUID(trip["id"]))
         async with session(server.ws_url, rider.access) as ws:
             await ws.subscribe("loc", DRIVER_LOCATION, {"tripId": trip["id"]})
-            await _subscribed(server.app, events.location_channel(trip["id"]))
+            await watching(server.app, events.location_channel(trip["id"]))
             for meters in (80, 60):
                 await ok(client, UPDATE, {"p": north(meters)}, driver)
                 got = (await ws.next("loc"))["driverLocation"]

@@ -12,8 +12,8 @@ import pytest
 
 from taxi.live.execution import Plan
 from taxi.live.operations import Operations
-from tests.conftest import LiveServer
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
+from tests.live import LiveServer
 from tests.ws import session
 
 FULL = "subscription W($id: ID!) { tripUpdated(id: $id) { id status driver { username } } }"

@@ -12,8 +12,9 @@ import pytest
 from bench.rush import UPDATE as BENCH_UPDATE
 from taxi.config import Settings
 from taxi.live import fastpath
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import account, gql
+from tests.live import LiveServer
 from tests.ws import WsClient, session
 
 FAST = """mutation Where($p: LocationInput!) {

@@ -36,7 +36,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from taxi.config import Settings
-from tests.conftest import LiveServer
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -49,6 +48,7 @@ from tests.helpers import (
     UPDATE_STATUS,
     account,
 )
+from tests.live import LiveServer
 from tests.ws import LEGACY, TRANSPORT
 
 PREFLIGHT = {"Apollo-Require-Preflight": "1"}

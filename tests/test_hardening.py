@@ -28,7 +28,7 @@ from taxi.main import create_app
 from taxi.models import Trip, TripStatus, User
 from taxi.schema.errors import with_codes
 from taxi.services.sessions import deactivate_user, delete_user
-from tests.conftest import TEST_SIGNUP_LIMIT, Backend, LiveServer, base_settings
+from tests.backends import TEST_SIGNUP_LIMIT, Backend, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -44,6 +44,7 @@ from tests.helpers import (
     request_trip,
     unique,
 )
+from tests.live import LiveServer
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
 TRIPS = "query T($s: [TripStatus!]) { trips(status: $s) { edges { node { id } } } }"

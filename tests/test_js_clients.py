@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from taxi.config import Settings
-from tests.conftest import CI, serve
+from tests.backends import CI
+from tests.live import serve
 
 JS_DIR = Path(__file__).parent / "js"
 NPM_CI_TIMEOUT = 300.0

@@ -17,8 +17,9 @@ from taxi import metrics
 from taxi.config import Settings
 from taxi.live.wire import Outbox
 from taxi.main import create_app
-from tests.conftest import base_settings, free_port
+from tests.backends import base_settings
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
+from tests.live import free_port
 from tests.metrics_scrape import Samples, pids, scrape, value
 from tests.procs import JWT_SECRET, Proc, TaxiServer, redis_server
 from tests.ws import session

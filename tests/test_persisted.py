@@ -15,7 +15,7 @@ import pytest
 from taxi.config import Settings
 from taxi.main import create_app
 from taxi.persisted import sha256
-from tests.conftest import Backend
+from tests.backends import Backend
 from tests.helpers import LOG_IN, TRIP_UPDATED, account, error_code, request_trip
 from tests.procs import taxi_servers
 from tests.ws import PROTOCOLS, session

@@ -30,7 +30,7 @@ from taxi import auth
 from taxi.config import Settings, SettingsError
 from taxi.main import create_app
 from taxi.models import User
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -49,6 +49,7 @@ from tests.helpers import (
     request_trip,
     unique,
 )
+from tests.live import LiveServer
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
 TRIP_UPDATED = "subscription S($id: ID!) { tripUpdated(id: $id) { id status } }"

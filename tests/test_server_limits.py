@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from taxi.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
-from tests.conftest import REDIS_URL
+from tests.backends import REDIS_URL
 from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, TRIP_REQUESTED, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers
 from tests.ws import session

@@ -18,7 +18,7 @@ from broadcaster import Broadcast, Event
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.cluster import ShardedRedisBackend, startup_nodes
 from taxi.events import RESYNC
-from tests.conftest import base_settings
+from tests.backends import base_settings
 from tests.rcluster import PrivateCluster, private_cluster
 
 WITHIN = 30.0  # a shared, busy machine: generous, and never slept

@@ -12,8 +12,8 @@ import httpx
 
 from taxi import events
 from taxi.config import Settings
-from tests.conftest import serve
 from tests.helpers import gql, unique
+from tests.live import serve
 from tests.test_ws import watching
 from tests.ws import session
 
