@@ -8,13 +8,10 @@ import re
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
-
 from taxi import events
 from taxi.config import Settings
 from tests.helpers import gql, unique
-from tests.live import serve
-from tests.test_ws import watching
+from tests.live import serve, watching
 from tests.ws import session
 
 README = Path(__file__).parent.parent / "README.md"
@@ -47,7 +44,7 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
     trip_id = ""
     async with (
         serve(settings) as live,
-        httpx.AsyncClient(base_url=live.url) as client,
+        live.http() as client,
         AsyncExitStack() as stack,
     ):
         for n, (window, block) in enumerate(steps):
@@ -61,7 +58,7 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
                 # Before the next step, as a person would see it: the offers stream is live
                 # (it sends nothing first), the trip's stream has sent its current state.
                 if window == "driver":
-                    await watching(live, events.driver_channel(ids["driver"]))
+                    await watching(live.app, events.driver_channel(ids["driver"]))
                 else:
                     first = await ws.next(str(n))
                     assert first["tripUpdated"]["status"] == "REQUESTED"
