@@ -297,7 +297,7 @@ async def check_mutations(c: httpx.AsyncClient, world: World, caller: str) -> No
 
 @asynccontextmanager
 async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+    async with live.http() as client:
         yield client
 
 

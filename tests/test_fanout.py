@@ -22,7 +22,7 @@ SLIM = "subscription S($id: ID!) { tripUpdated(id: $id) { status } }"
 
 @pytest.fixture
 async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+    async with server.http() as client:
         yield client
 
 

@@ -278,7 +278,7 @@ def _wrapped(cause: BaseException, *, invalidated: bool = False) -> DBAPIError:
     return DBAPIError("SELECT 1", None, orig, connection_invalidated=invalidated)
 
 
-OUTAGES: dict[str, BaseException] = {
+OUTAGES: dict[str, Exception] = {
     "refused": ConnectionRefusedError(111, "Connection refused"),
     "connect timeout": TimeoutError(),
     "pool timeout": PoolTimeout("QueuePool limit of size 10 overflow 20 reached"),
@@ -294,7 +294,7 @@ OUTAGES: dict[str, BaseException] = {
     "invalidated": _wrapped(asyncpg.InterfaceError("another operation"), invalidated=True),
     "redis": RedisConnectionError("Error 111 connecting to 127.0.0.1:6379"),
 }
-BUGS: dict[str, BaseException] = {
+BUGS: dict[str, Exception] = {
     "unique violation": _wrapped(asyncpg.UniqueViolationError("duplicate key value")),
     "division by zero": _wrapped(asyncpg.DivisionByZeroError("division by zero")),
     "programming": ValueError("a bug"),
@@ -303,14 +303,14 @@ BUGS: dict[str, BaseException] = {
 
 @pytest.mark.parametrize("name", OUTAGES)
 def test_backend_outages_are_service_unavailable(name: str) -> None:
-    error = GraphQLError("boom", original_error=OUTAGES[name])  # type: ignore[arg-type]
+    error = GraphQLError("boom", original_error=OUTAGES[name])
     [out] = with_codes([error], mask_internal=True)
     assert out.extensions == {"code": "SERVICE_UNAVAILABLE"}
 
 
 @pytest.mark.parametrize("name", BUGS)
 def test_bugs_are_not_outages(name: str) -> None:
-    error = GraphQLError("boom", original_error=BUGS[name])  # type: ignore[arg-type]
+    error = GraphQLError("boom", original_error=BUGS[name])
     [out] = with_codes([error], mask_internal=True)
     assert out.extensions == {"code": "INTERNAL_SERVER_ERROR"}
     assert out.message == "Internal server error."

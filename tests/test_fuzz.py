@@ -57,7 +57,7 @@ HTTP_EXAMPLES = 300
 WS_EXAMPLES = 150
 
 
-def fuzz(examples: int) -> Any:
+def fuzz(examples: int) -> fuzz_settings:
     return fuzz_settings(
         max_examples=examples,
         deadline=None,
@@ -268,8 +268,8 @@ async def test_json_bodies(client: httpx.AsyncClient, body: Any) -> None:
 )
 async def test_raw_bodies(client: httpx.AsyncClient, content_type: str, body: bytes) -> None:
     # The preflight header gets non-JSON bodies past the CSRF check, to the parsers.
-    headers = {"Content-Type": content_type.encode()} if content_type.isprintable() else {}
-    headers["Apollo-Require-Preflight"] = b"1"
+    headers = {b"Content-Type": content_type.encode()} if content_type.isprintable() else {}
+    headers[b"Apollo-Require-Preflight"] = b"1"
     check_response(await client.post("/graphql", content=body, headers=headers))
     await check_alive(client)
 
@@ -306,11 +306,11 @@ def multipart(draw: st.DrawFn) -> tuple[str, bytes]:
     ]
     for _ in range(draw(st.integers(0, 2))):
         name = draw(st.sampled_from(["0", "1", "photo", "operations"]) | st.text(max_size=5))
-        filename = draw(st.sampled_from(["a.png", "../../x.png", "", "a\x00.png"]))
+        file_name = draw(st.sampled_from(["a.png", "../../x.png", "", "a\x00.png"]))
         content = draw(
             st.sampled_from([b"\x89PNG\r\n\x1a\n" + b"\x00" * 20]) | st.binary(max_size=64)
         )
-        parts.append((name, filename, content))
+        parts.append((name, file_name, content))
     parts = draw(st.permutations(parts))
     out = b""
     for name, filename, content in parts:
@@ -578,7 +578,7 @@ async def fresh_connection_works(live: LiveServer, protocol: str, token: str) ->
 
 @pytest.fixture
 async def ws_token(server: LiveServer) -> str:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+    async with server.http() as c:
         return (await account(c)).access
 
 

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from taxi import auth
 from taxi.config import Settings, SettingsError
 from taxi.main import create_app
-from taxi.models import Trip, TripStatus, User
+from taxi.models import Trip, TripStatus, User, UserGroup
 from taxi.schema.errors import with_codes
 from taxi.services.sessions import deactivate_user, delete_user
 from tests.backends import TEST_SIGNUP_LIMIT, Backend, base_settings
@@ -151,8 +151,8 @@ async def test_migration_names_colliding_usernames(backend: Backend, tmp_path: P
                 make_url(backend.database_url), isolation_level="AUTOCOMMIT"
             )
             async with admin.connect() as conn:
-                name = make_url(url).database
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                dropped = make_url(url).database
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)'))
             await admin.dispose()
 
 
@@ -257,7 +257,7 @@ async def test_log_out_ends_the_sessions_access_tokens(client: httpx.AsyncClient
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_log_out_closes_the_sessions_sockets(server: LiveServer, protocol: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         other = await gql(client, LOG_IN, {"username": driver.username, "password": PASSWORD})
         other_access = other["data"]["logIn"]["access"]
@@ -278,8 +278,8 @@ async def test_log_out_closes_the_sessions_sockets(server: LiveServer, protocol:
 
 
 async def test_deactivated_user_is_refused_everywhere(server: LiveServer) -> None:
-    services = server.app.state.services  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    services = server.app.state.services
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         rider = await account(client)
         trip = await request_trip(client, rider)
@@ -337,7 +337,7 @@ def settings(backend: Backend, tmp_path: Path) -> Settings:
 async def test_sockets_per_user_are_capped(
     server: LiveServer, settings: Settings, protocol: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         rider = await account(client)
         other = await account(client)
     async with (
@@ -367,7 +367,7 @@ async def test_legacy_socket_without_connection_init_is_closed(server: LiveServe
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_at_most_100_operations_per_socket(server: LiveServer, protocol: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
     async with session(server.ws_url, driver.access, protocol) as ws:
         for i in range(100):
@@ -464,7 +464,7 @@ async def test_sql_parameters_never_appear_in_database_errors(
                     username=rider.username,
                     first_name="F",
                     last_name="L",
-                    group="rider",
+                    group=UserGroup.RIDER,
                     password=secret_hash,
                 )
             )

@@ -19,6 +19,7 @@ from taxi.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
 from tests.backends import REDIS_URL
 from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, TRIP_REQUESTED, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers
+from tests.wait import eventually
 from tests.ws import session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -174,15 +175,13 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
             assert "errors" not in r.json(), r.text
 
 
-async def _log_with(server: TaxiServer, needle: str, within: float = 10.0) -> str:
+async def _log_with(server: TaxiServer, needle: str) -> str:
     """The server's log once a line containing `needle` was written."""
-    deadline = time.monotonic() + within
-    while True:
-        text = await asyncio.to_thread(server.proc.log.read_text, errors="replace")
-        if needle in text:
-            return text
-        assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{text[-2000:]}"
-        await asyncio.sleep(0.1)
+
+    async def log() -> str:
+        return await asyncio.to_thread(server.proc.log.read_text, errors="replace")
+
+    return await eventually(log, lambda text: needle in text, what=f"{needle!r} in the log")
 
 
 async def test_log_out_on_one_process_closes_the_socket_on_another(

@@ -67,7 +67,7 @@ async def insert_trip(
 
 async def stored(app: Any, trip_id: str) -> Trip:
     async with app.state.services.db() as session:
-        trip = await session.get(Trip, uuid.UUID(trip_id))
+        trip: Trip | None = await session.get(Trip, uuid.UUID(trip_id))
     assert trip is not None
     return trip
 
