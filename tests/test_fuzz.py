@@ -23,7 +23,7 @@ import asyncio
 import json
 import string
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -31,9 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
 from taxi.config import Settings
 from tests.helpers import (
@@ -49,7 +48,7 @@ from tests.helpers import (
     account,
 )
 from tests.live import LiveServer
-from tests.ws import LEGACY, TRANSPORT
+from tests.ws import LEGACY, TRANSPORT, open_ws
 
 PREFLIGHT = {"Apollo-Require-Preflight": "1"}
 # Examples per test and backend.
@@ -550,13 +549,17 @@ async def probe(conn: ClientConnection, protocol: str) -> None:
     raise AssertionError("no answer to the probe")
 
 
+@asynccontextmanager
+async def fuzzing(live: LiveServer, protocol: str, token: str) -> AsyncIterator[ClientConnection]:
+    """A socket past the handshake, for raw frames (answers checked by recv_or_close)."""
+    async with open_ws(live.ws_url, protocol) as ws:
+        await ws.init({"authToken": token})
+        assert await recv_or_close(ws.conn, protocol) == {"type": "connection_ack"}
+        yield ws.conn
+
+
 async def fuzz_socket(live: LiveServer, protocol: str, token: str, sent: list[str | bytes]) -> None:
-    async with connect(
-        live.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": token}}))
-        ack = await recv_or_close(conn, protocol)
-        assert isinstance(ack, dict) and ack["type"] == "connection_ack", ack
+    async with fuzzing(live, protocol, token) as conn:
         for frame in sent:
             try:
                 await conn.send(frame)
@@ -566,12 +569,7 @@ async def fuzz_socket(live: LiveServer, protocol: str, token: str, sent: list[st
 
 
 async def fresh_connection_works(live: LiveServer, protocol: str, token: str) -> None:
-    async with connect(
-        live.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": token}}))
-        ack = await recv_or_close(conn, protocol)
-        assert isinstance(ack, dict) and ack["type"] == "connection_ack", ack
+    async with fuzzing(live, protocol, token) as conn:
         await probe(conn, protocol)
         assert conn.close_code is None, "the probe must be answered on a healthy socket"
 
@@ -601,11 +599,7 @@ async def test_ws_frame_over_the_limit_is_closed_with_1009(
     server: LiveServer, settings: Settings, ws_token: str, protocol: str
 ) -> None:
     limit = settings.max_ws_message_bytes
-    async with connect(
-        server.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": ws_token}}))
-        assert await recv_or_close(conn, protocol) == {"type": "connection_ack"}
+    async with fuzzing(server, protocol, ws_token) as conn:
         # Exactly at the limit is a frame like any other.
         if protocol == TRANSPORT:
             ping = json.dumps({"type": "ping"})
