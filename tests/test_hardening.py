@@ -28,7 +28,7 @@ from taxi.main import create_app
 from taxi.models import Trip, TripStatus, User, UserGroup
 from taxi.schema.errors import with_codes
 from taxi.services.sessions import deactivate_user, delete_user
-from tests.backends import TEST_SIGNUP_LIMIT, Backend, base_settings
+from tests.backends import Backend, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -323,14 +323,9 @@ async def test_deleted_users_id_and_tokens_are_never_reused(
 
 
 @pytest.fixture
-def settings(backend: Backend, tmp_path: Path) -> Settings:
-    return base_settings(
-        database_url=backend.database_url,
-        redis_url=backend.redis_url,
-        media_root=tmp_path / "media",
-        max_sockets_per_user=3,
-        signup_max_per_hour=TEST_SIGNUP_LIMIT,
-    )
+def settings(settings: Settings) -> Settings:
+    """conftest's settings, with a small per-user socket limit."""
+    return settings.model_copy(update={"max_sockets_per_user": 3})
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -128,20 +129,7 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         # X-Forwarded-For from an untrusted peer is ignored: one address, limited.
         codes = []
         for i in range(3):
-            headers = {"X-Forwarded-For": f"198.51.100.{i}"}
-            variables = {
-                "input": {
-                    "username": f"xff_{uuid.uuid4().hex[:10]}",
-                    "firstName": "F",
-                    "lastName": "L",
-                    "password1": PASSWORD,
-                    "password2": PASSWORD,
-                }
-            }
-            r = await plain.http.post(
-                "/graphql", json={"query": SIGN_UP, "variables": variables}, headers=headers
-            )
-            body = r.json()
+            body = await sign_up_from(plain.http, f"198.51.100.{i}")
             codes.append(error_code(body) if body.get("errors") else "ok")
         assert codes == ["ok", "ok", "RATE_LIMITED"]
         log = await _log_with(plain, "GET /graphql HTTP/1.1")
@@ -158,21 +146,28 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         },
     ) as (trusting,):
         for i in range(3):
-            headers = {"X-Forwarded-For": f"198.51.100.{i}"}
-            client = trusting.http
-            variables = {
-                "input": {
-                    "username": f"xff_{uuid.uuid4().hex[:10]}",
-                    "firstName": "F",
-                    "lastName": "L",
-                    "password1": PASSWORD,
-                    "password2": PASSWORD,
-                }
-            }
-            r = await client.post(
-                "/graphql", json={"query": SIGN_UP, "variables": variables}, headers=headers
-            )
-            assert "errors" not in r.json(), r.text
+            body = await sign_up_from(trusting.http, f"198.51.100.{i}")
+            assert "errors" not in body, body
+
+
+async def sign_up_from(client: httpx.AsyncClient, forwarded_for: str) -> dict[str, Any]:
+    """A sign-up sent with `X-Forwarded-For: forwarded_for`: the response body."""
+    variables = {
+        "input": {
+            "username": f"xff_{uuid.uuid4().hex[:10]}",
+            "firstName": "F",
+            "lastName": "L",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        }
+    }
+    r = await client.post(
+        "/graphql",
+        json={"query": SIGN_UP, "variables": variables},
+        headers={"X-Forwarded-For": forwarded_for},
+    )
+    body: dict[str, Any] = r.json()
+    return body
 
 
 async def _log_with(server: TaxiServer, needle: str) -> str:

@@ -51,6 +51,15 @@ both = pytest.mark.parametrize("protocol", PROTOCOLS)
 # -- helpers ----------------------------------------------------------------------------
 
 
+async def refused(
+    ws: WsClient, op_id: str, document: str, variables: dict[str, Any] | None = None
+) -> str:
+    """Subscribes, and the operation ends with one error (the socket stays open): its code."""
+    await ws.subscribe(op_id, document, variables)
+    code: str = (await ws.error(op_id))["extensions"]["code"]
+    return code
+
+
 async def query(ws: WsClient, op_id: str, document: str = ME) -> dict[str, Any]:
     """A query over the socket: one result, then complete."""
     await ws.subscribe(op_id, document)
@@ -482,8 +491,7 @@ async def test_another_riders_trip_is_not_found_and_the_socket_stays_open(
         error = await ws.error("trip")
         assert error["extensions"]["code"] == "NOT_FOUND", error
         assert error["message"] == "Trip not found."
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
-        assert (await ws.error("car"))["extensions"]["code"] == "NOT_FOUND"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip["id"]}) == "NOT_FOUND"
         # The socket and its other operations go on.
         assert (await query(ws, "me"))["me"]["id"] == stranger.id
         await ws.subscribe("own", TRIPS_UPDATED)
@@ -502,8 +510,7 @@ async def test_a_rider_may_not_subscribe_to_trip_requests(
 ) -> None:
     rider = await account(http, "RIDER")
     async with session(server.ws_url, rider.access, protocol) as ws:
-        await ws.subscribe("pool", TRIP_REQUESTED)
-        assert (await ws.error("pool"))["extensions"]["code"] == "FORBIDDEN"
+        assert await refused(ws, "pool", TRIP_REQUESTED) == "FORBIDDEN"
         assert (await query(ws, "me"))["me"]["id"] == rider.id
 
 
@@ -514,10 +521,8 @@ async def test_unknown_trip_id_is_not_found(
 ) -> None:
     rider = await account(http, "RIDER")
     async with session(server.ws_url, rider.access, protocol) as ws:
-        await ws.subscribe("trip", TRIP_UPDATED, {"id": trip_id})
-        assert (await ws.error("trip"))["extensions"]["code"] == "NOT_FOUND"
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip_id})
-        assert (await ws.error("car"))["extensions"]["code"] == "NOT_FOUND"
+        assert await refused(ws, "trip", TRIP_UPDATED, {"id": trip_id}) == "NOT_FOUND"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip_id}) == "NOT_FOUND"
         assert (await query(ws, "me"))["me"]["id"] == rider.id
 
 
@@ -529,8 +534,7 @@ async def test_only_the_trips_parties_follow_the_car(
     trip = await request_trip(http, rider)
     async with session(server.ws_url, driver.access, protocol) as ws:
         # Any driver sees a requested trip, but only its parties follow the car.
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
-        assert (await ws.error("car"))["extensions"]["code"] == "FORBIDDEN"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip["id"]}) == "FORBIDDEN"
         assert (await query(ws, "me"))["me"]["id"] == driver.id
 
 
