@@ -3,7 +3,6 @@ however many subscribers watch it, and each subscriber still gets exactly its se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,12 +17,6 @@ from tests.ws import session
 
 FULL = "subscription W($id: ID!) { tripUpdated(id: $id) { id status driver { username } } }"
 SLIM = "subscription S($id: ID!) { tripUpdated(id: $id) { status } }"
-
-
-@pytest.fixture
-async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with server.http() as client:
-        yield client
 
 
 async def test_one_execution_per_document_per_event(
