@@ -181,7 +181,7 @@ class PostgresServer:
 
     async def wait_ready(self) -> None:
         async def answers() -> str:
-            """ "" once a connection succeeds, else why not."""
+            """Empty once a connection succeeds, else why not."""
             assert self.popen is not None and self.popen.poll() is None, self._tail()
             try:
                 conn = await asyncpg.connect(
