@@ -332,13 +332,14 @@ async def test_socket_closes_when_its_token_expires(settings: Settings, protocol
     async with serve(settings.model_copy(update={"access_token_ttl": 2})) as live:
         async with live.http() as client:
             rider = await account(client)
+            # Before the short-lived token: only the socket has to fit in its life.
+            trip = await request_trip(client, rider)
             # `exp` is in whole seconds: a token issued just past one lives almost the
             # full 2 s, so connecting never races its expiry. (Waits for the clock, not
             # a synchronisation.)
             await asyncio.sleep(1.02 - time.time() % 1)
             body = await gql(client, LOG_IN, {"username": rider.username, "password": PASSWORD})
             rider = dataclasses.replace(rider, access=body["data"]["logIn"]["access"])
-            trip = await request_trip(client, rider)
         async with session(live.ws_url, rider.access, protocol) as ws:
             await ws.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
             assert await ws.next("trip") == {"tripUpdated": trip}
