@@ -1,12 +1,17 @@
-"""Small clients for the tests: GraphQL over HTTP, and users made through the API."""
+"""Small clients for the tests: GraphQL documents and calls over HTTP, users made through
+the API, and trips made without it (for publishing straight to the broadcast)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
+from taxi.models import TripStatus
+from taxi.readmodels import TripView
 
 SIGN_UP = """
 mutation SignUp($input: SignUpInput!) {
@@ -74,6 +79,13 @@ async def gql(
     return body
 
 
+async def ok(client: httpx.AsyncClient, query: str, variables: dict[str, Any], who: Account) -> Any:
+    """A GraphQL call as `who` that must succeed: its `data`."""
+    body = await gql(client, query, variables, token=who.access)
+    assert "errors" not in body, body
+    return body["data"]
+
+
 def error_code(body: dict[str, Any]) -> str:
     assert body.get("errors"), body
     code: str = body["errors"][0]["extensions"]["code"]
@@ -125,3 +137,20 @@ async def request_trip(
     assert "errors" not in body, body
     trip: dict[str, Any] = body["data"]["requestTrip"]
     return trip
+
+
+def fake_trip(*, address: str = "A street 1") -> TripView:
+    """A requested trip for publishing straight to the broadcast (no database row)."""
+    now = datetime.now(UTC)
+    return TripView(
+        id=uuid.uuid4(),
+        created=now,
+        updated=now,
+        pick_up_address=address,
+        drop_off_address=address,
+        status=TripStatus.REQUESTED,
+        rider=None,
+        driver=None,
+        driver_location=None,
+        rating=None,
+    )

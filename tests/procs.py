@@ -1,6 +1,5 @@
 """Real processes for the cluster tests: taxi servers (`python -m taxi.cli serve`, the
-production entry point), a private redis-server that a test may kill and restart, and
-a small graphql-transport-ws client over a real socket.
+production entry point) and a private redis-server that a test may kill and restart.
 
 Every process writes to a log file under the test's tmp dir; a failure to start quotes
 its tail. Processes are always stopped by the context managers that started them."""
@@ -16,21 +15,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
-from tests.conftest import free_port
+from tests.live import free_port, http_to
+from tests.wait import START, eventually
 
 REPO = Path(__file__).resolve().parents[1]
 JWT_SECRET = "cluster-secret-" + "y" * 40
-START_TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -76,6 +73,15 @@ class Proc:
     def failure(self, what: str) -> AssertionError:
         return AssertionError(f"{self.name}: {what}\n--- {self.log} ---\n{_tail(self.log)}")
 
+    async def until(
+        self, probe: Callable[[], Awaitable[T]], what: str, done: Callable[[T], bool] = bool
+    ) -> T:
+        """`eventually(probe)` within START; fails with this process's log tail."""
+        try:
+            return await eventually(probe, done, within=START, what=what)
+        except AssertionError as exc:
+            raise self.failure(str(exc)) from None
+
 
 class RedisServer:
     """A private redis-server (no persistence), restartable on the same port."""
@@ -101,13 +107,13 @@ class RedisServer:
     async def start(self) -> None:
         self.proc.start()
         self.started_at = time.monotonic()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await asyncio.to_thread(self._pong):
+
+        async def pong() -> bool:
             if not self.proc.running:
                 raise self.proc.failure("exited while starting")
-            if time.monotonic() > deadline:
-                raise self.proc.failure("no PONG")
-            await asyncio.sleep(0.05)
+            return await asyncio.to_thread(self._pong)
+
+        await self.proc.until(pong, "no PONG")
 
     async def crash(self) -> None:
         await asyncio.to_thread(self.proc.stop, kill=True)
@@ -129,31 +135,30 @@ class TaxiServer:
         self.proc = proc
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/graphql"
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=20)
+        self.http = http_to(self.url)
         self.redis = ""  # the Redis (or cluster) URL it runs on, for tests that look
         self.sharded = False  # on a Redis Cluster (sharded pub/sub)
 
     async def health(self) -> httpx.Response:
         return await self.http.get("/healthz")
 
-    async def wait_health(self, status: int, within: float = START_TIMEOUT) -> dict[str, Any]:
+    async def wait_health(self, status: int) -> dict[str, Any]:
         """Polls /healthz until it answers `status`; returns that answer's body."""
-        deadline = time.monotonic() + within
-        last = "no answer"
-        while True:
+
+        async def answer() -> tuple[int, str]:
             if not self.proc.running:
                 raise self.proc.failure("exited")
             try:
                 response = await self.health()
-                if response.status_code == status:
-                    body: dict[str, Any] = response.json()
-                    return body
-                last = f"{response.status_code} {response.text}"
             except httpx.TransportError as exc:
-                last = repr(exc)
-            if time.monotonic() > deadline:
-                raise self.proc.failure(f"/healthz never answered {status}; last: {last}")
-            await asyncio.sleep(0.1)
+                return 0, repr(exc)
+            return response.status_code, response.text
+
+        _, text = await self.proc.until(
+            answer, f"/healthz never answered {status}", lambda got: got[0] == status
+        )
+        body: dict[str, Any] = json.loads(text)
+        return body
 
 
 @asynccontextmanager
@@ -202,69 +207,3 @@ async def taxi_servers(
         for server in servers:
             await server.http.aclose()
         await asyncio.gather(*(asyncio.to_thread(server.proc.stop) for server in servers))
-
-
-class GqlSocket:
-    """graphql-transport-ws over a real socket. Messages are buffered per operation id,
-    so operations on one socket can be read in any order."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self._inbox: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
-        self._reading = asyncio.Lock()
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, ws_url: str, token: str) -> AsyncIterator[GqlSocket]:
-        async with connect(
-            ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10
-        ) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {"authToken": token}}))
-            ack = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
-            assert ack["type"] == "connection_ack", ack
-            yield cls(ws)
-
-    async def subscribe(self, op_id: str, query: str, variables: dict[str, Any]) -> None:
-        payload = {"query": query, "variables": variables}
-        await self.ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": payload}))
-
-    async def message(self, op_id: str, within: float) -> dict[str, Any]:
-        """The next message for `op_id` (answering pings meanwhile)."""
-        async with asyncio.timeout(within):
-            while not self._inbox[op_id]:
-                async with self._reading:  # one reader at a time; it files for all
-                    if self._inbox[op_id]:
-                        break
-                    # Cancelling recv() (on timeout) loses no message.
-                    message = json.loads(await self.ws.recv())
-                kind = message["type"]
-                if kind == "ping":
-                    await self.ws.send(json.dumps({"type": "pong"}))
-                elif kind != "pong":
-                    self._inbox[message["id"]].append(message)
-        return self._inbox[op_id].popleft()
-
-    async def next(self, op_id: str, within: float = 15.0) -> dict[str, Any]:
-        """The data of the next `next` message for `op_id`; anything else fails."""
-        message = await self.message(op_id, within)
-        assert message["type"] == "next", message
-        assert not message["payload"].get("errors"), message
-        data: dict[str, Any] = message["payload"]["data"]
-        return data
-
-    async def until(
-        self,
-        op_id: str,
-        wanted: Callable[[dict[str, Any]], bool],
-        *,
-        skip: Callable[[dict[str, Any]], bool],
-        within: float = 15.0,
-    ) -> dict[str, Any]:
-        """The first data for `op_id` that is `wanted`, passing over data that `skip`
-        allows (e.g. events of other tests on a shared Redis); anything else fails."""
-        async with asyncio.timeout(within):
-            while True:
-                data = await self.next(op_id, within=within)
-                if wanted(data):
-                    return data
-                assert skip(data), f"unexpected on {op_id}: {data}"

@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from tests.conftest import free_port
-from tests.procs import START_TIMEOUT, Proc
+from tests.live import free_port
+from tests.procs import Proc
 
 NODES = 6  # 3 primaries, each with one replica
 # Small, so a killed primary is failed over within a couple of seconds; not so small
@@ -74,18 +73,15 @@ class PrivateCluster:
         assert "[OK] All 16384 slots covered" in out, out
         await self.wait_ok()
 
-    async def _until(self, port: int, ok: object, *args: str) -> str:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            out = await asyncio.to_thread(self.cli, port, *args)
-            if ok(out):  # type: ignore[operator]
-                return out
-            proc = self.procs[port]
+    async def _until(self, port: int, ok: Callable[[str], bool], *args: str) -> str:
+        proc = self.procs[port]
+
+        async def out() -> str:
             if not proc.running:
                 raise proc.failure("exited")
-            if time.monotonic() > deadline:
-                raise proc.failure(f"{args} never succeeded; last: {out}")
-            await asyncio.sleep(0.05)
+            return await asyncio.to_thread(self.cli, port, *args)
+
+        return await proc.until(out, f"{args} never succeeded", ok)
 
     async def wait_ok(self) -> None:
         """Every live node sees the whole cluster healthy (all slots served), and every
@@ -101,6 +97,7 @@ class PrivateCluster:
         try:
             await client.initialize()
             node = client.get_node_from_key(key)
+            assert node is not None, f"no node serves {key!r}"
             return int(node.port)
         finally:
             await client.aclose()

@@ -9,11 +9,12 @@ import httpx
 import jwt
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from taxi.config import Settings
 from taxi.main import create_app
 from taxi.models import RefreshToken, User
-from tests.conftest import Backend
+from tests.backends import Backend
 from tests.helpers import LOG_IN, LOG_OUT, PASSWORD, SIGN_UP, account, error_code, gql, unique
 
 REFRESH = "mutation R($r: String!) { refreshToken(refresh: $r) { access refresh user { id } } }"
@@ -47,7 +48,7 @@ async def test_sign_up_returns_the_user_and_stores_only_a_hash(
         "rating": None,
     }
     async with app.state.services.db() as session:
-        row = (await session.scalars(select(User).where(User.id == int(user["id"])))).one()
+        row = (await session.scalars(select(User).where(col(User.id) == int(user["id"])))).one()
     assert row.password.startswith("$argon2") and PASSWORD not in row.password
     assert row.is_active and not row.is_staff and row.date_joined.tzinfo is not None
 

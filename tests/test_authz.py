@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -33,6 +30,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
+from tests.live import LiveServer
 from tests.ws import TRANSPORT, WsClient, open_ws, session
 
 STATUSES = ["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED", "CANCELED"]
@@ -295,18 +293,12 @@ async def check_mutations(c: httpx.AsyncClient, world: World, caller: str) -> No
         assert error_code(body) == want, (world.status, caller, mutation, body)
 
 
-@asynccontextmanager
-async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
-        yield client
-
-
 # -- the matrix ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", STATUSES)
 async def test_authorization_matrix(server: LiveServer, status: str) -> None:
-    async with http(server) as c:
+    async with server.http() as c:
         world = await make_world(c, status)
         rider = world.callers["rider"]
         assert rider is not None
@@ -344,7 +336,7 @@ def test_the_matrix_itself_is_not_vacuous() -> None:
 
 
 async def test_roles_for_trip_independent_operations(server: LiveServer) -> None:
-    async with http(server) as c:
+    async with server.http() as c:
         rider, driver = await account(c), await account(c, "DRIVER")
         for who in (rider, driver):
             me = await gql(c, "{ me { id group } }", token=who.access)
@@ -376,7 +368,7 @@ async def test_roles_for_trip_independent_operations(server: LiveServer) -> None
 async def test_trips_updated_never_leaks_who_took_a_trip(server: LiveServer) -> None:
     """A driver watching the pool learns that a trip left it, not who took it or where
     that driver is; a stranger rider learns nothing at all."""
-    async with http(server) as c:
+    async with server.http() as c:
         rider, stranger = await account(c), await account(c)
         winner, other = await account(c, "DRIVER"), await account(c, "DRIVER")
         async with (

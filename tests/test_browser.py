@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from taxi.config import Settings
-from tests.conftest import CI, Backend, serve
-from tests.test_js_clients import _ensure_node_modules, _run, _tools
+from tests.backends import CI, Backend
+from tests.live import serve
+from tests.node import ensure_node_modules, run, tools
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -34,8 +35,8 @@ def _chromium() -> str:
 
 async def test_browser_ride(settings: Settings, backend: Backend) -> None:
     chromium = _chromium()
-    node, npm = _tools()
-    await _ensure_node_modules(npm)
+    node, npm = tools()
+    await ensure_node_modules(npm)
     shots = ARTIFACTS / f"browser-{backend.name}"
     shutil.rmtree(shots, ignore_errors=True)
     env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000"}
@@ -43,7 +44,7 @@ async def test_browser_ride(settings: Settings, backend: Backend) -> None:
     # map's centre (positions outlive a test on the shared Redis) stay out of this ride.
     settings = settings.model_copy(update={"channel_prefix": f"browser-{uuid.uuid4().hex[:8]}"})
     async with serve(settings) as live:
-        code, out = await _run(
+        code, out = await run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
         )
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"

@@ -13,11 +13,9 @@ import re
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from taxi.config import Settings
-from tests.conftest import serve
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -27,7 +25,8 @@ from tests.helpers import (
     gql,
     request_trip,
 )
-from tests.test_js_clients import JS_DIR, _ensure_node_modules, _tools
+from tests.live import serve
+from tests.node import JS_DIR, ensure_node_modules, tools
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -77,16 +76,16 @@ def _command(name: str) -> list[str]:
     path = GUIDES[name]
     if path.suffix == ".py":
         return [sys.executable, str(path)]
-    return [_tools()[0], str(path)]
+    return [tools()[0], str(path)]
 
 
 @pytest.mark.parametrize("name", sorted(GUIDES))
 async def test_guide_rides_a_trip_through_token_expiry(settings: Settings, name: str) -> None:
     command = _command(name)
     if command[0] != sys.executable:
-        await _ensure_node_modules(_tools()[1])
+        await ensure_node_modules(tools()[1])
     settings = settings.model_copy(update={"access_token_ttl": TOKEN_TTL})
-    async with serve(settings) as live, httpx.AsyncClient(base_url=live.url) as client:
+    async with serve(settings) as live, live.http() as client:
         rider = await account(client)
         driver = await account(client, "DRIVER")
         trip = await request_trip(client, rider)

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from taxi import events, usernames
+from taxi import usernames
 from taxi.cluster import cluster_client
-from tests.conftest import REDIS_URL
+from tests.backends import REDIS_URL
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -32,14 +32,25 @@ from tests.helpers import (
     TRIP,
     TRIP_REQUESTED,
     TRIP_UPDATED,
-    UPDATE_STATUS,
     Account,
     account,
     error_code,
     gql,
+    ok,
     request_trip,
 )
-from tests.procs import GqlSocket, RedisServer, TaxiServer, redis_server, taxi_servers
+from tests.procs import RedisServer, TaxiServer, redis_server, taxi_servers
+from tests.streams import (
+    is_lat,
+    is_status,
+    latitude,
+    never,
+    pool_subscribed,
+    report,
+    set_status,
+    status_of,
+)
+from tests.ws import session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -50,84 +61,26 @@ log = logging.getLogger(__name__)
 async def cluster(
     request: pytest.FixtureRequest, pg_database: str, tmp_path: Path
 ) -> AsyncIterator[list[TaxiServer]]:
-    urls = {"redis_url": REDIS_URL}
+    redis_url, cluster_url = REDIS_URL, ""
     if request.param == "redis-cluster":
-        urls = {"redis_cluster_url": request.getfixturevalue("redis_cluster_url")}
+        redis_url, cluster_url = "", request.getfixturevalue("redis_cluster_url")
     async with taxi_servers(
-        ["a", "b"], database_url=pg_database, log_dir=tmp_path, **urls
+        ["a", "b"],
+        database_url=pg_database,
+        redis_url=redis_url,
+        redis_cluster_url=cluster_url,
+        log_dir=tmp_path,
     ) as servers:
         yield servers
-
-
-async def ok(server: TaxiServer, query: str, variables: dict[str, Any], who: Account) -> Any:
-    body = await gql(server.http, query, variables, token=who.access)
-    assert not body.get("errors"), body
-    return body["data"]
-
-
-async def report(server: TaxiServer, driver: Account, trip_id: str, lat: float) -> Any:
-    location = {"latitude": lat, "longitude": 13.4, "heading": 90.0}
-    data = await ok(server, REPORT_LOCATION, {"tripId": trip_id, "location": location}, driver)
-    return data["reportLocation"]
-
-
-async def set_status(server: TaxiServer, driver: Account, trip_id: str, status: str) -> Any:
-    data = await ok(server, UPDATE_STATUS, {"id": trip_id, "status": status}, driver)
-    assert data["updateTripStatus"]["status"] == status
-    return data["updateTripStatus"]
-
-
-async def numsub(server: TaxiServer, channel: str) -> int:
-    """How many connections listen to `channel` (on a cluster: on its shard)."""
-    url = server.redis
-    if server.sharded:
-        cluster = cluster_client(url)
-        try:
-            await cluster.initialize()
-            owner = cluster.get_node_from_key(channel)
-            reply = await cluster.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=owner)
-        finally:
-            await cluster.aclose()
-        [(_, count)] = reply
-        return int(count)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
-        [(_, count)] = await client.pubsub_numsub(channel)
-    finally:
-        await client.aclose()
-    return int(count)
-
-
-async def pool_subscribed(server: TaxiServer, before: int) -> None:
-    """Waits until one more connection listens to the pool than `before`. tripRequested
-    sends nothing first, so this is how a test knows its subscription is live. On a
-    shared Redis others may come and go: after the wait the delivery itself is what
-    the test asserts, so running out of time here is not a failure."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if await numsub(server, events.full_channel("taxi", events.POOL)) > before:
-            return
-        await asyncio.sleep(0.02)
-
-
-def status_of(data: dict[str, Any]) -> str:
-    status: str = data["tripUpdated"]["status"]
-    return status
-
-
-def latitude(data: dict[str, Any]) -> float:
-    value: float = data["driverLocation"]["latitude"]
-    return value
 
 
 async def test_events_cross_processes(cluster: list[TaxiServer]) -> None:
     a, b = cluster
     driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
 
-    async with GqlSocket.open(a.ws_url, driver.access) as driver_ws:
-        before = await numsub(a, events.full_channel("taxi", events.POOL))
+    async with session(a.ws_url, driver.access, interleaved=True) as driver_ws:
         await driver_ws.subscribe("pool", TRIP_REQUESTED, {})
-        await pool_subscribed(a, before)
+        await pool_subscribed(a)
 
         trip = await request_trip(b.http, rider)
         tid = trip["id"]
@@ -137,11 +90,11 @@ async def test_events_cross_processes(cluster: list[TaxiServer]) -> None:
         assert seen["tripRequested"]["status"] == "REQUESTED"
         assert seen["tripRequested"]["rider"]["username"] == rider.username
 
-        async with GqlSocket.open(b.ws_url, rider.access) as rider_ws:
+        async with session(b.ws_url, rider.access, interleaved=True) as rider_ws:
             await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
             assert status_of(await rider_ws.next("trip")) == "REQUESTED"  # current state
 
-            await ok(a, ACCEPT_TRIP, {"id": tid}, driver)
+            await ok(a.http, ACCEPT_TRIP, {"id": tid}, driver)
             started = (await rider_ws.next("trip"))["tripUpdated"]
             assert started["status"] == "STARTED"
             assert started["driver"]["username"] == driver.username
@@ -172,12 +125,12 @@ async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) ->
     driver, rider = await asyncio.gather(account(a.http, "DRIVER"), account(b.http))
     trip = await request_trip(b.http, rider)
     tid = trip["id"]
-    await ok(a, ACCEPT_TRIP, {"id": tid}, driver)
+    await ok(a.http, ACCEPT_TRIP, {"id": tid}, driver)
     await report(a, driver, tid, 48.10)
 
     async with (
-        GqlSocket.open(b.ws_url, rider.access) as rider_ws,
-        GqlSocket.open(a.ws_url, driver.access) as driver_ws,
+        session(b.ws_url, rider.access, interleaved=True) as rider_ws,
+        session(a.ws_url, driver.access, interleaved=True) as driver_ws,
     ):
         # Each stream sends the current state first: once read, it is live.
         await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
@@ -204,14 +157,15 @@ async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) ->
             a.http, REPORT_LOCATION, {"tripId": tid, "location": where}, token=driver.access
         )
         assert error_code(body) == "SERVICE_UNAVAILABLE", body
-        seen = await ok(b, TRIP, {"id": tid}, rider)
+        seen = await ok(b.http, TRIP, {"id": tid}, rider)
         assert seen["trip"]["status"] == "IN_PROGRESS"
         assert seen["trip"]["driverLocation"] is None
         body = await gql(b.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
         assert not body.get("errors"), body  # the login limiter fails open
         # A stream opened meanwhile (no position known: nothing first) heals like the others.
         await driver_ws.subscribe("car", DRIVER_LOCATION, {"tripId": tid})
-        # An outage of a few reconnect attempts, so the servers are backing off.
+        # The outage itself, not a synchronisation: it lasts a few reconnect attempts, so
+        # the servers are backing off when Redis comes back.
         await asyncio.sleep(1.5)
 
         await redis.start()
@@ -219,8 +173,8 @@ async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) ->
         # nothing else comes first.
         # (The restarted Redis holds no position: the location streams have none to send.)
         got = await asyncio.gather(
-            rider_ws.until("trip", _is_status("IN_PROGRESS"), skip=_never),
-            driver_ws.until("trip", _is_status("IN_PROGRESS"), skip=_never),
+            rider_ws.until("trip", is_status("IN_PROGRESS"), skip=never),
+            driver_ws.until("trip", is_status("IN_PROGRESS"), skip=never),
         )
         assert got[0]["tripUpdated"]["driver"]["username"] == driver.username
         elapsed = time.monotonic() - redis.started_at
@@ -231,24 +185,12 @@ async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) ->
         # And live events flow again, both ways (a resync may repeat the last state).
         await report(a, driver, tid, 48.13)
         for ws in (rider_ws, driver_ws):
-            await ws.until("car", _is_lat(48.13), skip=_is_lat(48.11))
+            await ws.until("car", is_lat(48.13), skip=is_lat(48.11))
         await set_status(b, driver, tid, "COMPLETED")
-        in_progress = _is_status("IN_PROGRESS")
-        done = await rider_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
+        in_progress = is_status("IN_PROGRESS")
+        done = await rider_ws.until("trip", is_status("COMPLETED"), skip=in_progress)
         assert done["tripUpdated"]["driver"]["username"] == driver.username
-        await driver_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
-
-
-def _never(_data: dict[str, Any]) -> bool:
-    return False
-
-
-def _is_status(status: str) -> Any:
-    return lambda data: status_of(data) == status
-
-
-def _is_lat(lat: float) -> Any:
-    return lambda data: latitude(data) == lat
+        await driver_ws.until("trip", is_status("COMPLETED"), skip=in_progress)
 
 
 async def test_concurrent_accepts_have_one_winner(cluster: list[TaxiServer]) -> None:
@@ -270,7 +212,7 @@ async def test_concurrent_accepts_have_one_winner(cluster: list[TaxiServer]) -> 
     assert winner in {d.username for d in drivers}
     assert winners[0]["status"] == "STARTED"
     for server in servers:
-        seen = await ok(server, TRIP, {"id": trip["id"]}, rider)
+        seen = await ok(server.http, TRIP, {"id": trip["id"]}, rider)
         assert seen["trip"]["status"] == "STARTED"
         assert seen["trip"]["driver"]["username"] == winner
 
@@ -293,6 +235,7 @@ async def test_login_limit_is_shared_by_processes(cluster: list[TaxiServer]) -> 
     client = cluster_client(a.redis) if a.sharded else aioredis.Redis.from_url(a.redis)
     try:
         # Every attempt is counted before any password is checked: 5 + the 2 refused.
-        assert int(await client.get(key)) == max_failures + 2
+        count = await client.get(key)
+        assert count is not None and int(count) == max_failures + 2
     finally:
         await client.aclose()

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 from graphql import (
+    GraphQLArgument,
     GraphQLEnumType,
+    GraphQLField,
+    GraphQLInputField,
     GraphQLInputObjectType,
     GraphQLObjectType,
     GraphQLScalarType,
@@ -29,15 +32,15 @@ CONTRACT = ROOT / "api" / "schema.graphql"
 DISPATCH = ROOT / "api" / "dispatch.graphql"
 
 
-def _default(arg: object) -> str | None:
+def _default(arg: GraphQLField | GraphQLArgument | GraphQLInputField) -> str | None:
     """The default as printed GraphQL; SDL-built schemas keep it as the AST node."""
-    ast = getattr(arg, "ast_node", None)
-    if ast is not None and getattr(ast, "default_value", None) is not None:
-        return print_ast(ast.default_value)
-    value = getattr(arg, "default_value", Undefined)
-    if value is Undefined:
+    if isinstance(arg, GraphQLField):
+        return None  # an output field has none
+    if arg.ast_node is not None and arg.ast_node.default_value is not None:
+        return print_ast(arg.ast_node.default_value)
+    if arg.default_value is Undefined:
         return None
-    node = ast_from_value(value, arg.type)  # type: ignore[attr-defined]
+    node = ast_from_value(arg.default_value, arg.type)
     return print_ast(node) if node else None
 
 
@@ -72,7 +75,7 @@ def differences(contract: GraphQLSchema, served: GraphQLSchema) -> list[str]:
                 if _default(hfield) != _default(wfield):
                     out.append(f"{where}: default {_default(hfield)}, want {_default(wfield)}")
                 for aname, warg in getattr(wfield, "args", {}).items():
-                    harg = hfield.args.get(aname)  # type: ignore[union-attr]
+                    harg = hfield.args.get(aname)
                     if harg is None:
                         out.append(f"{where}({aname}): missing")
                     elif str(harg.type) != str(warg.type):

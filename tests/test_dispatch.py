@@ -4,20 +4,19 @@ offers and who may see a dispatched trip; on both backends."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from taxi import events
 from taxi.config import Settings
 from taxi.models import DispatchWave, Trip, TripOffer
 from taxi.positions import METERS_PER_DEGREE
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -32,13 +31,15 @@ from tests.helpers import (
     account,
     error_code,
     gql,
+    ok,
     request_trip,
 )
+from tests.live import LiveServer, watching
+from tests.wait import eventually
 from tests.ws import WsClient, session
 
 T = TypeVar("T")
 BASE = (52.52, 13.40)
-DEADLINE = 15.0
 
 STATE = "{ driverState { availability position { latitude longitude heading } } }"
 GO_ONLINE = """mutation On($p: LocationInput!) {
@@ -76,12 +77,6 @@ def north(meters: float) -> dict[str, float]:
     return {"latitude": BASE[0] + meters / METERS_PER_DEGREE, "longitude": BASE[1]}
 
 
-async def ok(client: httpx.AsyncClient, query: str, variables: dict[str, Any], who: Account) -> Any:
-    body = await gql(client, query, variables, token=who.access)
-    assert "errors" not in body, body
-    return body["data"]
-
-
 async def online(client: httpx.AsyncClient, meters: float) -> Account:
     driver = await account(client, "DRIVER")
     data = await ok(client, GO_ONLINE, {"p": north(meters)}, driver)
@@ -94,23 +89,12 @@ async def dispatched(client: httpx.AsyncClient, rider: Account, meters: float = 
     return (await ok(client, REQUEST, {"input": where}, rider))["requestTrip"]
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Polls `probe` until `done` holds, within a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"never happened; last: {value!r}"
-        await asyncio.sleep(0.05)
-
-
 async def offers(app: Any, trip_id: str) -> list[tuple[int, int]]:
     """(wave, driver) of every offer of the trip, as stored."""
     async with app.state.services.db() as s:
         rows = await s.execute(
-            select(TripOffer.wave, TripOffer.driver_id).where(
-                TripOffer.trip_id == uuid.UUID(trip_id)  # type: ignore[arg-type]
+            select(col(TripOffer.wave), col(TripOffer.driver_id)).where(
+                col(TripOffer.trip_id) == uuid.UUID(trip_id)
             )
         )
         return sorted((w, d) for w, d in rows)
@@ -309,12 +293,6 @@ async def test_without_pick_up_every_driver_sees_it(client: httpx.AsyncClient, a
 # -- live: offers reach only the offered, positions reach the rider ----------------------------
 
 
-async def _subscribed(app: Any, channel: str) -> None:
-    await eventually(
-        lambda: asyncio.sleep(0, app.state.services.hub.watchers(channel)), lambda n: n > 0
-    )
-
-
 async def firsts(ws: WsClient) -> dict[str, str]:
     """The trip id of the first result of each of the two operations "req" and "all"."""
     got: dict[str, str] = {}
@@ -326,7 +304,7 @@ async def firsts(ws: WsClient) -> dict[str, str]:
 
 
 async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         rider, other_rider, third_rider = [await account(client) for _ in range(3)]
         offered, taker = await online(client, 100), await online(client, 150)
         passed_over = await online(client, 9000)
@@ -338,7 +316,7 @@ async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
                 await ws.subscribe("req", TRIP_REQUESTED)
                 await ws.subscribe("all", TRIPS_UPDATED)
             for driver in (offered, passed_over):
-                await _subscribed(server.app, events.driver_channel(int(driver.id)))
+                await watching(server.app, events.driver_channel(int(driver.id)))
             trip = await dispatched(client, rider)
             # A trip without pick-up afterwards: the first thing the passed-over driver
             # hears of, on both operations; the dispatched one never reached them.
@@ -361,22 +339,22 @@ async def test_offers_reach_only_offered_drivers(server: LiveServer) -> None:
 async def test_positions_reach_the_rider_without_a_row_write(
     server: LiveServer,
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         rider, driver = await account(client), await online(client, 100)
         trip = await dispatched(client, rider)
         await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, driver)
-        async with server.app.state.services.db() as s:  # type: ignore[attr-defined]
+        async with server.app.state.services.db() as s:
             before = await s.get(Trip, uuid.UUID(trip["id"]))
         async with session(server.ws_url, rider.access) as ws:
             await ws.subscribe("loc", DRIVER_LOCATION, {"tripId": trip["id"]})
-            await _subscribed(server.app, events.location_channel(trip["id"]))
+            await watching(server.app, events.location_channel(trip["id"]))
             for meters in (80, 60):
                 await ok(client, UPDATE, {"p": north(meters)}, driver)
                 got = (await ws.next("loc"))["driverLocation"]
                 assert got["latitude"] == pytest.approx(north(meters)["latitude"])
         seen = (await ok(client, TRIP, {"id": trip["id"]}, rider))["trip"]["driverLocation"]
         assert seen["latitude"] == pytest.approx(north(60)["latitude"])
-        async with server.app.state.services.db() as s:  # type: ignore[attr-defined]
+        async with server.app.state.services.db() as s:
             after = await s.get(Trip, uuid.UUID(trip["id"]))
         assert after == before  # no PostgreSQL write per position report
 

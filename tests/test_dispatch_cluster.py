@@ -5,20 +5,17 @@ offers reaching a driver's socket on whichever process holds it."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taxi import events
 from taxi.positions import METERS_PER_DEGREE
-from tests.conftest import REDIS_URL, base_settings, serve
+from tests.backends import REDIS_URL, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     TRIP,
@@ -28,8 +25,11 @@ from tests.helpers import (
     error_code,
     gql,
 )
-from tests.procs import GqlSocket, TaxiServer, redis_server, taxi_servers
-from tests.test_cluster import numsub
+from tests.live import serve
+from tests.procs import TaxiServer, redis_server, taxi_servers
+from tests.streams import numsub
+from tests.wait import eventually
+from tests.ws import session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -86,16 +86,6 @@ async def next_wave(engine: AsyncEngine, trip_id: str) -> int:
         return -1 if wave is None else int(wave)
 
 
-async def until(probe: Any, done: Any) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"never happened; last: {value!r}"
-        await asyncio.sleep(0.1)
-
-
 async def test_waves_survive_a_killed_process_exactly_once(
     cluster: list[TaxiServer], engine: AsyncEngine
 ) -> None:
@@ -106,22 +96,26 @@ async def test_waves_survive_a_killed_process_exactly_once(
         body = await gql(a.http, GO_ONLINE, {"p": north(meters)}, token=driver.access)
         assert body["data"]["goOnline"]["availability"] == "AVAILABLE", body
     last = drivers[-1]
-    async with GqlSocket.open(b.ws_url, last.access) as ws:
+    async with session(b.ws_url, last.access, interleaved=True) as ws:
         await ws.subscribe("req", TRIP_REQUESTED, {})
         channel = events.full_channel(PREFIX, events.driver_channel(int(last.id)))
-        await until(lambda: numsub(b, channel), lambda n: n > 0)
+        await eventually(lambda: numsub(b, channel), lambda n: n > 0, within=DEADLINE)
 
         where = {"pickUpAddress": "A", "dropOffAddress": "B", "pickUp": north(0)}
         body = await gql(a.http, REQUEST, {"input": where}, token=rider.access)
         trip_id = body["data"]["requestTrip"]["id"]
         ids = [int(d.id) for d in drivers]
-        await until(lambda: offers(engine, trip_id), lambda o: len(o) >= 2)
+        await eventually(lambda: offers(engine, trip_id), lambda o: len(o) >= 2, within=DEADLINE)
         await asyncio.to_thread(a.proc.stop, kill=True)  # between waves
 
         want = [(wave, driver) for wave, driver in enumerate(ids)]
-        await until(lambda: offers(engine, trip_id), lambda o: len(o) >= len(RINGS))
+        await eventually(
+            lambda: offers(engine, trip_id), lambda o: len(o) >= len(RINGS), within=DEADLINE
+        )
         # Two more waves found nobody: nothing was offered twice, nothing skipped.
-        await until(lambda: next_wave(engine, trip_id), lambda w: w >= len(RINGS) + 2)
+        await eventually(
+            lambda: next_wave(engine, trip_id), lambda w: w >= len(RINGS) + 2, within=DEADLINE
+        )
         assert await offers(engine, trip_id) == want
         # The last wave ran on b after a died, and reached the driver's socket there.
         got = await ws.next("req", within=DEADLINE)
@@ -139,7 +133,7 @@ async def test_redis_outage_keeps_trips_served(pg_database: str, tmp_path: Path)
             media_root=tmp_path / "media",
             channel_prefix=f"outage-{uuid.uuid4().hex[:8]}",
         )
-        async with serve(settings) as live, httpx.AsyncClient(base_url=live.url) as client:
+        async with serve(settings) as live, live.http() as client:
             rider, other = await account(client), await account(client)
             driver = await account(client, "DRIVER")
             await gql(client, GO_ONLINE, {"p": north(0)}, token=driver.access)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,19 +26,14 @@ from tests.helpers import (
     TRIP_UPDATED,
     account,
     gql,
+    ok,
     request_trip,
 )
-from tests.procs import GqlSocket, taxi_servers
+from tests.procs import taxi_servers
 from tests.rcluster import private_cluster
-from tests.test_cluster import (
-    _is_lat,
-    _is_status,
-    latitude,
-    numsub,
-    ok,
-    report,
-    set_status,
-)
+from tests.streams import is_lat, is_status, latitude, numsub, report, set_status
+from tests.wait import eventually
+from tests.ws import session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -62,26 +56,26 @@ async def test_primary_failover_under_live_subscriptions(
         )
         trip = await request_trip(b.http, rider)
         tid = trip["id"]
-        await ok(a, ACCEPT_TRIP, {"id": tid}, driver)
+        await ok(a.http, ACCEPT_TRIP, {"id": tid}, driver)
         await report(a, driver, tid, 40.10)
         trip_channel = events.full_channel("taxi", events.trip_channel(tid))
         pool_channel = events.full_channel("taxi", events.POOL)
 
         async with (
-            GqlSocket.open(b.ws_url, rider.access) as rider_ws,
-            GqlSocket.open(a.ws_url, driver.access) as driver_ws,
-            GqlSocket.open(b.ws_url, watcher.access) as pool_ws,
+            session(b.ws_url, rider.access, interleaved=True) as rider_ws,
+            session(a.ws_url, driver.access, interleaved=True) as driver_ws,
+            session(b.ws_url, watcher.access, interleaved=True) as pool_ws,
         ):
             await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
             await rider_ws.subscribe("car", DRIVER_LOCATION, {"tripId": tid})
             await driver_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
             await pool_ws.subscribe("pool", TRIP_REQUESTED, {})
-            assert _is_status("STARTED")(await rider_ws.next("trip"))
+            assert is_status("STARTED")(await rider_ws.next("trip"))
             assert latitude(await rider_ws.next("car")) == 40.10
-            assert _is_status("STARTED")(await driver_ws.next("trip"))
+            assert is_status("STARTED")(await driver_ws.next("trip"))
             # Both processes listen on the trip's shard (sharded pub/sub, not PUBLISH).
             assert await numsub(a, trip_channel) == 2
-            await _until(lambda: _positive(numsub(b, pool_channel)), "pool subscribed")
+            await eventually(lambda: numsub(b, pool_channel), what="pool subscribed on b")
 
             victim = await rc.primary_of(trip_channel)
             killed_at = time.monotonic()
@@ -91,7 +85,7 @@ async def test_primary_failover_under_live_subscriptions(
             # PostgreSQL; their publishes may be lost with the dead primary.
             await set_status(a, driver, tid, "IN_PROGRESS")
             await report(a, driver, tid, 40.11)
-            seen = await ok(b, TRIP, {"id": tid}, rider)
+            seen = await ok(b.http, TRIP, {"id": tid}, rider)
             assert seen["trip"]["status"] == "IN_PROGRESS"
             assert seen["trip"]["driverLocation"]["latitude"] == 40.11
             body = await gql(b.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
@@ -100,12 +94,12 @@ async def test_primary_failover_under_live_subscriptions(
 
             # Same sockets, no resubscription: every stream gets the last committed
             # state (live, or re-sent after its shard was re-subscribed).
-            started = _is_status("STARTED")
+            started = is_status("STARTED")
             async with asyncio.timeout(RECOVERY_WITHIN):
                 await asyncio.gather(
-                    rider_ws.until("trip", _is_status("IN_PROGRESS"), skip=started),
-                    driver_ws.until("trip", _is_status("IN_PROGRESS"), skip=started),
-                    rider_ws.until("car", _is_lat(40.11), skip=_is_lat(40.10)),
+                    rider_ws.until("trip", is_status("IN_PROGRESS"), skip=started),
+                    driver_ws.until("trip", is_status("IN_PROGRESS"), skip=started),
+                    rider_ws.until("car", is_lat(40.11), skip=is_lat(40.10)),
                 )
             streams_in = time.monotonic() - killed_at
             async with asyncio.timeout(RECOVERY_WITHIN):
@@ -117,11 +111,11 @@ async def test_primary_failover_under_live_subscriptions(
             # processes, and on the pool.
             assert await rc.primary_of(trip_channel) != victim
             await report(a, driver, tid, 40.12)
-            await rider_ws.until("car", _is_lat(40.12), skip=_is_lat(40.11))
+            await rider_ws.until("car", is_lat(40.12), skip=is_lat(40.11))
             await set_status(b, driver, tid, "COMPLETED")
-            in_progress = _is_status("IN_PROGRESS")
-            await rider_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
-            await driver_ws.until("trip", _is_status("COMPLETED"), skip=in_progress)
+            in_progress = is_status("IN_PROGRESS")
+            await rider_ws.until("trip", is_status("COMPLETED"), skip=in_progress)
+            await driver_ws.until("trip", is_status("COMPLETED"), skip=in_progress)
             fresh = await request_trip(a.http, rider)
             await pool_ws.until(
                 "pool", lambda d: d["tripRequested"]["id"] == fresh["id"], skip=lambda _d: True
@@ -136,14 +130,3 @@ async def test_primary_failover_under_live_subscriptions(
     log.warning(report_line)
     with capsys.disabled():
         print("\n" + report_line)  # the figure the issue asks for, in the test output
-
-
-async def _positive(count: Any) -> bool:
-    return int(await count) > 0
-
-
-async def _until(probe: Any, what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await probe():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)

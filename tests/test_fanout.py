@@ -3,7 +3,6 @@ however many subscribers watch it, and each subscriber still gets exactly its se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -12,18 +11,12 @@ import pytest
 
 from taxi.live.execution import Plan
 from taxi.live.operations import Operations
-from tests.conftest import LiveServer
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
+from tests.live import LiveServer
 from tests.ws import session
 
 FULL = "subscription W($id: ID!) { tripUpdated(id: $id) { id status driver { username } } }"
 SLIM = "subscription S($id: ID!) { tripUpdated(id: $id) { status } }"
-
-
-@pytest.fixture
-async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        yield client
 
 
 async def test_one_execution_per_document_per_event(

@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from bench.rush import UPDATE as BENCH_UPDATE
 from taxi.config import Settings
 from taxi.live import fastpath
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import account, gql
+from tests.live import LiveServer
 from tests.ws import WsClient, session
 
 FAST = """mutation Where($p: LocationInput!) {
@@ -71,7 +71,7 @@ def _without_time(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_answers_like_the_full_path(server: LiveServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         await gql(client, ONLINE, {"p": WHERE}, token=driver.access)
     async with session(server.ws_url, driver.access) as ws:
@@ -111,7 +111,7 @@ async def test_answers_like_the_full_path(server: LiveServer) -> None:
 async def test_errors_are_the_full_paths(
     server: LiveServer, who: str, position: dict[str, Any], code: str | None
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         user = await account(client, "RIDER" if who == "rider" else "DRIVER")
         if who == "online":
             await gql(client, ONLINE, {"p": WHERE}, token=user.access)

@@ -36,8 +36,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from asyncio import StreamReader, StreamWriter
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,20 +54,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from websockets.exceptions import ConnectionClosed
 
 from taxi.migrate import upgrade
 from taxi.schema.errors import with_codes
-from tests.conftest import (
-    CI,
-    PG_URL,
-    REDIS_URL,
-    Backend,
-    LiveServer,
-    _need_real,
-    base_settings,
-    free_port,
-)
+from tests.backends import CI, PG_URL, REDIS_URL, Backend, base_settings, need_real
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -76,11 +67,14 @@ from tests.helpers import (
     TRIP_UPDATED,
     UPDATE_STATUS,
     account,
-    gql,
+    ok,
     request_trip,
 )
-from tests.procs import GqlSocket, TaxiServer, taxi_servers
-from tests.ws import LEGACY, TRANSPORT, open_ws
+from tests.live import LiveServer, free_port, http_to
+from tests.procs import TaxiServer, taxi_servers
+from tests.streams import status_of
+from tests.wait import START, WAIT, eventually
+from tests.ws import LEGACY, TRANSPORT, WsClient, open_ws, session
 
 
 def real(test: Any) -> Any:
@@ -95,6 +89,7 @@ RECOVERY = 30.0  # the service must be healthy again this long after PostgreSQL 
 GRACEFUL = 10.0  # `taxi serve`'s timeout_graceful_shutdown
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
+UNDER_LOAD = 8  # requests answered before a kill under load, and again after it
 
 
 # -- a private PostgreSQL ----------------------------------------------------------------
@@ -185,21 +180,22 @@ class PostgresServer:
             popen.wait(timeout=15)
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
+        async def answers() -> str:
+            """Empty once a connection succeeds, else why not."""
             assert self.popen is not None and self.popen.poll() is None, self._tail()
             try:
                 conn = await asyncpg.connect(
                     host="127.0.0.1", port=self.port, user="root", database="postgres", timeout=2
                 )
             except (OSError, asyncpg.PostgresError) as exc:
-                if time.monotonic() > deadline:
-                    tail = self._tail()
-                    raise AssertionError(f"postgres never answered: {exc!r}\n{tail}") from exc
-                await asyncio.sleep(0.05)
-            else:
-                await conn.close()
-                return
+                return repr(exc)
+            await conn.close()
+            return ""
+
+        try:
+            await eventually(answers, lambda why: not why, within=START, what="postgres answers")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self._tail()}") from None
 
     def _tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
@@ -209,7 +205,7 @@ class PostgresServer:
 async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
     """A private, migrated PostgreSQL (database `taxi`) that a test may stop and start.
     Skipped locally when the server binaries are missing; with CI=true that fails."""
-    _need_real()  # the servers under test also need REDIS_URL
+    need_real()  # the servers under test also need REDIS_URL
     bin_dir = _pg_bin()
     if bin_dir is None:
         if CI:
@@ -271,43 +267,6 @@ class Tally:
         return response.status_code, body
 
 
-async def ok(client: httpx.AsyncClient, query: str, variables: dict[str, Any], who: Any) -> Any:
-    body = await gql(client, query, variables, token=who.access)
-    assert not body.get("errors"), body
-    return body["data"]
-
-
-def status_of(data: dict[str, Any]) -> str:
-    status: str = data["tripUpdated"]["status"]
-    return status
-
-
-async def closed_with(ws: GqlSocket, within: float = 15.0) -> tuple[int, str]:
-    """Waits for the server to close `ws`; (code, reason) of its close frame. Anything
-    but pings arriving first fails."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                message = await ws.ws.recv()
-                assert '"ping"' in str(message), f"expected a close, got {message!r}"
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None, f"no close frame from the server: {exc!r}"
-        return exc.rcvd.code, exc.rcvd.reason
-    raise AssertionError("unreachable")
-
-
-async def wait_until(
-    probe: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.1
-) -> float:
-    """Polls `probe` until it holds; returns the seconds it took."""
-    start = time.monotonic()
-    while not await probe():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"{what}: not within {within}s")
-        await asyncio.sleep(every)
-    return time.monotonic() - start
-
-
 # -- 0. which errors are an outage -------------------------------------------------------
 
 
@@ -319,7 +278,7 @@ def _wrapped(cause: BaseException, *, invalidated: bool = False) -> DBAPIError:
     return DBAPIError("SELECT 1", None, orig, connection_invalidated=invalidated)
 
 
-OUTAGES: dict[str, BaseException] = {
+OUTAGES: dict[str, Exception] = {
     "refused": ConnectionRefusedError(111, "Connection refused"),
     "connect timeout": TimeoutError(),
     "pool timeout": PoolTimeout("QueuePool limit of size 10 overflow 20 reached"),
@@ -335,7 +294,7 @@ OUTAGES: dict[str, BaseException] = {
     "invalidated": _wrapped(asyncpg.InterfaceError("another operation"), invalidated=True),
     "redis": RedisConnectionError("Error 111 connecting to 127.0.0.1:6379"),
 }
-BUGS: dict[str, BaseException] = {
+BUGS: dict[str, Exception] = {
     "unique violation": _wrapped(asyncpg.UniqueViolationError("duplicate key value")),
     "division by zero": _wrapped(asyncpg.DivisionByZeroError("division by zero")),
     "programming": ValueError("a bug"),
@@ -344,14 +303,14 @@ BUGS: dict[str, BaseException] = {
 
 @pytest.mark.parametrize("name", OUTAGES)
 def test_backend_outages_are_service_unavailable(name: str) -> None:
-    error = GraphQLError("boom", original_error=OUTAGES[name])  # type: ignore[arg-type]
+    error = GraphQLError("boom", original_error=OUTAGES[name])
     [out] = with_codes([error], mask_internal=True)
     assert out.extensions == {"code": "SERVICE_UNAVAILABLE"}
 
 
 @pytest.mark.parametrize("name", BUGS)
 def test_bugs_are_not_outages(name: str) -> None:
-    error = GraphQLError("boom", original_error=BUGS[name])  # type: ignore[arg-type]
+    error = GraphQLError("boom", original_error=BUGS[name])
     [out] = with_codes([error], mask_internal=True)
     assert out.extensions == {"code": "INTERNAL_SERVER_ERROR"}
     assert out.message == "Internal server error."
@@ -382,6 +341,10 @@ async def _terminate_backends(database: str) -> list[int]:
     )
 
 
+async def _answered(tally: Tally, count: int) -> bool:
+    return tally.total >= count
+
+
 async def _gone(pids: list[int]) -> bool:
     alive = await _admin("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)", pids=pids)
     return not alive
@@ -393,7 +356,7 @@ async def test_killed_connections_heal_without_restart(
 ) -> None:
     database = make_url(real_backend.database_url).database
     assert database and database.startswith("taxi_test_"), database  # never anyone else's
-    async with httpx.AsyncClient(base_url=server.url, timeout=FAST + 5) as client:
+    async with server.http(FAST + 5) as client:
         driver, rider = await asyncio.gather(account(client, "DRIVER"), account(client))
         tid = (await request_trip(client, rider))["id"]
         trip = (TRIP, {"id": tid}, rider.access)
@@ -401,7 +364,7 @@ async def test_killed_connections_heal_without_restart(
         async def burst(tally: Tally, n: int = 12) -> None:
             await asyncio.gather(*(tally.post(client, *trip) for _ in range(n)))
 
-        async with GqlSocket.open(server.ws_url, rider.access) as rider_ws:
+        async with session(server.ws_url, rider.access, interleaved=True) as rider_ws:
             await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
             assert status_of(await rider_ws.next("trip")) == "REQUESTED"
 
@@ -411,7 +374,7 @@ async def test_killed_connections_heal_without_restart(
             await burst(Tally())
             idle_killed = await _terminate_backends(database)
             assert len(idle_killed) >= 2, idle_killed
-            await wait_until(lambda: _gone(idle_killed), 10, "killed backends gone")
+            await eventually(lambda: _gone(idle_killed), within=10, what="killed backends gone")
             after_idle = Tally()
             await burst(after_idle)
             assert after_idle.outcomes == {"ok": 12}, after_idle.outcomes
@@ -426,9 +389,11 @@ async def test_killed_connections_heal_without_restart(
 
             workers = [asyncio.create_task(load()) for _ in range(4)]
             try:
-                await asyncio.sleep(0.3)
+                # Killed under load: requests are answered before the kill and after it.
+                await eventually(lambda: _answered(during, UNDER_LOAD), what="load running")
                 busy_killed = await _terminate_backends(database)
-                await asyncio.sleep(0.5)
+                after_kill = during.total + UNDER_LOAD
+                await eventually(lambda: _answered(during, after_kill), what="load after kill")
             finally:
                 stop.set()
                 await asyncio.gather(*workers)
@@ -469,7 +434,7 @@ async def test_database_outage_fails_fast_and_recovers(
     async with taxi_servers(
         ["solo"], database_url=own_postgres.url, redis_url=REDIS_URL, log_dir=tmp_path
     ) as (srv,):
-        http = httpx.AsyncClient(base_url=srv.url, timeout=FAST + 5)
+        http = http_to(srv.url, FAST + 5)
         try:
             await _outage_scenario(own_postgres, srv, http)
         finally:
@@ -493,7 +458,7 @@ async def _outage_scenario(pg: PostgresServer, srv: TaxiServer, http: httpx.Asyn
         for _round in range(rounds):
             async with asyncio.timeout(FAST):
                 await asyncio.gather(*(tally.post(http, *r) for r in requests * 3))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # rounds spread over the outage: what is tested
         assert tally.statuses.keys() == {200}, tally.statuses
         assert set(tally.outcomes) == {"SERVICE_UNAVAILABLE"}, tally.outcomes
         assert tally.slowest < FAST, tally.slowest
@@ -503,7 +468,7 @@ async def _outage_scenario(pg: PostgresServer, srv: TaxiServer, http: httpx.Asyn
         assert "broadcast" not in health.json()["failed"], health.text
         return tally
 
-    async with GqlSocket.open(srv.ws_url, rider.access) as rider_ws:
+    async with session(srv.ws_url, rider.access, interleaved=True) as rider_ws:
         await rider_ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
         assert status_of(await rider_ws.next("trip")) == "REQUESTED"
 
@@ -515,7 +480,9 @@ async def _outage_scenario(pg: PostgresServer, srv: TaxiServer, http: httpx.Asyn
         )
         try:
             pg.begin_shutdown()
-            await wait_until(pg.refuses_connections, 10, "postgres refusing connections")
+            await eventually(
+                pg.refuses_connections, within=10, what="postgres refusing connections"
+            )
             await keeper.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'taxi'"
             )
@@ -558,9 +525,9 @@ async def _outage_scenario(pg: PostgresServer, srv: TaxiServer, http: httpx.Asyn
         async def healthy() -> bool:
             return (await srv.health()).status_code == 200
 
-        await wait_until(answers, RECOVERY, "requests succeed again", every=0.02)
+        await eventually(answers, within=RECOVERY, what="requests succeed again", every=0.02)
         to_answer = time.monotonic() - started_at
-        await wait_until(healthy, RECOVERY, "/healthz 200 again", every=0.02)
+        await eventually(healthy, within=RECOVERY, what="/healthz 200 again", every=0.02)
         to_health = time.monotonic() - started_at
         assert set(recovering.outcomes) <= {"ok", "SERVICE_UNAVAILABLE"}, recovering.outcomes
         assert recovering.statuses.keys() == {200}, recovering.statuses
@@ -603,7 +570,7 @@ async def test_sigterm_finishes_requests_and_closes_sockets_going_away(
     ) as (srv,):
         rider, other = await asyncio.gather(account(srv.http), account(srv.http))
         tid = (await request_trip(srv.http, rider))["id"]
-        async with GqlSocket.open(srv.ws_url, rider.access) as ws:
+        async with session(srv.ws_url, rider.access, interleaved=True) as ws:
             await ws.subscribe("trip", TRIP_UPDATED, {"id": tid})
             assert status_of(await ws.next("trip")) == "REQUESTED"
 
@@ -613,43 +580,27 @@ async def test_sigterm_finishes_requests_and_closes_sockets_going_away(
                 '{"pickUpAddress": "in flight 1", "dropOffAddress": "in flight 2"}}}'
             ).encode()
             half = len(body) // 2
-            rest = asyncio.Event()
-
-            async def slow_body() -> AsyncIterator[bytes]:
-                yield body[:half]
-                await rest.wait()
-                yield body[half:]
-
-            in_flight = asyncio.create_task(
-                srv.http.post(
-                    "/graphql",
-                    content=slow_body(),
-                    headers={
-                        "Authorization": f"Bearer {other.access}",
-                        "Content-Type": "application/json",
-                    },
-                )
-            )
-            await asyncio.sleep(0.3)  # the server has the headers and is reading the body
-            assert not in_flight.done()
+            reader, writer = await posting(srv.url, other.access, len(body))
+            writer.write(body[:half])
+            await writer.drain()
 
             popen = srv.proc.popen
             assert popen is not None
             sent_at = time.monotonic()
             popen.send_signal(signal.SIGTERM)
             # Shutdown has begun: the socket is told to go away (and reconnect elsewhere).
-            code, reason = await closed_with(ws)
-            assert code == GOING_AWAY, (code, reason)
+            reason = await ws.closed(GOING_AWAY)
             # ... while the request in flight is still served to its end.
-            rest.set()
-            response = await asyncio.wait_for(in_flight, FAST)
-            assert response.status_code == 200, response.text
-            assert not response.json().get("errors"), response.text
-            trip = response.json()["data"]["requestTrip"]
-            assert trip["pickUpAddress"] == "in flight 1"
+            writer.write(body[half:])
+            async with asyncio.timeout(FAST):
+                status, answer = await response_of(reader)
+            writer.close()
+            assert status == 200, answer
+            assert not answer.get("errors"), answer
+            assert answer["data"]["requestTrip"]["pickUpAddress"] == "in flight 1"
             # No new connections are accepted.
             with pytest.raises(httpx.TransportError):
-                async with httpx.AsyncClient(base_url=srv.url, timeout=2) as fresh:
+                async with http_to(srv.url, 2) as fresh:
                     await fresh.get("/healthz")
 
             returncode = await asyncio.to_thread(popen.wait, GRACEFUL + 5)
@@ -658,18 +609,43 @@ async def test_sigterm_finishes_requests_and_closes_sockets_going_away(
             assert exited_after < GRACEFUL, exited_after
             log.info(
                 "SIGTERM: socket closed %d %r; process exited 0 after %.2fs",
-                code,
+                GOING_AWAY,
                 reason,
                 exited_after,
             )
 
 
-async def connect_first(stack: AsyncExitStack, urls: list[str], token: str) -> GqlSocket:
+async def posting(url: str, token: str, length: int) -> tuple[StreamReader, StreamWriter]:
+    """A POST to /graphql with its headers sent and its body not yet, by hand: with
+    `Expect: 100-continue` the server says when it has the headers and is reading the
+    body (it answers 100 Continue), so the request is in flight from then on."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /graphql HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(WAIT):
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    return reader, writer
+
+
+async def response_of(reader: StreamReader) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of the HTTP response `reader` receives."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    assert length, head
+    body: dict[str, Any] = json.loads(await reader.readexactly(int(length[1])))
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def connect_first(stack: AsyncExitStack, urls: list[str], token: str) -> WsClient:
     """What a client with several endpoints does after a 1001: connect to the first that
     answers. A process that is down refuses the connection: try the next one."""
     for url in urls:
         try:
-            return await stack.enter_async_context(GqlSocket.open(url, token))
+            return await stack.enter_async_context(session(url, token, interleaved=True))
         except OSError:
             continue
     raise AssertionError(f"no server answers: {urls}")
@@ -693,8 +669,7 @@ async def test_rolling_restart_loses_no_committed_change(pg_database: str, tmp_p
             # Restart A: SIGTERM; while it is going down a change is committed through B.
             restart_at = time.monotonic()
             stopping = asyncio.create_task(asyncio.to_thread(a.proc.stop))
-            code, _reason = await closed_with(ws)
-            assert code == GOING_AWAY
+            await ws.closed(GOING_AWAY)
             await ok(b.http, UPDATE_STATUS, {"id": tid, "status": "IN_PROGRESS"}, driver)
             await stopping
             assert not a.proc.running  # A is down: its port refuses connections

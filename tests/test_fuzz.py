@@ -23,7 +23,7 @@ import asyncio
 import json
 import string
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -31,12 +31,10 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
 from taxi.config import Settings
-from tests.conftest import LiveServer
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -49,7 +47,8 @@ from tests.helpers import (
     UPDATE_STATUS,
     account,
 )
-from tests.ws import LEGACY, TRANSPORT
+from tests.live import LiveServer
+from tests.ws import LEGACY, TRANSPORT, open_ws
 
 PREFLIGHT = {"Apollo-Require-Preflight": "1"}
 # Examples per test and backend.
@@ -57,7 +56,7 @@ HTTP_EXAMPLES = 300
 WS_EXAMPLES = 150
 
 
-def fuzz(examples: int) -> Any:
+def fuzz(examples: int) -> fuzz_settings:
     return fuzz_settings(
         max_examples=examples,
         deadline=None,
@@ -268,8 +267,8 @@ async def test_json_bodies(client: httpx.AsyncClient, body: Any) -> None:
 )
 async def test_raw_bodies(client: httpx.AsyncClient, content_type: str, body: bytes) -> None:
     # The preflight header gets non-JSON bodies past the CSRF check, to the parsers.
-    headers = {"Content-Type": content_type.encode()} if content_type.isprintable() else {}
-    headers["Apollo-Require-Preflight"] = b"1"
+    headers = {b"Content-Type": content_type.encode()} if content_type.isprintable() else {}
+    headers[b"Apollo-Require-Preflight"] = b"1"
     check_response(await client.post("/graphql", content=body, headers=headers))
     await check_alive(client)
 
@@ -306,11 +305,11 @@ def multipart(draw: st.DrawFn) -> tuple[str, bytes]:
     ]
     for _ in range(draw(st.integers(0, 2))):
         name = draw(st.sampled_from(["0", "1", "photo", "operations"]) | st.text(max_size=5))
-        filename = draw(st.sampled_from(["a.png", "../../x.png", "", "a\x00.png"]))
+        file_name = draw(st.sampled_from(["a.png", "../../x.png", "", "a\x00.png"]))
         content = draw(
             st.sampled_from([b"\x89PNG\r\n\x1a\n" + b"\x00" * 20]) | st.binary(max_size=64)
         )
-        parts.append((name, filename, content))
+        parts.append((name, file_name, content))
     parts = draw(st.permutations(parts))
     out = b""
     for name, filename, content in parts:
@@ -550,13 +549,17 @@ async def probe(conn: ClientConnection, protocol: str) -> None:
     raise AssertionError("no answer to the probe")
 
 
+@asynccontextmanager
+async def fuzzing(live: LiveServer, protocol: str, token: str) -> AsyncIterator[ClientConnection]:
+    """A socket past the handshake, for raw frames (answers checked by recv_or_close)."""
+    async with open_ws(live.ws_url, protocol) as ws:
+        await ws.init({"authToken": token})
+        assert await recv_or_close(ws.conn, protocol) == {"type": "connection_ack"}
+        yield ws.conn
+
+
 async def fuzz_socket(live: LiveServer, protocol: str, token: str, sent: list[str | bytes]) -> None:
-    async with connect(
-        live.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": token}}))
-        ack = await recv_or_close(conn, protocol)
-        assert isinstance(ack, dict) and ack["type"] == "connection_ack", ack
+    async with fuzzing(live, protocol, token) as conn:
         for frame in sent:
             try:
                 await conn.send(frame)
@@ -566,19 +569,14 @@ async def fuzz_socket(live: LiveServer, protocol: str, token: str, sent: list[st
 
 
 async def fresh_connection_works(live: LiveServer, protocol: str, token: str) -> None:
-    async with connect(
-        live.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": token}}))
-        ack = await recv_or_close(conn, protocol)
-        assert isinstance(ack, dict) and ack["type"] == "connection_ack", ack
+    async with fuzzing(live, protocol, token) as conn:
         await probe(conn, protocol)
         assert conn.close_code is None, "the probe must be answered on a healthy socket"
 
 
 @pytest.fixture
 async def ws_token(server: LiveServer) -> str:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+    async with server.http() as c:
         return (await account(c)).access
 
 
@@ -601,11 +599,7 @@ async def test_ws_frame_over_the_limit_is_closed_with_1009(
     server: LiveServer, settings: Settings, ws_token: str, protocol: str
 ) -> None:
     limit = settings.max_ws_message_bytes
-    async with connect(
-        server.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, close_timeout=2
-    ) as conn:
-        await conn.send(json.dumps({"type": "connection_init", "payload": {"authToken": ws_token}}))
-        assert await recv_or_close(conn, protocol) == {"type": "connection_ack"}
+    async with fuzzing(server, protocol, ws_token) as conn:
         # Exactly at the limit is a frame like any other.
         if protocol == TRANSPORT:
             ping = json.dumps({"type": "ping"})

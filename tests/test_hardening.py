@@ -25,10 +25,10 @@ from websockets.exceptions import ConnectionClosed
 from taxi import auth
 from taxi.config import Settings, SettingsError
 from taxi.main import create_app
-from taxi.models import Trip, TripStatus, User
+from taxi.models import Trip, TripStatus, User, UserGroup
 from taxi.schema.errors import with_codes
 from taxi.services.sessions import deactivate_user, delete_user
-from tests.conftest import TEST_SIGNUP_LIMIT, Backend, LiveServer, base_settings
+from tests.backends import Backend, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -44,6 +44,7 @@ from tests.helpers import (
     request_trip,
     unique,
 )
+from tests.live import LiveServer
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
 TRIPS = "query T($s: [TripStatus!]) { trips(status: $s) { edges { node { id } } } }"
@@ -150,8 +151,8 @@ async def test_migration_names_colliding_usernames(backend: Backend, tmp_path: P
                 make_url(backend.database_url), isolation_level="AUTOCOMMIT"
             )
             async with admin.connect() as conn:
-                name = make_url(url).database
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                dropped = make_url(url).database
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)'))
             await admin.dispose()
 
 
@@ -256,7 +257,7 @@ async def test_log_out_ends_the_sessions_access_tokens(client: httpx.AsyncClient
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_log_out_closes_the_sessions_sockets(server: LiveServer, protocol: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         other = await gql(client, LOG_IN, {"username": driver.username, "password": PASSWORD})
         other_access = other["data"]["logIn"]["access"]
@@ -277,8 +278,8 @@ async def test_log_out_closes_the_sessions_sockets(server: LiveServer, protocol:
 
 
 async def test_deactivated_user_is_refused_everywhere(server: LiveServer) -> None:
-    services = server.app.state.services  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    services = server.app.state.services
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         rider = await account(client)
         trip = await request_trip(client, rider)
@@ -322,21 +323,16 @@ async def test_deleted_users_id_and_tokens_are_never_reused(
 
 
 @pytest.fixture
-def settings(backend: Backend, tmp_path: Path) -> Settings:
-    return base_settings(
-        database_url=backend.database_url,
-        redis_url=backend.redis_url,
-        media_root=tmp_path / "media",
-        max_sockets_per_user=3,
-        signup_max_per_hour=TEST_SIGNUP_LIMIT,
-    )
+def settings(settings: Settings) -> Settings:
+    """conftest's settings, with a small per-user socket limit."""
+    return settings.model_copy(update={"max_sockets_per_user": 3})
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_sockets_per_user_are_capped(
     server: LiveServer, settings: Settings, protocol: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         rider = await account(client)
         other = await account(client)
     async with (
@@ -366,7 +362,7 @@ async def test_legacy_socket_without_connection_init_is_closed(server: LiveServe
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_at_most_100_operations_per_socket(server: LiveServer, protocol: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
     async with session(server.ws_url, driver.access, protocol) as ws:
         for i in range(100):
@@ -463,7 +459,7 @@ async def test_sql_parameters_never_appear_in_database_errors(
                     username=rider.username,
                     first_name="F",
                     last_name="L",
-                    group="rider",
+                    group=UserGroup.RIDER,
                     password=secret_hash,
                 )
             )

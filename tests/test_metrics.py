@@ -7,7 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +17,21 @@ from taxi import metrics
 from taxi.config import Settings
 from taxi.live.wire import Outbox
 from taxi.main import create_app
-from tests.conftest import base_settings, free_port
+from tests.backends import base_settings
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
+from tests.live import free_port, http_to
 from tests.metrics_scrape import Samples, pids, scrape, value
 from tests.procs import JWT_SECRET, Proc, TaxiServer, redis_server
+from tests.wait import eventually
 from tests.ws import session
 
 OPS = "taxi_graphql_operations_total"
-WAIT = 15.0
 PINGS = 12
 
 
-async def until(client: httpx.AsyncClient, check: Any, within: float = WAIT) -> Samples:
-    """Scrapes until `check(samples)` holds (a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + within
-    while True:
-        samples = await scrape(client)
-        if check(samples):
-            return samples
-        assert time.monotonic() < deadline, "metrics never reached the expected values"
-        await asyncio.sleep(0.05)
+async def until(client: httpx.AsyncClient, check: Callable[[Samples], bool]) -> Samples:
+    """Scrapes until `check(samples)` holds."""
+    return await eventually(lambda: scrape(client), check, what="metrics as expected")
 
 
 async def test_operations_and_requests_are_counted(client: httpx.AsyncClient) -> None:
@@ -62,7 +57,7 @@ async def test_operations_and_requests_are_counted(client: httpx.AsyncClient) ->
 
 
 async def test_sockets_subscriptions_and_deliveries(settings: Settings, server: Any) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+    async with server.http() as client:
         driver = await account(client, "DRIVER")
         rider = await account(client)
         base = await scrape(client)
@@ -145,7 +140,7 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         url = server.url
         for _ in range(PINGS):
             # A new connection each time: the workers take turns accepting them.
-            async with httpx.AsyncClient(base_url=url, timeout=20) as one:
+            async with http_to(url) as one:
                 assert (await gql(one, "query Ping { __typename }"))["data"]
         ping = {"operation": "Ping", "type": "query", "code": "OK"}
         samples = await until(
@@ -198,7 +193,7 @@ async def test_broadcast_outage_and_reconnect(pg_database: str, tmp_path: Path) 
     async with redis_server(tmp_path) as redis:
         app = create_app(base_settings(database_url=pg_database, redis_url=redis.url))
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 up = "taxi_broadcast_connected"
                 base = await until(client, lambda s: value(s, up) == 1)

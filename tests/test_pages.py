@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 import httpx
 
 from taxi.config import Settings
-from tests.conftest import base_settings
+from tests.backends import base_settings
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}
 TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}

@@ -15,7 +15,7 @@ import pytest
 from taxi.config import Settings
 from taxi.main import create_app
 from taxi.persisted import sha256
-from tests.conftest import Backend
+from tests.backends import Backend
 from tests.helpers import LOG_IN, TRIP_UPDATED, account, error_code, request_trip
 from tests.procs import taxi_servers
 from tests.ws import PROTOCOLS, session
@@ -106,7 +106,7 @@ async def test_get_never_runs_a_persisted_mutation(client: httpx.AsyncClient) ->
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_apq_in_a_websocket_subscribe(server: Any, protocol: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+    async with server.http() as http:
         rider = await account(http)
         trip = await request_trip(http, rider)
         # A document no earlier test registered (the Redis store outlives one app).

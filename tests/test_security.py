@@ -24,13 +24,14 @@ import pytest
 from passlib.context import CryptContext
 from PIL import Image
 from sqlalchemy import select, update
+from sqlmodel import col
 from websockets.exceptions import ConnectionClosed
 
 from taxi import auth
 from taxi.config import Settings, SettingsError
 from taxi.main import create_app
 from taxi.models import User
-from tests.conftest import LiveServer, base_settings
+from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -49,6 +50,7 @@ from tests.helpers import (
     request_trip,
     unique,
 )
+from tests.live import LiveServer
 from tests.ws import LEGACY, TRANSPORT, open_ws, session
 
 TRIP_UPDATED = "subscription S($id: ID!) { tripUpdated(id: $id) { id status } }"
@@ -80,24 +82,18 @@ def claims_of(token: str) -> dict[str, Any]:
 async def set_active(live: LiveServer | Any, user_id: str, active: bool) -> None:
     app = live.app if isinstance(live, LiveServer) else live
     async with app.state.services.db() as db, db.begin():
-        await db.execute(update(User).where(User.id == int(user_id)).values(is_active=active))
+        await db.execute(update(User).where(col(User.id) == int(user_id)).values(is_active=active))
 
 
 async def stored_hash(app: Any, username: str) -> str:
     async with app.state.services.db() as db:
-        row = (await db.scalars(select(User).where(User.username == username))).one()
+        row: User = (await db.scalars(select(User).where(col(User.username) == username))).one()
     return row.password
 
 
 async def set_hash(app: Any, username: str, hashed: str) -> None:
     async with app.state.services.db() as db, db.begin():
-        await db.execute(update(User).where(User.username == username).values(password=hashed))
-
-
-@asynccontextmanager
-async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
-        yield client
+        await db.execute(update(User).where(col(User.username) == username).values(password=hashed))
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -213,7 +209,7 @@ async def _deactivated(c: httpx.AsyncClient, live: LiveServer, s: Settings, a: A
 
 async def test_valid_access_token_is_accepted(server: LiveServer) -> None:
     """The control: the refusals below are about the token, not the transport."""
-    async with http(server) as c:
+    async with server.http() as c:
         rider = await account(c)
         assert (await gql(c, ME, token=rider.access))["data"]["me"]["id"] == rider.id
     for protocol in (TRANSPORT, LEGACY):
@@ -225,7 +221,7 @@ async def test_valid_access_token_is_accepted(server: LiveServer) -> None:
 async def test_bad_token_is_refused_on_http_and_in_connection_init(
     server: LiveServer, settings: Settings, case: str
 ) -> None:
-    async with http(server) as c:
+    async with server.http() as c:
         rider = await account(c)
         token = await BAD_TOKENS[case](c, server, settings, rider)
         body = await gql(c, ME, token=token)
@@ -356,7 +352,7 @@ async def test_no_secret_in_the_logs_of_a_whole_ride(
     wrong = "wrong-password-77"
     secrets = [PASSWORD, wrong, _secret(settings)]
     try:
-        async with http(server) as c:
+        async with server.http() as c:
             rider = await account(c)
             driver = await account(c, "DRIVER")
             secrets += [rider.access, rider.refresh, driver.access, driver.refresh]

@@ -10,15 +10,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from taxi.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
-from tests.conftest import REDIS_URL
+from tests.backends import REDIS_URL
 from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, TRIP_REQUESTED, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers
+from tests.wait import eventually
 from tests.ws import session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -127,20 +129,7 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         # X-Forwarded-For from an untrusted peer is ignored: one address, limited.
         codes = []
         for i in range(3):
-            headers = {"X-Forwarded-For": f"198.51.100.{i}"}
-            variables = {
-                "input": {
-                    "username": f"xff_{uuid.uuid4().hex[:10]}",
-                    "firstName": "F",
-                    "lastName": "L",
-                    "password1": PASSWORD,
-                    "password2": PASSWORD,
-                }
-            }
-            r = await plain.http.post(
-                "/graphql", json={"query": SIGN_UP, "variables": variables}, headers=headers
-            )
-            body = r.json()
+            body = await sign_up_from(plain.http, f"198.51.100.{i}")
             codes.append(error_code(body) if body.get("errors") else "ok")
         assert codes == ["ok", "ok", "RATE_LIMITED"]
         log = await _log_with(plain, "GET /graphql HTTP/1.1")
@@ -157,32 +146,37 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         },
     ) as (trusting,):
         for i in range(3):
-            headers = {"X-Forwarded-For": f"198.51.100.{i}"}
-            client = trusting.http
-            variables = {
-                "input": {
-                    "username": f"xff_{uuid.uuid4().hex[:10]}",
-                    "firstName": "F",
-                    "lastName": "L",
-                    "password1": PASSWORD,
-                    "password2": PASSWORD,
-                }
-            }
-            r = await client.post(
-                "/graphql", json={"query": SIGN_UP, "variables": variables}, headers=headers
-            )
-            assert "errors" not in r.json(), r.text
+            body = await sign_up_from(trusting.http, f"198.51.100.{i}")
+            assert "errors" not in body, body
 
 
-async def _log_with(server: TaxiServer, needle: str, within: float = 10.0) -> str:
+async def sign_up_from(client: httpx.AsyncClient, forwarded_for: str) -> dict[str, Any]:
+    """A sign-up sent with `X-Forwarded-For: forwarded_for`: the response body."""
+    variables = {
+        "input": {
+            "username": f"xff_{uuid.uuid4().hex[:10]}",
+            "firstName": "F",
+            "lastName": "L",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        }
+    }
+    r = await client.post(
+        "/graphql",
+        json={"query": SIGN_UP, "variables": variables},
+        headers={"X-Forwarded-For": forwarded_for},
+    )
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def _log_with(server: TaxiServer, needle: str) -> str:
     """The server's log once a line containing `needle` was written."""
-    deadline = time.monotonic() + within
-    while True:
-        text = await asyncio.to_thread(server.proc.log.read_text, errors="replace")
-        if needle in text:
-            return text
-        assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{text[-2000:]}"
-        await asyncio.sleep(0.1)
+
+    async def log() -> str:
+        return await asyncio.to_thread(server.proc.log.read_text, errors="replace")
+
+    return await eventually(log, lambda text: needle in text, what=f"{needle!r} in the log")
 
 
 async def test_log_out_on_one_process_closes_the_socket_on_another(

@@ -6,7 +6,6 @@ re-subscribed on the new primary and its listeners get RESYNC."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -18,8 +17,9 @@ from broadcaster import Broadcast, Event
 from taxi.broadcast import open_broadcast, redis_client
 from taxi.cluster import ShardedRedisBackend, startup_nodes
 from taxi.events import RESYNC
-from tests.conftest import base_settings
+from tests.backends import base_settings
 from tests.rcluster import PrivateCluster, private_cluster
+from tests.wait import eventually
 
 WITHIN = 30.0  # a shared, busy machine: generous, and never slept
 
@@ -44,8 +44,8 @@ async def listening(broadcast: Broadcast, channel: str) -> AsyncIterator[asyncio
     async def pump() -> None:
         async with broadcast.subscribe(channel) as subscriber:
             ready.set()
-            async for event in subscriber:
-                queue.put_nowait(event)
+            while True:  # get(), as `async for` does (broadcaster mistypes __aiter__)
+                queue.put_nowait(await subscriber.get())
 
     task = asyncio.create_task(pump())
     try:
@@ -119,7 +119,9 @@ async def test_channels_spread_over_shards_and_heal_after_a_manual_failover(
 
 
 async def _until_primary(rc: PrivateCluster, key: str, port: int) -> None:
-    deadline = time.monotonic() + WITHIN
-    while await rc.primary_of(key) != port:
-        assert time.monotonic() < deadline, f"{port} never became {key}'s primary"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: rc.primary_of(key),
+        lambda primary: primary == port,
+        within=WITHIN,
+        what=f"{port} {key}'s primary",
+    )

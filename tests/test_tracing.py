@@ -53,7 +53,7 @@ async def test_operation_span_with_sql_children(
     spans = exporter.get_finished_spans()
     by_id = {s.context.span_id: s for s in spans}
     (operation,) = [s for s in spans if s.name == "mutation LogIn"]
-    assert operation.attributes["graphql.outcome"] == "UNAUTHENTICATED"
+    assert (operation.attributes or {}).get("graphql.outcome") == "UNAUTHENTICATED"
     # Below the HTTP server span of the ASGI instrumentation.
     assert any(name.startswith("POST /graphql") for name in _ancestors(operation, by_id))
     sql = [

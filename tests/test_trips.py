@@ -67,7 +67,7 @@ async def insert_trip(
 
 async def stored(app: Any, trip_id: str) -> Trip:
     async with app.state.services.db() as session:
-        trip = await session.get(Trip, uuid.UUID(trip_id))
+        trip: Trip | None = await session.get(Trip, uuid.UUID(trip_id))
     assert trip is not None
     return trip
 
@@ -270,27 +270,20 @@ async def test_request_trip_validation(
     assert list(body["errors"][0]["extensions"]["fields"]) == [field]
 
 
+async def request_a_to_b(client: httpx.AsyncClient, who: Account) -> dict[str, Any]:
+    where = {"pickUpAddress": "A", "dropOffAddress": "B"}
+    return await gql(client, REQUEST_TRIP, {"input": where}, token=who.access)
+
+
 async def test_one_active_trip_per_rider(client: httpx.AsyncClient) -> None:
     rider = await account(client)
     await request_trip(client, rider)
-    again = await gql(
-        client,
-        REQUEST_TRIP,
-        {"input": {"pickUpAddress": "A", "dropOffAddress": "B"}},
-        token=rider.access,
-    )
-    assert error_code(again) == "CONFLICT"
+    assert error_code(await request_a_to_b(client, rider)) == "CONFLICT"
 
 
 async def test_drivers_cannot_request(client: httpx.AsyncClient) -> None:
     driver = await account(client, "DRIVER")
-    body = await gql(
-        client,
-        REQUEST_TRIP,
-        {"input": {"pickUpAddress": "A", "dropOffAddress": "B"}},
-        token=driver.access,
-    )
-    assert error_code(body) == "FORBIDDEN"
+    assert error_code(await request_a_to_b(client, driver)) == "FORBIDDEN"
 
 
 async def test_driver_with_a_trip_under_way_cannot_take_another(

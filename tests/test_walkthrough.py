@@ -7,15 +7,13 @@ from __future__ import annotations
 import re
 from contextlib import AsyncExitStack
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from taxi import events
 from taxi.config import Settings
-from tests.conftest import serve
 from tests.helpers import gql, unique
-from tests.test_ws import watching
-from tests.ws import session
+from tests.live import serve, watching
+from tests.ws import WsClient, session
 
 README = Path(__file__).parent.parent / "README.md"
 SECTION = re.compile(r"## Walk-through: a ride in GraphiQL.*?(?=\n## |\n\*\*One active trip)", re.S)
@@ -43,11 +41,11 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
     names = {'"dora"': f'"{unique("dora")}"', '"ada"': f'"{unique("ada")}"'}
     tokens: dict[str, str] = {}
     ids: dict[str, int] = {}
-    subscriptions: dict[str, tuple[object, str]] = {}
+    subscriptions: dict[str, tuple[WsClient, str]] = {}
     trip_id = ""
     async with (
         serve(settings) as live,
-        httpx.AsyncClient(base_url=live.url) as client,
+        live.http() as client,
         AsyncExitStack() as stack,
     ):
         for n, (window, block) in enumerate(steps):
@@ -61,7 +59,7 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
                 # Before the next step, as a person would see it: the offers stream is live
                 # (it sends nothing first), the trip's stream has sent its current state.
                 if window == "driver":
-                    await watching(live, events.driver_channel(ids["driver"]))
+                    await watching(live.app, events.driver_channel(ids["driver"]))
                 else:
                     first = await ws.next(str(n))
                     assert first["tripUpdated"]["status"] == "REQUESTED"
@@ -78,13 +76,13 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
         assert data == {"rateTrip": {"rating": 5}}
 
         driver_ws, driver_op = subscriptions["driver"]
-        offered = await driver_ws.next_where(  # type: ignore[attr-defined]
+        offered = await driver_ws.next_where(
             driver_op, lambda d: d["tripRequested"]["id"] == trip_id
         )
         assert offered["tripRequested"]["pickUp"] == {"latitude": 52.521, "longitude": 13.406}
         rider_ws, rider_op = subscriptions["rider"]
-        seen = []
+        seen: list[dict[str, Any]] = []
         while not seen or seen[-1]["status"] != "COMPLETED":
-            seen.append((await rider_ws.next(rider_op))["tripUpdated"])  # type: ignore[attr-defined]
+            seen.append((await rider_ws.next(rider_op))["tripUpdated"])
         assert any(s["driverLocation"] == {"latitude": 52.5209, "longitude": 13.4058} for s in seen)
         assert "STARTED" in [s["status"] for s in seen]

@@ -13,27 +13,14 @@ import dataclasses
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from taxi import events
 from taxi.config import Settings
-from taxi.live.execution import GraphQL
-from taxi.live.hub import Hub, Record
-from taxi.live.wire import Outbox
-from taxi.main import create_app
-from taxi.models import TripStatus
-from taxi.readmodels import TripView
-from taxi.schema.build import build_schema
-from taxi.schema.types import Trip
 from taxi.server import WebSocketProtocol
-from taxi.services.live import Feed
-from tests.conftest import LiveServer, serve
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -48,40 +35,29 @@ from tests.helpers import (
     UPDATE_STATUS,
     Account,
     account,
+    fake_trip,
     gql,
+    ok,
     request_trip,
 )
-from tests.ws import LEGACY, PROTOCOLS, WAIT, WsClient, open_ws, session
+from tests.live import LiveServer, serve, watching
+from tests.ws import LEGACY, PROTOCOLS, WsClient, open_ws, session
 
 ME = "{ me { id username group } }"
 
 both = pytest.mark.parametrize("protocol", PROTOCOLS)
 
 
-@pytest.fixture
-async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    """HTTP to the same server process the sockets talk to."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
-        yield client
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
-def hub_of(server: LiveServer) -> Hub:
-    app: Any = server.app
-    hub: Hub = app.state.services.hub
-    return hub
-
-
-async def watching(server: LiveServer, channel: str, count: int = 1) -> None:
-    """Until `count` local subscribers listen on `channel`: for streams that send nothing
-    first, so the test knows its subscription is live before it publishes."""
-    hub = hub_of(server)
-    async with asyncio.timeout(WAIT):
-        # Polling: the hub has no event for "someone subscribed", nor should it.
-        while hub.watchers(channel) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+async def refused(
+    ws: WsClient, op_id: str, document: str, variables: dict[str, Any] | None = None
+) -> str:
+    """Subscribes, and the operation ends with one error (the socket stays open): its code."""
+    await ws.subscribe(op_id, document, variables)
+    code: str = (await ws.error(op_id))["extensions"]["code"]
+    return code
 
 
 async def query(ws: WsClient, op_id: str, document: str = ME) -> dict[str, Any]:
@@ -92,20 +68,13 @@ async def query(ws: WsClient, op_id: str, document: str = ME) -> dict[str, Any]:
     return data
 
 
-async def ok(
-    client: httpx.AsyncClient, document: str, variables: dict[str, Any], user: Account
-) -> Any:
-    body = await gql(client, document, variables, token=user.access)
-    assert "errors" not in body, body
-    (value,) = body["data"].values()
-    return value
-
-
 async def accepted_trip(
     client: httpx.AsyncClient, rider: Account, driver: Account
 ) -> dict[str, Any]:
     trip = await request_trip(client, rider)
-    started: dict[str, Any] = await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, driver)
+    started: dict[str, Any] = (await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, driver))[
+        "acceptTrip"
+    ]
     return started
 
 
@@ -113,31 +82,15 @@ async def report(
     client: httpx.AsyncClient, driver: Account, trip_id: str, lat: float, lon: float
 ) -> dict[str, Any]:
     location = {"latitude": lat, "longitude": lon, "heading": 90.0}
-    reported: dict[str, Any] = await ok(
-        client, REPORT_LOCATION, {"tripId": trip_id, "location": location}, driver
-    )
+    variables = {"tripId": trip_id, "location": location}
+    reported: dict[str, Any] = (await ok(client, REPORT_LOCATION, variables, driver))[
+        "reportLocation"
+    ]
     return reported
 
 
 def same_trip(trip_id: str, field: str) -> Any:
     return lambda data: data[field]["id"] == trip_id
-
-
-def fake_trip(*, address: str = "A street 1") -> TripView:
-    """A requested trip for publishing straight to the broadcast (no database row)."""
-    now = datetime.now(UTC)
-    return TripView(
-        id=uuid.uuid4(),
-        created=now,
-        updated=now,
-        pick_up_address=address,
-        drop_off_address=address,
-        status=TripStatus.REQUESTED,
-        rider=None,
-        driver=None,
-        driver_location=None,
-        rating=None,
-    )
 
 
 # -- graphql-transport-ws: handshake and close codes ----------------------------------------
@@ -172,7 +125,7 @@ async def test_token_signed_with_another_secret_closes_4403(
     server: LiveServer, settings: Settings
 ) -> None:
     other = settings.model_copy(update={"jwt_secret": "another-secret-" + "y" * 32})
-    async with serve(other) as elsewhere, httpx.AsyncClient(base_url=elsewhere.url) as client:
+    async with serve(other) as elsewhere, elsewhere.http() as client:
         rider = await account(client)
     async with open_ws(server.ws_url) as ws:
         await ws.init({"authToken": rider.access})
@@ -202,7 +155,7 @@ async def test_every_accepted_connection_init_key(
 
 
 async def test_no_connection_init_closes_4408_after_the_default_3s(server: LiveServer) -> None:
-    assert server.app.state.settings.ws_init_timeout_seconds == 3  # type: ignore[attr-defined]
+    assert server.app.state.settings.ws_init_timeout_seconds == 3
     async with open_ws(server.ws_url) as ws:
         assert await ws.closed(4408) == "Connection initialisation timeout"
 
@@ -212,10 +165,11 @@ async def test_init_timeout_is_configurable_and_an_ack_cancels_it(settings: Sett
     async with serve(fast) as live:
         async with open_ws(live.ws_url) as ws:
             assert await ws.closed(4408) == "Connection initialisation timeout"
-        async with httpx.AsyncClient(base_url=live.url) as client:
+        async with live.http() as client:
             rider = await account(client)
         async with session(live.ws_url, rider.access) as ws:
-            await asyncio.sleep(0.6)  # past the init timeout: the ack cancelled it
+            # Waits out the init timeout on purpose (what is tested): the ack cancelled it.
+            await asyncio.sleep(0.6)
             await ws.send({"type": "ping"})
             assert await ws.recv() == {"type": "pong"}
 
@@ -351,7 +305,7 @@ async def test_legacy_refresh_token_gets_connection_error(
 
 async def test_legacy_keep_alive(settings: Settings) -> None:
     async with serve(settings.model_copy(update={"ws_keepalive_seconds": 0.1})) as live:
-        async with httpx.AsyncClient(base_url=live.url) as client:
+        async with live.http() as client:
             rider = await account(client)
         async with open_ws(live.ws_url, LEGACY) as ws:
             await ws.init({"authToken": rider.access})
@@ -376,14 +330,16 @@ async def test_legacy_malformed_messages_are_ignored(
 @both
 async def test_socket_closes_when_its_token_expires(settings: Settings, protocol: str) -> None:
     async with serve(settings.model_copy(update={"access_token_ttl": 2})) as live:
-        async with httpx.AsyncClient(base_url=live.url) as client:
+        async with live.http() as client:
             rider = await account(client)
+            # Before the short-lived token: only the socket has to fit in its life.
+            trip = await request_trip(client, rider)
             # `exp` is in whole seconds: a token issued just past one lives almost the
-            # full 2 s, so connecting never races its expiry.
+            # full 2 s, so connecting never races its expiry. (Waits for the clock, not
+            # a synchronisation.)
             await asyncio.sleep(1.02 - time.time() % 1)
             body = await gql(client, LOG_IN, {"username": rider.username, "password": PASSWORD})
             rider = dataclasses.replace(rider, access=body["data"]["logIn"]["access"])
-            trip = await request_trip(client, rider)
         async with session(live.ws_url, rider.access, protocol) as ws:
             await ws.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
             assert await ws.next("trip") == {"tripUpdated": trip}
@@ -405,7 +361,7 @@ async def test_trip_requested_reaches_drivers(
     rider, driver = await account(http, "RIDER"), await account(http, "DRIVER")
     async with session(server.ws_url, driver.access, protocol) as ws:
         await ws.subscribe("pool", TRIP_REQUESTED)
-        await watching(server, events.POOL)
+        await watching(server.app, events.POOL)
         trip = await request_trip(http, rider)
         data = await ws.next_where("pool", same_trip(trip["id"], "tripRequested"))
         assert data == {"tripRequested": trip}
@@ -421,12 +377,14 @@ async def test_trip_updated_sends_current_state_then_each_step(
     async with session(server.ws_url, rider.access, protocol) as ws:
         await ws.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
         assert await ws.next("trip") == {"tripUpdated": trip}
-        started = await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, driver)
+        started = (await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, driver))["acceptTrip"]
         assert started["status"] == "STARTED"
         assert started["driver"] == {"id": driver.id, "username": driver.username}
         assert await ws.next("trip") == {"tripUpdated": started}
         for status in ("IN_PROGRESS", "COMPLETED"):
-            moved = await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": status}, driver)
+            moved = (await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": status}, driver))[
+                "updateTripStatus"
+            ]
             assert moved["status"] == status
             assert await ws.next("trip") == {"tripUpdated": moved}
         await ws.stop("trip")
@@ -445,7 +403,7 @@ async def test_driver_location_sends_last_known_then_each_report(
     async with session(server.ws_url, rider.access, protocol) as ws:
         # No position yet: nothing first, then the first report.
         await ws.subscribe("early", DRIVER_LOCATION, {"tripId": trip["id"]})
-        await watching(server, channel)
+        await watching(server.app, channel)
         first = await report(http, driver, trip["id"], 52.5, 13.4)
         assert await ws.next("early") == {"driverLocation": first}
         # A new subscriber (the driver too) gets the last known position first.
@@ -470,20 +428,22 @@ async def test_trips_updated_shows_a_trip_leaving_the_pool_without_its_driver(
     ):
         await mine.subscribe("all", TRIPS_UPDATED)
         await theirs.subscribe("all", TRIPS_UPDATED)
-        await watching(server, events.TRIPS, 2)
+        await watching(server.app, events.TRIPS, 2)
         trip = await request_trip(http, rider)
         ours = same_trip(trip["id"], "tripsUpdated")
         assert await mine.next_where("all", ours) == {"tripsUpdated": trip}
         assert await theirs.next_where("all", ours) == {"tripsUpdated": trip}
 
-        started = await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, winner)
+        started = (await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, winner))["acceptTrip"]
         assert await mine.next_where("all", ours) == {"tripsUpdated": started}
         # The other driver learns that it left the pool, not who took it.
         redacted = {**started, "driver": None, "driverLocation": None}
         assert await theirs.next_where("all", ours) == {"tripsUpdated": redacted}
 
         # Later changes are the winner's business only.
-        moved = await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, winner)
+        moved = (
+            await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, winner)
+        )["updateTripStatus"]
         assert await mine.next_where("all", ours) == {"tripsUpdated": moved}
         await theirs.subscribe("me", ME)
         while (message := await theirs.recv())["id"] != "me":
@@ -507,11 +467,13 @@ async def test_driver_who_lost_the_race_stops_receiving_the_trip(
         assert await mine.next("trip") == {"tripUpdated": trip}
         assert await theirs.next("trip") == {"tripUpdated": trip}
 
-        started = await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, winner)
+        started = (await ok(http, ACCEPT_TRIP, {"id": trip["id"]}, winner))["acceptTrip"]
         assert await mine.next("trip") == {"tripUpdated": started}
         await theirs.complete("trip")  # the operation ends; the socket stays open
 
-        moved = await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, winner)
+        moved = (
+            await ok(http, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, winner)
+        )["updateTripStatus"]
         assert await mine.next("trip") == {"tripUpdated": moved}
         assert (await query(theirs, "me"))["me"]["id"] == loser.id
 
@@ -530,12 +492,11 @@ async def test_another_riders_trip_is_not_found_and_the_socket_stays_open(
         error = await ws.error("trip")
         assert error["extensions"]["code"] == "NOT_FOUND", error
         assert error["message"] == "Trip not found."
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
-        assert (await ws.error("car"))["extensions"]["code"] == "NOT_FOUND"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip["id"]}) == "NOT_FOUND"
         # The socket and its other operations go on.
         assert (await query(ws, "me"))["me"]["id"] == stranger.id
         await ws.subscribe("own", TRIPS_UPDATED)
-        await watching(server, events.TRIPS)
+        await watching(server.app, events.TRIPS)
         mine = await request_trip(http, stranger, "B")
         # Filtered by id: test databases restart user ids, and trips of someone else's
         # "rider 2" on a shared Redis look like ours (see the module docstring).
@@ -550,8 +511,7 @@ async def test_a_rider_may_not_subscribe_to_trip_requests(
 ) -> None:
     rider = await account(http, "RIDER")
     async with session(server.ws_url, rider.access, protocol) as ws:
-        await ws.subscribe("pool", TRIP_REQUESTED)
-        assert (await ws.error("pool"))["extensions"]["code"] == "FORBIDDEN"
+        assert await refused(ws, "pool", TRIP_REQUESTED) == "FORBIDDEN"
         assert (await query(ws, "me"))["me"]["id"] == rider.id
 
 
@@ -562,10 +522,8 @@ async def test_unknown_trip_id_is_not_found(
 ) -> None:
     rider = await account(http, "RIDER")
     async with session(server.ws_url, rider.access, protocol) as ws:
-        await ws.subscribe("trip", TRIP_UPDATED, {"id": trip_id})
-        assert (await ws.error("trip"))["extensions"]["code"] == "NOT_FOUND"
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip_id})
-        assert (await ws.error("car"))["extensions"]["code"] == "NOT_FOUND"
+        assert await refused(ws, "trip", TRIP_UPDATED, {"id": trip_id}) == "NOT_FOUND"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip_id}) == "NOT_FOUND"
         assert (await query(ws, "me"))["me"]["id"] == rider.id
 
 
@@ -577,204 +535,11 @@ async def test_only_the_trips_parties_follow_the_car(
     trip = await request_trip(http, rider)
     async with session(server.ws_url, driver.access, protocol) as ws:
         # Any driver sees a requested trip, but only its parties follow the car.
-        await ws.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
-        assert (await ws.error("car"))["extensions"]["code"] == "FORBIDDEN"
+        assert await refused(ws, "car", DRIVER_LOCATION, {"tripId": trip["id"]}) == "FORBIDDEN"
         assert (await query(ws, "me"))["me"]["id"] == driver.id
 
 
 # -- slow subscribers ---------------------------------------------------------------------------
-
-
-class FakeSeam:
-    """A transport that takes frames while `taking` is set, as the server's seam does
-    below and above its buffer's high-water mark."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.taking = asyncio.Event()
-        self.taking.set()
-        self.open = True
-
-    def write_text(self, data: bytes) -> bool:
-        if not self.taking.is_set() or not self.open:
-            return False
-        self.written.append(data)
-        return True
-
-    async def drain(self) -> None:
-        await self.taking.wait()
-
-
-async def no_asgi_send(message: Any) -> None:
-    raise AssertionError(f"the seam writes frames, not ASGI send: {message}")
-
-
-async def test_outbox_keeps_the_newest_state_per_key_and_drops_the_oldest() -> None:
-    seam = FakeSeam()
-    seam.taking.clear()  # a phone that stopped reading
-    outbox = Outbox(no_asgi_send, seam, maxsize=3)
-    for key, n in [("a", 1), ("b", 1), ("a", 2)]:
-        outbox.offer("op", key, b"%s%d" % (key.encode(), n))
-    # a's newer state took the stale one's place: nothing skipped ahead of b.
-    assert (len(outbox), outbox.coalesced, outbox.dropped) == (2, 1, 0)
-    for key in "cdefg":
-        outbox.offer("op", key, key.encode())
-        assert len(outbox) <= 3
-    assert (len(outbox), outbox.dropped) == (3, 4)
-    seam.taking.set()
-    await outbox.send(b"after")  # behind everything queued
-    assert seam.written == [b"e", b"f", b"g", b"after"]
-    assert len(outbox) == 0
-
-
-async def test_outbox_writes_at_once_and_a_backlog_keeps_its_order() -> None:
-    """Frames go straight to the transport while it takes them; once one has to wait,
-    later ones queue behind it (never ahead), and messages that must arrive wait for
-    the backlog."""
-    seam = FakeSeam()
-    outbox = Outbox(no_asgi_send, seam, maxsize=8)
-    outbox.offer("1", "a", b"1")
-    assert seam.written == [b"1"]  # within offer(): no task switch
-    seam.taking.clear()
-    outbox.offer("1", "a", b"2")
-    seam.taking.set()  # the transport drained, but 2 is still queued: 3 goes behind it
-    outbox.offer("1", "b", b"3")
-    await outbox.send(b"4")
-    assert seam.written == [b"1", b"2", b"3", b"4"]
-    outbox.offer("1", "a", b"5")
-    assert seam.written[-1] == b"5"
-    # A stopped operation's queued frames are dropped with it.
-    seam.taking.clear()
-    outbox.offer("1", "a", b"6")
-    outbox.offer("2", "a", b"7")
-    outbox.forget("1")
-    seam.taking.set()
-    await outbox.send(b"8")
-    assert seam.written[-2:] == [b"7", b"8"]
-    # A socket gone while frames wait: they are dropped, nothing hangs.
-    seam.taking.clear()
-    outbox.offer("2", "a", b"9")
-    seam.open = False
-    seam.taking.set()
-    await outbox.close()
-    assert (len(outbox), seam.written[-1]) == (0, b"8")
-
-
-class Watcher:
-    """The socket side of a hub record (hub.Subscriber), recording what it gets."""
-
-    def __init__(self) -> None:
-        self.got: list[bytes] = []
-        self.ended: list[Exception | None] = []
-        self.arrived = asyncio.Event()
-
-    def deliver(self, record: Record, key: str, payload: bytes) -> None:
-        self.got.append(payload)
-        self.arrived.set()
-
-    def end(self, record: Record, error: Exception | None = None) -> None:
-        self.ended.append(error)
-        self.arrived.set()
-
-    def refresh(self, record: Record) -> None:
-        raise AssertionError("no resync here")
-
-
-def _record(app: Any, watcher: Watcher, channel: str, see: Any) -> Record:
-    graphql = GraphQL(build_schema(), mask_internal=False, introspection=True)
-    document = graphql.prepare("subscription { tripRequested { id } }")
-    assert not isinstance(document, list)
-    plan = graphql._plan(document, None, None)
-    return Record(watcher, "op", b"", Feed((channel,), see), plan, Trip.of)
-
-
-async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Settings) -> None:
-    """The pump delivers to every record of a channel in turn: what one delivery raises
-    (a malformed event, a frame that cannot be built) ends that subscription alone,
-    with its error; the pump and the others go on."""
-    app: Any = create_app(settings)
-    async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
-        channel = f"test:{uuid.uuid4()}"
-        good, bad = Watcher(), Watcher()
-
-        def broken(item: dict[str, Any]) -> Any:
-            raise KeyError("trip")
-
-        good_record = _record(app, good, channel, events.trip_of)
-        bad_record = _record(app, bad, channel, broken)
-        for record in (bad_record, good_record):
-            await hub.add(record)
-            hub.release(record)
-        for _ in range(3):
-            trip = fake_trip()
-            message = {"kind": "requested", "key": str(trip.id), "trip": trip.to_json()}
-            good.arrived.clear()
-            await app.state.services.broadcast.publish(
-                events.full_channel(hub.prefix, channel), orjson.dumps(message).decode()
-            )
-            await asyncio.wait_for(good.arrived.wait(), WAIT)
-            expected = {"data": {"tripRequested": {"id": str(trip.id)}}}
-            assert orjson.loads(good.got[-1][:-1]) == expected
-        assert len(good.got) == 3 and good.ended == []
-        assert [type(e) for e in bad.ended] == [KeyError] * 3  # the socket removes it
-        hub.remove(good_record)
-        hub.remove(bad_record)
-        assert hub.watchers(channel) == 0
-
-
-async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> None:
-    app: Any = create_app(settings.model_copy(update={"subscriber_queue_size": 8}))
-    async with app.router.lifespan_context(app):
-        services = app.state.services
-        hub: Hub = services.hub
-        assert hub.maxsize == 8
-        # A channel of its own, so nothing else can overflow the reading socket.
-        channel = f"test:{uuid.uuid4()}"
-        sent: list[str] = []
-        slow_seam, fast_seam = FakeSeam(), FakeSeam()
-        slow_seam.taking.clear()
-        slow = Outbox(no_asgi_send, slow_seam, maxsize=hub.maxsize)
-        fast = Outbox(no_asgi_send, fast_seam, maxsize=hub.maxsize)
-
-        class Sock(Watcher):
-            def __init__(self, outbox: Outbox) -> None:
-                super().__init__()
-                self.outbox = outbox
-
-            def deliver(self, record: Record, key: str, payload: bytes) -> None:
-                self.outbox.offer(record.op_id, key, payload)
-                self.arrived.set()
-
-        fast_sock = Sock(fast)
-        records = [
-            _record(app, Sock(slow), channel, events.trip_of),
-            _record(app, fast_sock, channel, events.trip_of),
-        ]
-        for record in records:
-            await hub.add(record)
-            hub.release(record)
-        for _ in range(5 * hub.maxsize):
-            trip = fake_trip()
-            sent.append(str(trip.id))
-            message = {"kind": "requested", "key": str(trip.id), "trip": trip.to_json()}
-            fast_sock.arrived.clear()
-            await services.broadcast.publish(
-                events.full_channel(hub.prefix, channel), orjson.dumps(message).decode()
-            )
-            await asyncio.wait_for(fast_sock.arrived.wait(), WAIT)  # every event, in order
-            data = orjson.loads(fast_seam.written[-1][:-1])
-            assert data == {"data": {"tripRequested": {"id": str(trip.id)}}}
-            assert len(slow) <= hub.maxsize
-        assert (len(slow), slow.dropped) == (hub.maxsize, 4 * hub.maxsize)
-        # What the slow one kept is the newest of what was sent, oldest first.
-        slow_seam.taking.set()
-        await slow.send(b"")
-        kept = [orjson.loads(f[:-1])["data"]["tripRequested"]["id"] for f in slow_seam.written[:-1]]
-        assert kept == sent[-hub.maxsize :]
-        assert (len(fast), fast.dropped, len(fast_seam.written)) == (0, 0, 5 * hub.maxsize)
-        for record in records:
-            hub.remove(record)
 
 
 def _small_receive_buffer(port: int) -> socket.socket:
@@ -790,9 +555,9 @@ def _small_receive_buffer(port: int) -> socket.socket:
 async def test_a_never_reading_socket_does_not_slow_the_others(settings: Settings) -> None:
     # The default queue size: on a shared Redis, a burst of anyone's trips must not
     # overflow the reading subscriber's inbox too.
-    async with serve(settings) as live, httpx.AsyncClient(base_url=live.url) as client:
+    async with serve(settings) as live, live.http() as client:
         slow_driver, fast_driver = await account(client, "DRIVER"), await account(client, "DRIVER")
-        hub = hub_of(live)
+        hub = live.hub
         document = "subscription { tripsUpdated { id pickUpAddress } }"
         port = int(live.url.rsplit(":", 1)[1])
         async with session(
@@ -803,14 +568,14 @@ async def test_a_never_reading_socket_does_not_slow_the_others(settings: Setting
             close_timeout=0.1,  # it cannot read the server's close frame in time anyway
         ) as slow_ws:
             await slow_ws.subscribe("all", document)
-            await watching(live, events.TRIPS, 1)
+            await watching(live.app, events.TRIPS, 1)
             (record,) = hub._channels[events.TRIPS].records
-            slow = record.socket.outbox  # type: ignore[attr-defined]
+            slow = record.socket.outbox
             async with session(live.ws_url, fast_driver.access) as fast_ws:
                 await fast_ws.subscribe("all", document)
-                await watching(live, events.TRIPS, 2)
+                await watching(live.app, events.TRIPS, 2)
                 address = "x" * 32_000  # big events fill the socket buffers sooner
-                services = live.app.state.services  # type: ignore[attr-defined]
+                services = live.app.state.services
                 full_at, dropped = None, 0
                 for n in range(3000):
                     trip = fake_trip(address=address)
@@ -846,12 +611,12 @@ async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
         return write_text(self, data)
 
     monkeypatch.setattr(WebSocketProtocol, "write_text", counting)
-    async with serve(settings, ws=ws_impl) as live, httpx.AsyncClient(base_url=live.url) as c:
+    async with serve(settings, ws=ws_impl) as live, live.http() as c:
         driver = await account(c, "DRIVER")
         async with session(live.ws_url, driver.access) as ws:
             await ws.subscribe("all", "subscription { tripsUpdated { id pickUpAddress } }")
-            await watching(live, events.TRIPS)
-            services = live.app.state.services  # type: ignore[attr-defined]
+            await watching(live.app, events.TRIPS)
+            services = live.app.state.services
             for size in (1, 200, 65_000, 70_000, 300_000):
                 trip = fake_trip(address="y" * size)
                 await services.events.trip_changed(trip, kind="requested")
@@ -862,22 +627,3 @@ async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
         assert max(written) > 300_000  # every frame, the largest too, went by the seam
     else:
         assert written == []
-
-
-async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> None:
-    """`Hub.subscribe`: one process-wide consumer of channels (e.g. ended sessions), not a
-    subscription; the channel stays open while it listens and closes after."""
-    app: Any = create_app(settings)
-    async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
-        one, two = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
-        async with hub.subscribe(one, two) as listener:
-            assert hub.watchers(one) == hub.watchers(two) == 1
-            for channel, n in ((one, 1), (two, 2)):
-                await app.state.services.broadcast.publish(
-                    events.full_channel(hub.prefix, channel),
-                    orjson.dumps({"kind": "session_ended", "key": "k", "n": n}).decode(),
-                )
-                item = await asyncio.wait_for(anext(listener), WAIT)
-                assert (item["kind"], item["n"]) == ("session_ended", n)
-        assert hub.watchers(one) == hub.watchers(two) == 0

@@ -1,13 +1,18 @@
-"""A small GraphQL-over-WebSocket client for real-socket tests, over `websockets`.
+"""The one GraphQL-over-WebSocket client of the tests, over `websockets`.
 
 Speaks both subprotocols: `graphql-transport-ws` (the graphql-ws library) and the legacy
-`graphql-ws` (subscriptions-transport-ws). Every wait has a generous timeout, so a
-broken server fails a test instead of hanging it; nothing here measures time."""
+`graphql-ws` (subscriptions-transport-ws). Reads are exact: each message is asserted
+whole, in the order the server sent it, and a close is asserted by its code. A client
+made with `interleaved=True` reads each operation's messages in order but lets
+operations interleave (for several streams on one socket, read in any order or at once).
+Every wait has a generous timeout, so a broken server fails a test instead of hanging
+it; nothing here measures time."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,18 +21,28 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from tests.wait import WAIT
+
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 PROTOCOLS = (TRANSPORT, LEGACY)
-WAIT = 10.0
+CLOSE_TIMEOUT = 2
 
 Message = dict[str, Any]
+Check = Callable[[Message], bool]
+
+
+def anything(_data: Message) -> bool:
+    return True
 
 
 class WsClient:
-    def __init__(self, conn: ClientConnection, protocol: str) -> None:
+    def __init__(self, conn: ClientConnection, protocol: str, *, interleaved: bool) -> None:
         self.conn = conn
         self.protocol = protocol
+        self.interleaved = interleaved
+        self._unread: deque[Message] = deque()  # read off the socket, not yet asked for
+        self._reading = asyncio.Lock()  # one reader of the socket at a time
 
     @property
     def legacy(self) -> bool:
@@ -38,18 +53,40 @@ class WsClient:
     async def send(self, message: Message | str) -> None:
         await self.conn.send(message if isinstance(message, str) else json.dumps(message))
 
+    async def _read(self, ka: bool) -> Message:
+        while True:
+            frame = await self.conn.recv()
+            assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
+            message = json.loads(frame)
+            assert isinstance(message, dict), message
+            if message.get("type") == "ka" and not ka:
+                continue
+            return message
+
     async def recv(self, within: float = WAIT, *, ka: bool = False) -> Message:
         """The next message (a JSON object in a text frame). Legacy keep-alives (`ka`)
         are skipped unless `ka` is true."""
+        if self._unread:
+            return self._unread.popleft()
+        async with asyncio.timeout(within), self._reading:
+            return await self._read(ka)
+
+    async def message(self, op_id: str, within: float = WAIT) -> Message:
+        """The next message of `op_id`. Exact by default: the next message at all must be
+        it. Interleaved: messages of other operations are kept for their readers."""
+        if not self.interleaved:
+            message = await self.recv(within)
+            assert message.get("id") == op_id, message
+            return message
         async with asyncio.timeout(within):
             while True:
-                frame = await self.conn.recv()
-                assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
-                message = json.loads(frame)
-                assert isinstance(message, dict), message
-                if message.get("type") == "ka" and not ka:
-                    continue
-                return message
+                for message in self._unread:
+                    if message.get("id") == op_id:
+                        self._unread.remove(message)
+                        return message
+                async with self._reading:  # cancelling recv() (on timeout) loses nothing
+                    if not any(m.get("id") == op_id for m in self._unread):
+                        self._unread.append(await self._read(ka=False))
 
     async def closed(self, code: int, within: float = WAIT) -> str:
         """Wait for the server to close the socket with `code`; any other message first
@@ -96,31 +133,35 @@ class WsClient:
 
     async def next(self, op_id: str, within: float = WAIT) -> Message:
         """The next result of `op_id` (no errors): its `data`."""
-        message = await self.recv(within)
-        assert message.get("id") == op_id, message
+        message = await self.message(op_id, within)
         assert message["type"] == ("data" if self.legacy else "next"), message
         assert "errors" not in message["payload"], message
         data: Message = message["payload"]["data"]
         return data
 
-    async def next_where(
-        self, op_id: str, keep: Callable[[Message], bool], within: float = WAIT
+    async def until(
+        self, op_id: str, wanted: Check, *, skip: Check = anything, within: float = WAIT
     ) -> Message:
-        """The next result of `op_id` that `keep` accepts, skipping others: for global
-        channels (trip requests, the pool) that other tests on a shared Redis also use."""
+        """The first result of `op_id` that is `wanted`, passing over results that `skip`
+        allows (e.g. events of other tests on a shared Redis); anything else fails."""
         async with asyncio.timeout(within):
             while True:
                 data = await self.next(op_id, within)
-                if keep(data):
+                if wanted(data):
                     return data
+                assert skip(data), f"unexpected on {op_id}: {data}"
+
+    async def next_where(self, op_id: str, keep: Check, within: float = WAIT) -> Message:
+        """The next result of `op_id` that `keep` accepts, skipping others: for global
+        channels (trip requests, the pool) that other tests on a shared Redis also use."""
+        return await self.until(op_id, keep, within=within)
 
     async def complete(self, op_id: str, within: float = WAIT) -> None:
-        assert await self.recv(within) == {"id": op_id, "type": "complete"}
+        assert await self.message(op_id, within) == {"id": op_id, "type": "complete"}
 
     async def error(self, op_id: str, within: float = WAIT) -> Message:
         """The `error` message that ends `op_id`: its (first) GraphQL error."""
-        message = await self.recv(within)
-        assert message.get("id") == op_id, message
+        message = await self.message(op_id, within)
         assert message["type"] == "error", message
         payload = message["payload"]
         # graphql-transport-ws sends a list of errors; legacy graphql-ws one error.
@@ -132,19 +173,21 @@ class WsClient:
 
 
 @asynccontextmanager
-async def open_ws(url: str, protocol: str = TRANSPORT, **kwargs: Any) -> AsyncIterator[WsClient]:
+async def open_ws(
+    url: str, protocol: str = TRANSPORT, *, interleaved: bool = False, **kwargs: Any
+) -> AsyncIterator[WsClient]:
     """A socket with `protocol` negotiated and nothing sent yet."""
-    options = {"open_timeout": WAIT, "close_timeout": 2, **kwargs}
+    options = {"open_timeout": WAIT, "close_timeout": CLOSE_TIMEOUT, **kwargs}
     async with connect(url, subprotocols=[Subprotocol(protocol)], **options) as conn:
         assert conn.subprotocol == protocol
-        yield WsClient(conn, protocol)
+        yield WsClient(conn, protocol, interleaved=interleaved)
 
 
 @asynccontextmanager
 async def session(
-    url: str, token: str, protocol: str = TRANSPORT, **kwargs: Any
+    url: str, token: str, protocol: str = TRANSPORT, *, interleaved: bool = False, **kwargs: Any
 ) -> AsyncIterator[WsClient]:
     """A socket past a successful handshake with `{"authToken": token}`."""
-    async with open_ws(url, protocol, **kwargs) as ws:
+    async with open_ws(url, protocol, interleaved=interleaved, **kwargs) as ws:
         await ws.handshake({"authToken": token})
         yield ws

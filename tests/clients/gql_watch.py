@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import time
+from typing import Any
 
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportClosed, TransportConnectionFailed
@@ -25,7 +26,8 @@ WATCH = "subscription Watch($id: ID!) { tripUpdated(id: $id) { id status } }"
 def seconds_left(jwt: str) -> float:
     payload = jwt.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return claims["exp"] - time.time()
+    expires: float = claims["exp"]
+    return expires - time.time()
 
 
 class Tokens:
@@ -35,9 +37,12 @@ class Tokens:
         self.access = self.refresh = ""
         self.lock = asyncio.Lock()
 
-    async def call(self, query: str, variables: dict) -> dict:
+    async def call(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         async with Client(transport=HTTPXAsyncTransport(url=HTTP_URL)) as session:
-            return await session.execute(GraphQLRequest(query, variable_values=variables))
+            result: dict[str, Any] = await session.execute(
+                GraphQLRequest(query, variable_values=variables)
+            )
+            return result
 
     async def log_in(self, username: str, password: str) -> None:
         data = await self.call(LOG_IN, {"u": username, "p": password})

@@ -1,0 +1,76 @@
+"""The backends a test run uses: which services the environment names, and the settings
+every test starts from (fixtures built on them are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import make_url
+
+from taxi.config import Settings, normalize_database_url
+
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PG_URL = normalize_database_url(os.environ.get("DATABASE_URL", ""))
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# A shared Redis Cluster (.ci/run starts one); only the tests that ask for it use it.
+REDIS_CLUSTER_URL = os.environ.get("REDIS_CLUSTER_URL", "")
+SESSION_PREFIX = f"taxi-test-{uuid.uuid4().hex[:8]}"
+TEST_SIGNUP_LIMIT = 1_000_000
+HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
+CONNECT_TIMEOUT = 3
+
+
+def need_real() -> None:
+    """Skips (locally) or fails (CI=true) a test that needs PostgreSQL and Redis."""
+    if not HAS_REAL:
+        if CI:
+            pytest.fail("CI=true but DATABASE_URL (postgres) / REDIS_URL are not set")
+        pytest.skip("real backends: set DATABASE_URL=postgresql://... and REDIS_URL=redis://...")
+
+
+def check_reachable() -> None:
+    for url, default in ((PG_URL, 5432), (REDIS_URL, 6379)):
+        u = (
+            make_url(url.replace("redis://", "redis+x://", 1))
+            if url.startswith("redis")
+            else make_url(url)
+        )
+        address = (u.host or "127.0.0.1", u.port or default)
+        try:
+            socket.create_connection(address, timeout=CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            pytest.fail(f"{url.split('@')[-1]} unreachable: {exc}")
+
+
+def base_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "taxi_env": "test",
+        "jwt_secret": "test-secret-" + "x" * 32,
+        "password_hashing": "fast",
+        "redis_url": None,
+        # Never from the environment: CI exports it for the cluster tests only.
+        "redis_cluster_url": None,
+        "database_url": "sqlite+aiosqlite:///./unused.db",
+        # Its own channels: other runs on a shared Redis are invisible to this one.
+        "channel_prefix": SESSION_PREFIX,
+        # Tests sign many users up from one address; tests of the limit lower it.
+        "signup_max_per_hour": TEST_SIGNUP_LIMIT,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str
+    redis_url: str | None
+
+    @property
+    def real(self) -> bool:
+        return self.name == "real"

@@ -1,0 +1,92 @@
+"""Live servers for real-socket tests: an in-process uvicorn (`serve`), free ports, and
+the one HTTP client every test uses to talk to a live server (in-process or `taxi
+serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from taxi.config import Settings
+from taxi.live.hub import Hub
+from taxi.main import create_app
+from tests.wait import START, WAIT, eventually
+
+# What `taxi serve` runs: the frame-write seam of taxi/server.py.
+SEAM = "taxi.server:WebSocketProtocol"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_to(url: str, timeout: float = WAIT) -> httpx.AsyncClient:
+    """An HTTP client to the live server at `url` (use it as `async with`)."""
+    return httpx.AsyncClient(base_url=url, timeout=timeout)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    ws_url: str
+    app: Starlette
+
+    def http(self, timeout: float = WAIT) -> httpx.AsyncClient:
+        return http_to(self.url, timeout)
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.app.state.services.hub
+        return hub
+
+
+async def watching(app: Starlette, channel: str, count: int = 1) -> None:
+    """Until `count` local subscribers listen on `channel`: for streams that send nothing
+    first, so the test knows its subscription is live before it publishes. (Polling: the
+    hub has no event for "someone subscribed", nor should it.)"""
+    hub: Hub = app.state.services.hub
+
+    async def watchers() -> int:
+        return hub.watchers(channel)
+
+    await eventually(watchers, lambda n: n >= count, what=f"{count} watching {channel}")
+
+
+@asynccontextmanager
+async def serve(settings: Settings, *, ws: str = SEAM) -> AsyncIterator[LiveServer]:
+    """A real uvicorn server in this event loop: real sockets, real close codes."""
+    port = free_port()
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_ws_message_bytes,
+        ws=ws,
+        lifespan="on",
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()  # why it could not start
+        return srv.started
+
+    await eventually(started, within=START, what="uvicorn started")
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql", app)
+    finally:
+        srv.should_exit = True
+        await task
