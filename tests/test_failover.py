@@ -21,6 +21,7 @@ from tests.helpers import (
     DRIVER_LOCATION,
     LOG_IN,
     PASSWORD,
+    REPORT_LOCATION,
     TRIP,
     TRIP_REQUESTED,
     TRIP_UPDATED,
@@ -84,7 +85,20 @@ async def test_primary_failover_under_live_subscriptions(
             # The API keeps working while the cluster fails over: these commit to
             # PostgreSQL; their publishes may be lost with the dead primary.
             await set_status(a, driver, tid, "IN_PROGRESS")
-            await report(a, driver, tid, 40.11)
+            # A position report needs the position store: while the store's own shard
+            # fails over it is SERVICE_UNAVAILABLE (nothing stored), as a phone would
+            # see and retry; any other answer fails here.
+            location = {"latitude": 40.11, "longitude": 13.4, "heading": 90.0}
+
+            async def reported() -> bool:
+                variables = {"tripId": tid, "location": location}
+                body = await gql(a.http, REPORT_LOCATION, variables, token=driver.access)
+                if not body.get("errors"):
+                    return True
+                assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE", body
+                return False
+
+            await eventually(reported, within=RECOVERY_WITHIN, what="a report after failover")
             seen = await ok(b.http, TRIP, {"id": tid}, rider)
             assert seen["trip"]["status"] == "IN_PROGRESS"
             assert seen["trip"]["driverLocation"]["latitude"] == 40.11

@@ -55,6 +55,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from taxi.live.protocol import GOING_AWAY, TRY_AGAIN_LATER
 from taxi.migrate import upgrade
 from taxi.schema.errors import with_codes
 from tests.backends import CI, PG_URL, REDIS_URL, Backend, base_settings, need_real
@@ -87,8 +88,6 @@ log = logging.getLogger(__name__)
 FAST = 10.0  # "fails fast": every request during an outage answers within this
 RECOVERY = 30.0  # the service must be healthy again this long after PostgreSQL is
 GRACEFUL = 10.0  # `taxi serve`'s timeout_graceful_shutdown
-GOING_AWAY = 1001
-TRY_AGAIN_LATER = 1013
 UNDER_LOAD = 8  # requests answered before a kill under load, and again after it
 
 
