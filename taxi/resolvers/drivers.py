@@ -5,31 +5,29 @@ from __future__ import annotations
 import strawberry
 
 from taxi.positions import Availability
+from taxi.readmodels import LocationView
 from taxi.resolvers.trips import LocationInput, PointInput
-from taxi.schema.types import Info, Location
+from taxi.schema.types import Info
 from taxi.services import drivers
 
 
 @strawberry.type(description="The signed-in driver's dispatch state.")
 class DriverState:
     availability: Availability
-    position: Location | None = strawberry.field(
+    position: LocationView | None = strawberry.field(
         description="The last position reported while online; null when none is fresh."
     )
 
     @classmethod
     def of(cls, v: drivers.StateView) -> DriverState:
-        return cls(
-            availability=v.availability,
-            position=Location.of(v.position) if v.position else None,
-        )
+        return cls(availability=v.availability, position=v.position)
 
 
 @strawberry.type(
     description="An available car near a point. Anonymous: no driver identity is exposed."
 )
 class NearbyCar:
-    location: Location
+    location: LocationView
     distance_meters: float = strawberry.field(
         description="Great-circle distance from the point asked about, in metres."
     )
@@ -55,9 +53,7 @@ class DriverQuery:
             radius=2000 if radius_meters is None else radius_meters,
             first=10 if first is None else first,
         )
-        return [
-            NearbyCar(location=Location.of(c.location), distance_meters=c.distance) for c in cars
-        ]
+        return [NearbyCar(location=c.location, distance_meters=c.distance) for c in cars]
 
     @strawberry.field(description="Drivers: their own dispatch state.")
     async def driver_state(self, info: Info) -> DriverState:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import strawberry
 
 from taxi.models import TripStatus
-from taxi.schema.types import (
-    Info,
-    Location,
-    PageInfo,
-    Trip,
-    TripConnection,
-    TripEdge,
-)
+from taxi.readmodels import LocationView, TripView
+from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge
 from taxi.services import trips
 
 
@@ -70,10 +64,7 @@ class TripQuery:
             first=20 if first is None else first,
             after=after or None,
         )
-        edges = [
-            TripEdge(cursor=c, node=Trip.of(t))
-            for c, t in zip(page.cursors, page.trips, strict=True)
-        ]
+        edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
         return TripConnection(
             edges=edges,
             page_info=PageInfo(
@@ -86,21 +77,19 @@ class TripQuery:
     @strawberry.field(
         description="One trip the caller may see; a NOT_FOUND error (and null) otherwise."
     )
-    async def trip(self, info: Info, id: strawberry.ID) -> Trip | None:
+    async def trip(self, info: Info, id: strawberry.ID) -> TripView | None:
         ctx = info.context
-        return Trip.of(
-            await trips.get_trip(
-                db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=id
-            )
+        return await trips.get_trip(
+            db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=id
         )
 
 
 @strawberry.type
 class TripMutation:
     @strawberry.mutation(description="Riders: ask for a ride. Every driver is told at once.")
-    async def request_trip(self, info: Info, input: RequestTripInput) -> Trip:
+    async def request_trip(self, info: Info, input: RequestTripInput) -> TripView:
         ctx = info.context
-        view = await trips.request_trip(
+        return await trips.request_trip(
             db=ctx.db,
             events=ctx.services.events,
             positions=ctx.services.positions,
@@ -113,7 +102,6 @@ class TripMutation:
                 drop_off=input.drop_off.pair() if input.drop_off else None,
             ),
         )
-        return Trip.of(view)
 
     @strawberry.mutation(
         description=(
@@ -121,45 +109,41 @@ class TripMutation:
             "a race; the others get CONFLICT."
         )
     )
-    async def accept_trip(self, info: Info, id: strawberry.ID) -> Trip:
+    async def accept_trip(self, info: Info, id: strawberry.ID) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.accept_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-            )
+        return await trips.accept_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
         )
 
     @strawberry.mutation(
         description="The trip's driver: STARTED -> IN_PROGRESS -> COMPLETED, one step at a time."
     )
-    async def update_trip_status(self, info: Info, id: strawberry.ID, status: TripStatus) -> Trip:
+    async def update_trip_status(
+        self, info: Info, id: strawberry.ID, status: TripStatus
+    ) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.update_trip_status(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-                status=status,
-            )
+        return await trips.update_trip_status(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
+            status=status,
         )
 
     @strawberry.mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
-    async def cancel_trip(self, info: Info, id: strawberry.ID) -> Trip:
+    async def cancel_trip(self, info: Info, id: strawberry.ID) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.cancel_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-            )
+        return await trips.cancel_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
         )
 
     @strawberry.mutation(
@@ -167,9 +151,9 @@ class TripMutation:
     )
     async def report_location(
         self, info: Info, trip_id: strawberry.ID, location: LocationInput
-    ) -> Location:
+    ) -> LocationView:
         ctx = info.context
-        view = await trips.report_location(
+        return await trips.report_location(
             db=ctx.db,
             events=ctx.services.events,
             positions=ctx.services.positions,
@@ -179,18 +163,15 @@ class TripMutation:
             longitude=location.longitude,
             heading=None if location.heading is strawberry.UNSET else location.heading,
         )
-        return Location.of(view)
 
     @strawberry.mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
-    async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> Trip:
+    async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.rate_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-                rating=rating,
-            )
+        return await trips.rate_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
+            rating=rating,
         )
