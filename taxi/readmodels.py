@@ -9,7 +9,6 @@ without touching the database. A new trip field is declared once, here."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 import uuid
@@ -139,8 +138,17 @@ def from_json(cls: type[T], data: Any) -> T:
     return load(data)
 
 
-@functools.cache
-def _loader(tp: Any) -> Callable[[Any], Any]:
+_loaders: dict[object, Callable[[Any], Any]] = {}
+
+
+def _loader(tp: object) -> Callable[[Any], Any]:
+    load = _loaders.get(tp)
+    if load is None:
+        load = _loaders[tp] = _build(tp)
+    return load
+
+
+def _build(tp: object) -> Callable[[Any], Any]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -149,7 +157,7 @@ def _loader(tp: Any) -> Callable[[Any], Any]:
     if origin is tuple:
         item = _loader(typing.get_args(tp)[0])
         return lambda v: tuple(item(x) for x in v)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         fields = {k: _loader(h) for k, h in typing.get_type_hints(tp).items()}
         return lambda v: tp(**{k: load(v[k]) for k, load in fields.items() if k in v})
     if tp is datetime:

@@ -8,7 +8,7 @@ from strawberry.file_uploads import Upload
 from taxi.errors import BadUserInput
 from taxi.models import UserGroup
 from taxi.readmodels import UserView
-from taxi.schema.types import AuthPayload, Info
+from taxi.schema.types import AuthPayload, Info, field, mutation
 from taxi.services import accounts
 
 
@@ -40,7 +40,7 @@ def _payload(result: accounts.AuthResult) -> AuthPayload:
 
 @strawberry.type
 class AccountQuery:
-    @strawberry.field(description="The signed-in user.")
+    @field(description="The signed-in user.")
     async def me(self, info: Info) -> UserView:
         ctx = info.context
         return await accounts.me(db=ctx.db, user=await ctx.user())
@@ -82,7 +82,7 @@ class AccountMutation:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Trade a refresh token for a new pair; the old refresh token stops working."
     )
     async def refresh_token(self, info: Info, refresh: str) -> AuthPayload:
@@ -93,7 +93,7 @@ class AccountMutation:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="End the refresh token's session (its access tokens and sockets too). "
         "True when it was live."
     )

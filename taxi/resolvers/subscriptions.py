@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import strawberry
 
 from taxi.readmodels import LocationView, TripView
-from taxi.schema.types import Info
+from taxi.schema.types import Info, subscription
 from taxi.services import live
 
 T = TypeVar("T")
@@ -32,37 +32,37 @@ class Live(AsyncIterable[T], Generic[T]):
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Drivers: each trip as soon as a rider requests it.")
-    async def trip_requested(self, info: Info) -> AsyncIterator[TripView]:
+    @subscription(description="Drivers: each trip as soon as a rider requests it.")
+    async def trip_requested(self, info: Info) -> AsyncIterable[TripView]:
         user = await info.context.user()
         live.check_driver(user)
-        return Live(live.watch_requests(user=user))  # type: ignore[return-value]
+        return Live(live.watch_requests(user=user))
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "The trip's rider and driver (and any driver while it is REQUESTED): its current "
             "state first, then every change."
         )
     )
-    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterator[TripView]:
+    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterable[TripView]:
         ctx = info.context
         user = await ctx.user()
         positions = ctx.services.positions
         trip_id = await live.check_trip_watch(db=ctx.db, positions=positions, user=user, trip_id=id)
         feed = live.watch_trip(db=ctx.db, positions=positions, user=user, trip_id=trip_id)
-        return Live(feed)  # type: ignore[return-value]
+        return Live(feed)
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "Every change to any trip the caller may see by the rules of Query.trips, "
             "including a requested trip leaving the pool."
         )
     )
-    async def trips_updated(self, info: Info) -> AsyncIterator[TripView]:
+    async def trips_updated(self, info: Info) -> AsyncIterable[TripView]:
         user = await info.context.user()
-        return Live(live.watch_trips(user=user))  # type: ignore[return-value]
+        return Live(live.watch_trips(user=user))
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "The trip's rider and driver: each position the driver reports; the last known "
             "one first, when there is one."
@@ -70,7 +70,7 @@ class Subscription:
     )
     async def driver_location(
         self, info: Info, trip_id: strawberry.ID
-    ) -> AsyncIterator[LocationView]:
+    ) -> AsyncIterable[LocationView]:
         ctx = info.context
         user = await ctx.user()
         positions = ctx.services.positions
@@ -78,4 +78,4 @@ class Subscription:
             db=ctx.db, positions=positions, user=user, trip_id=trip_id
         )
         feed = live.watch_location(db=ctx.db, positions=positions, user=user, trip_id=tid)
-        return Live(feed)  # type: ignore[return-value]
+        return Live(feed)

@@ -6,7 +6,7 @@ import strawberry
 
 from taxi.models import TripStatus
 from taxi.readmodels import LocationView, TripView
-from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge
+from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.services import trips
 
 
@@ -42,7 +42,7 @@ class LocationInput:
 
 @strawberry.type
 class TripQuery:
-    @strawberry.field(
+    @field(
         description=(
             "Trips the caller may see, newest first. A rider sees the trips they rode or\n"
             "requested; a driver sees every REQUESTED trip plus the trips they drive."
@@ -74,9 +74,7 @@ class TripQuery:
             total_count=page.total_count,
         )
 
-    @strawberry.field(
-        description="One trip the caller may see; a NOT_FOUND error (and null) otherwise."
-    )
+    @field(description="One trip the caller may see; a NOT_FOUND error (and null) otherwise.")
     async def trip(self, info: Info, id: strawberry.ID) -> TripView | None:
         ctx = info.context
         return await trips.get_trip(
@@ -86,7 +84,7 @@ class TripQuery:
 
 @strawberry.type
 class TripMutation:
-    @strawberry.mutation(description="Riders: ask for a ride. Every driver is told at once.")
+    @mutation(description="Riders: ask for a ride. Every driver is told at once.")
     async def request_trip(self, info: Info, input: RequestTripInput) -> TripView:
         ctx = info.context
         return await trips.request_trip(
@@ -103,7 +101,7 @@ class TripMutation:
             ),
         )
 
-    @strawberry.mutation(
+    @mutation(
         description=(
             "Drivers: take a REQUESTED trip (status becomes STARTED). Exactly one driver wins "
             "a race; the others get CONFLICT."
@@ -119,7 +117,7 @@ class TripMutation:
             trip_id=id,
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="The trip's driver: STARTED -> IN_PROGRESS -> COMPLETED, one step at a time."
     )
     async def update_trip_status(
@@ -135,7 +133,7 @@ class TripMutation:
             status=status,
         )
 
-    @strawberry.mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
+    @mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
     async def cancel_trip(self, info: Info, id: strawberry.ID) -> TripView:
         ctx = info.context
         return await trips.cancel_trip(
@@ -146,7 +144,7 @@ class TripMutation:
             trip_id=id,
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="The trip's driver, while STARTED or IN_PROGRESS: publish the car's position."
     )
     async def report_location(
@@ -164,7 +162,7 @@ class TripMutation:
             heading=None if location.heading is strawberry.UNSET else location.heading,
         )
 
-    @strawberry.mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
+    @mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
     async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> TripView:
         ctx = info.context
         return await trips.rate_trip(

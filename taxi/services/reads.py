@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, RowMapping, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # What an unreachable position store raises (Redis, or its socket).
 STORE_DOWN = (RedisError, OSError)
 UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
-TRIPS: FromClause = Trip.__table__  # type: ignore[attr-defined]
+TRIPS: FromClause = Trip.metadata.tables["trip"]
 # TripView's fields read from `trip` as they are; the others are derived in `_view`.
 COLUMNS = tuple(name for name in TripView.__dataclass_fields__ if name in TRIPS.c)
 POINTS = ("pick_up_latitude", "pick_up_longitude", "drop_off_latitude", "drop_off_longitude")
@@ -92,7 +92,7 @@ async def load(
 
 
 def _view(
-    row: Any, offered: dict[uuid.UUID, tuple[int, ...]], fixes: dict[uuid.UUID, Fix]
+    row: RowMapping, offered: dict[uuid.UUID, tuple[int, ...]], fixes: dict[uuid.UUID, Fix]
 ) -> TripView:
     trip_id = row["id"]
     fix = fixes.get(trip_id)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, RowMapping, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import FromClause
 from sqlmodel import col
@@ -14,7 +13,7 @@ from taxi.models import Trip, TripStatus, User, UserGroup
 from taxi.readmodels import UserView, media_url
 
 MIN_RATINGS = 3
-USERS: FromClause = User.__table__  # type: ignore[attr-defined]
+USERS: FromClause = User.metadata.tables["user"]
 # UserView's fields read from `user` as they are; the others are derived below.
 COLUMNS = tuple(name for name in UserView.__dataclass_fields__ if name in USERS.c)
 
@@ -42,7 +41,7 @@ def columns(users: FromClause, prefix: str) -> list[ColumnElement[Any]]:
     return [users.c[n].label(prefix + n) for n in (*COLUMNS, "photo")]
 
 
-def view(row: Mapping[str, Any], prefix: str, avg: Any = None, n: int | None = None) -> UserView:
+def view(row: RowMapping, prefix: str, avg: Any = None, n: int | None = None) -> UserView:
     """The user in `row` (columns labelled by `columns`); `avg`, `n`: their ratings."""
     rated = row[prefix + "group"] is UserGroup.DRIVER and (n or 0) >= MIN_RATINGS
     return UserView(
