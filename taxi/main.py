@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
+        plans=provider is None,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
+from taxi.context import Context
 from taxi.models import TripStatus
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
@@ -55,31 +56,43 @@ class TripQuery:
         first: int | None = 20,
         after: str | None = strawberry.UNSET,
     ) -> TripConnection:
-        ctx = info.context
-        page = await trips.list_trips(
-            db=ctx.db,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
-            statuses=status or None,
-            first=20 if first is None else first,
-            after=after or None,
-        )
-        edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
-        return TripConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                end_cursor=page.cursors[-1] if page.cursors else None,
-            ),
-            total_count=page.total_count,
-        )
+        return await trips_page(info.context, status=status, first=first, after=after)
 
     @field(description="One trip the caller may see; a NOT_FOUND error (and null) otherwise.")
     async def trip(self, info: Info, id: strawberry.ID) -> TripView | None:
-        ctx = info.context
-        return await trips.get_trip(
-            db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=id
-        )
+        return await one_trip(info.context, id)
+
+
+# The query resolvers' work, shared with taxi/schema/plans.py (which answers the same
+# fields without graphql-core's per-field execution).
+
+
+async def trips_page(
+    ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
+) -> TripConnection:
+    page = await trips.list_trips(
+        db=ctx.db,
+        positions=ctx.services.positions,
+        user=await ctx.user(),
+        statuses=status or None,
+        first=20 if first is None else first,
+        after=after or None,
+    )
+    edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
+    return TripConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next_page,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+        ),
+        total_count=page.total_count,
+    )
+
+
+async def one_trip(ctx: Context, trip_id: str) -> TripView:
+    return await trips.get_trip(
+        db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=trip_id
+    )
 
 
 @strawberry.type
