@@ -34,6 +34,7 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    TypeNameMetaFieldDef,
     get_argument_values,
     get_variable_values,
     is_leaf_type,
@@ -86,6 +87,14 @@ ROOTS: dict[str, Root] = {
 Render = Callable[[Any], Any]
 
 
+async def _typename(_ctx: Context, _args: dict[str, Any]) -> str:
+    return "Query"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 class Plan:
     __slots__ = ("name", "operation", "roots")
 
@@ -134,6 +143,9 @@ class Plans:
         plan = Plan(operation.name.value if operation.name else None, operation)
         for key, nodes in _collect(query_type.name, [operation.selection_set], fragments).items():
             name = nodes[0].name.value
+            if name == "__typename":
+                plan.roots.append((key, _typename, TypeNameMetaFieldDef, nodes[0], _same))
+                continue
             root = ROOTS.get(name)
             if root is None or len(nodes) != 1 or operation.directives:
                 return None
