@@ -70,14 +70,16 @@ class TripQuery:
 async def trips_page(
     ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
 ) -> TripConnection:
-    page = await trips.list_trips(
-        db=ctx.db,
-        positions=ctx.services.positions,
-        user=await ctx.user(),
-        statuses=status or None,
-        first=20 if first is None else first,
-        after=after or None,
-    )
+    # One session (one connection, one snapshot) for the token check and the page.
+    async with ctx.db() as session:
+        page = await trips.list_trips(
+            session,
+            positions=ctx.services.positions,
+            user=await ctx.user(session),
+            statuses=status or None,
+            first=20 if first is None else first,
+            after=after or None,
+        )
     edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
     return TripConnection(
         edges=edges,

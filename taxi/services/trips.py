@@ -90,8 +90,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_trips(
+    session: AsyncSession,
     *,
-    db: SessionMaker,
     positions: PositionStore,
     user: User,
     statuses: Sequence[TripStatus] | None,
@@ -116,10 +116,7 @@ async def list_trips(
                 and_(col(Trip.created) == created, col(Trip.id) < trip_id),
             )
         )
-    async with db() as session:
-        loaded = await reads.load(
-            session, page_where, positions=positions, limit=first, count=where
-        )
+    loaded = await reads.load(session, page_where, positions=positions, limit=first, count=where)
     return Page(
         trips=loaded.trips,
         cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
