@@ -88,7 +88,7 @@ Render = Callable[[Any], Any]
 
 
 async def _typename(_ctx: Context, _args: dict[str, Any]) -> str:
-    return "Query"
+    return "Query"  # the schema's query type (Strawberry's default name)
 
 
 def _same(value: Any) -> Any:
@@ -271,13 +271,20 @@ def _object(
     for key, field_nodes in fields.items():
         name = field_nodes[0].name.value
         if name == "__typename":
-            parts.append((key, lambda _obj, name=kind.name: name))
+            parts.append((key, _constant(kind.name)))
             continue
         field = kind.fields[name]
         definition = (field.extensions or {}).get(STRAWBERRY)
         if definition is None or definition.base_resolver is not None or field_nodes[0].arguments:
             raise Fallback  # a resolver's work: the full path
         read = attrgetter(definition.python_name)
-        render = _render(field.type, field_nodes, fragments)
-        parts.append((key, lambda obj, read=read, render=render: render(read(obj))))
+        parts.append((key, _attribute(read, _render(field.type, field_nodes, fragments))))
     return lambda obj: {key: part(obj) for key, part in parts}
+
+
+def _constant(value: str) -> Render:
+    return lambda _obj: value
+
+
+def _attribute(read: Callable[[Any], Any], render: Render) -> Render:
+    return lambda obj: render(read(obj))
