@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from starlette.routing import Route
 
+from taxi.context import Context
 from taxi.http import TaxiGraphQL
 from tests.helpers import Account, account, gql, request_trip
 
@@ -79,8 +80,13 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
     answered: list[bool] = []
     original = plans.answer
 
-    async def watched(*args: Any) -> dict[str, Any] | None:
-        data = await original(*args)
+    async def watched(
+        context: Context,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> dict[str, Any] | None:
+        data = await original(context, query, variables, operation_name)
         answered.append(data is not None)
         return data
 
