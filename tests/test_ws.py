@@ -883,5 +883,5 @@ async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> 
                     orjson.dumps({"kind": "session_ended", "key": "k", "n": n}).decode(),
                 )
                 item = await asyncio.wait_for(anext(listener), WAIT)
-                assert (item["kind"], item["n"]) == ("session_ended", n)
+                assert (item.kind, item.body["n"]) == (events.Kind.SESSION_ENDED, n)
         assert hub.watchers(one) == hub.watchers(two) == 0
