@@ -9,7 +9,7 @@ from taxi.errors import Unauthenticated
 
 if TYPE_CHECKING:
     from broadcaster import Broadcast
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from starlette.requests import HTTPConnection
     from starlette.responses import Response
 
@@ -71,8 +71,9 @@ class Context:
         self._user = None
         self._auth_error = Unauthenticated("Session ended.")
 
-    async def user(self) -> User:
-        """The signed-in, active user; Unauthenticated otherwise. Cached per context."""
+    async def user(self, session: AsyncSession | None = None) -> User:
+        """The signed-in, active user; Unauthenticated otherwise. Cached per context.
+        `session`: one the caller opened for its reads, to check the token in too."""
         if self._user is not None:
             return self._user
         if self._auth_error is not None:
@@ -80,7 +81,9 @@ class Context:
         from taxi.services.accounts import authenticate
 
         try:
-            self._user = await authenticate(db=self.db, settings=self.settings, token=self.token)
+            self._user = await authenticate(
+                db=self.db, settings=self.settings, token=self.token, session=session
+            )
         except Unauthenticated as exc:
             self._auth_error = exc
             raise

@@ -28,6 +28,7 @@ from taxi.db import SessionMaker
 from taxi.events import Publisher
 from taxi.models import DispatchWave, Trip, TripOffer, TripStatus, utcnow
 from taxi.positions import PositionStore
+from taxi.services import reads
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ async def run_due(
     *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
 ) -> int:
     """Run every due wave this process can claim; returns how many ran."""
-    from taxi.services.trips import views  # the read model; it imports this module
-
     published = []
     waves: list[int] = []  # offers per wave run, counted once committed
     async with db() as session, session.begin():
@@ -109,11 +108,15 @@ async def run_due(
             if drivers:
                 published.append((trip, drivers))
         await session.flush()
-        trips = await views(session, [t for t, _ in published], positions=positions)
+        ids = [t.id for t, _ in published]
+        loaded = (
+            await reads.load(session, [col(Trip.id).in_(ids)], positions=positions) if ids else None
+        )
+        views = {v.id: v for v in loaded.trips} if loaded else {}
     for offers in waves:
         metrics.wave(offers=offers)
-    for view, (_, drivers) in zip(trips, published, strict=True):
-        await events.offered(view, drivers)
+    for trip, drivers in published:
+        await events.offered(views[trip.id], drivers)
     return len(rows)
 
 

@@ -9,23 +9,75 @@ import dataclasses
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import orjson
 from broadcaster import Broadcast
 from redis.exceptions import RedisError
 
-from taxi.readmodels import LocationView, TripView
+from taxi.readmodels import LocationView, TripView, from_json, to_json
 
 log = logging.getLogger(__name__)
-
-# A decoded event, as the hub hands it to every local watcher of its channel. Views
-# decoded from it are cached in it under `_`-keys, so every watcher shares them.
-Item = dict[str, Any]
 
 # Sent by the broadcast backend on a channel after it reconnected: messages may have
 # been missed, so watchers re-read the current state once.
 RESYNC = "__resync__"
+
+
+class Kind(StrEnum):
+    """What happened: the `kind` of every message."""
+
+    REQUESTED = "requested"  # a rider asked for a ride
+    OFFERED = "offered"  # a dispatch wave offered the trip to a driver (their channel)
+    ACCEPTED = "accepted"
+    STATUS = "status"  # the driver moved the trip on
+    CANCELED = "canceled"
+    RATED = "rated"
+    LOCATION = "location"  # a position of the trip's car
+    SESSION_ENDED = "session_ended"
+    RESYNC = RESYNC  # not a message: the backend reconnected
+
+
+@dataclass(eq=False)
+class Event:
+    """A decoded message, as the hub hands it to every local watcher of its channel:
+    what is decoded from it is decoded once and shared by them all."""
+
+    kind: Kind
+    key: str
+    body: dict[str, Any]
+    # Encoded results per (live plan, view) (taxi/live/execution.py).
+    frames: dict[tuple[object, int], bytes] = field(default_factory=dict)
+
+    @cached_property
+    def trip(self) -> TripView:
+        return from_json(TripView, self.body["trip"])
+
+    @cached_property
+    def redacted(self) -> TripView:
+        """The trip as drivers who may not see it learn that it left the pool: without
+        who took it."""
+        return dataclasses.replace(self.trip, driver=None, driver_location=None)
+
+    @cached_property
+    def location(self) -> LocationView:
+        return from_json(LocationView, self.body["location"])
+
+    @property
+    def left_pool(self) -> bool:
+        return bool(self.body.get("left_pool"))
+
+    @property
+    def parties(self) -> list[int | None]:
+        """Who may watch a location event (rider, driver)."""
+        parties: list[int | None] = self.body["parties"]
+        return parties
+
+
+RESYNC_EVENT = Event(Kind.RESYNC, RESYNC, {})
 
 # Channel names below are relative: on the backend each is `<CHANNEL_PREFIX>:<name>`, so
 # two deployments (or test runs) sharing one Redis never see each other's events.
@@ -53,50 +105,21 @@ def full_channel(prefix: str, name: str) -> str:
     return f"{prefix}:{name}"
 
 
-def _json_default(value: object) -> str:
-    # asyncpg hands back its own uuid.UUID subclass (e.g. after a refresh), which
-    # orjson does not serialize natively.
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
-def _encode(kind: str, key: str, body: dict[str, Any]) -> str:
+def _encode(kind: Kind, key: str, body: dict[str, Any]) -> str:
     # `at` is the publish time (epoch seconds), for latency measurements.
     message = {"kind": kind, "key": key, "at": time.time(), **body}
-    return orjson.dumps(message, default=_json_default).decode()
+    return to_json(message).decode()
 
 
-def decode(message: str) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(message)
-    return data
-
-
-def trip_of(item: dict[str, Any]) -> TripView:
-    """The event's trip, decoded once per process: the hub hands the same item to every
-    local subscriber, so they all get the same view object."""
-    view = item.get("_view")
-    if view is None:
-        view = item["_view"] = TripView.from_json(item["trip"])
-    return view  # type: ignore[no-any-return]
-
-
-def redacted_trip_of(item: dict[str, Any]) -> TripView:
-    """The trip as drivers who may not see it learn that it left the pool: without
-    who took it."""
-    view = item.get("_redacted")
-    if view is None:
-        view = item["_redacted"] = dataclasses.replace(
-            trip_of(item), driver=None, driver_location=None
-        )
-    return view  # type: ignore[no-any-return]
-
-
-def location_of(item: dict[str, Any]) -> LocationView:
-    view = item.get("_location")
-    if view is None:
-        view = item["_location"] = LocationView.from_json(item["location"])
-    return view  # type: ignore[no-any-return]
+def decode(message: str) -> Event:
+    """Raises ValueError for a message that is not one of ours."""
+    data = orjson.loads(message)
+    if not isinstance(data, dict):
+        raise ValueError("not an event")
+    try:
+        return Event(Kind(data["kind"]), str(data["key"]), data)
+    except KeyError as exc:
+        raise ValueError("not an event") from exc
 
 
 class Publisher:
@@ -115,20 +138,20 @@ class Publisher:
             except (RedisError, OSError) as exc:
                 log.warning("publish to %s failed: %r", channel, exc)
 
-    async def trip_changed(self, trip: TripView, *, kind: str, left_pool: bool = False) -> None:
-        body = {"trip": trip.to_json(), "left_pool": left_pool}
+    async def trip_changed(self, trip: TripView, *, kind: Kind, left_pool: bool = False) -> None:
+        body = {"trip": trip, "left_pool": left_pool}
         message = _encode(kind, str(trip.id), body)
         channels = [trip_channel(trip.id), TRIPS]
         # A dispatched trip is never in the common pool: its offers travel on the
         # offered drivers' own channels (offered()), so traffic grows with them only.
-        if (kind == "requested" or left_pool) and trip.offered is None:
+        if (kind is Kind.REQUESTED or left_pool) and trip.offered is None:
             channels.append(POOL)
         await self._send(channels, message)
 
     async def offered(self, trip: TripView, driver_ids: list[int]) -> None:
         """A wave: the trip to each newly offered driver, on their own channel."""
         if driver_ids:
-            message = _encode("offered", str(trip.id), {"trip": trip.to_json()})
+            message = _encode(Kind.OFFERED, str(trip.id), {"trip": trip})
             await self._send([driver_channel(d) for d in driver_ids], message)
 
     async def location_reported(
@@ -136,12 +159,12 @@ class Publisher:
     ) -> None:
         """A position of the trip's car; `parties` (rider, driver) may watch it. No trip
         state: the per-report path reads nothing from the database."""
-        body = {"parties": parties, "location": TripView.location_json(location)}
-        await self._send([location_channel(trip_id)], _encode("location", str(trip_id), body))
+        body = {"parties": parties, "location": location}
+        await self._send([location_channel(trip_id)], _encode(Kind.LOCATION, str(trip_id), body))
 
     async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
         """`sid` ended (log-out, a replayed refresh token) or, without one, every
         session of `user_id` (deactivated or deleted)."""
         key = f"session:{sid}" if sid else f"user:{user_id}"
         body = {"user_id": user_id, "sid": sid}
-        await self._send([SESSIONS], _encode("session_ended", key, body))
+        await self._send([SESSIONS], _encode(Kind.SESSION_ENDED, key, body))

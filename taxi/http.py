@@ -27,6 +27,7 @@ from taxi.errors import BadUserInput
 from taxi.schema import inputs
 from taxi.schema.errors import PRE_EXECUTION_CODES, with_codes
 from taxi.schema.limits import MAX_TOKENS
+from taxi.schema.plans import Plans
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
 CSRF_REFUSED = (
@@ -48,9 +49,16 @@ def error_response(status: int, message: str, code: str) -> JSONResponse:
 
 
 class TaxiGraphQL(GraphQL[Context, None]):
-    def __init__(self, schema: Any, *, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, schema: Any, *, settings: Settings, plans: bool = True, **kwargs: Any
+    ) -> None:
+        """`plans`: answer recognised read-only queries without per-field execution
+        (taxi/schema/plans.py); off with tracing, whose operation span they skip."""
         super().__init__(schema, **kwargs)
         self.settings = settings
+        # `_schema`: the graphql-core schema, as Strawberry's docs point to for interop.
+        core = schema._schema
+        self.plans = Plans(core, introspection=settings.introspection) if plans else None
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson refuses what the standard library let through to a 500: a lone
@@ -151,6 +159,13 @@ class TaxiGraphQL(GraphQL[Context, None]):
             # Subscriptions are served over WebSocket; run over plain HTTP, the stream
             # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
             raise HTTPException(400, "Subscriptions are served over WebSocket only.")
+        get_refused = kwargs["request_adapter"].method == "GET" and not self.allow_queries_via_get
+        if self.plans is not None and isinstance(data.query, str) and not get_refused:
+            answer = await self.plans.answer(
+                kwargs["context"], data.query, data.variables, data.operation_name
+            )
+            if answer is not None:
+                return ExecutionResult(data=answer)
         result = await super().execute_single(*args, **kwargs)
         if result.errors:
             # Parse failures skip the extensions; give them their code here too.

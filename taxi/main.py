@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             yield
 
     app = Starlette(
-        routes=_routes(settings, schema, live),
+        routes=_routes(settings, schema, live, plans=provider is None),
         middleware=_middleware(settings, provider),
         lifespan=lifespan,
     )
@@ -189,10 +189,15 @@ async def _running(
                 await services.hub.close()
 
 
-def _routes(settings: Settings, schema: strawberry.Schema, live: LiveEndpoint) -> list[BaseRoute]:
+def _routes(
+    settings: Settings, schema: strawberry.Schema, live: LiveEndpoint, *, plans: bool
+) -> list[BaseRoute]:
+    """`plans`: recognised read-only queries answered by cached plans (taxi/schema/plans.py);
+    off under tracing, whose spans follow Strawberry's execution."""
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
+        plans=plans,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
     )

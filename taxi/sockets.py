@@ -16,6 +16,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from taxi import events
+from taxi.events import Kind
 from taxi.live.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ async def follow(hub: Hub, registry: SocketRegistry) -> None:
         try:
             async with hub.subscribe(events.SESSIONS) as inbox:
                 async for item in inbox:
-                    if item.get("kind") == "session_ended":
-                        await registry.end(user_id=int(item["user_id"]), sid=item.get("sid"))
+                    if item.kind is Kind.SESSION_ENDED:
+                        body = item.body
+                        await registry.end(user_id=int(body["user_id"]), sid=body.get("sid"))
         except (RedisError, OSError) as exc:
             log.warning("sessions channel unavailable (%r); retrying", exc)
             await asyncio.sleep(_RETRY_SECONDS)

@@ -12,12 +12,13 @@ import orjson
 
 from taxi import events
 from taxi.config import Settings
+from taxi.events import Event
 from taxi.live.execution import GraphQL
 from taxi.live.hub import Hub, Record
 from taxi.live.wire import Outbox
 from taxi.main import create_app
+from taxi.readmodels import TripView, to_json
 from taxi.schema.build import build_schema
-from taxi.schema.types import Trip
 from taxi.services.live import Feed
 from tests.helpers import fake_trip
 from tests.wait import WAIT
@@ -118,12 +119,16 @@ class Watcher:
         raise AssertionError("no resync here")
 
 
+def trip_of(event: Event) -> TripView:
+    return event.trip
+
+
 def _record(app: Any, watcher: Watcher, channel: str, see: Any) -> Record:
     graphql = GraphQL(build_schema(), mask_internal=False, introspection=True)
     document = graphql.prepare("subscription { tripRequested { id } }")
     assert not isinstance(document, list)
     plan = graphql._plan(document, None, None)
-    return Record(watcher, "op", b"", Feed((channel,), see), plan, Trip.of)
+    return Record(watcher, "op", b"", Feed((channel,), see), plan)
 
 
 async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Settings) -> None:
@@ -139,17 +144,17 @@ async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Setti
         def broken(item: dict[str, Any]) -> Any:
             raise KeyError("trip")
 
-        good_record = _record(app, good, channel, events.trip_of)
+        good_record = _record(app, good, channel, trip_of)
         bad_record = _record(app, bad, channel, broken)
         for record in (bad_record, good_record):
             await hub.add(record)
             hub.release(record)
         for _ in range(3):
             trip = fake_trip()
-            message = {"kind": "requested", "key": str(trip.id), "trip": trip.to_json()}
+            message = {"kind": "requested", "key": str(trip.id), "trip": trip}
             good.arrived.clear()
             await app.state.services.broadcast.publish(
-                events.full_channel(hub.prefix, channel), orjson.dumps(message).decode()
+                events.full_channel(hub.prefix, channel), to_json(message).decode()
             )
             await asyncio.wait_for(good.arrived.wait(), WAIT)
             expected = {"data": {"tripRequested": {"id": str(trip.id)}}}
@@ -186,8 +191,8 @@ async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> N
 
         fast_sock = Sock(fast)
         records = [
-            _record(app, Sock(slow), channel, events.trip_of),
-            _record(app, fast_sock, channel, events.trip_of),
+            _record(app, Sock(slow), channel, trip_of),
+            _record(app, fast_sock, channel, trip_of),
         ]
         for record in records:
             await hub.add(record)
@@ -195,10 +200,10 @@ async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> N
         for _ in range(5 * hub.maxsize):
             trip = fake_trip()
             sent.append(str(trip.id))
-            message = {"kind": "requested", "key": str(trip.id), "trip": trip.to_json()}
+            message = {"kind": "requested", "key": str(trip.id), "trip": trip}
             fast_sock.arrived.clear()
             await services.broadcast.publish(
-                events.full_channel(hub.prefix, channel), orjson.dumps(message).decode()
+                events.full_channel(hub.prefix, channel), to_json(message).decode()
             )
             await asyncio.wait_for(fast_sock.arrived.wait(), WAIT)  # every event, in order
             data = orjson.loads(fast_seam.written[-1][:-1])
@@ -230,5 +235,5 @@ async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> 
                     orjson.dumps({"kind": "session_ended", "key": "k", "n": n}).decode(),
                 )
                 item = await asyncio.wait_for(anext(listener), WAIT)
-                assert (item["kind"], item["n"]) == ("session_ended", n)
+                assert (item.kind, item.body["n"]) == (events.Kind.SESSION_ENDED, n)
         assert hub.watchers(one) == hub.watchers(two) == 0

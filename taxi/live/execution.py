@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,7 +36,7 @@ from graphql import (
     validate,
 )
 
-from taxi.events import Item
+from taxi.events import Event
 from taxi.resolvers.subscriptions import Live
 from taxi.schema.errors import with_codes
 from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
@@ -81,21 +80,15 @@ class Plan:
             raise TypeError("live payload types must resolve synchronously")
         return encode(result, mask_internal=mask_internal) + b"}"
 
-    def shared(self, item: Item, view: Any, convert: Callable[[Any], Any], *, mask: bool) -> bytes:
+    def shared(self, event: Event, view: Any, *, mask: bool) -> bytes:
         """`payload` once per (event, view) for every subscriber of this plan."""
         last = self._last
         if last is not None and last[0] is view:
             return last[1]
-        frames: dict[tuple[Plan, int], bytes] = item.setdefault("_frames", {})
         key = (self, id(view))
-        data = frames.get(key)
+        data = event.frames.get(key)
         if data is None:
-            objects: dict[tuple[Any, int], Any] = item.setdefault("_objects", {})
-            okey = (convert, id(view))
-            obj = objects.get(okey)
-            if obj is None:
-                obj = objects[okey] = convert(view)
-            data = frames[key] = self.payload(obj, mask_internal=mask)
+            data = event.frames[key] = self.payload(view, mask_internal=mask)
         self._last = (view, data)
         return data
 
@@ -207,6 +200,6 @@ class GraphQL:
             plan = self._plans[key] = Plan(self.core, document, name, variables)
         return plan
 
-    def first(self, plan: Plan, view: Any, convert: Callable[[Any], Any]) -> bytes:
+    def first(self, plan: Plan, view: Any) -> bytes:
         """A subscriber's own first state (or one re-read after a reconnect)."""
-        return plan.payload(convert(view), mask_internal=self.mask_internal)
+        return plan.payload(view, mask_internal=self.mask_internal)

@@ -13,20 +13,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol
 
 from broadcaster import Broadcast
 
 from taxi import events, metrics
-from taxi.events import Item
+from taxi.events import RESYNC_EVENT, Event
 from taxi.live.execution import Plan
 from taxi.services.live import End, Feed
 
 log = logging.getLogger("taxi.live")
-
-RESYNC_ITEM: Item = {"kind": events.RESYNC, "key": events.RESYNC}
 
 
 class Subscriber(Protocol):
@@ -40,7 +38,7 @@ class Subscriber(Protocol):
 
 
 class Record:
-    __slots__ = ("convert", "feed", "held", "op_id", "plan", "prefix", "socket")
+    __slots__ = ("feed", "held", "op_id", "plan", "prefix", "socket")
 
     def __init__(
         self,
@@ -49,17 +47,15 @@ class Record:
         prefix: bytes,
         feed: Feed[Any],
         plan: Plan,
-        convert: Callable[[Any], Any],
     ) -> None:
         self.socket = socket
         self.op_id = op_id
         self.prefix = prefix  # the result frame up to its payload
         self.feed = feed
         self.plan = plan  # shared by every record of the same document and variables
-        self.convert = convert  # a view -> the schema's object
         # Events that arrive while the first state is read: kept (newest per key,
         # bounded by the socket's outbox size) and replayed after it; None once live.
-        self.held: dict[str, Item] | None = {}
+        self.held: dict[str, Event] | None = {}
 
 
 class Listener:
@@ -68,17 +64,17 @@ class Listener:
     per subscription; past `maxsize` unread items the oldest is dropped."""
 
     def __init__(self, maxsize: int) -> None:
-        self._items: collections.deque[Item] = collections.deque(maxlen=maxsize)
+        self._items: collections.deque[Event] = collections.deque(maxlen=maxsize)
         self._ready = asyncio.Event()
 
-    def put(self, item: Item) -> None:
+    def put(self, item: Event) -> None:
         self._items.append(item)
         self._ready.set()
 
     def __aiter__(self) -> Listener:
         return self
 
-    async def __anext__(self) -> Item:
+    async def __anext__(self) -> Event:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -205,7 +201,7 @@ class Hub:
 
     def _publish(self, channel: str, ch: _Channel, message: str) -> None:
         if message == events.RESYNC:
-            item = RESYNC_ITEM
+            item = RESYNC_EVENT
         else:
             try:
                 item = events.decode(message)
@@ -219,23 +215,23 @@ class Hub:
             if type(record) is Record:
                 self._deliver(record, item)
 
-    def _deliver(self, record: Record, item: Item) -> None:
-        if item is RESYNC_ITEM:
+    def _deliver(self, record: Record, item: Event) -> None:
+        if item is RESYNC_EVENT:
             if record.feed.current is not None:
                 record.socket.refresh(record)
             return
         if record.held is not None:
             held = record.held
-            held.pop(item["key"], None)
+            held.pop(item.key, None)
             if len(held) >= self.maxsize:
                 del held[next(iter(held))]
-            held[item["key"]] = item
+            held[item.key] = item
             return
         try:
             view = record.feed.see(item)
             if view is None:
                 return
-            payload = record.plan.shared(item, view, record.convert, mask=self.mask_internal)
+            payload = record.plan.shared(item, view, mask=self.mask_internal)
         except End:
             record.socket.end(record)
             return
@@ -245,4 +241,4 @@ class Hub:
             return
         self.delivered += 1  # the one place a delivery happens
         metrics.delivered()
-        record.socket.deliver(record, item["key"], payload)
+        record.socket.deliver(record, item.key, payload)

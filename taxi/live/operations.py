@@ -157,7 +157,7 @@ class Operations:
             await self._refuse(op_id, opened, name=name, kind="subscription")
             return
         live, plan = opened
-        record = Record(self, op_id, prefix, live.feed, plan, live.convert)
+        record = Record(self, op_id, prefix, live.feed, plan)
         await self.hub.add(record)
         try:
             # Subscribed first, then read: a change committed in between is held.
@@ -168,7 +168,7 @@ class Operations:
                     await self.outbox.send(p.complete(op_id).encode())
                     return
                 if view is not None:
-                    await self.outbox.send(prefix + graphql.first(plan, view, live.convert))
+                    await self.outbox.send(prefix + graphql.first(plan, view))
             self._keep(record)
         finally:
             if self.records.get(op_id) is not record:
@@ -231,6 +231,6 @@ class Operations:
             log.warning("re-reading a live subscription's state failed: %r", exc)
             view = None  # the next RESYNC tries again
         if view is not None and self.records.get(record.op_id) is record:
-            payload = self.graphql.first(record.plan, view, record.convert)
+            payload = self.graphql.first(record.plan, view)
             self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
         self.hub.release(record)  # what was held follows the fresh state

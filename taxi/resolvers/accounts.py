@@ -7,7 +7,8 @@ from strawberry.file_uploads import Upload
 
 from taxi.errors import BadUserInput
 from taxi.models import UserGroup
-from taxi.schema.types import AuthPayload, Info, User
+from taxi.readmodels import UserView
+from taxi.schema.types import AuthPayload, Info, field, mutation
 from taxi.services import accounts
 
 
@@ -34,21 +35,21 @@ async def _read_upload(upload: object, limit: int) -> bytes | None:
 
 
 def _payload(result: accounts.AuthResult) -> AuthPayload:
-    return AuthPayload(access=result.access, refresh=result.refresh, user=User.of(result.user))
+    return AuthPayload(access=result.access, refresh=result.refresh, user=result.user)
 
 
 @strawberry.type
 class AccountQuery:
-    @strawberry.field(description="The signed-in user.")
-    async def me(self, info: Info) -> User:
+    @field(description="The signed-in user.")
+    async def me(self, info: Info) -> UserView:
         ctx = info.context
-        return User.of(await accounts.me(db=ctx.db, user=await ctx.user()))
+        return await accounts.me(db=ctx.db, user=await ctx.user())
 
 
 @strawberry.type
 class AccountMutation:
     @strawberry.mutation
-    async def sign_up(self, info: Info, input: SignUpInput) -> User:
+    async def sign_up(self, info: Info, input: SignUpInput) -> UserView:
         ctx = info.context
         photo = await _read_upload(input.photo, ctx.settings.max_upload_bytes)
         view = await accounts.sign_up(
@@ -66,7 +67,7 @@ class AccountMutation:
             # proxy headers handling rewrites `client` only for those).
             client=ctx.request.client.host if ctx.request.client else None,
         )
-        return User.of(view)
+        return view
 
     @strawberry.mutation
     async def log_in(self, info: Info, username: str, password: str) -> AuthPayload:
@@ -81,7 +82,7 @@ class AccountMutation:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Trade a refresh token for a new pair; the old refresh token stops working."
     )
     async def refresh_token(self, info: Info, refresh: str) -> AuthPayload:
@@ -92,7 +93,7 @@ class AccountMutation:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="End the refresh token's session (its access tokens and sockets too). "
         "True when it was live."
     )

@@ -5,31 +5,29 @@ from __future__ import annotations
 import strawberry
 
 from taxi.positions import Availability
+from taxi.readmodels import LocationView
 from taxi.resolvers.trips import LocationInput, PointInput
-from taxi.schema.types import Info, Location
+from taxi.schema.types import Info, field, mutation
 from taxi.services import drivers
 
 
 @strawberry.type(description="The signed-in driver's dispatch state.")
 class DriverState:
     availability: Availability
-    position: Location | None = strawberry.field(
+    position: LocationView | None = strawberry.field(
         description="The last position reported while online; null when none is fresh."
     )
 
     @classmethod
     def of(cls, v: drivers.StateView) -> DriverState:
-        return cls(
-            availability=v.availability,
-            position=Location.of(v.position) if v.position else None,
-        )
+        return cls(availability=v.availability, position=v.position)
 
 
 @strawberry.type(
     description="An available car near a point. Anonymous: no driver identity is exposed."
 )
 class NearbyCar:
-    location: Location
+    location: LocationView
     distance_meters: float = strawberry.field(
         description="Great-circle distance from the point asked about, in metres."
     )
@@ -41,7 +39,7 @@ def _heading(position: LocationInput) -> float | None:
 
 @strawberry.type
 class DriverQuery:
-    @strawberry.field(description="Any signed-in user: available cars near a point, nearest first.")
+    @field(description="Any signed-in user: available cars near a point, nearest first.")
     async def nearby_cars(
         self, info: Info, near: PointInput, radius_meters: int | None = 2000, first: int | None = 10
     ) -> list[NearbyCar]:
@@ -55,11 +53,9 @@ class DriverQuery:
             radius=2000 if radius_meters is None else radius_meters,
             first=10 if first is None else first,
         )
-        return [
-            NearbyCar(location=Location.of(c.location), distance_meters=c.distance) for c in cars
-        ]
+        return [NearbyCar(location=c.location, distance_meters=c.distance) for c in cars]
 
-    @strawberry.field(description="Drivers: their own dispatch state.")
+    @field(description="Drivers: their own dispatch state.")
     async def driver_state(self, info: Info) -> DriverState:
         ctx = info.context
         return DriverState.of(
@@ -71,22 +67,18 @@ class DriverQuery:
 
 @strawberry.type
 class DriverMutation:
-    @strawberry.mutation(
-        description="Drivers: start receiving offers of trips requested near this position."
-    )
+    @mutation(description="Drivers: start receiving offers of trips requested near this position.")
     async def go_online(self, info: Info, position: LocationInput) -> DriverState:
         return await _report(info, position, online=True)
 
-    @strawberry.mutation(
-        description="Drivers: stop receiving offers. CONFLICT while driving a trip."
-    )
+    @mutation(description="Drivers: stop receiving offers. CONFLICT while driving a trip.")
     async def go_offline(self, info: Info) -> DriverState:
         ctx = info.context
         return DriverState.of(
             await drivers.go_offline(positions=ctx.services.positions, user=await ctx.user())
         )
 
-    @strawberry.mutation(
+    @mutation(
         description=(
             "Drivers, while online: where the car is now (every few seconds). While driving a "
             "trip it also reaches that trip's driverLocation watchers."

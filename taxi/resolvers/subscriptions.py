@@ -1,19 +1,20 @@
 """Subscriptions. Authorization runs when the client subscribes (an `error` message for
 that operation; the socket stays open) and is re-applied to every event by the feed.
 
-A field resolves to a `Live`: the feed the business rules describe, and how a view
-becomes this schema's object. The live layer (taxi/live) registers it with the hub and
+A field resolves to a `Live`: the feed the business rules describe (its views are this
+schema's objects: taxi/readmodels.py). The live layer (taxi/live) registers it with the hub and
 executes each event once per document; nothing iterates it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import strawberry
 
-from taxi.schema.types import Info, Location, Trip
+from taxi.readmodels import LocationView, TripView
+from taxi.schema.types import Info, subscription
 from taxi.services import live
 
 T = TypeVar("T")
@@ -21,8 +22,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Live(AsyncIterable[T], Generic[T]):
-    feed: live.Feed[Any]
-    convert: Callable[[Any], T]
+    feed: live.Feed[T]
 
     def __aiter__(self) -> AsyncIterator[T]:
         # graphql-core wants a subscription field to return an async iterable; this one
@@ -32,43 +32,45 @@ class Live(AsyncIterable[T], Generic[T]):
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Drivers: each trip as soon as a rider requests it.")
-    async def trip_requested(self, info: Info) -> AsyncIterator[Trip]:
+    @subscription(description="Drivers: each trip as soon as a rider requests it.")
+    async def trip_requested(self, info: Info) -> AsyncIterable[TripView]:
         user = await info.context.user()
         live.check_driver(user)
-        return Live(live.watch_requests(user=user), Trip.of)  # type: ignore[return-value]
+        return Live(live.watch_requests(user=user))
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "The trip's rider and driver (and any driver while it is REQUESTED): its current "
             "state first, then every change."
         )
     )
-    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterator[Trip]:
+    async def trip_updated(self, info: Info, id: strawberry.ID) -> AsyncIterable[TripView]:
         ctx = info.context
         user = await ctx.user()
         positions = ctx.services.positions
         trip_id = await live.check_trip_watch(db=ctx.db, positions=positions, user=user, trip_id=id)
         feed = live.watch_trip(db=ctx.db, positions=positions, user=user, trip_id=trip_id)
-        return Live(feed, Trip.of)  # type: ignore[return-value]
+        return Live(feed)
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "Every change to any trip the caller may see by the rules of Query.trips, "
             "including a requested trip leaving the pool."
         )
     )
-    async def trips_updated(self, info: Info) -> AsyncIterator[Trip]:
+    async def trips_updated(self, info: Info) -> AsyncIterable[TripView]:
         user = await info.context.user()
-        return Live(live.watch_trips(user=user), Trip.of)  # type: ignore[return-value]
+        return Live(live.watch_trips(user=user))
 
-    @strawberry.subscription(
+    @subscription(
         description=(
             "The trip's rider and driver: each position the driver reports; the last known "
             "one first, when there is one."
         )
     )
-    async def driver_location(self, info: Info, trip_id: strawberry.ID) -> AsyncIterator[Location]:
+    async def driver_location(
+        self, info: Info, trip_id: strawberry.ID
+    ) -> AsyncIterable[LocationView]:
         ctx = info.context
         user = await ctx.user()
         positions = ctx.services.positions
@@ -76,4 +78,4 @@ class Subscription:
             db=ctx.db, positions=positions, user=user, trip_id=trip_id
         )
         feed = live.watch_location(db=ctx.db, positions=positions, user=user, trip_id=tid)
-        return Live(feed, Location.of)  # type: ignore[return-value]
+        return Live(feed)

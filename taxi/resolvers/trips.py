@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
+from taxi.context import Context
 from taxi.models import TripStatus
-from taxi.schema.types import (
-    Info,
-    Location,
-    PageInfo,
-    Trip,
-    TripConnection,
-    TripEdge,
-)
+from taxi.readmodels import LocationView, TripView
+from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.services import trips
 
 
@@ -48,7 +43,7 @@ class LocationInput:
 
 @strawberry.type
 class TripQuery:
-    @strawberry.field(
+    @field(
         description=(
             "Trips the caller may see, newest first. A rider sees the trips they rode or\n"
             "requested; a driver sees every REQUESTED trip plus the trips they drive."
@@ -61,46 +56,53 @@ class TripQuery:
         first: int | None = 20,
         after: str | None = strawberry.UNSET,
     ) -> TripConnection:
-        ctx = info.context
+        return await trips_page(info.context, status=status, first=first, after=after)
+
+    @field(description="One trip the caller may see; a NOT_FOUND error (and null) otherwise.")
+    async def trip(self, info: Info, id: strawberry.ID) -> TripView | None:
+        return await one_trip(info.context, id)
+
+
+# The query resolvers' work, shared with taxi/schema/plans.py (which answers the same
+# fields without graphql-core's per-field execution).
+
+
+async def trips_page(
+    ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
+) -> TripConnection:
+    # One session (one connection, one snapshot) for the token check and the page.
+    async with ctx.db() as session:
         page = await trips.list_trips(
-            db=ctx.db,
+            session,
             positions=ctx.services.positions,
-            user=await ctx.user(),
+            user=await ctx.user(session),
             statuses=status or None,
             first=20 if first is None else first,
             after=after or None,
         )
-        edges = [
-            TripEdge(cursor=c, node=Trip.of(t))
-            for c, t in zip(page.cursors, page.trips, strict=True)
-        ]
-        return TripConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                end_cursor=page.cursors[-1] if page.cursors else None,
-            ),
-            total_count=page.total_count,
-        )
-
-    @strawberry.field(
-        description="One trip the caller may see; a NOT_FOUND error (and null) otherwise."
+    edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
+    return TripConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next_page,
+            end_cursor=page.cursors[-1] if page.cursors else None,
+        ),
+        total_count=page.total_count,
     )
-    async def trip(self, info: Info, id: strawberry.ID) -> Trip | None:
-        ctx = info.context
-        return Trip.of(
-            await trips.get_trip(
-                db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=id
-            )
-        )
+
+
+async def one_trip(ctx: Context, trip_id: str) -> TripView:
+    return await trips.get_trip(
+        db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=trip_id
+    )
 
 
 @strawberry.type
 class TripMutation:
-    @strawberry.mutation(description="Riders: ask for a ride. Every driver is told at once.")
-    async def request_trip(self, info: Info, input: RequestTripInput) -> Trip:
+    @mutation(description="Riders: ask for a ride. Every driver is told at once.")
+    async def request_trip(self, info: Info, input: RequestTripInput) -> TripView:
         ctx = info.context
-        view = await trips.request_trip(
+        return await trips.request_trip(
             db=ctx.db,
             events=ctx.services.events,
             positions=ctx.services.positions,
@@ -113,63 +115,58 @@ class TripMutation:
                 drop_off=input.drop_off.pair() if input.drop_off else None,
             ),
         )
-        return Trip.of(view)
 
-    @strawberry.mutation(
+    @mutation(
         description=(
             "Drivers: take a REQUESTED trip (status becomes STARTED). Exactly one driver wins "
             "a race; the others get CONFLICT."
         )
     )
-    async def accept_trip(self, info: Info, id: strawberry.ID) -> Trip:
+    async def accept_trip(self, info: Info, id: strawberry.ID) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.accept_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-            )
+        return await trips.accept_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="The trip's driver: STARTED -> IN_PROGRESS -> COMPLETED, one step at a time."
     )
-    async def update_trip_status(self, info: Info, id: strawberry.ID, status: TripStatus) -> Trip:
+    async def update_trip_status(
+        self, info: Info, id: strawberry.ID, status: TripStatus
+    ) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.update_trip_status(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-                status=status,
-            )
+        return await trips.update_trip_status(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
+            status=status,
         )
 
-    @strawberry.mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
-    async def cancel_trip(self, info: Info, id: strawberry.ID) -> Trip:
+    @mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
+    async def cancel_trip(self, info: Info, id: strawberry.ID) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.cancel_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-            )
+        return await trips.cancel_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="The trip's driver, while STARTED or IN_PROGRESS: publish the car's position."
     )
     async def report_location(
         self, info: Info, trip_id: strawberry.ID, location: LocationInput
-    ) -> Location:
+    ) -> LocationView:
         ctx = info.context
-        view = await trips.report_location(
+        return await trips.report_location(
             db=ctx.db,
             events=ctx.services.events,
             positions=ctx.services.positions,
@@ -179,18 +176,15 @@ class TripMutation:
             longitude=location.longitude,
             heading=None if location.heading is strawberry.UNSET else location.heading,
         )
-        return Location.of(view)
 
-    @strawberry.mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
-    async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> Trip:
+    @mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
+    async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> TripView:
         ctx = info.context
-        return Trip.of(
-            await trips.rate_trip(
-                db=ctx.db,
-                events=ctx.services.events,
-                positions=ctx.services.positions,
-                user=await ctx.user(),
-                trip_id=id,
-                rating=rating,
-            )
+        return await trips.rate_trip(
+            db=ctx.db,
+            events=ctx.services.events,
+            positions=ctx.services.positions,
+            user=await ctx.user(),
+            trip_id=id,
+            rating=rating,
         )

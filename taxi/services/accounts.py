@@ -217,16 +217,21 @@ async def log_out(*, db: SessionMaker, events: Publisher, settings: Settings, re
     return live
 
 
-async def authenticate(*, db: SessionMaker, settings: Settings, token: str | None) -> User:
+async def authenticate(
+    *, db: SessionMaker, settings: Settings, token: str | None, session: AsyncSession | None = None
+) -> User:
     """The active user of a live session an access token names; Unauthenticated
-    otherwise. One indexed query (user and session by primary key)."""
+    otherwise. One indexed query (user and session by primary key), in `session` when
+    the caller has one open for its own reads."""
     if not token:
         raise Unauthenticated("Authentication required.")
     claims = auth.decode_token(token, settings=settings, token_type="access")
-    async with db() as session:
-        user = await sessions.load_signed_in(
-            session, user_id=int(claims["sub"]), sid=str(claims["sid"])
-        )
+    user_id, sid = int(claims["sub"]), str(claims["sid"])
+    if session is not None:
+        user = await sessions.load_signed_in(session, user_id=user_id, sid=sid)
+    else:
+        async with db() as own:
+            user = await sessions.load_signed_in(own, user_id=user_id, sid=sid)
     if user is None:
         raise Unauthenticated("Invalid token.")
     return user

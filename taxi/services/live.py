@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from taxi import events
 from taxi.db import SessionMaker
 from taxi.errors import Forbidden, NotFound
-from taxi.events import Item
+from taxi.events import Event, Kind
 from taxi.models import Trip, User, UserGroup
 from taxi.offers import can_see, was_offered
 from taxi.positions import PositionStore
@@ -35,7 +35,7 @@ class Feed(Generic[T]):
     state to send first and after a reconnect (None: nothing known yet)."""
 
     channels: tuple[str, ...]
-    see: Callable[[Item], T | None]
+    see: Callable[[Event], T | None]
     current: Callable[[], Awaitable[T | None]] | None = None
 
 
@@ -56,8 +56,8 @@ def watch_trip(
     async def current() -> TripView:
         return await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
 
-    def see(item: Item) -> TripView:
-        view = events.trip_of(item)
+    def see(event: Event) -> TripView:
+        view = event.trip
         if not can_see(uid, group, view):
             raise End  # e.g. a driver who lost the race: no further updates
         return view
@@ -69,18 +69,18 @@ def watch_trips(*, user: User) -> Feed[TripView]:
     assert user.id is not None
     uid, group = user.id, user.group
 
-    def see(item: Item) -> TripView | None:
-        view = events.trip_of(item)
+    def see(event: Event) -> TripView | None:
+        view = event.trip
         if group is UserGroup.DRIVER and view.offered is not None:
             # A dispatched trip reaches its drivers as offers, on their own channel.
-            if item["kind"] == "requested":
+            if event.kind is Kind.REQUESTED:
                 return None
-            if item["kind"] == "offered":
+            if event.kind is Kind.OFFERED:
                 return view
         if can_see(uid, group, view):
             return view
-        if group is UserGroup.DRIVER and item.get("left_pool") and was_offered(uid, view):
-            return events.redacted_trip_of(item)
+        if group is UserGroup.DRIVER and event.left_pool and was_offered(uid, view):
+            return event.redacted
         return None
 
     channels = [events.TRIPS]
@@ -94,9 +94,9 @@ def check_driver(user: User) -> None:
         raise Forbidden("Only drivers receive trip requests.")
 
 
-def _requested(item: Item) -> TripView | None:
+def _requested(event: Event) -> TripView | None:
     # "requested" on the common pool, "offered" on the driver's own channel.
-    return events.trip_of(item) if item["kind"] in ("requested", "offered") else None
+    return event.trip if event.kind in (Kind.REQUESTED, Kind.OFFERED) else None
 
 
 def watch_requests(*, user: User) -> Feed[TripView]:
@@ -128,10 +128,10 @@ def watch_location(
             raise NotFound("Trip not found.")
         return view.driver_location
 
-    def see(item: Item) -> LocationView:
+    def see(event: Event) -> LocationView:
         # A location event names who may watch (rider, driver), not the whole trip.
-        if user.id not in item["parties"]:
+        if user.id not in event.parties:
             raise End
-        return events.location_of(item)
+        return event.location
 
     return Feed((events.location_channel(trip_id),), see, current)

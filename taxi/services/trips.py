@@ -13,36 +13,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from taxi import dispatch, metrics
 from taxi.config import Settings
 from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
-from taxi.events import Publisher
-from taxi.models import Trip, TripStatus, User, UserGroup, utcnow
-from taxi.offers import can_see_row, offered_sets, offered_to, visible_clause
+from taxi.events import Kind, Publisher
+from taxi.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
+from taxi.offers import offered_clause, visible_clause
 from taxi.positions import Fix, PositionStore
-from taxi.readmodels import LocationView, PointView, TripView
-from taxi.services.users import load_users
+from taxi.readmodels import LocationView, TripView
+from taxi.schema.limits import MAX_FIRST
+from taxi.services import reads
+from taxi.services.reads import STORE_DOWN, UNDER_WAY
 
 log = logging.getLogger(__name__)
 
-# What an unreachable position store raises (Redis, or its socket).
-STORE_DOWN = (RedisError, OSError)
-MAX_PAGE = 100
 MAX_ADDRESS = 255
-UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 NEXT_STATUS = {
     TripStatus.STARTED: TripStatus.IN_PROGRESS,
     TripStatus.IN_PROGRESS: TripStatus.COMPLETED,
 }
-
-
-# -- visibility: taxi/offers.py (one rule for SQL, rows and live events) ----------------
 
 
 def parse_trip_id(value: str) -> uuid.UUID:
@@ -50,44 +45,6 @@ def parse_trip_id(value: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError as exc:
         raise NotFound("Trip not found.") from exc
-
-
-async def views(
-    session: AsyncSession, trips: Sequence[Trip], *, positions: PositionStore
-) -> list[TripView]:
-    """Constant SQL whatever the number of trips: users and ratings in one batch, the
-    offers of dispatched trips in one more; the cars' positions from the store."""
-    users = await load_users(session, [t.rider_id for t in trips] + [t.driver_id for t in trips])
-    offered = await offered_sets(session, trips)
-    fixes = await _locations(positions, [t.id for t in trips if t.status in UNDER_WAY])
-    return [
-        TripView(
-            id=t.id,
-            created=t.created,
-            updated=t.updated,
-            pick_up_address=t.pick_up_address,
-            drop_off_address=t.drop_off_address,
-            status=t.status,
-            rider=users.get(t.rider_id) if t.rider_id is not None else None,
-            driver=users.get(t.driver_id) if t.driver_id is not None else None,
-            driver_location=fixes[t.id].view() if t.id in fixes else None,
-            rating=t.rating,
-            pick_up=PointView.of(t.pick_up_latitude, t.pick_up_longitude),
-            drop_off=PointView.of(t.drop_off_latitude, t.drop_off_longitude),
-            offered=offered.get(t.id),
-        )
-        for t in trips
-    ]
-
-
-async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
-    """The cars' last positions; none while the store is unreachable: trips are still
-    served from the database during a Redis outage (PROTOCOL.md), without positions."""
-    try:
-        return await positions.trip_locations(trip_ids)
-    except STORE_DOWN as exc:
-        log.warning("position store unreachable; trips served without positions: %r", exc)
-        return {}
 
 
 async def _after_commit(what: str, change: Awaitable[None]) -> None:
@@ -99,8 +56,9 @@ async def _after_commit(what: str, change: Awaitable[None]) -> None:
         log.warning("position store unreachable; %s not recorded: %r", what, exc)
 
 
-async def _view(session: AsyncSession, trip: Trip, positions: PositionStore) -> TripView:
-    return (await views(session, [trip], positions=positions))[0]
+async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
+    """A trip the caller may see (checked already), as it stands in this transaction."""
+    return (await reads.load(session, [col(Trip.id) == trip_id], positions=positions)).trips[0]
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -132,46 +90,38 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_trips(
+    session: AsyncSession,
     *,
-    db: SessionMaker,
     positions: PositionStore,
     user: User,
     statuses: Sequence[TripStatus] | None,
     first: int,
     after: str | None,
 ) -> Page:
-    if first < 0 or first > MAX_PAGE:
+    if first < 0 or first > MAX_FIRST:
         raise BadUserInput(
-            f"first must be between 0 and {MAX_PAGE}.",
-            fields={"first": [f"Must be between 0 and {MAX_PAGE}."]},
+            f"first must be between 0 and {MAX_FIRST}.",
+            fields={"first": [f"Must be between 0 and {MAX_FIRST}."]},
         )
     where = [visible_clause(user)]
     if statuses:
-        where.append(Trip.status.in_(list(statuses)))  # type: ignore[attr-defined]
+        where.append(col(Trip.status).in_(list(statuses)))
     page_where = list(where)
     if after:
         created, trip_id = decode_cursor(after)
         # Keyset pagination, newest first: stable while new trips arrive.
         page_where.append(
-            or_(Trip.created < created, and_(Trip.created == created, Trip.id < trip_id))  # type: ignore[arg-type,operator]
-        )
-    async with db() as session:
-        rows = (
-            await session.scalars(
-                select(Trip)
-                .where(*page_where)
-                .order_by(Trip.created.desc(), Trip.id.desc())  # type: ignore[attr-defined]
-                .limit(first + 1)
+            or_(
+                col(Trip.created) < created,
+                and_(col(Trip.created) == created, col(Trip.id) < trip_id),
             )
-        ).all()
-        total = await session.scalar(select(func.count()).select_from(Trip).where(*where))
-        page = list(rows[:first])
-        trips = await views(session, page, positions=positions)
+        )
+    loaded = await reads.load(session, page_where, positions=positions, limit=first, count=where)
     return Page(
-        trips=trips,
-        cursors=[encode_cursor(t.created, t.id) for t in page],
-        has_next_page=len(rows) > first,
-        total_count=int(total or 0),
+        trips=loaded.trips,
+        cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
+        has_next_page=loaded.more,
+        total_count=loaded.total or 0,
     )
 
 
@@ -180,10 +130,11 @@ async def get_trip(
 ) -> TripView:
     tid = parse_trip_id(trip_id)
     async with db() as session:
-        trip = await session.get(Trip, tid)
-        if trip is None or not await can_see_row(session, user, trip):
-            raise NotFound("Trip not found.")
-        return await _view(session, trip, positions)
+        where = [col(Trip.id) == tid, visible_clause(user)]
+        found = (await reads.load(session, where, positions=positions)).trips
+    if not found:
+        raise NotFound("Trip not found.")
+    return found[0]
 
 
 # -- mutations --------------------------------------------------------------------------
@@ -258,21 +209,27 @@ async def request_trip(
                     log.warning("position store unreachable; first wave empty: %r", exc)
                 dispatch.schedule(session, settings=settings, trip=trip)
                 await session.flush()
-            view = await _view(session, trip, positions)
+            view = await _view(session, trip.id, positions)
     except IntegrityError as exc:
         raise Conflict("You already have an active trip.") from exc
     if coordinates.pick_up is not None:
         metrics.wave(offers=len(offered))
-    await events.trip_changed(view, kind="requested")
+    await events.trip_changed(view, kind=Kind.REQUESTED)
     await events.offered(view, offered)
     return view
 
 
-async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> Trip:
-    trip = await session.get(Trip, parse_trip_id(trip_id))
-    if trip is None or not await can_see_row(session, user, trip):
+async def _load(session: AsyncSession, trip_id: str, visible: ColumnElement[bool]) -> Trip:
+    """The trip's row, if `visible`; NotFound otherwise."""
+    statement = select(Trip).where(col(Trip.id) == parse_trip_id(trip_id), visible)
+    trip = (await session.scalars(statement)).one_or_none()
+    if trip is None:
         raise NotFound("Trip not found.")
     return trip
+
+
+async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> Trip:
+    return await _load(session, trip_id, visible_clause(user))
 
 
 async def _apply(
@@ -286,12 +243,11 @@ async def _apply(
     """Conditional UPDATE on the status we saw: exactly one concurrent writer wins."""
     values = {**values, "updated": utcnow()}
     result = await session.execute(
-        update(Trip).where(Trip.id == trip.id, Trip.status == expect).values(**values)  # type: ignore[arg-type]
+        update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect).values(**values)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if _rowcount(result) != 1:
         raise Conflict("The trip changed meanwhile; this step no longer applies.")
-    await session.refresh(trip)
-    return await _view(session, trip, positions)
+    return await _view(session, trip.id, positions)
 
 
 async def accept_trip(
@@ -299,17 +255,12 @@ async def accept_trip(
 ) -> TripView:
     try:
         async with db() as session, session.begin():
-            trip = await session.get(Trip, parse_trip_id(trip_id))
             # A driver the trip was offered to (every driver, without a pick-up) who lost
             # the race, even one arriving after the winner committed, gets CONFLICT; to
             # the others a dispatched trip does not exist.
             is_driver = user.group is UserGroup.DRIVER
-            if trip is None or not (
-                await offered_to(session, trip, user)
-                if is_driver
-                else await can_see_row(session, user, trip)
-            ):
-                raise NotFound("Trip not found.")
+            visible = offered_clause(user.id) if is_driver else visible_clause(user)
+            trip = await _load(session, trip_id, visible)
             if not is_driver:
                 raise Forbidden("Only drivers can accept trips.")
             if trip.status is not TripStatus.REQUESTED:
@@ -328,7 +279,7 @@ async def accept_trip(
         "ON_TRIP",
         positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id),
     )
-    await events.trip_changed(view, kind="accepted", left_pool=True)
+    await events.trip_changed(view, kind=Kind.ACCEPTED, left_pool=True)
     return view
 
 
@@ -351,13 +302,13 @@ async def update_trip_status(
             session, trip, expect=trip.status, values={"status": status}, positions=positions
         )
     await _ended(positions, view)
-    await events.trip_changed(view, kind="status")
+    await events.trip_changed(view, kind=Kind.STATUS)
     return view
 
 
 async def _ended(positions: PositionStore, view: TripView) -> None:
     """After commit: a driver whose trip ended is AVAILABLE again."""
-    if not view.active and view.driver_id is not None:
+    if view.status not in ACTIVE_STATUSES and view.driver_id is not None:
         await _after_commit(
             "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
         )
@@ -377,7 +328,7 @@ async def cancel_trip(
             session, trip, expect=was, values={"status": TripStatus.CANCELED}, positions=positions
         )
     await _ended(positions, view)
-    await events.trip_changed(view, kind="canceled", left_pool=was is TripStatus.REQUESTED)
+    await events.trip_changed(view, kind=Kind.CANCELED, left_pool=was is TripStatus.REQUESTED)
     return view
 
 
@@ -444,12 +395,17 @@ async def rate_trip(
             raise Conflict("Only a completed, unrated trip can be rated.")
         result = await session.execute(
             update(Trip)
-            .where(Trip.id == trip.id, Trip.rating.is_(None))  # type: ignore[arg-type,union-attr]
+            .where(col(Trip.id) == trip.id, col(Trip.rating).is_(None))
             .values(rating=rating, updated=utcnow())
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if _rowcount(result) != 1:
             raise Conflict("This trip was rated already.")
-        await session.refresh(trip)
-        view = await _view(session, trip, positions)
-    await events.trip_changed(view, kind="rated")
+        view = await _view(session, trip.id, positions)
+    await events.trip_changed(view, kind=Kind.RATED)
     return view
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (`execute` is typed as returning any Result)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount

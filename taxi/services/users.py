@@ -1,47 +1,64 @@
-"""Loading users (with drivers' ratings) in batches."""
+"""Users as read models, with drivers' ratings: built from Core rows, in one statement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, RowMapping, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import FromClause
 from sqlmodel import col
 
 from taxi.models import Trip, TripStatus, User, UserGroup
-from taxi.readmodels import UserView
+from taxi.readmodels import UserView, media_url
 
 MIN_RATINGS = 3
+USERS: FromClause = User.metadata.tables["user"]
+# UserView's fields read from `user` as they are; the others are derived below.
+COLUMNS = tuple(name for name in UserView.__dataclass_fields__ if name in USERS.c)
 
 
-async def driver_ratings(session: AsyncSession, driver_ids: Iterable[int]) -> dict[int, float]:
-    """Mean rating per driver over completed, rated trips; absent below MIN_RATINGS."""
-    ids = list(set(driver_ids))
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(col(Trip.driver_id), func.avg(col(Trip.rating)), func.count(col(Trip.rating)))
+def ratings(driver_ids: Any) -> Select[tuple[int | None, Any, int]]:
+    """Per driver among `driver_ids` (a list or a subquery), over completed, rated
+    trips: (driver_id, avg, n), to join on driver_id."""
+    return (
+        select(
+            col(Trip.driver_id).label("driver_id"),
+            func.avg(col(Trip.rating)).label("avg"),
+            func.count(col(Trip.rating)).label("n"),
+        )
         .where(
-            col(Trip.driver_id).in_(ids),
+            col(Trip.driver_id).in_(driver_ids),
             col(Trip.status) == TripStatus.COMPLETED,
             col(Trip.rating).is_not(None),
         )
         .group_by(col(Trip.driver_id))
     )
-    return {d: float(avg) for d, avg, n in rows if d is not None and n >= MIN_RATINGS}
 
 
-async def load_users(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, UserView]:
-    """Two statements whatever the number of users: the rows, then the ratings."""
-    wanted = {i for i in ids if i is not None}
-    if not wanted:
-        return {}
-    users = (await session.scalars(select(User).where(User.id.in_(wanted)))).all()  # type: ignore[union-attr]
-    drivers = [u.id for u in users if u.group is UserGroup.DRIVER and u.id is not None]
-    ratings = await driver_ratings(session, drivers)
-    return {u.id: UserView.of(u, rating=ratings.get(u.id)) for u in users if u.id is not None}
+def columns(users: FromClause, prefix: str) -> list[ColumnElement[Any]]:
+    """What `view` reads of a user, labelled `<prefix><name>`."""
+    return [users.c[n].label(prefix + n) for n in (*COLUMNS, "photo")]
+
+
+def view(row: RowMapping, prefix: str, avg: Any = None, n: int | None = None) -> UserView:
+    """The user in `row` (columns labelled by `columns`); `avg`, `n`: their ratings."""
+    rated = row[prefix + "group"] is UserGroup.DRIVER and (n or 0) >= MIN_RATINGS
+    return UserView(
+        **{name: row[prefix + name] for name in COLUMNS},
+        photo_url=media_url(row[prefix + "photo"]),
+        rating=float(avg) if rated else None,
+    )
 
 
 async def user_view(session: AsyncSession, user: User) -> UserView:
+    """One statement: the user's row and, for a driver, their ratings."""
     assert user.id is not None
-    return (await load_users(session, [user.id]))[user.id]
+    rated = ratings([user.id]).subquery()
+    statement = (
+        select(*columns(USERS, ""), rated.c.avg, rated.c.n)
+        .select_from(USERS.outerjoin(rated, rated.c.driver_id == USERS.c.id))
+        .where(USERS.c.id == user.id)
+    )
+    row = (await session.execute(statement)).mappings().one()
+    return view(row, "", row["avg"], row["n"])

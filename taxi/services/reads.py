@@ -1,0 +1,130 @@
+"""Trips as read models, from one statement: the trips with their rider and driver and
+the drivers' ratings (plus one for the offers of dispatched trips, when there are any),
+Core rows straight into taxi/readmodels.py's classes; the cars' positions from the
+position store."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+from sqlalchemy import ColumnElement, RowMapping, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import FromClause
+
+from taxi.models import Trip, TripStatus
+from taxi.offers import offered_sets
+from taxi.positions import Fix, PositionStore
+from taxi.readmodels import PointView, TripView
+from taxi.services import users
+
+log = logging.getLogger(__name__)
+
+# What an unreachable position store raises (Redis, or its socket).
+STORE_DOWN = (RedisError, OSError)
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
+TRIPS: FromClause = Trip.metadata.tables["trip"]
+# TripView's fields read from `trip` as they are; the others are derived in `_view`.
+COLUMNS = tuple(name for name in TripView.__dataclass_fields__ if name in TRIPS.c)
+POINTS = ("pick_up_latitude", "pick_up_longitude", "drop_off_latitude", "drop_off_longitude")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    trips: list[TripView]
+    more: bool  # rows past `limit` exist
+    total: int | None  # every row matching `where` (when counted)
+
+
+# The statement's fixed part, built once (building column collections per request cost
+# more than executing it): each trip with its rider and driver, and the driver's
+# ratings as correlated subqueries (an index range each, for the page's rows only).
+_RIDER, _DRIVER = users.USERS.alias("rider"), users.USERS.alias("driver")
+_RATED = TRIPS.alias("rated")
+_RATINGS = [
+    select(aggregate(_RATED.c.rating))
+    .where(
+        _RATED.c.driver_id == TRIPS.c.driver_id,
+        _RATED.c.status == TripStatus.COMPLETED,
+        _RATED.c.rating.is_not(None),
+    )
+    .scalar_subquery()
+    .label(name)
+    for aggregate, name in ((func.avg, "avg"), (func.count, "n"))
+]
+_COLUMNS = [
+    *(TRIPS.c[n] for n in (*COLUMNS, *POINTS)),
+    *users.columns(_RIDER, "r_"),
+    *users.columns(_DRIVER, "d_"),
+    *_RATINGS,
+]
+_FROM = TRIPS.outerjoin(_RIDER, _RIDER.c.id == TRIPS.c.rider_id).outerjoin(
+    _DRIVER, _DRIVER.c.id == TRIPS.c.driver_id
+)
+_NEWEST_FIRST = (TRIPS.c.created.desc(), TRIPS.c.id.desc())
+
+
+async def load(
+    session: AsyncSession,
+    where: Sequence[ColumnElement[bool]],
+    *,
+    positions: PositionStore,
+    limit: int | None = None,
+    count: Sequence[ColumnElement[bool]] | None = None,
+) -> Loaded:
+    """The trips matching `where`, newest first, at most `limit`; with `count`, how
+    many trips match it (one statement either way)."""
+    wanted = list(_COLUMNS)
+    if count is not None:
+        # Its own `trip`, not the outer row's: one count for the whole statement.
+        total = select(func.count()).select_from(TRIPS).where(*count).correlate(None)
+        wanted.append(total.scalar_subquery().label("total"))
+    statement = select(*wanted).select_from(_FROM).where(*where).order_by(*_NEWEST_FIRST)
+    if limit is not None:
+        statement = statement.limit(limit + 1)
+    # Core rows: no ORM entities to build or track.
+    connection = await session.connection()
+    rows = (await connection.execute(statement)).mappings().all()
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if more else rows
+    if count is None:
+        counted = None
+    elif rows:
+        counted = int(rows[0]["total"])
+    else:  # an empty page (past the end): the count alone
+        counted = await connection.scalar(select(func.count()).select_from(TRIPS).where(*count))
+    dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
+    offered = await offered_sets(session, dispatched)
+    fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
+    return Loaded([_view(r, offered, fixes) for r in rows], more, counted and int(counted))
+
+
+def _view(
+    row: RowMapping, offered: dict[uuid.UUID, tuple[int, ...]], fixes: dict[uuid.UUID, Fix]
+) -> TripView:
+    trip_id = row["id"]
+    fix = fixes.get(trip_id)
+    return TripView(
+        **{name: row[name] for name in COLUMNS},
+        rider=None if row["r_id"] is None else users.view(row, "r_"),
+        driver=None if row["d_id"] is None else users.view(row, "d_", row["avg"], row["n"]),
+        driver_location=None if fix is None else fix.view(),
+        pick_up=PointView.of(row["pick_up_latitude"], row["pick_up_longitude"]),
+        drop_off=PointView.of(row["drop_off_latitude"], row["drop_off_longitude"]),
+        offered=offered.get(trip_id),
+    )
+
+
+async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+    """The cars' last positions; none while the store is unreachable: trips are still
+    served from the database during a Redis outage (PROTOCOL.md), without positions."""
+    if not trip_ids:
+        return {}
+    try:
+        return await positions.trip_locations(trip_ids)
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; trips served without positions: %r", exc)
+        return {}
