@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import strawberry
 
+from taxi import auth
 from taxi.context import Context
 from taxi.models import TripStatus
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.services import trips
+from taxi.services.sessions import Claimed
 
 
 @strawberry.input
@@ -80,6 +82,34 @@ async def trips_page(
             first=20 if first is None else first,
             after=after or None,
         )
+    return _connection(page)
+
+
+async def checked_trips_page(
+    ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
+) -> TripConnection | None:
+    """`trips_page` with the token's session checked by the page's own statement (one
+    query, not two), for taxi/schema/plans.py; None where that proves nothing (no
+    rows, a token without a group): `trips_page` answers then. A bad token raises."""
+    if ctx.token is None:
+        return None
+    claimed = Claimed.of(auth.decode_token(ctx.token, settings=ctx.settings, token_type="access"))
+    if claimed is None:
+        return None
+    async with ctx.db() as session:
+        page = await trips.list_trips(
+            session,
+            positions=ctx.services.positions,
+            user=claimed,
+            statuses=status or None,
+            first=20 if first is None else first,
+            after=after or None,
+            signed_in=claimed.signed_in_clause(),
+        )
+    return _connection(page) if page.trips else None
+
+
+def _connection(page: trips.Page) -> TripConnection:
     edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
     return TripConnection(
         edges=edges,

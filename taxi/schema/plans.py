@@ -53,7 +53,7 @@ from taxi.context import Context
 from taxi.errors import AppError
 from taxi.logs import log
 from taxi.models import TripStatus
-from taxi.resolvers.trips import one_trip, trips_page
+from taxi.resolvers.trips import checked_trips_page, one_trip, trips_page
 from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 
 # Distinct documents remembered (recognised or not).
@@ -77,10 +77,16 @@ def _status(args: dict[str, Any]) -> list[TripStatus] | None:
     return None if status is None else [TripStatus(s) for s in status]
 
 
+async def _trips(ctx: Context, args: dict[str, Any]) -> object:
+    status, first, after = _status(args), args.get("first"), args.get("after")
+    checked = await checked_trips_page(ctx, status=status, first=first, after=after)
+    if checked is not None:
+        return checked
+    return await trips_page(ctx, status=status, first=first, after=after)
+
+
 ROOTS: dict[str, Root] = {
-    "trips": lambda ctx, a: trips_page(
-        ctx, status=_status(a), first=a.get("first"), after=a.get("after")
-    ),
+    "trips": _trips,
     "trip": lambda ctx, a: one_trip(ctx, a["id"]),
 }
 

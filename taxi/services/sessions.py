@@ -8,13 +8,16 @@ is refused on the next request in every process; each process also hears the end
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select, update
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.db import SessionMaker
 from taxi.events import Publisher
-from taxi.models import AuthSession, RefreshToken, User, utcnow
+from taxi.models import AuthSession, RefreshToken, User, UserGroup, utcnow
 
 
 async def start(session: AsyncSession, *, user_id: int) -> str:
@@ -45,17 +48,48 @@ async def family_of_used_token(session: AsyncSession, *, jti: str) -> str | None
     ).first()
 
 
-# Built once: constructing the expression per request cost more than running it.
-_SIGNED_IN = (
-    select(User)
-    .join(AuthSession, col(AuthSession.user_id) == col(User.id))
-    .where(
-        col(AuthSession.id) == bindparam("sid"),
-        col(User.id) == bindparam("user_id"),
+_OWNED = col(AuthSession.user_id) == col(User.id)
+
+
+def _live(user_id: Any, sid: Any) -> tuple[ColumnElement[bool], ...]:
+    """The session `sid` of user `user_id` has not ended, nor has its user."""
+    return (
+        col(AuthSession.id) == sid,
+        col(User.id) == user_id,
         col(AuthSession.revoked_at).is_(None),
         col(User.is_active).is_(True),
     )
+
+
+# Built once: constructing the expression per request cost more than running it.
+_SIGNED_IN = (
+    select(User).join(AuthSession, _OWNED).where(*_live(bindparam("user_id"), bindparam("sid")))
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Who an access token says its bearer is (its signature checked, the session
+    not yet): enough to write the visibility rule (taxi/offers.py) for a statement
+    that checks the session itself (`signed_in_clause`)."""
+
+    id: int
+    group: UserGroup
+    sid: str
+
+    @classmethod
+    def of(cls, claims: dict[str, Any]) -> Claimed | None:
+        """None for claims without a known group."""
+        try:
+            group = UserGroup(claims.get("group"))
+        except ValueError:
+            return None
+        return cls(id=int(claims["sub"]), group=group, sid=str(claims["sid"]))
+
+    def signed_in_clause(self) -> ColumnElement[bool]:
+        """`load_signed_in` as a condition of another statement, the group included:
+        true while the session and its user are live and the user is in that group."""
+        return exists().where(_OWNED, *_live(self.id, self.sid), col(User.group) == self.group)
 
 
 async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> User | None:

@@ -24,7 +24,7 @@ from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.events import Kind, Publisher
 from taxi.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
-from taxi.offers import offered_clause, visible_clause
+from taxi.offers import Viewer, offered_clause, visible_clause
 from taxi.positions import Fix, PositionStore
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.limits import MAX_FIRST
@@ -93,11 +93,14 @@ async def list_trips(
     session: AsyncSession,
     *,
     positions: PositionStore,
-    user: User,
+    user: Viewer,
     statuses: Sequence[TripStatus] | None,
     first: int,
     after: str | None,
+    signed_in: ColumnElement[bool] | None = None,
 ) -> Page:
+    """`signed_in`: the caller's token check, made by the page's own statement (its
+    rows are read only where it holds: an empty page then proves nothing)."""
     if first < 0 or first > MAX_FIRST:
         raise BadUserInput(
             f"first must be between 0 and {MAX_FIRST}.",
@@ -116,6 +119,8 @@ async def list_trips(
                 and_(col(Trip.created) == created, col(Trip.id) < trip_id),
             )
         )
+    if signed_in is not None:
+        page_where.append(signed_in)
     loaded = await reads.load(session, page_where, positions=positions, limit=first, count=where)
     return Page(
         trips=loaded.trips,
