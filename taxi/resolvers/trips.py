@@ -104,7 +104,7 @@ async def checked_trips_page(
             statuses=status or None,
             first=20 if first is None else first,
             after=after or None,
-            signed_in=claimed.signed_in_clause(),
+            signed_in=claimed.params(),
         )
     return _connection(page) if page.trips else None
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, RowMapping, func, select
+from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
@@ -67,6 +68,30 @@ _FROM = TRIPS.outerjoin(_RIDER, _RIDER.c.id == TRIPS.c.rider_id).outerjoin(
 _NEWEST_FIRST = (TRIPS.c.created.desc(), TRIPS.c.id.desc())
 
 
+# The bind parameter of a built statement's LIMIT (rows wanted, plus one).
+PAGE_LIMIT = "page_limit"
+Built = tuple[Select[Any], Select[Any] | None]
+# Statements by the caller's key (taxi/services/trips.py: one per shape of `trips`).
+_BUILT: dict[Hashable, Built] = {}
+
+
+def _build(
+    where: Sequence[ColumnElement[bool]],
+    limit: bool,
+    count: Sequence[ColumnElement[bool]] | None,
+) -> Built:
+    wanted = list(_COLUMNS)
+    counting = None
+    if count is not None:
+        counting = select(func.count()).select_from(TRIPS).where(*count)
+        # Its own `trip`, not the outer row's: one count for the whole statement.
+        wanted.append(counting.correlate(None).scalar_subquery().label("total"))
+    statement = select(*wanted).select_from(_FROM).where(*where).order_by(*_NEWEST_FIRST)
+    if limit:
+        statement = statement.limit(bindparam(PAGE_LIMIT))
+    return statement, counting
+
+
 async def load(
     session: AsyncSession,
     where: Sequence[ColumnElement[bool]],
@@ -74,28 +99,33 @@ async def load(
     positions: PositionStore,
     limit: int | None = None,
     count: Sequence[ColumnElement[bool]] | None = None,
+    key: Hashable | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Loaded:
     """The trips matching `where`, newest first, at most `limit`; with `count`, how
-    many trips match it (one statement either way)."""
-    wanted = list(_COLUMNS)
-    if count is not None:
-        # Its own `trip`, not the outer row's: one count for the whole statement.
-        total = select(func.count()).select_from(TRIPS).where(*count).correlate(None)
-        wanted.append(total.scalar_subquery().label("total"))
-    statement = select(*wanted).select_from(_FROM).where(*where).order_by(*_NEWEST_FIRST)
+    many trips match it (one statement either way). `key`: the statement is built
+    once for it (`where` and `count` must then be the same, bind parameters in
+    `params`), as building one cost more than executing it."""
+    built = _BUILT.get(key) if key is not None else None
+    if built is None:
+        built = _build(where, limit is not None, count)
+        if key is not None:
+            _BUILT[key] = built
+    statement, counting = built
+    values = dict(params or {})
     if limit is not None:
-        statement = statement.limit(limit + 1)
+        values[PAGE_LIMIT] = limit + 1
     # Core rows: no ORM entities to build or track.
     connection = await session.connection()
-    rows = (await connection.execute(statement)).mappings().all()
+    rows = (await connection.execute(statement, values)).mappings().all()
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if more else rows
-    if count is None:
+    if counting is None:
         counted = None
     elif rows:
         counted = int(rows[0]["total"])
     else:  # an empty page (past the end): the count alone
-        counted = await connection.scalar(select(func.count()).select_from(TRIPS).where(*count))
+        counted = await connection.scalar(counting, values)
     dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
     offered = await offered_sets(session, dispatched)
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])

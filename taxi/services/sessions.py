@@ -71,7 +71,7 @@ _SIGNED_IN = (
 class Claimed:
     """Who an access token says its bearer is (its signature checked, the session
     not yet): enough to write the visibility rule (taxi/offers.py) for a statement
-    that checks the session itself (`signed_in_clause`)."""
+    that checks the session itself (`SIGNED_IN`, with `params`)."""
 
     id: int
     group: UserGroup
@@ -86,10 +86,17 @@ class Claimed:
             return None
         return cls(id=int(claims["sub"]), group=group, sid=str(claims["sid"]))
 
-    def signed_in_clause(self) -> ColumnElement[bool]:
-        """`load_signed_in` as a condition of another statement, the group included:
-        true while the session and its user are live and the user is in that group."""
-        return exists().where(_OWNED, *_live(self.id, self.sid), col(User.group) == self.group)
+    def params(self) -> dict[str, Any]:
+        return {"signed_in_user": self.id, "signed_in_sid": self.sid, "signed_in_group": self.group}
+
+
+# `load_signed_in` as a condition of another statement, the group included: true while
+# the session and its user are live and the user is in that group (`Claimed.params`).
+SIGNED_IN = exists().where(
+    _OWNED,
+    *_live(bindparam("signed_in_user"), bindparam("signed_in_sid")),
+    col(User.group) == bindparam("signed_in_group"),
+)
 
 
 async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> User | None:
