@@ -97,6 +97,11 @@ async def checked_trips_page(
     if claimed is None:
         return None
     async with ctx.db() as session:
+        if not ctx.settings.is_sqlite:
+            # One statement reads the page and checks the session (one snapshot): no
+            # BEGIN and ROLLBACK round trips around it. (SQLite's connections begin
+            # their own way, taxi/db.py.)
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         page = await trips.list_trips(
             session,
             positions=ctx.services.positions,
