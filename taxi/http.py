@@ -48,6 +48,11 @@ def error_response(status: int, message: str, code: str) -> JSONResponse:
     )
 
 
+def _too_large(limit: int) -> JSONResponse:
+    # Built when needed: rendering it cost as much as a small request's parsing.
+    return error_response(413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE")
+
+
 class TaxiGraphQL(GraphQL[Context, None]):
     def __init__(
         self, schema: Any, *, settings: Settings, plans: bool = True, **kwargs: Any
@@ -96,19 +101,16 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
         request = Request(scope, receive=receive_within_limit)
         length = request.headers.get("content-length")
-        too_large = error_response(
-            413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
-        )
         response: Response
         if _needs_preflight(request):
             response = error_response(400, CSRF_REFUSED, "BAD_REQUEST")
         elif length is not None and (not length.isdigit() or int(length) > limit):
-            response = too_large
+            response = _too_large(limit)
         else:
             try:
                 response = await self.run(request)
             except _BodyTooLarge:
-                response = too_large
+                response = _too_large(limit)
             except HTTPException as exc:
                 code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
                 response = error_response(exc.status_code, exc.reason, code)
