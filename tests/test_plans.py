@@ -107,6 +107,12 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
         finally:
             graphql.plans = plans
         assert (fast.status_code, fast.json()) == (full.status_code, full.json()), query
+        # Answered before Strawberry's view (taxi/http.py), with the same headers.
+        same = ("content-type", "cache-control", "x-request-id")
+        assert [fast.headers.get(h) is None for h in same] == [
+            full.headers.get(h) is None for h in same
+        ], query
+        assert fast.headers["content-type"] == full.headers["content-type"], query
         return planned, fast.json()
 
     first_page = await both(FIRST, {"n": 1}, rider)
