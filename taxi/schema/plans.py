@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -37,6 +38,7 @@ from graphql import (
     GraphQLInt,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
     InlineFragmentNode,
@@ -57,6 +59,7 @@ from graphql import (
 )
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from strawberry.schema.types import base_scalars
 
 from taxi import metrics
 from taxi.context import Context
@@ -328,6 +331,9 @@ def _inline(kind: GraphQLOutputType, i: int, names: dict[str, Any]) -> str | Non
     if named is GraphQLFloat:
         names["isfinite"] = math.isfinite
         return "v if type(v) is float and isfinite(v)"
+    if isinstance(named, GraphQLScalarType) and named.serialize is base_scalars.isoformat:
+        names["datetime"] = datetime
+        return "v.isoformat() if type(v) is datetime"  # Strawberry's DateTime
     wrapped = getattr(named, "wrapped_cls", None)
     if (
         isinstance(named, GraphQLEnumType)
