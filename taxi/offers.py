@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from taxi.models import Trip, TripOffer, TripStatus, UserGroup
@@ -61,7 +61,7 @@ def was_offered(driver_id: int, trip: TripView) -> bool:
 
 
 async def offered_sets(
-    session: AsyncSession, trip_ids: Sequence[uuid.UUID]
+    session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, ...]]:
     """Offered drivers of the dispatched trips `trip_ids`, in one query."""
     out: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}

@@ -96,14 +96,15 @@ async def checked_trips_page(
     claimed = Claimed.of(auth.decode_token(ctx.token, settings=ctx.settings, token_type="access"))
     if claimed is None:
         return None
-    async with ctx.db() as session:
+    # A bare connection: no ORM session to set up for Core rows.
+    async with ctx.services.engine.connect() as connection:
         if not ctx.settings.is_sqlite:
             # One statement reads the page and checks the session (one snapshot): no
             # BEGIN and ROLLBACK round trips around it. (SQLite's connections begin
             # their own way, taxi/db.py.)
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
         page = await trips.list_trips(
-            session,
+            connection,
             positions=ctx.services.positions,
             user=claimed,
             statuses=status or None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
 from taxi.models import Trip, TripStatus
@@ -93,7 +93,7 @@ def _build(
 
 
 async def load(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     where: Sequence[ColumnElement[bool]],
     *,
     positions: PositionStore,
@@ -116,7 +116,7 @@ async def load(
     if limit is not None:
         values[PAGE_LIMIT] = limit + 1
     # Core rows: no ORM entities to build or track.
-    connection = await session.connection()
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
     rows = (await connection.execute(statement, values)).mappings().all()
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if more else rows
@@ -127,7 +127,7 @@ async def load(
     else:  # an empty page (past the end): the count alone
         counted = await connection.scalar(counting, values)
     dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
-    offered = await offered_sets(session, dispatched)
+    offered = await offered_sets(connection, dispatched)
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
     return Loaded([_view(r, offered, fixes) for r in rows], more, counted and int(counted))
 

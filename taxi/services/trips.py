@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from taxi import dispatch, metrics
@@ -101,7 +101,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_trips(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     positions: PositionStore,
     user: Viewer,
