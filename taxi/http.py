@@ -48,6 +48,11 @@ def error_response(status: int, message: str, code: str) -> JSONResponse:
     )
 
 
+def _too_large(limit: int) -> JSONResponse:
+    # Built when needed: rendering it cost as much as a small request's parsing.
+    return error_response(413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE")
+
+
 class TaxiGraphQL(GraphQL[Context, None]):
     def __init__(
         self, schema: Any, *, settings: Settings, plans: bool = True, **kwargs: Any
@@ -96,19 +101,16 @@ class TaxiGraphQL(GraphQL[Context, None]):
 
         request = Request(scope, receive=receive_within_limit)
         length = request.headers.get("content-length")
-        too_large = error_response(
-            413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE"
-        )
         response: Response
         if _needs_preflight(request):
             response = error_response(400, CSRF_REFUSED, "BAD_REQUEST")
         elif length is not None and (not length.isdigit() or int(length) > limit):
-            response = too_large
+            response = _too_large(limit)
         else:
             try:
-                response = await self.run(request)
+                response = await self._planned(request) or await self.run(request)
             except _BodyTooLarge:
-                response = too_large
+                response = _too_large(limit)
             except HTTPException as exc:
                 code = "BAD_REQUEST" if exc.status_code == 400 else "HTTP_ERROR"
                 response = error_response(exc.status_code, exc.reason, code)
@@ -120,6 +122,51 @@ class TaxiGraphQL(GraphQL[Context, None]):
                 # Multipart uploads are spooled to temporary files: close them now.
                 await request.close()
         await response(scope, receive, send)
+
+    async def _planned(self, request: Request) -> Response | None:
+        """A JSON POST of a query a plan answers (taxi/schema/plans.py), answered
+        without Strawberry's view (its parsing, hooks and result processing cost as
+        much as the plan); None for anything else, or any doubt: then `run` serves
+        it (Starlette keeps the body read here) with its own errors."""
+        headers = request.headers
+        if self.plans is None or request.method != "POST":
+            return None
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        accept = headers.get("accept", "")
+        if media != "application/json" or "multipart" in accept or "event-stream" in accept:
+            return None  # other content types, incremental delivery: Strawberry's
+        try:
+            data = self.decode_json(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        query, variables = data.get("query"), data.get("variables")
+        name, extensions = data.get("operationName"), data.get("extensions")
+        if (
+            not (
+                isinstance(query, str)
+                and isinstance(variables, dict | None)
+                and isinstance(name, str | None)
+                and isinstance(extensions, dict | None)
+            )
+            or inputs.problem(variables) is not None
+        ):
+            return None
+        services: Services = request.app.state.services
+        try:
+            document = await services.documents.resolve(query=query, extensions=extensions)
+        except persisted.Refused:
+            return None
+        if not isinstance(document, str):
+            return None
+        context = await self.get_context(request, response=None)
+        answer = await self.plans.answer(context, document, variables, name)
+        if answer is None:
+            request.state.plan_tried = True  # `execute_single` goes the full way at once
+            return None
+        # What Strawberry's create_response writes for {"data": ...}: same bytes, headers.
+        return Response(orjson.dumps({"data": answer}), media_type="application/json")
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET with a persisted document's hash and no query is an operation, not a
@@ -160,7 +207,8 @@ class TaxiGraphQL(GraphQL[Context, None]):
             # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
             raise HTTPException(400, "Subscriptions are served over WebSocket only.")
         get_refused = kwargs["request_adapter"].method == "GET" and not self.allow_queries_via_get
-        if self.plans is not None and isinstance(data.query, str) and not get_refused:
+        tried = getattr(kwargs["request"].state, "plan_tried", False)
+        if self.plans is not None and isinstance(data.query, str) and not get_refused and not tried:
             answer = await self.plans.answer(
                 kwargs["context"], data.query, data.variables, data.operation_name
             )

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
-from taxi.models import Trip, TripOffer, TripStatus, User, UserGroup
+from taxi.models import Trip, TripOffer, TripStatus, UserGroup
 from taxi.readmodels import TripView
 
 
@@ -26,7 +27,18 @@ def offered_clause(driver_id: int | None) -> ColumnElement[bool]:
     return or_(col(Trip.pick_up_latitude).is_(None), offered)
 
 
-def visible_clause(user: User) -> ColumnElement[bool]:
+class Viewer(Protocol):
+    """Whom the rule is about: a User, or the claims of a token not yet checked
+    (taxi/services/sessions.py `Claimed`)."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def group(self) -> UserGroup: ...
+
+
+def visible_clause(user: Viewer) -> ColumnElement[bool]:
     """The rule as a WHERE clause over `trip`."""
     if user.group is not UserGroup.DRIVER:
         return col(Trip.rider_id) == user.id
@@ -49,7 +61,7 @@ def was_offered(driver_id: int, trip: TripView) -> bool:
 
 
 async def offered_sets(
-    session: AsyncSession, trip_ids: Sequence[uuid.UUID]
+    session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, ...]]:
     """Offered drivers of the dispatched trips `trip_ids`, in one query."""
     out: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}

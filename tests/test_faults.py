@@ -6,7 +6,7 @@ started under a running service, and SIGTERM (graceful shutdown, rolling restart
 - Killed connections: `pg_terminate_backend` on every connection to this session's own
   database, idle and then under load, with a subscription open. In-flight statements
   may fail, only with SERVICE_UNAVAILABLE; the requests after each kill all succeed
-  (pool pre-ping) without a restart, and the subscription lives on.
+  (checked on checkout) without a restart, and the subscription lives on.
 - Server down: a private PostgreSQL (`initdb` + `postgres`, run as the `postgres` user
   when we are root) under a `taxi serve` process: first a smart shutdown held open by
   one session ("the database system is shutting down"), then stopped the hard way
@@ -369,7 +369,7 @@ async def test_killed_connections_heal_without_restart(
 
             # Idle: the pool holds several connections, all killed between requests. The
             # next requests, as many at once as there were connections, all succeed:
-            # pre-ping finds each dead connection and replaces it.
+            # the checkout check finds each dead connection and replaces it.
             await burst(Tally())
             idle_killed = await _terminate_backends(database)
             assert len(idle_killed) >= 2, idle_killed

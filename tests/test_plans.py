@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from taxi.context import Context
 from taxi.http import TaxiGraphQL
-from tests.helpers import Account, account, gql, request_trip
+from taxi.services import sessions
+from tests.helpers import LOG_OUT, Account, account, error_code, gql, request_trip
 
 NODE = """id created updated pickUpAddress dropOffAddress status rating
 rider { id username firstName lastName group photoUrl rating }
@@ -106,6 +107,12 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
         finally:
             graphql.plans = plans
         assert (fast.status_code, fast.json()) == (full.status_code, full.json()), query
+        # Answered before Strawberry's view (taxi/http.py), with the same headers.
+        same = ("content-type", "cache-control", "x-request-id")
+        assert [fast.headers.get(h) is None for h in same] == [
+            full.headers.get(h) is None for h in same
+        ], query
+        assert fast.headers["content-type"] == full.headers["content-type"], query
         return planned, fast.json()
 
     first_page = await both(FIRST, {"n": 1}, rider)
@@ -142,3 +149,13 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
     for query, variables, who, expected in cases:
         planned, body = await both(query, variables, who)
         assert planned is expected, (query, variables, body)
+
+    # The page's own statement checks the token's session: an ended session, or a
+    # deactivated user, is refused exactly as the full path refuses it.
+    assert (await gql(client, LOG_OUT, {"r": rider.refresh}))["data"]["logOut"] is True
+    services = app.state.services
+    await sessions.deactivate_user(db=services.db, events=services.events, user_id=int(driver.id))
+    for who in (rider, driver):
+        planned, body = await both(TRIPS, None, who)
+        assert not planned, body
+        assert error_code(body) == "UNAUTHENTICATED", body

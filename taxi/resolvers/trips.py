@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import strawberry
 
+from taxi import auth
 from taxi.context import Context
 from taxi.models import TripStatus
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.services import trips
+from taxi.services.sessions import Claimed
 
 
 @strawberry.input
@@ -80,6 +82,40 @@ async def trips_page(
             first=20 if first is None else first,
             after=after or None,
         )
+    return _connection(page)
+
+
+async def checked_trips_page(
+    ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
+) -> TripConnection | None:
+    """`trips_page` with the token's session checked by the page's own statement (one
+    query, not two), for taxi/schema/plans.py; None where that proves nothing (no
+    rows, a token without a group): `trips_page` answers then. A bad token raises."""
+    if ctx.token is None:
+        return None
+    claimed = Claimed.of(auth.decode_token(ctx.token, settings=ctx.settings, token_type="access"))
+    if claimed is None:
+        return None
+    # A bare connection: no ORM session to set up for Core rows.
+    async with ctx.services.engine.connect() as connection:
+        if not ctx.settings.is_sqlite:
+            # One statement reads the page and checks the session (one snapshot): no
+            # BEGIN and ROLLBACK round trips around it. (SQLite's connections begin
+            # their own way, taxi/db.py.)
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        page = await trips.list_trips(
+            connection,
+            positions=ctx.services.positions,
+            user=claimed,
+            statuses=status or None,
+            first=20 if first is None else first,
+            after=after or None,
+            signed_in=claimed.params(),
+        )
+    return _connection(page) if page.trips else None
+
+
+def _connection(page: trips.Page) -> TripConnection:
     edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
     return TripConnection(
         edges=edges,

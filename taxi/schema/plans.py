@@ -14,21 +14,33 @@ Read-only, so a query that falls back after reading is simply read again."""
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from operator import attrgetter
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from graphql import (
+    GRAPHQL_MAX_INT,
+    GRAPHQL_MIN_INT,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLBoolean,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     GraphQLSchema,
+    GraphQLString,
     InlineFragmentNode,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
@@ -47,13 +59,14 @@ from graphql import (
 )
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from strawberry.schema.types import base_scalars
 
 from taxi import metrics
 from taxi.context import Context
 from taxi.errors import AppError
 from taxi.logs import log
 from taxi.models import TripStatus
-from taxi.resolvers.trips import one_trip, trips_page
+from taxi.resolvers.trips import checked_trips_page, one_trip, trips_page
 from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 
 # Distinct documents remembered (recognised or not).
@@ -77,10 +90,16 @@ def _status(args: dict[str, Any]) -> list[TripStatus] | None:
     return None if status is None else [TripStatus(s) for s in status]
 
 
+async def _trips(ctx: Context, args: dict[str, Any]) -> object:
+    status, first, after = _status(args), args.get("first"), args.get("after")
+    checked = await checked_trips_page(ctx, status=status, first=first, after=after)
+    if checked is not None:
+        return checked
+    return await trips_page(ctx, status=status, first=first, after=after)
+
+
 ROOTS: dict[str, Root] = {
-    "trips": lambda ctx, a: trips_page(
-        ctx, status=_status(a), first=a.get("first"), after=a.get("after")
-    ),
+    "trips": _trips,
     "trip": lambda ctx, a: one_trip(ctx, a["id"]),
 }
 
@@ -266,25 +285,68 @@ def _render(
 def _object(
     kind: GraphQLObjectType, nodes: list[FieldNode], fragments: dict[str, FragmentDefinitionNode]
 ) -> Render:
-    parts: list[tuple[str, Render]] = []
+    """One function per selection of an object type, written out as Python source (a
+    page renders ~400 fields: a call per field and per wrapper cost more than the
+    rest of the request); plain scalars are written inline (`_inline`), anything else
+    through its `_render`."""
+    names: dict[str, Any] = {"Fallback": Fallback}
+    lines = ["def render(obj):", "    out = {}"]
     fields = _collect(kind.name, [n.selection_set for n in nodes], fragments)
-    for key, field_nodes in fields.items():
+    for i, (key, field_nodes) in enumerate(fields.items()):
         name = field_nodes[0].name.value
         if name == "__typename":
-            parts.append((key, _constant(kind.name)))
+            lines.append(f"    out[{key!r}] = {kind.name!r}")
             continue
         field = kind.fields[name]
         definition = (field.extensions or {}).get(STRAWBERRY)
         if definition is None or definition.base_resolver is not None or field_nodes[0].arguments:
             raise Fallback  # a resolver's work: the full path
-        read = attrgetter(definition.python_name)
-        parts.append((key, _attribute(read, _render(field.type, field_nodes, fragments))))
-    return lambda obj: {key: part(obj) for key, part in parts}
+        attribute = definition.python_name
+        if not attribute.isidentifier():
+            raise Fallback
+        names[f"r{i}"] = _render(field.type, field_nodes, fragments)
+        lines.append(f"    v = obj.{attribute}")
+        inline = _inline(field.type, i, names)
+        lines.append(f"    out[{key!r}] = {inline + ' else ' if inline else ''}r{i}(v)")
+    lines.append("    return out")
+    exec("\n".join(lines), names)
+    render: Render = names["render"]
+    return lambda value: None if value is None else render(value)
 
 
-def _constant(value: str) -> Render:
-    return lambda _obj: value
-
-
-def _attribute(read: Callable[[Any], Any], render: Render) -> Render:
-    return lambda obj: render(read(obj))
+def _inline(kind: GraphQLOutputType, i: int, names: dict[str, Any]) -> str | None:
+    """An expression giving `v`'s output where graphql-core's serializer would give it
+    unchanged (or by `str`), to be followed by `else` and the full render; None for
+    other types. A non-null wrapper needs no test here: these values are not None."""
+    named = kind.of_type if is_non_null_type(kind) else kind
+    if named is GraphQLString:
+        return "v if type(v) is str"
+    if named is GraphQLID:
+        names["UUID"] = uuid.UUID
+        return "v if type(v) is str else str(v) if type(v) is int or type(v) is UUID"
+    if named is GraphQLBoolean:
+        return "v if type(v) is bool"
+    if named is GraphQLInt:
+        return f"v if type(v) is int and {GRAPHQL_MIN_INT} <= v <= {GRAPHQL_MAX_INT}"
+    if named is GraphQLFloat:
+        names["isfinite"] = math.isfinite
+        return "v if type(v) is float and isfinite(v)"
+    if isinstance(named, GraphQLScalarType) and named.serialize is base_scalars.isoformat:
+        names["datetime"] = datetime
+        return "v.isoformat() if type(v) is datetime"  # Strawberry's DateTime
+    wrapped = getattr(named, "wrapped_cls", None)
+    if (
+        isinstance(named, GraphQLEnumType)
+        and isinstance(wrapped, type)
+        and issubclass(wrapped, Enum)
+    ):
+        # Strawberry's enum serializer, as a table: the GraphQL name of each member.
+        names[f"c{i}"] = wrapped
+        names[f"e{i}"] = {
+            member: key
+            for member in wrapped
+            for key, value in named.values.items()
+            if member.value == value.value
+        }
+        return f"e{i}[v] if type(v) is c{i} and v in e{i}"
+    return None

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, RowMapping, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
 from taxi.models import Trip, TripStatus
@@ -39,65 +40,100 @@ class Loaded:
     total: int | None  # every row matching `where` (when counted)
 
 
-# The statement's fixed part, built once (building column collections per request cost
-# more than executing it): each trip with its rider and driver, and the driver's
-# ratings as correlated subqueries (an index range each, for the page's rows only).
+# Each trip with its rider and driver, and each driver's ratings: the page first (a
+# CTE), then the ratings of the page's drivers only, one aggregate per driver (as
+# correlated subqueries they cost two index scans per row: most of the statement).
 _RIDER, _DRIVER = users.USERS.alias("rider"), users.USERS.alias("driver")
 _RATED = TRIPS.alias("rated")
-_RATINGS = [
-    select(aggregate(_RATED.c.rating))
-    .where(
-        _RATED.c.driver_id == TRIPS.c.driver_id,
-        _RATED.c.status == TripStatus.COMPLETED,
-        _RATED.c.rating.is_not(None),
-    )
-    .scalar_subquery()
-    .label(name)
-    for aggregate, name in ((func.avg, "avg"), (func.count, "n"))
-]
-_COLUMNS = [
-    *(TRIPS.c[n] for n in (*COLUMNS, *POINTS)),
-    *users.columns(_RIDER, "r_"),
-    *users.columns(_DRIVER, "d_"),
-    *_RATINGS,
-]
-_FROM = TRIPS.outerjoin(_RIDER, _RIDER.c.id == TRIPS.c.rider_id).outerjoin(
-    _DRIVER, _DRIVER.c.id == TRIPS.c.driver_id
-)
 _NEWEST_FIRST = (TRIPS.c.created.desc(), TRIPS.c.id.desc())
+
+# The bind parameter of a built statement's LIMIT (rows wanted, plus one).
+PAGE_LIMIT = "page_limit"
+Built = tuple[Select[Any], Select[Any] | None]
+# Statements by the caller's key (taxi/services/trips.py: one per shape of `trips`).
+_BUILT: dict[Hashable, Built] = {}
+
+
+def _build(
+    where: Sequence[ColumnElement[bool]],
+    limit: bool,
+    count: Sequence[ColumnElement[bool]] | None,
+) -> Built:
+    page_rows = select(TRIPS).where(*where).order_by(*_NEWEST_FIRST)
+    if limit:
+        page_rows = page_rows.limit(bindparam(PAGE_LIMIT))
+    page = page_rows.cte("page")
+    ratings = (
+        select(
+            _RATED.c.driver_id,
+            func.avg(_RATED.c.rating).label("avg"),
+            func.count(_RATED.c.rating).label("n"),
+        )
+        .where(
+            _RATED.c.driver_id.in_(select(page.c.driver_id)),
+            _RATED.c.status == TripStatus.COMPLETED,
+            _RATED.c.rating.is_not(None),
+        )
+        .group_by(_RATED.c.driver_id)
+        .cte("ratings")
+    )
+    wanted: list[ColumnElement[Any]] = [
+        *(page.c[n] for n in (*COLUMNS, *POINTS)),
+        *users.columns(_RIDER, "r_"),
+        *users.columns(_DRIVER, "d_"),
+        ratings.c.avg,
+        ratings.c.n,
+    ]
+    counting = None
+    if count is not None:
+        counting = select(func.count()).select_from(TRIPS).where(*count)
+        # Its own `trip`, not the outer row's: one count for the whole statement.
+        wanted.append(counting.correlate(None).scalar_subquery().label("total"))
+    joined = (
+        page.outerjoin(_RIDER, _RIDER.c.id == page.c.rider_id)
+        .outerjoin(_DRIVER, _DRIVER.c.id == page.c.driver_id)
+        .outerjoin(ratings, ratings.c.driver_id == page.c.driver_id)
+    )
+    newest_first = (page.c.created.desc(), page.c.id.desc())
+    return select(*wanted).select_from(joined).order_by(*newest_first), counting
 
 
 async def load(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     where: Sequence[ColumnElement[bool]],
     *,
     positions: PositionStore,
     limit: int | None = None,
     count: Sequence[ColumnElement[bool]] | None = None,
+    key: Hashable | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Loaded:
     """The trips matching `where`, newest first, at most `limit`; with `count`, how
-    many trips match it (one statement either way)."""
-    wanted = list(_COLUMNS)
-    if count is not None:
-        # Its own `trip`, not the outer row's: one count for the whole statement.
-        total = select(func.count()).select_from(TRIPS).where(*count).correlate(None)
-        wanted.append(total.scalar_subquery().label("total"))
-    statement = select(*wanted).select_from(_FROM).where(*where).order_by(*_NEWEST_FIRST)
+    many trips match it (one statement either way). `key`: the statement is built
+    once for it (`where` and `count` must then be the same, bind parameters in
+    `params`), as building one cost more than executing it."""
+    built = _BUILT.get(key) if key is not None else None
+    if built is None:
+        built = _build(where, limit is not None, count)
+        if key is not None:
+            _BUILT[key] = built
+    statement, counting = built
+    values = dict(params or {})
     if limit is not None:
-        statement = statement.limit(limit + 1)
+        values[PAGE_LIMIT] = limit + 1
     # Core rows: no ORM entities to build or track.
-    connection = await session.connection()
-    rows = (await connection.execute(statement)).mappings().all()
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    rows = (await connection.execute(statement, values)).mappings().all()
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if more else rows
-    if count is None:
+    if counting is None:
         counted = None
     elif rows:
         counted = int(rows[0]["total"])
     else:  # an empty page (past the end): the count alone
-        counted = await connection.scalar(select(func.count()).select_from(TRIPS).where(*count))
+        counted = await connection.scalar(counting, values)
     dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
-    offered = await offered_sets(session, dispatched)
+    offered = await offered_sets(connection, dispatched)
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
     return Loaded([_view(r, offered, fixes) for r in rows], more, counted and int(counted))
 

@@ -8,13 +8,16 @@ is refused on the next request in every process; each process also hears the end
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.db import SessionMaker, affected
 from taxi.events import Publisher
-from taxi.models import AuthSession, RefreshToken, User, utcnow
+from taxi.models import AuthSession, RefreshToken, User, UserGroup, utcnow
 
 
 async def start(session: AsyncSession, *, user_id: int) -> str:
@@ -47,21 +50,61 @@ async def family_of_used_token(session: AsyncSession, *, jti: str) -> str | None
     ).first()
 
 
+_OWNED = col(AuthSession.user_id) == col(User.id)
+
+
+def _live(user_id: Any, sid: Any) -> tuple[ColumnElement[bool], ...]:
+    """The session `sid` of user `user_id` has not ended, nor has its user."""
+    return (
+        col(AuthSession.id) == sid,
+        col(User.id) == user_id,
+        col(AuthSession.revoked_at).is_(None),
+        col(User.is_active).is_(True),
+    )
+
+
+# Built once: constructing the expression per request cost more than running it.
+_SIGNED_IN = (
+    select(User).join(AuthSession, _OWNED).where(*_live(bindparam("user_id"), bindparam("sid")))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Who an access token says its bearer is (its signature checked, the session
+    not yet): enough to write the visibility rule (taxi/offers.py) for a statement
+    that checks the session itself (`SIGNED_IN`, with `params`)."""
+
+    id: int
+    group: UserGroup
+    sid: str
+
+    @classmethod
+    def of(cls, claims: dict[str, Any]) -> Claimed | None:
+        """None for claims without a known group."""
+        try:
+            group = UserGroup(claims.get("group"))
+        except ValueError:
+            return None
+        return cls(id=int(claims["sub"]), group=group, sid=str(claims["sid"]))
+
+    def params(self) -> dict[str, Any]:
+        return {"signed_in_user": self.id, "signed_in_sid": self.sid, "signed_in_group": self.group}
+
+
+# `load_signed_in` as a condition of another statement, the group included: true while
+# the session and its user are live and the user is in that group (`Claimed.params`).
+SIGNED_IN = exists().where(
+    _OWNED,
+    *_live(bindparam("signed_in_user"), bindparam("signed_in_sid")),
+    col(User.group) == bindparam("signed_in_group"),
+)
+
+
 async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> User | None:
     """The active user of a live session, in one query on two primary keys (the
     per-request cost of session checking); None when either has ended."""
-    row = (
-        await session.execute(
-            select(User)
-            .join(AuthSession, col(AuthSession.user_id) == col(User.id))
-            .where(
-                col(AuthSession.id) == sid,
-                col(User.id) == user_id,
-                col(AuthSession.revoked_at).is_(None),
-                col(User.is_active).is_(True),
-            )
-        )
-    ).first()
+    row = (await session.execute(_SIGNED_IN, {"sid": sid, "user_id": user_id})).first()
     return row[0] if row else None
 
 

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    CursorResult,
+    Result,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from taxi import dispatch, metrics
@@ -24,11 +35,11 @@ from taxi.db import SessionMaker
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.events import Kind, Publisher
 from taxi.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
-from taxi.offers import offered_clause, visible_clause
+from taxi.offers import Viewer, offered_clause, visible_clause
 from taxi.positions import Fix, PositionStore
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.limits import MAX_FIRST
-from taxi.services import reads
+from taxi.services import reads, sessions
 from taxi.services.reads import STORE_DOWN, UNDER_WAY
 
 log = logging.getLogger(__name__)
@@ -90,25 +101,68 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_trips(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     positions: PositionStore,
-    user: User,
+    user: Viewer,
     statuses: Sequence[TripStatus] | None,
     first: int,
     after: str | None,
+    signed_in: dict[str, Any] | None = None,
 ) -> Page:
+    """`signed_in`: the caller's token check (sessions.Claimed.params), made by the
+    page's own statement (its rows are read only where it holds: an empty page then
+    proves nothing)."""
     if first < 0 or first > MAX_FIRST:
         raise BadUserInput(
             f"first must be between 0 and {MAX_FIRST}.",
             fields={"first": [f"Must be between 0 and {MAX_FIRST}."]},
         )
-    where = [visible_clause(user)]
+    params: dict[str, Any] = {"viewer": user.id, **(signed_in or {})}
     if statuses:
-        where.append(col(Trip.status).in_(list(statuses)))
+        params["statuses"] = list(statuses)
+    if after:
+        params["after_created"], params["after_id"] = decode_cursor(after)
+    shape = (user.group is UserGroup.DRIVER, bool(statuses), bool(after), signed_in is not None)
+    page_where, where = _clauses(*shape)
+    loaded = await reads.load(
+        session,
+        page_where,
+        positions=positions,
+        limit=first,
+        count=where,
+        key=("list_trips", shape),
+        params=params,
+    )
+    return Page(
+        trips=loaded.trips,
+        cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
+        has_next_page=loaded.more,
+        total_count=loaded.total or 0,
+    )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A viewer whose id is a bind parameter (`viewer`): `list_trips` builds its
+    clauses once per shape, as building them cost more than executing them."""
+
+    group: UserGroup
+    id: Any = field(default_factory=lambda: bindparam("viewer"))
+
+
+@functools.cache
+def _clauses(
+    driver: bool, statuses: bool, after: bool, signed_in: bool
+) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
+    """The page's WHERE and the count's, with bind parameters (see `list_trips`)."""
+    where = [visible_clause(_Bound(UserGroup.DRIVER if driver else UserGroup.RIDER))]
+    if statuses:
+        where.append(col(Trip.status).in_(bindparam("statuses", expanding=True)))
     page_where = list(where)
     if after:
-        created, trip_id = decode_cursor(after)
+        created: BindParameter[datetime] = bindparam("after_created")
+        trip_id: BindParameter[uuid.UUID] = bindparam("after_id")
         # Keyset pagination, newest first: stable while new trips arrive.
         page_where.append(
             or_(
@@ -116,13 +170,9 @@ async def list_trips(
                 and_(col(Trip.created) == created, col(Trip.id) < trip_id),
             )
         )
-    loaded = await reads.load(session, page_where, positions=positions, limit=first, count=where)
-    return Page(
-        trips=loaded.trips,
-        cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
-        has_next_page=loaded.more,
-        total_count=loaded.total or 0,
-    )
+    if signed_in:
+        page_where.append(sessions.SIGNED_IN)
+    return page_where, where
 
 
 async def get_trip(
