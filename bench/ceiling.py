@@ -32,7 +32,7 @@ from taxi import auth
 from taxi.config import Settings
 from taxi.errors import Unauthenticated
 from taxi.main import create_app
-from taxi.services.trips import encode_cursor
+from taxi.services.queries import encode_cursor
 
 
 class Fanout:

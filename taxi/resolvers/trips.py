@@ -9,7 +9,7 @@ from taxi.context import Context
 from taxi.models import TripStatus
 from taxi.readmodels import LocationView, TripView
 from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
-from taxi.services import trips
+from taxi.services import queries, trips
 from taxi.services.sessions import Claimed
 
 
@@ -74,7 +74,7 @@ async def trips_page(
 ) -> TripConnection:
     # One session (one connection, one snapshot) for the token check and the page.
     async with ctx.db() as session:
-        page = await trips.list_trips(
+        page = await queries.list_trips(
             session,
             positions=ctx.services.positions,
             user=await ctx.user(session),
@@ -103,7 +103,7 @@ async def checked_trips_page(
             # BEGIN and ROLLBACK round trips around it. (SQLite's connections begin
             # their own way, taxi/db.py.)
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-        page = await trips.list_trips(
+        page = await queries.list_trips(
             connection,
             positions=ctx.services.positions,
             user=claimed,
@@ -115,7 +115,7 @@ async def checked_trips_page(
     return _connection(page) if page.trips else None
 
 
-def _connection(page: trips.Page) -> TripConnection:
+def _connection(page: queries.Page) -> TripConnection:
     edges = [TripEdge(cursor=c, node=t) for c, t in zip(page.cursors, page.trips, strict=True)]
     return TripConnection(
         edges=edges,
@@ -128,7 +128,7 @@ def _connection(page: trips.Page) -> TripConnection:
 
 
 async def one_trip(ctx: Context, trip_id: str) -> TripView:
-    return await trips.get_trip(
+    return await queries.get_trip(
         db=ctx.db, positions=ctx.services.positions, user=await ctx.user(), trip_id=trip_id
     )
 

@@ -19,7 +19,7 @@ from taxi.models import Trip, User, UserGroup
 from taxi.offers import can_see, was_offered
 from taxi.positions import PositionStore
 from taxi.readmodels import LocationView, TripView
-from taxi.services.trips import get_trip, parse_trip_id
+from taxi.services.queries import get_trip, parse_trip_id
 
 T = TypeVar("T")
 

@@ -3,43 +3,33 @@ partial unique indexes, never a read-then-write in Python."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
-    CursorResult,
-    Result,
-    and_,
-    bindparam,
-    or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi import dispatch, metrics
 from taxi.config import Settings
-from taxi.db import SessionMaker
+from taxi.db import SessionMaker, affected
 from taxi.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.events import Kind, Publisher
 from taxi.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
-from taxi.offers import Viewer, offered_clause, visible_clause
+from taxi.offers import offered_clause, visible_clause
 from taxi.positions import Fix, PositionStore
 from taxi.readmodels import LocationView, TripView
-from taxi.schema.limits import MAX_FIRST
-from taxi.services import reads, sessions
+from taxi.services import reads
+from taxi.services.queries import parse_trip_id
 from taxi.services.reads import STORE_DOWN, UNDER_WAY
 
 log = logging.getLogger(__name__)
@@ -49,13 +39,6 @@ NEXT_STATUS = {
     TripStatus.STARTED: TripStatus.IN_PROGRESS,
     TripStatus.IN_PROGRESS: TripStatus.COMPLETED,
 }
-
-
-def parse_trip_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError as exc:
-        raise NotFound("Trip not found.") from exc
 
 
 async def _after_commit(what: str, change: Awaitable[None]) -> None:
@@ -70,124 +53,6 @@ async def _after_commit(what: str, change: Awaitable[None]) -> None:
 async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
     """A trip the caller may see (checked already), as it stands in this transaction."""
     return (await reads.load(session, [col(Trip.id) == trip_id], positions=positions)).trips[0]
-
-
-# -- queries ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Page:
-    trips: list[TripView]
-    cursors: list[str]
-    has_next_page: bool
-    total_count: int
-
-
-def encode_cursor(created: datetime, trip_id: uuid.UUID) -> str:
-    raw = f"{created.isoformat()}|{trip_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, trip_id = raw.split("|", 1)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive")
-        return when, uuid.UUID(trip_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise BadUserInput("Invalid cursor.", fields={"after": ["Invalid cursor."]}) from exc
-
-
-async def list_trips(
-    session: AsyncSession | AsyncConnection,
-    *,
-    positions: PositionStore,
-    user: Viewer,
-    statuses: Sequence[TripStatus] | None,
-    first: int,
-    after: str | None,
-    signed_in: dict[str, Any] | None = None,
-) -> Page:
-    """`signed_in`: the caller's token check (sessions.Claimed.params), made by the
-    page's own statement (its rows are read only where it holds: an empty page then
-    proves nothing)."""
-    if first < 0 or first > MAX_FIRST:
-        raise BadUserInput(
-            f"first must be between 0 and {MAX_FIRST}.",
-            fields={"first": [f"Must be between 0 and {MAX_FIRST}."]},
-        )
-    params: dict[str, Any] = {"viewer": user.id, **(signed_in or {})}
-    if statuses:
-        params["statuses"] = list(statuses)
-    if after:
-        params["after_created"], params["after_id"] = decode_cursor(after)
-    shape = (user.group is UserGroup.DRIVER, bool(statuses), bool(after), signed_in is not None)
-    page_where, where = _clauses(*shape)
-    loaded = await reads.load(
-        session,
-        page_where,
-        positions=positions,
-        limit=first,
-        count=where,
-        key=("list_trips", shape),
-        params=params,
-    )
-    return Page(
-        trips=loaded.trips,
-        cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
-        has_next_page=loaded.more,
-        total_count=loaded.total or 0,
-    )
-
-
-@dataclass(frozen=True)
-class _Bound:
-    """A viewer whose id is a bind parameter (`viewer`): `list_trips` builds its
-    clauses once per shape, as building them cost more than executing them."""
-
-    group: UserGroup
-    id: Any = field(default_factory=lambda: bindparam("viewer"))
-
-
-@functools.cache
-def _clauses(
-    driver: bool, statuses: bool, after: bool, signed_in: bool
-) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
-    """The page's WHERE and the count's, with bind parameters (see `list_trips`)."""
-    where = [visible_clause(_Bound(UserGroup.DRIVER if driver else UserGroup.RIDER))]
-    if statuses:
-        where.append(col(Trip.status).in_(bindparam("statuses", expanding=True)))
-    page_where = list(where)
-    if after:
-        created: BindParameter[datetime] = bindparam("after_created")
-        trip_id: BindParameter[uuid.UUID] = bindparam("after_id")
-        # Keyset pagination, newest first: stable while new trips arrive.
-        page_where.append(
-            or_(
-                col(Trip.created) < created,
-                and_(col(Trip.created) == created, col(Trip.id) < trip_id),
-            )
-        )
-    if signed_in:
-        page_where.append(sessions.SIGNED_IN)
-    return page_where, where
-
-
-async def get_trip(
-    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
-) -> TripView:
-    tid = parse_trip_id(trip_id)
-    async with db() as session:
-        where = [col(Trip.id) == tid, visible_clause(user)]
-        found = (await reads.load(session, where, positions=positions)).trips
-    if not found:
-        raise NotFound("Trip not found.")
-    return found[0]
-
-
-# -- mutations --------------------------------------------------------------------------
 
 
 def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:
@@ -292,10 +157,8 @@ async def _apply(
 ) -> TripView:
     """Conditional UPDATE on the status we saw: exactly one concurrent writer wins."""
     values = {**values, "updated": utcnow()}
-    result = await session.execute(
-        update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect).values(**values)
-    )
-    if _rowcount(result) != 1:
+    changed = update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect)
+    if await affected(session, changed.values(**values)) != 1:
         raise Conflict("The trip changed meanwhile; this step no longer applies.")
     return await _view(session, trip.id, positions)
 
@@ -443,19 +306,13 @@ async def rate_trip(
             raise Forbidden("Only the trip's rider can rate it.")
         if trip.status is not TripStatus.COMPLETED or trip.rating is not None:
             raise Conflict("Only a completed, unrated trip can be rated.")
-        result = await session.execute(
+        rated = (
             update(Trip)
             .where(col(Trip.id) == trip.id, col(Trip.rating).is_(None))
             .values(rating=rating, updated=utcnow())
         )
-        if _rowcount(result) != 1:
+        if await affected(session, rated) != 1:
             raise Conflict("This trip was rated already.")
         view = await _view(session, trip.id, positions)
     await events.trip_changed(view, kind=Kind.RATED)
     return view
-
-
-def _rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE matched (`execute` is typed as returning any Result)."""
-    assert isinstance(result, CursorResult)
-    return result.rowcount
