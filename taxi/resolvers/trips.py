@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import strawberry
 
 from taxi import auth
@@ -11,6 +14,8 @@ from taxi.readmodels import LocationView, TripView
 from taxi.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.services import queries, trips
 from taxi.services.sessions import Claimed
+
+T = TypeVar("T")
 
 
 @strawberry.input
@@ -159,14 +164,7 @@ class TripMutation:
         )
     )
     async def accept_trip(self, info: Info, id: strawberry.ID) -> TripView:
-        ctx = info.context
-        return await trips.accept_trip(
-            db=ctx.db,
-            events=ctx.services.events,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
-            trip_id=id,
-        )
+        return await _change(info, trips.accept_trip, trip_id=id)
 
     @mutation(
         description="The trip's driver: STARTED -> IN_PROGRESS -> COMPLETED, one step at a time."
@@ -174,26 +172,11 @@ class TripMutation:
     async def update_trip_status(
         self, info: Info, id: strawberry.ID, status: TripStatus
     ) -> TripView:
-        ctx = info.context
-        return await trips.update_trip_status(
-            db=ctx.db,
-            events=ctx.services.events,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
-            trip_id=id,
-            status=status,
-        )
+        return await _change(info, trips.update_trip_status, trip_id=id, status=status)
 
     @mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
     async def cancel_trip(self, info: Info, id: strawberry.ID) -> TripView:
-        ctx = info.context
-        return await trips.cancel_trip(
-            db=ctx.db,
-            events=ctx.services.events,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
-            trip_id=id,
-        )
+        return await _change(info, trips.cancel_trip, trip_id=id)
 
     @mutation(
         description="The trip's driver, while STARTED or IN_PROGRESS: publish the car's position."
@@ -201,12 +184,9 @@ class TripMutation:
     async def report_location(
         self, info: Info, trip_id: strawberry.ID, location: LocationInput
     ) -> LocationView:
-        ctx = info.context
-        return await trips.report_location(
-            db=ctx.db,
-            events=ctx.services.events,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
+        return await _change(
+            info,
+            trips.report_location,
             trip_id=trip_id,
             latitude=location.latitude,
             longitude=location.longitude,
@@ -215,12 +195,14 @@ class TripMutation:
 
     @mutation(description="The trip's rider, once COMPLETED, once: 1 to 5.")
     async def rate_trip(self, info: Info, id: strawberry.ID, rating: int) -> TripView:
-        ctx = info.context
-        return await trips.rate_trip(
-            db=ctx.db,
-            events=ctx.services.events,
-            positions=ctx.services.positions,
-            user=await ctx.user(),
-            trip_id=id,
-            rating=rating,
-        )
+        return await _change(info, trips.rate_trip, trip_id=id, rating=rating)
+
+
+async def _change(info: Info, change: Callable[..., Awaitable[T]], **args: Any) -> T:
+    """A lifecycle step as the caller: the business rule with the request's services."""
+    ctx = info.context
+    services = ctx.services
+    user = await ctx.user()
+    return await change(
+        db=ctx.db, events=services.events, positions=services.positions, user=user, **args
+    )
