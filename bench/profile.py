@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.gclog import annotate_gc
 from bench.net import HTTP
 from bench.prepare import channels, fanout_cast
 
@@ -137,8 +138,6 @@ async def profile(run: Run) -> dict[str, Any]:
         for s in run.servers:
             await s.stop()
         await run.db.drop()
-    from bench.__main__ import annotate_gc
-
     annotate_gc(out["events"], run.servers[0].log)
     summary = summarize(raw)
     return {

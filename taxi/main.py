@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import dispatch, metrics, pages, sockets, tracing
+from taxi import dispatch, gcpolicy, metrics, pages, sockets, tracing
 from taxi.admin import attach, mount_admin
 from taxi.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.config import Settings
@@ -147,6 +147,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         with traced:
             async with metrics.flushing(), open_services(settings) as services:
                 app.state.services = services
+                if settings.gc_tuning:
+                    gcpolicy.install()
                 ending = asyncio.create_task(sockets.follow(services.hub, services.sockets))
                 attach(admin, services)
                 try:
