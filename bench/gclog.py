@@ -15,7 +15,8 @@ from typing import Any
 
 SLOW = 0.02  # seconds: a young collection this long is logged too
 COUNTS = [0, 0, 0]  # collections per generation, since the server started
-SECONDS = [0.0, 0.0, 0.0]
+SECONDS = [0.0, 0.0, 0.0]  # their pauses
+CPU = [0.0, 0.0, 0.0]  # the CPU they took
 
 
 def watch() -> None:
@@ -30,6 +31,7 @@ def watch() -> None:
         gen = info["generation"]
         COUNTS[gen] += 1
         SECONDS[gen] += took
+        CPU[gen] += cpu
         if gen == 2 or took > SLOW:
             sys.stderr.write(
                 f"bench-gc gen={gen} ms={took * 1000:.1f} cpu_ms={cpu * 1000:.1f} "

@@ -66,7 +66,8 @@ class Stats:
         )
         self.started = time.monotonic()
         self.measuring = False
-        self.reports = 0
+        self.reports = 0  # answered while measuring
+        self.sent = 0  # sent while measuring (more than answered: the server fell behind)
         self.errors: defaultdict[str, int] = defaultdict(int)
 
     def start(self) -> None:
@@ -147,13 +148,15 @@ class Rush:
     async def run(self) -> None:
         await self.wheel.turn(self.stop, self._tick, self._requests, self.stats)
 
-    def _tick(self, car: Car, now: float) -> None:
+    def _tick(self, car: Car, _tick_at: float) -> None:
         car.lat += random.uniform(-STEP_DEG, STEP_DEG)
         car.lon += random.uniform(-STEP_DEG, STEP_DEG)
+        now = time.monotonic()
         if car.trip is not None:
             if len(car.unmatched) > MAX_UNMATCHED:
                 car.unmatched.clear()
             car.unmatched[round(car.lat, 7)] = now
+        self.stats.sent += self.stats.measuring
         car.sock.op(UPDATE, POSITION % (car.lat, car.lon), (self._reported, now))
 
     def _reported(self, sent: float, msg: dict[str, Any]) -> None:
@@ -259,10 +262,11 @@ class Bare:
     async def run(self) -> None:
         await self.wheel.turn(self.stop, self._tick, _nothing, self.stats)
 
-    def _tick(self, car: BareCar, now: float) -> None:
+    def _tick(self, car: BareCar, _tick_at: float) -> None:
         car.lat += random.uniform(-STEP_DEG, STEP_DEG)
         car.lon += random.uniform(-STEP_DEG, STEP_DEG)
-        car.pending.append(now)
+        car.pending.append(time.monotonic())
+        self.stats.sent += self.stats.measuring
         car.ws.send(BARE_POSITION % (car.lat, car.lon))
 
     def _answered(self, ws: WS, _at: float, _data: bytes) -> None:

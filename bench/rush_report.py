@@ -38,13 +38,15 @@ def table(results: dict[str, Any]) -> str:
         )
     lines.append(
         f"| server CPU per position report | ≤ {GOAL_CPU_US:.0f} µs | "
-        f"{taxi['cpu_us_per_report']:,.0f} µs | | {taxi['position_reports']:,} reports |"
+        f"{taxi['cpu_us_per_report']:,.0f} µs | | {taxi['position_reports']:,} reports "
+        f"answered of {taxi['position_reports_sent']:,} sent |"
     )
     if "bare" in results:
         bare = results["bare"]
         lines.append(
             f"| bare GEOADD+PUBLISH endpoint, CPU per message | | "
-            f"{bare['cpu_us_per_message']:,.0f} µs | | ratio {results['ratio_to_bare']:.1f}x |"
+            f"{bare['cpu_us_per_message']:,.0f} µs | | ratio {results['ratio_to_bare']:.1f}x; "
+            f"{bare['messages']:,} answered of {bare['messages_sent']:,} sent |"
         )
     lag = taxi.get("generator_tick_lag") or {}
     gc, rss = taxi["gc"], taxi["rss_mib"]
@@ -61,11 +63,17 @@ def table(results: dict[str, Any]) -> str:
         f"server full (gen-2) collections in the window: {_pauses(gc['gen2_in_window'])}; "
         f"young > 20 ms: {len(gc['young_over_20ms_in_window'])}; "
         f"whole run: {_pauses(gc['gen2_whole_run'])}",
+        "collector in the window (gen 0, 1, 2): {collections} collections, "
+        "{cpu_seconds} CPU s, {share_of_server_cpu_pct} % of the server's CPU".format(
+            **taxi["gc_in_window"]
+        ),
         f"server heap at the end: {sum(objects):,} tracked objects (by generation "
         f"{_list(objects)}), {gc['frozen_at_end']:,} frozen; thresholds {gc['threshold']}",
         f"server RSS: {rss['measured_start']:,.0f} MiB at the window's start, "
         f"{rss['measured_end']:,.0f} MiB at its end, {rss['max']:,.0f} MiB max",
-        f"timeline (s): {taxi['timeline_s']}; whole phase {results.get('wall_s', 0):,.0f} s",
+        "timeline (s since the server started, its CPU s by then): "
+        + ", ".join(f"{k} {t:,.0f} ({c:,.0f})" for k, (t, c) in taxi["timeline_s"].items())
+        + f"; whole phase {results.get('wall_s', 0):,.0f} s",
     ]
     if taxi.get("errors"):
         lines.append(f"errors: {taxi['errors']}")

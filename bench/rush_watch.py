@@ -28,7 +28,9 @@ class Watch:
         self.sampler = asyncio.create_task(self._sample())
         self.window: tuple[float, float] = (time.time(), time.time())
         self.cpu = self.own_cpu = 0.0
-        self.marks: dict[str, float] = {}
+        self.marks: dict[str, list[float]] = {}
+        self.cpu_at_start = cpu_seconds(pid)
+        self.gc_before: dict[str, Any] = {}
 
     async def _sample(self) -> None:
         while True:
@@ -37,30 +39,58 @@ class Watch:
             await asyncio.sleep(RSS_EVERY)
 
     def mark(self, name: str) -> None:
-        """Seconds since the start, for the run's timeline (setup steps, window)."""
-        self.marks[name] = round(time.monotonic() - self.t0, 1)
+        """The run's timeline (setup steps, window): seconds since the start, and the
+        server's CPU seconds by then (was the setup waiting for the server?)."""
+        cpu = cpu_seconds(self.pid) - self.cpu_at_start
+        self.marks[name] = [round(time.monotonic() - self.t0, 1), round(cpu, 1)]
 
-    def begin(self) -> None:
+    async def _gc(self, query: str = "") -> dict[str, Any]:
+        if not self.heap:
+            return {}
+        http = HTTP(self.port)
+        try:
+            _, body = await http.request("GET", "/__bench/gc" + query)
+        finally:
+            await http.close()
+        answer: dict[str, Any] = orjson.loads(body)
+        return answer
+
+    async def begin(self) -> None:
+        self.gc_before = await self._gc()
         self.mark("measured from")
         self.window = (time.time(), 0.0)
         self.cpu, self.own_cpu = cpu_seconds(self.pid), time.process_time()
         self.wall = time.monotonic()
 
-    def end(self) -> dict[str, Any]:
+    async def end(self) -> dict[str, Any]:
         self.mark("measured to")
         wall = time.monotonic() - self.wall
         self.window = (self.window[0], time.time())
         own = time.process_time() - self.own_cpu
-        return {
-            "server_cpu_seconds": cpu_seconds(self.pid) - self.cpu,
+        cpu = cpu_seconds(self.pid) - self.cpu
+        out: dict[str, Any] = {
+            "server_cpu_seconds": cpu,
             "generator_cpu_pct": round(100 * own / wall, 1),
             "seconds": round(wall, 1),
         }
+        if self.heap:
+            after, before = await self._gc(), self.gc_before
+            gc_cpu = [
+                a - b for a, b in zip(after["cpu_seconds"], before["cpu_seconds"], strict=True)
+            ]
+            out["gc_in_window"] = {
+                "collections": [
+                    a - b for a, b in zip(after["collections"], before["collections"], strict=True)
+                ],
+                "cpu_seconds": [round(c, 2) for c in gc_cpu],
+                "share_of_server_cpu_pct": round(100 * sum(gc_cpu) / max(cpu, 1e-9), 1),
+            }
+        return out
 
     async def finish(self) -> dict[str, Any]:
         """RSS, collections and heap; call while the server still runs."""
         self.sampler.cancel()
-        mib = [m for t, m in self.rss if self.marks["measured from"] <= t]
+        mib = [m for t, m in self.rss if self.marks["measured from"][0] <= t]
         rss = {
             "measured_start": mib[0] if mib else None,
             "measured_end": mib[-1] if mib else None,
@@ -69,12 +99,7 @@ class Watch:
         }
         if not self.heap:
             return {"rss_mib": rss, "timeline_s": self.marks}
-        http = HTTP(self.port)
-        try:
-            _, body = await http.request("GET", "/__bench/gc?objects=1")
-        finally:
-            await http.close()
-        heap = orjson.loads(body)
+        heap = await self._gc("?objects=1")
         start, end = self.window
         pauses = gc_lines(self.log)
         inside = [p for p in pauses if start <= p[1] <= end]

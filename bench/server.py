@@ -51,7 +51,11 @@ def _with_gc_endpoint(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         query = scope.get("query_string", b"")
-        totals: dict[str, Any] = {"collections": gclog.COUNTS, "seconds": gclog.SECONDS}
+        totals: dict[str, Any] = {
+            "collections": gclog.COUNTS,
+            "seconds": gclog.SECONDS,
+            "cpu_seconds": gclog.CPU,
+        }
         for part in query.split(b"&"):
             if part.startswith(b"threshold="):  # a,b,c: gc.set_threshold, for experiments
                 gc.set_threshold(*(int(n) for n in part[len(b"threshold=") :].split(b",")))
