@@ -30,9 +30,8 @@ WINDOW = 30.0
 WAVE_ONE = 5.0  # an offer within this of its request belongs to the first wave
 MAX_UNMATCHED = 64  # a busy driver's reports whose rider frame has not come (yet)
 
-UPDATE = template(
-    "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
-)
+UPDATE_QUERY = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
+UPDATE = template(UPDATE_QUERY)
 ONLINE = template("mutation O($p: LocationInput!) { goOnline(position: $p) { availability } }")
 OFFERS = template("subscription { tripRequested { id pickUpAddress } }")
 FOLLOW = template("subscription F($t: ID!) { driverLocation(tripId: $t) { latitude } }")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.rush import UPDATE as BENCH_UPDATE
+from bench.rush_load import UPDATE_QUERY as BENCH_UPDATE
 from taxi.config import Settings
 from taxi.schema import fastpath
 from tests.conftest import LiveServer, base_settings
