@@ -10,6 +10,7 @@ summary groups samples by the innermost frame's package and by function."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from collections import Counter
@@ -86,6 +87,29 @@ def summarize(raw: Path, top: int = 25) -> dict[str, Any]:
         "self": pct(self_time, top),
         "total": pct(inclusive, top),
     }
+
+
+async def spy_on(pid: int, output: Path | None, seconds: float) -> Any:
+    """py-spy recording `pid` for `seconds` into `output` (raw stacks); None: no profile."""
+    if output is None:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    spy = await asyncio.create_subprocess_exec(
+        *(str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
+        *("--duration", str(int(seconds)), "--output", str(output)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # attached
+    return spy
+
+
+async def spied(spy: Any, output: Path | None) -> dict[str, Any] | None:
+    """The summary of `spy_on`'s recording, once it ended."""
+    if spy is None or output is None:
+        return None
+    await spy.wait()
+    return summarize(output, top=30)
 
 
 async def profile(run: Run) -> dict[str, Any]:

@@ -12,8 +12,9 @@ updatePosition round trip, position -> rider frame, request -> first-wave offer 
 (p50/p99 per 30 s window, to show whether latency stays flat), server CPU per position
 report, the server's resident memory and garbage collections, the generator's CPU;
 then the same sockets against a bare endpoint doing only GEOADD + PUBLISH per message
-(`bench.rush_bare`), for the ratio. The load is bench.rush_load's (one scheduler loop),
-the setup is bench.rush_setup's (bounded concurrency, progress on stderr)."""
+(`bench.rush_bare`), for the ratio. The loads (bench.rush_load, bench.rush_bare_load)
+run on one scheduler loop (bench.rush_wheel); the setup is bench.rush_setup's (bounded
+concurrency, progress on stderr); what is watched on the server, bench.rush_watch's."""
 
 from __future__ import annotations
 
@@ -28,18 +29,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import uvloop
 
 from bench import rush_report
 from bench.net import HTTP
-from bench.prepare import ROOT, Database, Server, _sessions, _users, mint_token, plain_dsn
+from bench.prepare import ROOT, Database, Server, plain_dsn
 from bench.proc import raise_open_files
-from bench.profile import summarize
-from bench.rush_load import Bare, Rush, Stats
-from bench.rush_setup import open_bare, say, set_up
+from bench.profile import spied, spy_on
+from bench.rush_bare_load import Bare
+from bench.rush_load import Rush
+from bench.rush_setup import open_bare, say, seed, set_up
 from bench.rush_watch import Watch
+from bench.rush_wheel import Stats
 
 BARE_SECONDS = 60.0  # the bare endpoint's measured window (at most --seconds)
 SWEEP_SECONDS = 60.0
@@ -62,7 +64,7 @@ async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dic
     # depend on how far the server keeps up with a growing load (warm-up follows).
     turning = asyncio.create_task(rush.run())
     await asyncio.sleep(opts.warmup)
-    spy = await _spy(opts, server.pid)
+    spy = await spy_on(server.pid, opts.profile, opts.seconds)
     say(f"measuring {opts.seconds:.0f} s")
     await watch.begin()
     stats.start()
@@ -70,7 +72,7 @@ async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dic
     await asyncio.sleep(opts.seconds)
     window = await watch.end()
     stats.measuring = False
-    profile = await _spied(spy, opts)
+    profile = await spied(spy, opts.profile)
     rush.stop.set()
     await turning
     observed = await watch.finish()
@@ -117,50 +119,6 @@ async def run_bare(opts: argparse.Namespace, server: Server) -> dict[str, Any]:
         "cpu_us_per_message": cpu / max(stats.reports, 1) * 1e6,
         **observed,
     }
-
-
-async def _spy(opts: argparse.Namespace, pid: int) -> asyncio.subprocess.Process | None:
-    """py-spy on the server for the measured window (--profile FILE: raw stacks)."""
-    if opts.profile is None:
-        return None
-    py_spy = Path(sys.executable).parent / "py-spy"
-    spy = await asyncio.create_subprocess_exec(
-        *(str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
-        *("--duration", str(int(opts.seconds)), "--output", str(opts.profile)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(1)  # attached
-    return spy
-
-
-async def _spied(spy: asyncio.subprocess.Process | None, opts: argparse.Namespace) -> Any:
-    if spy is None:
-        return None
-    await spy.wait()
-    return summarize(opts.profile, top=30)
-
-
-async def seed(dsn: str, secret: str, opts: argparse.Namespace) -> dict[str, list[str]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        tokens: dict[str, list[str]] = {}
-        count = int(opts.rate * opts.seconds) + 10
-        for name, group, n in (
-            ("drivers", "driver", opts.drivers),
-            ("busy", "driver", opts.trips),
-            ("riders", "rider", opts.trips),
-            ("requesters", "rider", count),
-        ):
-            users = await _users(conn, f"rush_{name}", group, n)
-            sids = await _sessions(conn, [i for i, _ in users])
-            tokens[name] = [
-                mint_token(secret, i, u, group, sid)
-                for (i, u), sid in zip(users, sids, strict=True)
-            ]
-        return tokens
-    finally:
-        await conn.close()
 
 
 async def main(opts: argparse.Namespace) -> dict[str, Any]:

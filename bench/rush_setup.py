@@ -12,25 +12,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 
 from bench.gqlws import GqlSocket, Template, failure
 from bench.net import WS, ws_connect
-from bench.rush_load import (
-    ACCEPT,
-    DRIVER_EVERY,
-    FOLLOW,
-    OFFERS,
-    ONLINE,
-    REQUEST,
-    TRIP_EVERY,
-    Bare,
-    Car,
-    Rush,
-    Stats,
-    spot,
-)
+from bench.prepare import _sessions, _users, mint_token
+from bench.rush_bare_load import Bare
+from bench.rush_load import ACCEPT, FOLLOW, OFFERS, ONLINE, REQUEST, Car, Rush
 from bench.rush_watch import Watch
+from bench.rush_wheel import DRIVER_EVERY, TRIP_EVERY, Stats, spot
 
 CONCURRENCY = 200  # sockets opening (or operations awaited) at once
 # Trips under way are set up by SQL-writing mutations: no more at once than the server's
@@ -144,3 +135,25 @@ async def open_bare(bare: Bare, port: int, drivers: int, trips: int) -> list[WS]
         return ws
 
     return await bounded("bare sockets", range(drivers + trips), one)
+
+
+async def seed(dsn: str, secret: str, opts: Any) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        tokens: dict[str, list[str]] = {}
+        count = int(opts.rate * opts.seconds) + 10
+        for name, group, n in (
+            ("drivers", "driver", opts.drivers),
+            ("busy", "driver", opts.trips),
+            ("riders", "rider", opts.trips),
+            ("requesters", "rider", count),
+        ):
+            users = await _users(conn, f"rush_{name}", group, n)
+            sids = await _sessions(conn, [i for i, _ in users])
+            tokens[name] = [
+                mint_token(secret, i, u, group, sid)
+                for (i, u), sid in zip(users, sids, strict=True)
+            ]
+        return tokens
+    finally:
+        await conn.close()
