@@ -4,22 +4,19 @@ position in, `{"ok":true}` out), on the same wheel."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from bench.net import WS
-from bench.rush_wheel import STEP_DEG, Stats, Wheel, spot
+from bench.rush_wheel import Mover, Stats, Wheel
 
 BARE_POSITION = b'{"latitude":%.7f,"longitude":%.7f}'
 
 
 @dataclass(slots=True, eq=False)
-class BareCar:
+class BareCar(Mover):
     ws: WS
-    lat: float
-    lon: float
     pending: deque[float] = field(default_factory=deque)  # send times, answered in order
 
 
@@ -36,7 +33,7 @@ class Bare:
     def car(self, ws: WS, every: float) -> None:
         ws.index = len(self.cars)
         ws.sink = self._answered
-        car = BareCar(ws, *spot())
+        car = BareCar.anywhere(ws)
         self.cars.append(car)
         self.wheel.add(car, every)
 
@@ -44,8 +41,7 @@ class Bare:
         await self.wheel.turn(self.stop, self._tick, _nothing, self.stats)
 
     def _tick(self, car: BareCar, _tick_at: float) -> None:
-        car.lat += random.uniform(-STEP_DEG, STEP_DEG)
-        car.lon += random.uniform(-STEP_DEG, STEP_DEG)
+        car.move()
         car.pending.append(time.monotonic())
         self.stats.sent += self.stats.measuring
         car.ws.send(BARE_POSITION % (car.lat, car.lon))

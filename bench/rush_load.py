@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.gqlws import GqlSocket, failure, template
-from bench.rush_wheel import STEP_DEG, Stats, Wheel, spot
+from bench.rush_wheel import Mover, Stats, Wheel, spot
 
 ACCEPT_AFTER = (1.0, 3.0)
 LEG = 3.0  # seconds from accept to IN_PROGRESS and from there to COMPLETED
@@ -32,12 +32,10 @@ POSITION = b'{"p":{"latitude":%.7f,"longitude":%.7f}}'
 
 
 @dataclass(slots=True, eq=False)
-class Car:
-    """A reporting socket: where it is, and (busy drivers) its trip's open reports."""
+class Car(Mover):
+    """A reporting driver's socket, and (busy drivers) its trip's open reports."""
 
     sock: GqlSocket
-    lat: float
-    lon: float
     trip: str | None = None
     unmatched: dict[float, float] = field(default_factory=dict)  # latitude -> sent at
 
@@ -58,8 +56,7 @@ class Rush:
         await self.wheel.turn(self.stop, self._tick, self._requests, self.stats)
 
     def _tick(self, car: Car, _tick_at: float) -> None:
-        car.lat += random.uniform(-STEP_DEG, STEP_DEG)
-        car.lon += random.uniform(-STEP_DEG, STEP_DEG)
+        car.move()
         now = time.monotonic()
         if car.trip is not None:
             if len(car.unmatched) > MAX_UNMATCHED:

@@ -21,7 +21,7 @@ from bench.prepare import _sessions, _users, mint_token
 from bench.rush_bare_load import Bare
 from bench.rush_load import ACCEPT, FOLLOW, OFFERS, ONLINE, REQUEST, Car, Rush
 from bench.rush_watch import Watch
-from bench.rush_wheel import DRIVER_EVERY, TRIP_EVERY, Stats, spot
+from bench.rush_wheel import DRIVER_EVERY, TRIP_EVERY, Stats
 
 CONCURRENCY = 200  # sockets opening (or operations awaited) at once
 # Trips under way are set up by SQL-writing mutations: no more at once than the server's
@@ -98,14 +98,14 @@ async def set_up(
         where = {"i": {"pickUpAddress": "a", "dropOffAddress": "b"}}
         trip = (await _data(rider, REQUEST, where, "requestTrip", stats))["id"]
         await _data(driver, ACCEPT, {"id": trip}, "acceptTrip", stats)
-        car = Car(driver, *spot(), trip)
+        car = Car.anywhere(driver, trip)
         rider.subscribe(FOLLOW, orjson.dumps({"t": trip}), (rush.on_location, car))
         rush.wheel.add(car, TRIP_EVERY)
 
     async def driver(token: str) -> None:
         sock = await open_sock(port, token, stats)
         socks.append(sock)
-        car = Car(sock, *spot())
+        car = Car.anywhere(sock)
         position = {"latitude": car.lat, "longitude": car.lon}
         await _data(sock, ONLINE, {"p": position}, "goOnline", stats)
         sock.subscribe(OFFERS, b"{}", (rush.on_offer, sock))

@@ -10,7 +10,8 @@ import math
 import random
 import time
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 CENTER = (52.52, 13.40)
 HALF_SIDE = 10_000.0  # metres: a 20 x 20 km city
@@ -26,6 +27,23 @@ WINDOW = 30.0
 def spot() -> tuple[float, float]:
     dy, dx = (random.uniform(-HALF_SIDE, HALF_SIDE) for _ in range(2))
     return CENTER[0] + dy / M_PER_DEG, CENTER[1] + dx / LON_SCALE
+
+
+@dataclass(slots=True, eq=False)
+class Mover:
+    """Where a reporting car is, somewhere in the city; each report moves it."""
+
+    lat: float
+    lon: float
+
+    @classmethod
+    def anywhere(cls, *args: Any) -> Self:
+        """One at a random spot; `args` are the subclass's further fields."""
+        return cls(*spot(), *args)
+
+    def move(self) -> None:
+        self.lat += random.uniform(-STEP_DEG, STEP_DEG)
+        self.lon += random.uniform(-STEP_DEG, STEP_DEG)
 
 
 def pct(values: list[float], q: float) -> float | None:
