@@ -24,9 +24,8 @@ The policy:
    quarter of the heap after that walk, as CPython's own rule keeps garbage within a
    quarter of its oldest generation; whole-heap walks come only while the heap grows
    (sockets opening, or closed ones' garbage piling up). (`gc.get_freeze_count()` would
-   be the direct
-   measure, but it walks the permanent generation: 1.5 s for 2.4 million objects on the
-   bench VM; `sys.getallocatedblocks()` takes < 1 ms.)
+   be the direct measure, but it walks the permanent generation: 1.5 s for 2.4 million
+   objects on the bench VM; `sys.getallocatedblocks()` takes < 1 ms.)
 
 Measured, 1,000 drivers + 100 trips, 60 s (VM shared with other jobs: CPU times):
 CPython's defaults: 2-5 full collections a minute of 470-660 ms CPU each, the collector
