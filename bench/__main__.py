@@ -47,6 +47,7 @@ import uvloop
 from redis import asyncio as aioredis
 
 from bench import report
+from bench.gclog import annotate_gc
 from bench.net import HTTP
 from bench.prepare import (
     ROOT,
@@ -385,26 +386,6 @@ class Run:
             await b.stop()
 
 
-def gc_pauses(log: Path) -> list[tuple[float, float, int]]:
-    """(start, end, generation) of the collections bench.server logged."""
-    pauses = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("bench-gc "):
-            f = dict(part.split("=", 1) for part in line.split()[1:])
-            end = float(f["at"])
-            pauses.append((end - float(f["ms"]) / 1000, end, int(f["gen"])))
-    return pauses
-
-
-def annotate_gc(events: list[dict[str, Any]], log: Path) -> None:
-    """Adds to each event the collector's pauses (ms) inside its measurement window."""
-    pauses = gc_pauses(log)
-    for e in events:
-        inside = [(b - a) * 1000 for a, b, _ in pauses if a < e["t_end"] and b > e["t0"]]
-        e["gc_pause_ms"] = round(sum(inside), 1)
-        e["gc_max_ms"] = round(max(inside, default=0.0), 1)
-
-
 def same_rows(http: dict[str, Any]) -> str:
     """Do both endpoints answer with the same data? (floats compared to 1e-9)"""
     answers = [http[k].pop("sample", None) for k in ("taxi", "bare")]
@@ -457,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         phases = set(opts.only.split(","))
         results = uvloop.run(Run(opts).main()) if phases - {"rush"} else {"meta": {}}
         if "rush" in phases:
-            from bench import rush
+            from bench import rush, rush_report
 
             argv = ["--drivers", str(opts.rush_drivers), "--trips", str(opts.rush_trips)]
             argv += ["--rate", str(opts.rush_rate), "--seconds", str(opts.rush_seconds)]
@@ -467,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         if phases - {"rush"}:
             sys.stdout.write(report.table(results))
         if "rush" in phases:
-            sys.stdout.write(rush.table(results["rush"]))
+            sys.stdout.write(rush_report.table(results["rush"]))
     sys.stdout.write(f"\nwritten: {path.relative_to(ROOT)}\n")
 
 

@@ -40,6 +40,7 @@ class WS(asyncio.Protocol):
         "closed",
         "inbox",
         "index",
+        "on_lost",
         "open",
         "request",
         "sink",
@@ -55,6 +56,7 @@ class WS(asyncio.Protocol):
         self.inbox: deque[bytes] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.sink: Sink | None = None
+        self.on_lost: Callable[[], None] | None = None  # told once the socket is gone
         self.closed = False
         self.transport: Any = None  # uvloop's transports are no asyncio.Transport
 
@@ -68,6 +70,8 @@ class WS(asyncio.Protocol):
             self.open.set_exception(ConnectionError("closed during handshake"))
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -123,8 +127,11 @@ class WS(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send(self, message: dict[str, Any] | str) -> None:
-        data = message.encode() if isinstance(message, str) else orjson.dumps(message)
+    def send(self, message: dict[str, Any] | str | bytes) -> None:
+        if isinstance(message, bytes):
+            data = message
+        else:
+            data = message.encode() if isinstance(message, str) else orjson.dumps(message)
         self._write(_frame(0x1, data))
 
     async def recv(self, wait: float = 30.0) -> bytes:

@@ -10,12 +10,14 @@ summary groups samples by the innermost frame's package and by function."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.gclog import annotate_gc
 from bench.net import HTTP
 from bench.prepare import channels, fanout_cast
 
@@ -87,6 +89,29 @@ def summarize(raw: Path, top: int = 25) -> dict[str, Any]:
     }
 
 
+async def spy_on(pid: int, output: Path | None, seconds: float) -> Any:
+    """py-spy recording `pid` for `seconds` into `output` (raw stacks); None: no profile."""
+    if output is None:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    spy = await asyncio.create_subprocess_exec(
+        *(str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
+        *("--duration", str(int(seconds)), "--output", str(output)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # attached
+    return spy
+
+
+async def spied(spy: Any, output: Path | None) -> dict[str, Any] | None:
+    """The summary of `spy_on`'s recording, once it ended."""
+    if spy is None or output is None:
+        return None
+    await spy.wait()
+    return summarize(output, top=30)
+
+
 async def profile(run: Run) -> dict[str, Any]:
     from bench.__main__ import RESULTS, progress, save_stamp
 
@@ -137,8 +162,6 @@ async def profile(run: Run) -> dict[str, Any]:
         for s in run.servers:
             await s.stop()
         await run.db.drop()
-    from bench.__main__ import annotate_gc
-
     annotate_gc(out["events"], run.servers[0].log)
     summary = summarize(raw)
     return {

@@ -1,5 +1,6 @@
 """Rush hour (issue 11): `python -m bench.rush [--drivers D --trips T --rate R --seconds S]`,
-also the last phase of `python -m bench`.
+also the last phase of `python -m bench`; `--sweep 2500,5000,7500,10000` finds the
+largest D that meets the goals (shorter windows, no bare run: one row per D).
 
 A 20 x 20 km city. One server process on core 0 (PostgreSQL + Redis, production
 settings), this generator on core 1. D online drivers each send `updatePosition` every
@@ -9,384 +10,123 @@ under way, each driver reporting every 2 s and each rider subscribed to
 by the first offered driver after 1-3 s and driven to completion. Measured: the
 updatePosition round trip, position -> rider frame, request -> first-wave offer frames
 (p50/p99 per 30 s window, to show whether latency stays flat), server CPU per position
-report; then the same sockets against a bare endpoint doing only GEOADD + PUBLISH per
-message (`bench.rush_bare`), for the ratio."""
+report, the server's resident memory and garbage collections, the generator's CPU;
+then the same sockets against a bare endpoint doing only GEOADD + PUBLISH per message
+(`bench.rush_bare`), for the ratio. The loads (bench.rush_load, bench.rush_bare_load)
+run on one scheduler loop (bench.rush_wheel); the setup is bench.rush_setup's (bounded
+concurrency, progress on stderr); what is watched on the server, bench.rush_watch's."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import math
+import gc
 import os
-import random
 import secrets
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import uvloop
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
-from bench.prepare import ROOT, Database, Server, _sessions, _users, mint_token, plain_dsn
-from bench.proc import cpu_seconds, raise_open_files
-from bench.profile import summarize
+from bench import rush_report
+from bench.net import HTTP
+from bench.prepare import ROOT, Database, Server, plain_dsn
+from bench.proc import raise_open_files
+from bench.profile import spied, spy_on
+from bench.rush_bare_load import Bare
+from bench.rush_load import Rush
+from bench.rush_setup import open_bare, say, seed, set_up
+from bench.rush_watch import Watch
+from bench.rush_wheel import Stats
 
-CENTER = (52.52, 13.40)
-HALF_SIDE = 10_000.0  # metres: a 20 x 20 km city
-M_PER_DEG = 111_195.0
-DRIVER_EVERY, TRIP_EVERY = 4.0, 2.0
-ACCEPT_AFTER = (1.0, 3.0)
-LEG = 3.0  # seconds from accept to IN_PROGRESS and from there to COMPLETED
-WINDOW = 30.0
-WAVE_ONE = 5.0  # an offer within this of its request belongs to the first wave
-CONNECT_CONCURRENCY = 200
-OPEN_TRIES = 3
-
-UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
-ONLINE = "mutation O($p: LocationInput!) { goOnline(position: $p) { availability } }"
-OFFERS = "subscription { tripRequested { id pickUpAddress } }"
-FOLLOW = "subscription F($t: ID!) { driverLocation(tripId: $t) { latitude } }"
-REQUEST = "mutation R($i: RequestTripInput!) { requestTrip(input: $i) { id } }"
-ACCEPT = "mutation A($id: ID!) { acceptTrip(id: $id) { id } }"
-STEP = "mutation S($id: ID!, $s: TripStatus!) { updateTripStatus(id: $id, status: $s) { id } }"
+BARE_SECONDS = 60.0  # the bare endpoint's measured window (at most --seconds)
+SWEEP_SECONDS = 60.0
 
 
-def spot() -> dict[str, float]:
-    dy, dx = (random.uniform(-HALF_SIDE, HALF_SIDE) for _ in range(2))
-    lon_scale = M_PER_DEG * math.cos(math.radians(CENTER[0]))
-    return {"latitude": CENTER[0] + dy / M_PER_DEG, "longitude": CENTER[1] + dx / lon_scale}
+def quiet_collector() -> None:
+    """The generator's own full collections would walk its 10,000 sockets' objects (a
+    second's pause, seen as a late tick): what the setup made is frozen, never walked."""
+    gc.collect()
+    gc.freeze()
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.samples: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
-        self.started = time.monotonic()
-        self.measuring = False
-        self.reports = 0
-        self.errors: defaultdict[str, int] = defaultdict(int)
-
-    def add(self, name: str, seconds: float) -> None:
-        if self.measuring:
-            self.samples[name].append((time.monotonic() - self.started, seconds))
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, points in self.samples.items():
-            values = [v for _, v in points]
-            windows = defaultdict(list)
-            for at, v in points:
-                windows[int(at // WINDOW)].append(v)
-            out[name] = {
-                "n": len(values),
-                "p50_ms": pct(values, 0.5),
-                "p99_ms": pct(values, 0.99),
-                "p99_ms_per_window": [pct(windows[k], 0.99) for k in sorted(windows)],
-            }
-        return out
-
-
-class Sock:
-    """One graphql-transport-ws socket: operations by id, frames to callbacks."""
-
-    ids = itertools.count()
-
-    def __init__(self, ws: ClientConnection, stats: Stats) -> None:
-        self.ws, self.stats = ws, stats
-        self.waiting: dict[str, asyncio.Future[Any]] = {}
-        self.streams: dict[str, Any] = {}
-        self.reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, url: str, token: str, stats: Stats) -> Sock:
-        # A socket the server closed before its ack (4408: the init deadline passed while
-        # thousands of others connected) reconnects, as a phone would; counted, reported.
-        for _ in range(OPEN_TRIES - 1):
-            try:
-                return await cls._open(url, token, stats)
-            except ConnectionClosed:
-                stats.errors["reconnect at open"] += 1
-        return await cls._open(url, token, stats)
-
-    @classmethod
-    async def _open(cls, url: str, token: str, stats: Stats) -> Sock:
-        ws = await connect(url, subprotocols=[Subprotocol("graphql-transport-ws")], max_queue=None)
-        await ws.send(
-            orjson.dumps({"type": "connection_init", "payload": {"authToken": token}}).decode()
-        )
-        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
-        return cls(ws, stats)
-
-    async def _read(self) -> None:
-        async for frame in self.ws:
-            msg = orjson.loads(frame)
-            kind, op = msg["type"], msg.get("id")
-            if kind == "ping":
-                await self.ws.send('{"type":"pong"}')
-            elif op in self.streams and kind == "next":
-                self.streams[op](msg["payload"])
-            elif op in self.waiting and kind in ("next", "error"):
-                self.waiting.pop(op).set_result(msg)
-
-    async def call(self, query: str, variables: dict[str, Any]) -> Any:
-        op = str(next(self.ids))
-        future = self.waiting[op] = asyncio.get_running_loop().create_future()
-        payload = {"query": query, "variables": variables}
-        try:
-            await self.ws.send(
-                orjson.dumps({"id": op, "type": "subscribe", "payload": payload}).decode()
-            )
-        except ConnectionClosed:
-            return None  # the run is over: its sockets are closing
-        msg = await future
-        if msg["type"] == "error" or msg["payload"].get("errors"):
-            errors = msg["payload"] if msg["type"] == "error" else msg["payload"]["errors"]
-            code = errors[0].get("extensions", {}).get("code", errors[0].get("message"))
-            self.stats.errors[f"{query.split()[1]} {code}"] += 1
-            return None
-        return msg["payload"]["data"]
-
-    async def stream(self, query: str, variables: dict[str, Any], on: Any) -> None:
-        op = str(next(self.ids))
-        self.streams[op] = on
-        payload = {"query": query, "variables": variables}
-        await self.ws.send(
-            orjson.dumps({"id": op, "type": "subscribe", "payload": payload}).decode()
-        )
-
-
-class Rush:
-    def __init__(self, opts: argparse.Namespace, url: str, stats: Stats) -> None:
-        self.opts, self.url, self.stats = opts, url, stats
-        self.claimed: set[str] = set()
-        self.sent: dict[tuple[str, float], float] = {}  # (trip, latitude) -> sent at
-        self.stop = asyncio.Event()
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Any) -> None:
-        """A task kept until it ends (the loop holds only weak references)."""
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def drive(self, sock: Sock, every: float, trip: str | None = None) -> None:
-        where = spot()
-        await asyncio.sleep(random.uniform(0, every))
-        while not self.stop.is_set():
-            where = {k: v + random.uniform(-2e-4, 2e-4) for k, v in where.items()}
-            started = time.monotonic()
-            if trip is not None:
-                self.sent[(trip, round(where["latitude"], 9))] = started
-            await sock.call(UPDATE, {"p": where})
-            self.stats.add("updatePosition_rtt", time.monotonic() - started)
-            self.stats.reports += self.stats.measuring
-            await asyncio.sleep(every - (time.monotonic() - started) % every)
-
-    def on_offer(self, sock: Sock) -> Any:
-        def on(payload: dict[str, Any]) -> None:
-            offer = payload["data"]["tripRequested"]
-            trip, address = offer["id"], offer["pickUpAddress"]
-            if not address.startswith("rush "):
-                return
-            # The request's send time travels in its address: offers may beat the answer.
-            sent = float(address.split()[1])
-            if time.monotonic() - sent < WAVE_ONE:
-                self.stats.add("request_to_offer", time.monotonic() - sent)
-            if trip not in self.claimed:
-                self.claimed.add(trip)
-                self.spawn(self.take(sock, trip))
-
-        return on
-
-    async def take(self, sock: Sock, trip: str) -> None:
-        await asyncio.sleep(random.uniform(*ACCEPT_AFTER))
-        if await sock.call(ACCEPT, {"id": trip}) is None:
-            return
-        for status in ("IN_PROGRESS", "COMPLETED"):
-            await asyncio.sleep(LEG)
-            await sock.call(STEP, {"id": trip, "s": status})
-
-    def on_location(self, trip: str) -> Any:
-        def on(payload: dict[str, Any]) -> None:
-            lat = payload["data"]["driverLocation"]["latitude"]
-            sent = self.sent.pop((trip, round(lat, 9)), None)
-            if sent is not None:
-                self.stats.add("position_to_rider", time.monotonic() - sent)
-
-        return on
-
-    async def requests(self, riders: list[Sock]) -> None:
-        pending = iter(riders)
-        while not self.stop.is_set():
-            rider = next(pending, None)
-            if rider is None:
-                break
-            where = {
-                "pickUpAddress": f"rush {time.monotonic():.6f}",
-                "dropOffAddress": "Hour",
-                "pickUp": spot(),
-            }
-            self.spawn(rider.call(REQUEST, {"i": where}))
-            await asyncio.sleep(1 / self.opts.rate)
-
-
-async def gather_limited(coros: list[Any]) -> list[Any]:
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one(c: Any) -> Any:
-        async with gate:
-            return await c
-
-    return await asyncio.gather(*(one(c) for c in coros))
-
-
-async def run_load(
-    opts: argparse.Namespace, url: str, tokens: dict[str, list[str]], server_pid: int
-) -> dict[str, Any]:
+async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dict[str, Any]:
     stats = Stats()
-    rush = Rush(opts, url, stats)
-    drivers = await gather_limited([Sock.open(url, t, stats) for t in tokens["drivers"]])
-    for sock in drivers:
-        await sock.call(ONLINE, {"p": spot()})
-        await sock.stream(OFFERS, {}, rush.on_offer(sock))
-    busy = await gather_limited([Sock.open(url, t, stats) for t in tokens["busy"]])
-    riders = await gather_limited([Sock.open(url, t, stats) for t in tokens["riders"]])
-    trips: list[str] = []
-    for rider, driver in zip(riders, busy, strict=True):
-        trip = (await rider.call(REQUEST, {"i": {"pickUpAddress": "a", "dropOffAddress": "b"}}))[
-            "requestTrip"
-        ]["id"]
-        await driver.call(ACCEPT, {"id": trip})
-        await rider.stream(FOLLOW, {"t": trip}, rush.on_location(trip))
-        trips.append(trip)
-    requesters = await gather_limited([Sock.open(url, t, stats) for t in tokens["requesters"]])
-    tasks = [asyncio.create_task(rush.drive(s, DRIVER_EVERY)) for s in drivers]
-    tasks += [
-        asyncio.create_task(rush.drive(s, TRIP_EVERY, t)) for s, t in zip(busy, trips, strict=True)
-    ]
+    rush = Rush(stats, opts.rate)
+    watch = Watch(server.pid, server.port, server.log)
+    socks, requesters = await set_up(rush, server.port, tokens, stats, watch)
+    quiet_collector()
+    # Reports start once every socket is set up: the setup's own pace then does not
+    # depend on how far the server keeps up with a growing load (warm-up follows).
+    turning = asyncio.create_task(rush.run())
     await asyncio.sleep(opts.warmup)
-    spy = await _spy(opts, server_pid)
-    stats.measuring, stats.started = True, time.monotonic()
-    cpu0 = cpu_seconds(server_pid)
-    tasks.append(asyncio.create_task(rush.requests(requesters)))
+    spy = await spy_on(server.pid, opts.profile, opts.seconds)
+    say(f"measuring {opts.seconds:.0f} s")
+    await watch.begin()
+    stats.start()
+    rush.start_requests(requesters)
     await asyncio.sleep(opts.seconds)
-    cpu = cpu_seconds(server_pid) - cpu0
-    profile = await _spied(spy, opts)
+    window = await watch.end()
     stats.measuring = False
+    profile = await spied(spy, opts.profile)
     rush.stop.set()
-    for task in [*tasks, *rush.tasks]:
-        task.cancel()
-    for sock in [*drivers, *busy, *riders, *requesters]:
-        sock.reader.cancel()
-        await sock.ws.close()
+    await turning
+    observed = await watch.finish()
+    for sock in socks:
+        sock.close()
     return {
         **stats.summary(),
         "position_reports": stats.reports,
-        "server_cpu_seconds": cpu,
-        "cpu_us_per_report": cpu / max(stats.reports, 1) * 1e6,
+        "position_reports_sent": stats.sent,
+        "requests": rush.requested,
+        **window,
+        "cpu_us_per_report": window["server_cpu_seconds"] / max(stats.reports, 1) * 1e6,
+        **observed,
         "errors": dict(stats.errors),
         **({"profile": profile} if profile else {}),
     }
 
 
-async def _spy(opts: argparse.Namespace, pid: int) -> asyncio.subprocess.Process | None:
-    """py-spy on the server for the measured window (--profile FILE: raw stacks)."""
-    if opts.profile is None:
-        return None
-    py_spy = Path(sys.executable).parent / "py-spy"
-    spy = await asyncio.create_subprocess_exec(
-        *(str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
-        *("--duration", str(int(opts.seconds)), "--output", str(opts.profile)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(1)  # attached
-    return spy
-
-
-async def _spied(spy: asyncio.subprocess.Process | None, opts: argparse.Namespace) -> Any:
-    if spy is None:
-        return None
-    await spy.wait()
-    return summarize(opts.profile, top=30)
-
-
-async def run_bare(opts: argparse.Namespace, port: int, server_pid: int) -> dict[str, Any]:
-    """The same socket count and message rate against bench.rush_bare."""
+async def run_bare(opts: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """The same socket count and message rates against bench.rush_bare."""
     stats = Stats()
-    url = f"ws://127.0.0.1:{port}/bare"
-    socks = await gather_limited(
-        [connect(url, max_queue=None) for _ in range(opts.drivers + opts.trips)]
-    )
-    sent = 0
-
-    async def drive(ws: ClientConnection, every: float) -> None:
-        nonlocal sent
-        await asyncio.sleep(random.uniform(0, every))
-        while True:
-            started = time.monotonic()
-            await ws.send(orjson.dumps(spot()).decode())
-            await ws.recv()
-            stats.add("bare_rtt", time.monotonic() - started)
-            sent += stats.measuring
-            await asyncio.sleep(every - (time.monotonic() - started) % every)
-
-    tasks = [
-        asyncio.create_task(drive(ws, DRIVER_EVERY if i < opts.drivers else TRIP_EVERY))
-        for i, ws in enumerate(socks)
-    ]
+    bare = Bare(stats)
+    watch = Watch(server.pid, server.port, server.log, heap=False)
+    sockets = await open_bare(bare, server.port, opts.drivers, opts.trips)
+    quiet_collector()
+    turning = asyncio.create_task(bare.run())
     await asyncio.sleep(opts.warmup)
-    stats.measuring, stats.started = True, time.monotonic()
-    cpu0 = cpu_seconds(server_pid)
-    await asyncio.sleep(min(opts.seconds, 60))
-    cpu = cpu_seconds(server_pid) - cpu0
-    for task in tasks:
-        task.cancel()
-    for ws in socks:
-        await ws.close()
-    return {**stats.summary(), "messages": sent, "cpu_us_per_message": cpu / max(sent, 1) * 1e6}
-
-
-async def seed(dsn: str, secret: str, opts: argparse.Namespace) -> dict[str, list[str]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        tokens: dict[str, list[str]] = {}
-        count = int(opts.rate * opts.seconds) + 10
-        for name, group, n in (
-            ("drivers", "driver", opts.drivers),
-            ("busy", "driver", opts.trips),
-            ("riders", "rider", opts.trips),
-            ("requesters", "rider", count),
-        ):
-            users = await _users(conn, f"rush_{name}", group, n)
-            sids = await _sessions(conn, [i for i, _ in users])
-            tokens[name] = [
-                mint_token(secret, i, u, group, sid)
-                for (i, u), sid in zip(users, sids, strict=True)
-            ]
-        return tokens
-    finally:
-        await conn.close()
+    await watch.begin()
+    stats.start()
+    await asyncio.sleep(min(opts.seconds, BARE_SECONDS))
+    window = await watch.end()
+    stats.measuring = False
+    bare.stop.set()
+    await turning
+    observed = await watch.finish()
+    for ws in sockets:
+        ws.close()
+    cpu = window["server_cpu_seconds"]
+    return {
+        **stats.summary(),
+        "messages": stats.reports,
+        "messages_sent": stats.sent,
+        **window,
+        "cpu_us_per_message": cpu / max(stats.reports, 1) * 1e6,
+        **observed,
+    }
 
 
 async def main(opts: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
     raise_open_files()
     os.sched_setaffinity(0, {1})
     tmp = Path(tempfile.mkdtemp(prefix="taxi-rush-"))
+    say(f"D={opts.drivers:,} T={opts.trips:,} R={opts.rate}/s, {opts.seconds:.0f} s; logs in {tmp}")
     db = Database(plain_dsn(opts.database_url))
     await db.create(ROOT)
     secret, prefix = secrets.token_urlsafe(40), f"rush-{secrets.token_hex(4)}"
@@ -400,65 +140,47 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
         "BENCH_CHANNEL_PREFIX": prefix,
         "MEDIA_ROOT": str(tmp / "media"),
         "MAX_SOCKETS_PER_USER": "1000",
+        # taxi.gcpolicy, on under `taxi serve`; `--gc default`: CPython's, for comparison
+        "GC_TUNING": "1" if opts.gc == "tuned" else "0",
     }
     results: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
     server = Server("taxi", 0, env, tmp / "taxi.log")
     try:
         tokens = await seed(db.dsn, secret, opts)
         await server.start()
-        url = f"ws://127.0.0.1:{server.port}/graphql"
-        results["taxi"] = await run_load(opts, url, tokens, server.pid)
+        if opts.gc_threshold:
+            http = HTTP(server.port)
+            await http.request("GET", f"/__bench/gc?threshold={opts.gc_threshold}")
+            await http.close()
+        results["taxi"] = await run_taxi(opts, server, tokens)
     finally:
         await server.stop()
         await db.drop()
-    bare = Server("rush_bare", 0, env, tmp / "bare.log")
-    try:
-        await bare.start()
-        results["bare"] = await run_bare(opts, bare.port, bare.pid)
-    finally:
-        await bare.stop()
-    taxi_us = results["taxi"]["cpu_us_per_report"]
-    results["ratio_to_bare"] = taxi_us / max(results["bare"]["cpu_us_per_message"], 1e-9)
+    if not opts.no_bare:
+        bare = Server("rush_bare", 0, env, tmp / "bare.log")
+        try:
+            await bare.start()
+            results["bare"] = await run_bare(opts, bare)
+        finally:
+            await bare.stop()
+        taxi_us = results["taxi"]["cpu_us_per_report"]
+        results["ratio_to_bare"] = taxi_us / max(results["bare"]["cpu_us_per_message"], 1e-9)
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    say(f"done in {results['wall_s']:.0f} s")
     return results
 
 
-GOALS = {
-    "updatePosition_rtt": ("updatePosition round trip p99", 50.0),
-    "position_to_rider": ("position -> rider's driverLocation frame p99", 100.0),
-    "request_to_offer": ("request -> first-wave offer frames p99", 100.0),
-}
-
-
-def table(results: dict[str, Any]) -> str:
-    """The rush-hour result against the issue's goals, as a Markdown table."""
-    o, taxi = results["options"], results["taxi"]
-    lines = [
-        f"\nRush hour: D={o['drivers']} drivers, T={o['trips']} trips under way, "
-        f"R={o['rate']}/s requests, {o['seconds']} s measured\n",
-        "| measure | goal | p50 | p99 | p99 per 30 s window |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for key, (name, goal) in GOALS.items():
-        m = taxi.get(key) or {}
-        windows = ", ".join(f"{w:.0f}" for w in m.get("p99_ms_per_window", []) if w is not None)
-        p50, p99 = m.get("p50_ms"), m.get("p99_ms")
-        lines.append(
-            f"| {name} (n={m.get('n', 0)}) | ≤ {goal:.0f} ms | "
-            f"{'-' if p50 is None else f'{p50:.1f} ms'} | "
-            f"{'-' if p99 is None else f'{p99:.1f} ms'} | {windows} |"
-        )
-    lines.append(
-        f"| server CPU per position report | ≤ 100 µs | {taxi['cpu_us_per_report']:.0f} µs | | "
-        f"{taxi['position_reports']} reports |"
-    )
-    bare = results["bare"]
-    lines.append(
-        f"| bare GEOADD+PUBLISH endpoint, CPU per message | | "
-        f"{bare['cpu_us_per_message']:.0f} µs | | ratio {results['ratio_to_bare']:.1f}x |"
-    )
-    if taxi.get("errors"):
-        lines.append(f"\nerrors: {taxi['errors']}")
-    return "\n".join(lines) + "\n"
+async def sweep(opts: argparse.Namespace) -> dict[str, Any]:
+    """One run per D (--sweep), each measured --sweep-seconds, without the bare run."""
+    rows = []
+    for drivers in (int(d) for d in opts.sweep.split(",")):
+        one = argparse.Namespace(**{**vars(opts), "drivers": drivers, "no_bare": True})
+        one.seconds = opts.sweep_seconds
+        result = await main(one)
+        rows.append(rush_report.sweep_row(result))
+        sys.stdout.write(rush_report.sweep_table(rows[-1:], header=len(rows) == 1))
+        sys.stdout.flush()
+    return {"sweep": rows, "largest_d_meeting_goals": rush_report.largest(rows)}
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -468,6 +190,20 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=180.0, help="measured duration")
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare endpoint run")
+    parser.add_argument(
+        "--gc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="the server's collector: taxi.gcpolicy (as `taxi serve`) or CPython's defaults",
+    )
+    parser.add_argument(
+        "--gc-threshold", default=None, help="A,B,C: gc.set_threshold in the server (experiments)"
+    )
+    parser.add_argument("--sweep", default=None, help="comma-separated D values, e.g. 2500,5000")
+    parser.add_argument(
+        "--sweep-seconds", type=float, default=SWEEP_SECONDS, help="measured per D in a sweep"
+    )
     parser.add_argument(
         "--database-url", default=os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1/test")
     )
@@ -481,11 +217,20 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     opts = options(argv)
-    results = uvloop.run(main(opts))
-    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
+    if opts.sweep:
+        results = uvloop.run(sweep(opts))
+        text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
+        summary = rush_report.sweep_table(results["sweep"]) + (
+            f"\nlargest D meeting every goal ({opts.sweep_seconds:.0f} s measured per D): "
+            f"{results['largest_d_meeting_goals']}\n"
+        )
+    else:
+        results = uvloop.run(main(opts))
+        text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
+        summary = rush_report.table(results)
     if opts.out:
         opts.out.write_text(text)
-    sys.stdout.write(text + "\n" + table(results))
+    sys.stdout.write(text + "\n" + summary)
     return results
 
 

@@ -13,9 +13,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+POOL_SIZE = 100  # Redis connections, as redis-py's default pool (the taxi server's)
+
 
 def create_bare_app() -> Starlette:
-    redis = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    # redis-py 8's default pool raises MaxConnectionsError past 100 commands in flight,
+    # which ended the handlers (and their sockets) of the 11,000-socket run: these wait
+    # for one of the 100 connections instead.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        os.environ["REDIS_URL"], max_connections=POOL_SIZE, timeout=None
+    )
+    redis = aioredis.Redis(connection_pool=pool)
     prefix = os.environ.get("CHANNEL_PREFIX", "bare")
     key, channel = f"{{{prefix}:bare}}:geo", f"{prefix}:bare"
 

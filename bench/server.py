@@ -13,13 +13,17 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import time
+from collections import Counter
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench import gclog
 from taxi import events
 from taxi.config import Settings
+
+TOP_TYPES = 40
 
 
 def _isolate_channels() -> None:
@@ -32,52 +36,49 @@ def _isolate_channels() -> None:
         events.TRIPS = f"{prefix}:trips"
 
 
-GC_COUNTS = [0, 0, 0]
-GC_SECONDS = [0.0, 0.0, 0.0]
-
-
-def _watch_gc() -> None:
-    """Counts every garbage collection and its duration per generation (read by the
-    load generator from GET /__bench/gc); any of the oldest generation or slower than
-    20 ms also goes to stderr as `bench-gc gen=G ms=T collected=C at=T`, which the
-    orchestrator matches to the measurement windows. py-spy cannot name the collector:
-    it charges its time to whichever Python line allocated when it ran."""
-    started = [0.0]
-    counts, seconds = GC_COUNTS, GC_SECONDS
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-            return
-        took = time.perf_counter() - started[0]
-        gen = info["generation"]
-        counts[gen] += 1
-        seconds[gen] += took
-        if gen == 2 or took > 0.02:
-            sys.stderr.write(
-                f"bench-gc gen={gen} ms={took * 1000:.1f} "
-                f"collected={info['collected']} at={time.time():.3f}\n"
-            )
-
-    gc.callbacks.append(callback)
-
-
 def _with_gc_endpoint(app: ASGIApp) -> ASGIApp:
-    """GET /__bench/gc: the totals above; `?collect=1` first runs a full collection,
-    `?freeze=1` moves every object alive into the permanent generation (gc.freeze),
-    for the frozen-heap experiment."""
+    """GET /__bench/gc: collections and seconds per generation (bench.gclog), frozen
+    objects, thresholds. Actions, in this order: `?threshold=A,B,C` (gc.set_threshold),
+    `?unfreeze=1` (gc.unfreeze),
+    `?collect=1` (a full collection; how many it freed), `?freeze=1` (every object
+    alive into the permanent generation, for the frozen-heap experiments). `?objects=1`
+    adds the objects the collector tracks per generation, `?types=1` the commonest
+    types among them (each a walk of the heap: seconds at millions of objects, so only
+    between measurements)."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/__bench/gc":
             await app(scope, receive, send)
             return
         query = scope.get("query_string", b"")
-        if b"collect=1" in query:
-            gc.collect()
-        if b"freeze=1" in query:
+        totals: dict[str, Any] = {
+            "collections": gclog.COUNTS,
+            "seconds": gclog.SECONDS,
+            "cpu_seconds": gclog.CPU,
+        }
+        for part in query.split(b"&"):
+            if part.startswith(b"threshold="):  # a,b,c: gc.set_threshold, for experiments
+                gc.set_threshold(*(int(n) for n in part[len(b"threshold=") :].split(b",")))
+        if b"unfreeze=1" in query:
+            gc.unfreeze()
+        if b"garbage=1" in query:  # what the collection frees, by type (it keeps it)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            totals["collected"] = gc.collect()
+            gc.set_debug(0)
+            kinds = Counter(type(o).__qualname__ for o in gc.garbage)
+            totals["garbage"] = kinds.most_common(TOP_TYPES)
+            gc.garbage.clear()
+        elif b"collect=1" in query:
+            totals["collected"] = gc.collect()
+        if b"freeze=1" in query and b"unfreeze=1" not in query:
             gc.freeze()
-        totals = {"collections": GC_COUNTS, "seconds": GC_SECONDS}
-        body = orjson.dumps({**totals, "frozen": gc.get_freeze_count()})
+        totals.update(frozen=gc.get_freeze_count(), threshold=gc.get_threshold())
+        if b"objects=1" in query:
+            totals["objects"] = [len(gc.get_objects(g)) for g in range(3)]
+        if b"types=1" in query:
+            kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+            totals["types"] = kinds.most_common(TOP_TYPES)
+        body = orjson.dumps(totals)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -89,7 +90,7 @@ def taxi_app() -> ASGIApp:
     from taxi.main import create_app
 
     _isolate_channels()
-    _watch_gc()
+    gclog.watch()
     return _with_gc_endpoint(create_app(Settings()))
 
 
@@ -97,7 +98,7 @@ def ceiling_app() -> ASGIApp:
     from bench.ceiling import create_ceiling_app
 
     _isolate_channels()
-    _watch_gc()
+    gclog.watch()
     return _with_gc_endpoint(create_ceiling_app(Settings()))
 
 
@@ -111,6 +112,7 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     kind, port = argv[0], int(argv[1])
+    os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` (taxi.gcpolicy)
     settings = Settings()
     uvicorn.run(
         f"bench.server:{kind}_app",

@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     os.environ.setdefault("LOG_JSON", "1")
     os.environ.setdefault("LOG_LEVEL", args.log_level)
     os.environ.setdefault("LOG_FORMAT", "json" if settings.json_logs else "text")
+    os.environ.setdefault("GC_TUNING", "1")
     configure_logging(args.log_level, json=settings.json_logs)
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done; with
     # the default disposition the process then dies "killed by SIGTERM" (status 143),

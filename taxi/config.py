@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # This process configures logging itself (taxi.logs); `taxi serve` turns it on, also for
     # its workers. LOG_FORMAT: `text` (readable lines) or `json`; unset, text in development.
     log_json: bool = False
+    # The collector's policy for a long-running server (taxi.gcpolicy); `taxi serve` turns
+    # it on, also for its workers.
+    gc_tuning: bool = False
     log_format: Literal["json", "text"] | None = None
     log_level: str = "info"
     # Persisted documents (taxi.persisted): APQ, trusted documents only, or neither.

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taxi import broadcast as broadcast_mod
 from taxi import db as db_mod
-from taxi import dispatch, metrics, pages, sockets, tracing
+from taxi import dispatch, gcpolicy, metrics, pages, sockets, tracing
 from taxi.admin import attach, mount_admin
 from taxi.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.config import Settings
@@ -179,6 +179,8 @@ async def _running(
     with traced:
         async with metrics.flushing(), open_services(settings) as services:
             app.state.services = services
+            if settings.gc_tuning:
+                gcpolicy.install()
             attach(admin, services)
             try:
                 follow = sockets.follow(services.hub, services.sockets)

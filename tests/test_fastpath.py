@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.rush import UPDATE as BENCH_UPDATE
+from bench.rush_load import UPDATE_QUERY as BENCH_UPDATE
 from taxi.config import Settings
 from taxi.live import fastpath
 from tests.backends import base_settings
