@@ -155,13 +155,19 @@ class OperationLog(SchemaExtension):
             kind = ctx.operation_type.value
         except RuntimeError:
             kind = "unknown"
-        log.info(
-            "operation",
-            extra={
-                "operation": ctx.operation_name or "anonymous",
-                "type": kind,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                "outcome": "error" if codes else "ok",
-                "codes": codes,
-            },
-        )
+        operation_line(ctx.operation_name, kind, time.perf_counter() - start, codes)
+
+
+def operation_line(name: str | None, kind: str, seconds: float, codes: list[str]) -> None:
+    """The one log line per operation, written alike by every path that answers one
+    (Strawberry's execution, the position fast path, query plans)."""
+    log.info(
+        "operation",
+        extra={
+            "operation": name or "anonymous",
+            "type": kind,
+            "duration_ms": round(seconds * 1000, 2),
+            "outcome": "error" if codes else "ok",
+            "codes": codes,
+        },
+    )

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from taxi import metrics
 from taxi.context import Context
 from taxi.errors import AppError
-from taxi.logs import log
+from taxi.logs import operation_line
 from taxi.services import drivers
 
 # Distinct documents remembered (a client sends one; a few versions of an app, a few).
@@ -224,14 +224,5 @@ async def answer(
     data = {found.key: _render(found.fields, obj, "DriverState")}
     seconds = time.perf_counter() - started
     metrics.operation(name=found.name, kind="mutation", code="OK", seconds=seconds)
-    log.info(
-        "operation",
-        extra={
-            "operation": found.name or "anonymous",
-            "type": "mutation",
-            "duration_ms": round(seconds * 1000, 2),
-            "outcome": "ok",
-            "codes": [],
-        },
-    )
+    operation_line(found.name, "mutation", seconds, [])
     return data

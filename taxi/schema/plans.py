@@ -64,7 +64,7 @@ from strawberry.schema.types import base_scalars
 from taxi import metrics
 from taxi.context import Context
 from taxi.errors import AppError
-from taxi.logs import log
+from taxi.logs import operation_line
 from taxi.models import TripStatus
 from taxi.resolvers.trips import checked_trips_page, one_trip, trips_page
 from taxi.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
@@ -200,16 +200,7 @@ class Plans:
             return None
         seconds = time.perf_counter() - started
         metrics.operation(name=found.name, kind="query", code="OK", seconds=seconds)
-        log.info(
-            "operation",
-            extra={
-                "operation": found.name or "anonymous",
-                "type": "query",
-                "duration_ms": round(seconds * 1000, 2),
-                "outcome": "ok",
-                "codes": [],
-            },
-        )
+        operation_line(found.name, "query", seconds, [])
         return data
 
 
