@@ -34,7 +34,7 @@ from bench.loadgen import SUB_UPDATED, bounded
 from bench.net import HTTP, WS, ws_connect
 from bench.prepare import ROOT, Database, Server, fanout_cast, plain_dsn
 from bench.proc import cpu_seconds, raise_open_files, rss_kib, settle
-from taxi.cluster import ShardedRedisBackend, cluster_client
+from taxi.core.cluster import ShardedRedisBackend, cluster_client
 from tests.rcluster import private_cluster
 
 UPDATE = (

@@ -28,11 +28,11 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from taxi import auth
-from taxi.config import Settings
-from taxi.errors import Unauthenticated
+from taxi.core.config import Settings
+from taxi.domain import auth
+from taxi.domain.errors import Unauthenticated
+from taxi.domain.services.queries import encode_cursor
 from taxi.main import create_app
-from taxi.services.queries import encode_cursor
 
 
 class Fanout:

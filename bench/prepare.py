@@ -69,7 +69,8 @@ class Database:
         finally:
             await conn.close()
         code = (
-            "import sys; from taxi.config import Settings; from taxi.migrate import upgrade; "
+            "import sys; from taxi.core.config import Settings; "
+            "from taxi.core.migrate import upgrade; "
             "upgrade(Settings(database_url=sys.argv[1], redis_url=None))"
         )
         proc = await asyncio.create_subprocess_exec(

@@ -140,7 +140,7 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
         "BENCH_CHANNEL_PREFIX": prefix,
         "MEDIA_ROOT": str(tmp / "media"),
         "MAX_SOCKETS_PER_USER": "1000",
-        # taxi.gcpolicy, on under `taxi serve`; `--gc default`: CPython's, for comparison
+        # taxi.core.gcpolicy, on under `taxi serve`; `--gc default`: CPython's, for comparison
         "GC_TUNING": "1" if opts.gc == "tuned" else "0",
     }
     results: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
@@ -195,7 +195,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "--gc",
         choices=["tuned", "default"],
         default="tuned",
-        help="the server's collector: taxi.gcpolicy (as `taxi serve`) or CPython's defaults",
+        help="the server's collector: taxi.core.gcpolicy (as `taxi serve`) or CPython's defaults",
     )
     parser.add_argument(
         "--gc-threshold", default=None, help="A,B,C: gc.set_threshold in the server (experiments)"

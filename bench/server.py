@@ -20,8 +20,8 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench import gclog
-from taxi import events
-from taxi.config import Settings
+from taxi.core.config import Settings
+from taxi.domain import events
 
 TOP_TYPES = 40
 
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     kind, port = argv[0], int(argv[1])
-    os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` (taxi.gcpolicy)
+    os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` (taxi.core.gcpolicy)
     settings = Settings()
     uvicorn.run(
         f"bench.server:{kind}_app",
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> None:
         http="httptools",
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
-        ws="taxi.server:WebSocketProtocol",  # as `taxi serve`: the frame-write seam
+        ws="taxi.transport.server:WebSocketProtocol",  # as `taxi serve`: the frame-write seam
         timeout_graceful_shutdown=5,
     )
 

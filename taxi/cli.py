@@ -12,8 +12,8 @@ import sys
 import tempfile
 from typing import Any
 
-from taxi.config import Settings, SettingsError
-from taxi.logs import configure_logging
+from taxi.core.config import Settings, SettingsError
+from taxi.core.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # the default disposition the process then dies "killed by SIGTERM" (status 143),
     # which process managers report as a failure. A completed graceful stop exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # Several workers: their metrics go through files that /metrics reads (taxi.metrics);
+    # Several workers: their metrics go through files that /metrics reads (taxi.core.metrics);
     # a fresh directory per serve, so a previous run's counters never leak in.
     own_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -45,21 +45,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
     uvicorn.run(
         "taxi.main:create_app",
-        log_config=None,  # ours: JSON or text lines with request ids (taxi.logs)
+        log_config=None,  # ours: JSON or text lines with request ids (taxi.core.logs)
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
         loop="uvloop",
-        # httptools with a header size limit and a read deadline (taxi.server).
-        http="taxi.server:GuardedHttpToolsProtocol",
+        # httptools with a header size limit and a read deadline (taxi.transport.server).
+        http="taxi.transport.server:GuardedHttpToolsProtocol",
         server_header=False,
         # Frames are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         # Closes open WebSockets with 1001 Going Away on shutdown (uvicorn's sends 1012).
-        ws="taxi.server:WebSocketProtocol",
+        ws="taxi.transport.server:WebSocketProtocol",
         timeout_graceful_shutdown=10,
         # X-Forwarded-For only from TRUSTED_PROXIES (uvicorn trusts 127.0.0.1 otherwise).
         proxy_headers=bool(settings.trusted_proxies),
@@ -68,15 +68,15 @@ def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> None:
-    from taxi.migrate import upgrade
+    from taxi.core.migrate import upgrade
 
     upgrade(settings)
 
 
 async def _create_superuser(settings: Settings, username: str, password: str) -> None:
-    from taxi.auth import hash_password
-    from taxi.db import open_database
-    from taxi.models import User, UserGroup
+    from taxi.core.db import open_database
+    from taxi.domain.auth import hash_password
+    from taxi.domain.models import User, UserGroup
 
     async with open_database(settings) as (_engine, sessions), sessions() as session:
         # The password policy is for sign-ups; an operator choosing a superuser's
@@ -100,7 +100,7 @@ def _createsuperuser(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _print_schema(_args: argparse.Namespace, _settings: Settings) -> None:
-    from taxi.schema.build import print_schema
+    from taxi.api.schema.build import print_schema
 
     sys.stdout.write(print_schema())
 

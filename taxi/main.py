@@ -17,26 +17,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from taxi import broadcast as broadcast_mod
-from taxi import db as db_mod
-from taxi import dispatch, gcpolicy, metrics, pages, sockets, tracing
-from taxi.admin import attach, mount_admin
-from taxi.broadcast import RedisClient, open_broadcast, open_redis
-from taxi.config import Settings
-from taxi.context import Services
-from taxi.events import Publisher
-from taxi.http import TaxiGraphQL
-from taxi.live.endpoint import LiveEndpoint
-from taxi.live.hub import Hub
-from taxi.logs import RequestIdMiddleware, configure_logging, install_request_ids
-from taxi.persisted import Documents, load_manifest
-from taxi.photos import MediaFiles
-from taxi.positions import MemoryPositions, PositionStore
-from taxi.positions_redis import RedisPositions
-from taxi.ratelimit import Limiter, MemoryLimiter, RedisLimiter
-from taxi.schema.build import build_schema
-from taxi.sockets import SocketRegistry
-from taxi.tasks import background
+from taxi.api.context import Services
+from taxi.api.persisted import Documents, load_manifest
+from taxi.api.schema.build import build_schema
+from taxi.core import broadcast as broadcast_mod
+from taxi.core import db as db_mod
+from taxi.core import gcpolicy, metrics, tracing
+from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
+from taxi.core.config import Settings
+from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
+from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from taxi.core.tasks import background
+from taxi.domain import dispatch
+from taxi.domain.events import Publisher
+from taxi.domain.photos import MediaFiles
+from taxi.domain.positions import MemoryPositions, PositionStore
+from taxi.domain.positions_redis import RedisPositions
+from taxi.transport import pages, sockets
+from taxi.transport.admin import attach, mount_admin
+from taxi.transport.http import TaxiGraphQL
+from taxi.transport.live.endpoint import LiveEndpoint
+from taxi.transport.live.hub import Hub
+from taxi.transport.sockets import SocketRegistry
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
@@ -194,7 +196,7 @@ async def _running(
 def _routes(
     settings: Settings, schema: strawberry.Schema, live: LiveEndpoint, *, plans: bool
 ) -> list[BaseRoute]:
-    """`plans`: recognised read-only queries answered by cached plans (taxi/schema/plans.py);
+    """`plans`: recognised read-only queries answered by cached plans (taxi/api/schema/plans.py);
     off under tracing, whose spans follow Strawberry's execution."""
     graphql = TaxiGraphQL(
         schema,

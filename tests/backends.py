@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
-from taxi.config import Settings, normalize_database_url
+from taxi.core.config import Settings, normalize_database_url
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = normalize_database_url(os.environ.get("DATABASE_URL", ""))

@@ -26,10 +26,10 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
-from taxi.cluster import startup_nodes
-from taxi.config import Settings
+from taxi.core.cluster import startup_nodes
+from taxi.core.config import Settings
+from taxi.core.migrate import upgrade
 from taxi.main import create_app
-from taxi.migrate import upgrade
 from tests.backends import (
     CI,
     CONNECT_TIMEOUT,
@@ -100,7 +100,7 @@ def redis_cluster_url() -> str:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "taxi.db"
+    path = tmp_path_factory.mktemp("template") / "taxi.core.db"
     upgrade(base_settings(database_url=f"sqlite+aiosqlite:///{path}"))
     return path
 
@@ -121,7 +121,7 @@ async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> AsyncIterator[Backend]:
     if request.param == "embedded":
-        db = tmp_path / "taxi.db"
+        db = tmp_path / "taxi.core.db"
         shutil.copy(sqlite_template, db)
         yield Backend("embedded", f"sqlite+aiosqlite:///{db}", None)
         return

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from taxi.models import TripStatus
-from taxi.readmodels import TripView
+from taxi.domain.models import TripStatus
+from taxi.domain.readmodels import TripView
 
 SIGN_UP = """
 mutation SignUp($input: SignUpInput!) {

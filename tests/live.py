@@ -14,13 +14,13 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from taxi.config import Settings
-from taxi.live.hub import Hub
+from taxi.core.config import Settings
 from taxi.main import create_app
+from taxi.transport.live.hub import Hub
 from tests.wait import START, WAIT, eventually
 
-# What `taxi serve` runs: the frame-write seam of taxi/server.py.
-SEAM = "taxi.server:WebSocketProtocol"
+# What `taxi serve` runs: the frame-write seam of taxi/transport/server.py.
+SEAM = "taxi.transport.server:WebSocketProtocol"
 
 
 def free_port() -> int:

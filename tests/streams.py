@@ -8,7 +8,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
-from taxi.cluster import cluster_client
+from taxi.core.cluster import cluster_client
 from tests.helpers import REPORT_LOCATION, UPDATE_STATUS, Account, ok
 from tests.metrics_scrape import Samples, scrape, value
 from tests.procs import TaxiServer
@@ -52,7 +52,7 @@ async def numsub(server: TaxiServer, channel: str) -> int:
 
 async def pool_subscribed(server: TaxiServer) -> None:
     """Until `server` runs a tripRequested subscription. It sends nothing first, and a
-    server counts a subscription only once its channels are live (taxi/live/
+    server counts a subscription only once its channels are live (taxi/transport/live/
     operations.py), so this is how a test knows. The count is the process's own: others
     on a shared Redis cannot move it (they can move PUBSUB NUMSUB)."""
 

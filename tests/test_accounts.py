@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from taxi.config import Settings
+from taxi.core.config import Settings
+from taxi.domain.models import RefreshToken, User
 from taxi.main import create_app
-from taxi.models import RefreshToken, User
 from tests.backends import Backend
 from tests.helpers import LOG_IN, LOG_OUT, PASSWORD, SIGN_UP, account, error_code, gql, unique
 
@@ -151,7 +151,7 @@ async def test_unknown_user_still_pays_for_a_hash(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Equal cost: an unknown username is verified against a dummy hash."""
-    from taxi import auth
+    from taxi.domain import auth
 
     calls: list[str | None] = []
     real = auth._verify

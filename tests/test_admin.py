@@ -7,9 +7,9 @@ import httpx
 from sqlmodel import select
 
 from taxi.cli import _create_superuser
-from taxi.config import Settings
-from taxi.db import open_database
-from taxi.models import User
+from taxi.core.config import Settings
+from taxi.core.db import open_database
+from taxi.domain.models import User
 from tests.helpers import ME, PASSWORD, REFRESH, account, error_code, gql, request_trip, unique
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi.config import Settings
+from taxi.core.config import Settings
 from tests.backends import CI, Backend
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools

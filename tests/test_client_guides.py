@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi.config import Settings
+from taxi.core.config import Settings
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,

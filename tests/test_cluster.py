@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from taxi import usernames
-from taxi.cluster import cluster_client
+from taxi.core.cluster import cluster_client
+from taxi.domain import usernames
 from tests.backends import REDIS_URL
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from taxi.config import Settings, SettingsError
-from taxi.logs import JsonFormatter, TextFormatter
+from taxi.core.config import Settings, SettingsError
+from taxi.core.logs import JsonFormatter, TextFormatter
 
 ROOT = Path(__file__).parent.parent
 ENV_NAMES = ("JWT_SECRET", "TAXI_ENV", "LOG_FORMAT", "SECRET_FILE", "TILE_URL")
@@ -100,7 +100,7 @@ def test_the_cli_logs_text_in_development_and_json_in_production(
         **os.environ,
         "TAXI_ENV": env,
         "JWT_SECRET": "s" * 48,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'taxi.db'}",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'taxi.core.db'}",
     }
     environ.pop("REDIS_URL", None)
     done = subprocess.run(

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from taxi import events
-from taxi.config import Settings
-from taxi.models import DispatchWave, Trip, TripOffer
-from taxi.positions import METERS_PER_DEGREE
+from taxi.core.config import Settings
+from taxi.domain import events
+from taxi.domain.models import DispatchWave, Trip, TripOffer
+from taxi.domain.positions import METERS_PER_DEGREE
 from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from taxi import events
-from taxi.positions import METERS_PER_DEGREE
+from taxi.domain import events
+from taxi.domain.positions import METERS_PER_DEGREE
 from tests.backends import REDIS_URL, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -12,8 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from taxi import events
-from taxi.models import Trip
+from taxi.domain import events
+from taxi.domain.models import Trip
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi import events
+from taxi.domain import events
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,

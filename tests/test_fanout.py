@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi.live.execution import Plan
-from taxi.live.operations import Operations
+from taxi.transport.live.execution import Plan
+from taxi.transport.live.operations import Operations
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
 from tests.live import LiveServer
 from tests.ws import session

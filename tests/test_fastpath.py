@@ -1,5 +1,5 @@
 """updatePosition over a socket answered without a GraphQL execution
-(taxi/live/fastpath.py): the same answers, the same errors, as the full path."""
+(taxi/transport/live/fastpath.py): the same answers, the same errors, as the full path."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bench.rush_load import UPDATE_QUERY as BENCH_UPDATE
-from taxi.config import Settings
-from taxi.live import fastpath
+from taxi.core.config import Settings
+from taxi.transport.live import fastpath
 from tests.backends import base_settings
 from tests.helpers import account, gql
 from tests.live import LiveServer

@@ -55,9 +55,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from taxi.live.protocol import GOING_AWAY, TRY_AGAIN_LATER
-from taxi.migrate import upgrade
-from taxi.schema.errors import with_codes
+from taxi.api.schema.errors import with_codes
+from taxi.core.migrate import upgrade
+from taxi.transport.live.protocol import GOING_AWAY, TRY_AGAIN_LATER
 from tests.backends import CI, PG_URL, REDIS_URL, Backend, base_settings, need_real
 from tests.helpers import (
     ACCEPT_TRIP,

@@ -6,7 +6,7 @@ What must hold for every input: no HTTP 500 and no INTERNAL_SERVER_ERROR (a clie
 is never a bug), every error carries `extensions.code`, no stack trace or source path in
 any response, no socket left hanging, and the process keeps serving afterwards.
 
-Limits relied on (taxi.config.Settings; PROTOCOL.md "Limits"):
+Limits relied on (taxi.core.config.Settings; PROTOCOL.md "Limits"):
 - `max_body_bytes` (8 MiB): a larger HTTP body is refused with 413 and a JSON error with
   `extensions.code`, whether it declares a Content-Length or is sent chunked;
 - `max_ws_message_bytes` (64 KiB): uvicorn's `ws_max_size` (set by `taxi serve` and the
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from taxi.config import Settings
+from taxi.core.config import Settings
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,

@@ -1,4 +1,4 @@
-"""taxi.gcpolicy (GC_TUNING, on under `taxi serve`): full collections skip what survived
+"""taxi.core.gcpolicy (GC_TUNING, on under `taxi serve`): full collections skip what survived
 the last one, and connections closed meanwhile are still freed. Each scenario runs in a
 fresh interpreter: the policy changes the collector of the whole process."""
 
@@ -19,8 +19,7 @@ ROUNDS = 40
 CHURN = f"""
 import asyncio, gc, sys, weakref
 import orjson
-from taxi import gcpolicy
-
+from taxi.core import gcpolicy
 class Conn:
     # What a closed connection leaves: a reference cycle (uvicorn's protocol and its
     # transport), freed only by a collection that walks it.

@@ -22,12 +22,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from websockets.exceptions import ConnectionClosed
 
-from taxi import auth
-from taxi.config import Settings, SettingsError
+from taxi.api.schema.errors import with_codes
+from taxi.core.config import Settings, SettingsError
+from taxi.domain import auth
+from taxi.domain.models import Trip, TripStatus, User, UserGroup
+from taxi.domain.services.sessions import deactivate_user, delete_user
 from taxi.main import create_app
-from taxi.models import Trip, TripStatus, User, UserGroup
-from taxi.schema.errors import with_codes
-from taxi.services.sessions import deactivate_user, delete_user
 from tests.backends import Backend, base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -109,7 +109,7 @@ async def _database_at_0001(backend: Backend, tmp_path: Path) -> str:
 async def test_migration_names_colliding_usernames(backend: Backend, tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from taxi.migrate import upgrade
+    from taxi.core.migrate import upgrade
 
     url = await _database_at_0001(backend, tmp_path)
     settings = base_settings(database_url=url)
@@ -468,7 +468,7 @@ async def test_sql_parameters_never_appear_in_database_errors(
     # Surfacing through GraphQL, it reaches neither the client nor the log as SQL or
     # values (the driver's detail may quote the key), in development too.
     wrapped = GraphQLError("failed", original_error=caught.value, path=["signUp"])
-    with caplog.at_level(logging.ERROR, logger="taxi.errors"):
+    with caplog.at_level(logging.ERROR, logger="taxi.domain.errors"):
         [out] = with_codes([wrapped], mask_internal=False)
     assert out.extensions == {"code": "INTERNAL_SERVER_ERROR"}
     assert caplog.records, "the error is logged"

@@ -1,5 +1,6 @@
 """The hub and the outbox without sockets: what a never-reading subscriber keeps, what a
-failing delivery ends, and in-process listeners (taxi/live/hub.py, taxi/live/wire.py).
+failing delivery ends, and in-process listeners (taxi/transport/live/hub.py,
+taxi/transport/live/wire.py).
 The same behaviour over real sockets is in test_ws.py."""
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from typing import Any
 
 import orjson
 
-from taxi import events
-from taxi.config import Settings
-from taxi.events import Event
-from taxi.live.execution import GraphQL
-from taxi.live.hub import Hub, Record
-from taxi.live.wire import Outbox
+from taxi.api.schema.build import build_schema
+from taxi.core.config import Settings
+from taxi.domain import events
+from taxi.domain.events import Event
+from taxi.domain.readmodels import TripView, to_json
+from taxi.domain.services.live import Feed
 from taxi.main import create_app
-from taxi.readmodels import TripView, to_json
-from taxi.schema.build import build_schema
-from taxi.services.live import Feed
+from taxi.transport.live.execution import GraphQL
+from taxi.transport.live.hub import Hub, Record
+from taxi.transport.live.wire import Outbox
 from tests.helpers import fake_trip
 from tests.wait import WAIT
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from taxi.config import Settings
+from taxi.core.config import Settings
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi.context import Context
+from taxi.api.context import Context
 from tests.helpers import error_code
 
 # No valid selection in this schema is deeper than 5, and introspection (GraphiQL's own

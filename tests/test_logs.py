@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from taxi.logs import JsonFormatter
+from taxi.core.logs import JsonFormatter
 from tests.helpers import account, gql
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from taxi import metrics
-from taxi.config import Settings
-from taxi.live.wire import Outbox
+from taxi.core import metrics
+from taxi.core.config import Settings
 from taxi.main import create_app
+from taxi.transport.live.wire import Outbox
 from tests.backends import base_settings
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
 from tests.live import free_port, http_to
@@ -240,10 +240,10 @@ def test_a_crashed_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
     """Multiprocess mode: a worker killed with a socket open leaves its gauge file; the
     worker started in its place drops it (open sockets back to 0)."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    crash = "from taxi import metrics; metrics.socket_opened(); import os; os._exit(1)"
+    crash = "from taxi.core import metrics; metrics.socket_opened(); import os; os._exit(1)"
     assert subprocess.run([sys.executable, "-c", crash], env=env, check=False).returncode == 1
     render = (
-        "import asyncio, sys; from taxi import metrics\n"
+        "import asyncio, sys; from taxi.core import metrics\n"
         "async def main():\n"
         "    before = metrics._render()\n"
         "    async with metrics.flushing():\n"

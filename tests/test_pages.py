@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from taxi.config import Settings
+from taxi.core.config import Settings
 from tests.backends import base_settings
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi.config import Settings
+from taxi.api.persisted import sha256
+from taxi.core.config import Settings
 from taxi.main import create_app
-from taxi.persisted import sha256
 from tests.backends import Backend
 from tests.helpers import LOG_IN, TRIP_UPDATED, account, error_code, request_trip
 from tests.procs import taxi_servers

@@ -1,4 +1,4 @@
-"""Read-only queries answered by a plan (taxi/schema/plans.py) answer exactly as the full
+"""Read-only queries answered by a plan (taxi/api/schema/plans.py) answer exactly as the full
 GraphQL execution does: same status, same body, for every shape a client may send and
 every error; what the plans do not recognise takes the full path."""
 
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 from starlette.routing import Route
 
-from taxi.context import Context
-from taxi.http import TaxiGraphQL
-from taxi.services import sessions
+from taxi.api.context import Context
+from taxi.domain.services import sessions
+from taxi.transport.http import TaxiGraphQL
 from tests.helpers import LOG_OUT, Account, account, error_code, gql, request_trip
 
 NODE = """id created updated pickUpAddress dropOffAddress status rating
@@ -107,7 +107,7 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
         finally:
             graphql.plans = plans
         assert (fast.status_code, fast.json()) == (full.status_code, full.json()), query
-        # Answered before Strawberry's view (taxi/http.py), with the same headers.
+        # Answered before Strawberry's view (taxi/transport/http.py), with the same headers.
         same = ("content-type", "cache-control", "x-request-id")
         assert [fast.headers.get(h) is None for h in same] == [
             full.headers.get(h) is None for h in same

@@ -27,10 +27,10 @@ from sqlalchemy import select, update
 from sqlmodel import col
 from websockets.exceptions import ConnectionClosed
 
-from taxi import auth
-from taxi.config import Settings, SettingsError
+from taxi.core.config import Settings, SettingsError
+from taxi.domain import auth
+from taxi.domain.models import User
 from taxi.main import create_app
-from taxi.models import User
 from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -445,7 +445,7 @@ async def test_internal_errors_are_masked_in_production(
         redis_url=settings.redis_url,
         media_root=settings.media_root,
     )
-    monkeypatch.setattr("taxi.services.accounts.authenticate", broken)
+    monkeypatch.setattr("taxi.domain.services.accounts.authenticate", broken)
     with caplog.at_level(logging.ERROR):
         async with app_client(env_settings) as c:
             response = await c.post(
@@ -527,7 +527,7 @@ async def test_photo_round_trip_with_generated_file_name(
     assert re.fullmatch(r"/media/photos/[0-9a-f]{32}\.png", url), url
     served = await client.get(url)
     assert served.status_code == 200
-    # Re-encoded (taxi/photos.py): the same picture, not the same bytes.
+    # Re-encoded (taxi/domain/photos.py): the same picture, not the same bytes.
     with Image.open(io.BytesIO(served.content)) as im:
         assert (im.format, im.size) == ("PNG", (1, 1))
         assert im.convert("RGB").getpixel((0, 0)) == (255, 128, 0)

@@ -1,4 +1,4 @@
-"""Limits that hold on the server `taxi serve` runs (uvicorn with taxi.server's h11
+"""Limits that hold on the server `taxi serve` runs (uvicorn with taxi.transport.server's h11
 protocol), tested against real processes: header size, slow clients, the `server`
 header, access logs, X-Forwarded-For, and session ends reaching sockets on another
 process (PROTOCOL.md: Abuse limits, Authentication)."""
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from taxi.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
+from taxi.transport.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
 from tests.backends import REDIS_URL
 from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, TRIP_REQUESTED, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers

@@ -1,4 +1,4 @@
-"""The sharded pub/sub backend (taxi/cluster.py) on a private Redis Cluster: channels
+"""The sharded pub/sub backend (taxi/core/cluster.py) on a private Redis Cluster: channels
 spread over the shards, each on its own connection, and a slot that moves to another
 node (a manual failover: no connection breaks) heals like a crash: the channel is
 re-subscribed on the new primary and its listeners get RESYNC."""
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from broadcaster import Broadcast, Event
 
-from taxi.broadcast import open_broadcast, redis_client
-from taxi.cluster import ShardedRedisBackend, startup_nodes
-from taxi.events import RESYNC
+from taxi.core.broadcast import open_broadcast, redis_client
+from taxi.core.cluster import ShardedRedisBackend, startup_nodes
+from taxi.domain.events import RESYNC
 from tests.backends import base_settings
 from tests.rcluster import PrivateCluster, private_cluster
 from tests.wait import eventually

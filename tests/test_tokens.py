@@ -1,4 +1,4 @@
-"""Access tokens verified once are remembered (taxi/auth.py), never past their expiry,
+"""Access tokens verified once are remembered (taxi/domain/auth.py), never past their expiry,
 and only for the secret and type they were verified with."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from taxi import auth
-from taxi.config import Settings
-from taxi.errors import Unauthenticated
+from taxi.core.config import Settings
+from taxi.domain import auth
+from taxi.domain.errors import Unauthenticated
 
 SECRET = "s" * 48
 

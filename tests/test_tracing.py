@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from taxi import tracing
-from taxi.config import Settings
+from taxi.core import tracing
+from taxi.core.config import Settings
 from taxi.main import create_app
 from tests.helpers import LOG_IN, account, gql
 

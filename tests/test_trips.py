@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from taxi.config import Settings
+from taxi.core.config import Settings
+from taxi.domain.models import Trip, TripStatus
 from taxi.main import create_app
-from taxi.models import Trip, TripStatus
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,

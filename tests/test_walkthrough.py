@@ -9,8 +9,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from taxi import events
-from taxi.config import Settings
+from taxi.core.config import Settings
+from taxi.domain import events
 from tests.helpers import gql, unique
 from tests.live import serve, watching
 from tests.ws import WsClient, session

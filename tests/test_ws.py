@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi import events
-from taxi.config import Settings
-from taxi.server import WebSocketProtocol
+from taxi.core.config import Settings
+from taxi.domain import events
+from taxi.transport.server import WebSocketProtocol
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -594,10 +594,12 @@ async def test_a_never_reading_socket_does_not_slow_the_others(settings: Setting
                 assert slow.dropped >= dropped + 2 * hub.maxsize
 
 
-# -- the frame-write seam (taxi/server.py) ---------------------------------------------------
+# -- the frame-write seam (taxi/transport/server.py) ----------------------------------------
 
 
-@pytest.mark.parametrize("ws_impl", ["taxi.server:WebSocketProtocol", "websockets-sansio"])
+@pytest.mark.parametrize(
+    "ws_impl", ["taxi.transport.server:WebSocketProtocol", "websockets-sansio"]
+)
 async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
     settings: Settings, ws_impl: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,9 +10,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from taxi import models  # noqa: F401 - registers the tables on SQLModel.metadata
-from taxi.config import Settings
-from taxi.db import create_engine
+from taxi.core.config import Settings
+from taxi.core.db import create_engine
+from taxi.domain import models  # noqa: F401 - registers the tables on SQLModel.metadata
 
 target_metadata = SQLModel.metadata
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-import taxi.models
+import taxi.domain.models
 from alembic import op
 ${imports if imports else ""}
 

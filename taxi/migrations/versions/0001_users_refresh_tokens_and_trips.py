@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import taxi.models
+import taxi.domain.models
 
 revision = "0001"
 down_revision = None
@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("photo", sa.String(length=255), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("is_staff", sa.Boolean(), nullable=False),
-        sa.Column("date_joined", taxi.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("date_joined", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("username"),
     )
@@ -43,9 +43,9 @@ def upgrade() -> None:
         "refresh_token",
         sa.Column("jti", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", taxi.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", taxi.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", taxi.domain.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("jti"),
     )
@@ -55,8 +55,8 @@ def upgrade() -> None:
     op.create_table(
         "trip",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated", taxi.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("pick_up_address", sa.String(length=255), nullable=False),
         sa.Column("drop_off_address", sa.String(length=255), nullable=False),
         sa.Column(
@@ -79,7 +79,9 @@ def upgrade() -> None:
         sa.Column("driver_latitude", sa.Float(), nullable=True),
         sa.Column("driver_longitude", sa.Float(), nullable=True),
         sa.Column("driver_heading", sa.Float(), nullable=True),
-        sa.Column("driver_located_at", taxi.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "driver_located_at", taxi.domain.models.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.ForeignKeyConstraint(["driver_id"], ["user.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["rider_id"], ["user.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),

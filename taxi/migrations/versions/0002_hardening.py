@@ -17,8 +17,8 @@ from collections import defaultdict
 import sqlalchemy as sa
 from alembic import op
 
-import taxi.models
-from taxi.usernames import normalize
+import taxi.domain.models
+from taxi.domain.usernames import normalize
 
 revision = "0002"
 down_revision = "0001"
@@ -69,8 +69,8 @@ def upgrade() -> None:
         "auth_session",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", taxi.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", taxi.domain.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )

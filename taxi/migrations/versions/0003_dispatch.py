@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import taxi.models
+import taxi.domain.models
 
 revision = "0003"
 down_revision = "0002"
@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("trip_id", sa.Uuid(), nullable=False),
         sa.Column("driver_id", sa.Integer(), nullable=False),
         sa.Column("wave", sa.Integer(), nullable=False),
-        sa.Column("created", taxi.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["trip_id"], ["trip.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["driver_id"], ["user.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("trip_id", "driver_id"),
@@ -37,7 +37,7 @@ def upgrade() -> None:
         "dispatch_wave",
         sa.Column("trip_id", sa.Uuid(), nullable=False),
         sa.Column("wave", sa.Integer(), nullable=False),
-        sa.Column("due_at", taxi.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("due_at", taxi.domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["trip_id"], ["trip.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("trip_id"),
     )

@@ -1,0 +1,104 @@
+"""Document limits checked during validation, before anything executes."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+from graphql import (
+    ArgumentNode,
+    ASTValidationRule,
+    GraphQLError,
+    IntValueNode,
+    ListValueNode,
+    SelectionSetNode,
+    StringValueNode,
+    ValidationContext,
+    ValidationRule,
+)
+from strawberry.extensions.max_aliases import create_validator as create_alias_validator
+from strawberry.extensions.query_depth_limiter import create_validator
+
+from taxi.api.schema import inputs
+from taxi.domain.services.queries import MAX_FIRST
+
+MAX_DEPTH = 10
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
+
+
+class MaxPageSize(ValidationRule):
+    """`first` written into the document over the cap fails validation (HTTP 400).
+    A `first` passed as a variable is checked by the resolver (BAD_USER_INPUT)."""
+
+    def enter_argument(self, node: ArgumentNode, *_args: Any) -> None:
+        value = node.value
+        if node.name.value == "first" and isinstance(value, IntValueNode):
+            if int(value.value) > MAX_FIRST:
+                self.report_error(
+                    GraphQLError(
+                        f"'first' may not exceed {MAX_FIRST} (the page-size limit).",
+                        node,
+                    )
+                )
+
+
+class InputLiterals(ValidationRule):
+    """Lists and strings written into the document obey the rules variables do
+    (taxi/api/schema/inputs.py): at most 100 items, no NUL or lone surrogate."""
+
+    def enter_list_value(self, node: ListValueNode, *_args: Any) -> None:
+        if len(node.values) > inputs.MAX_LIST_ITEMS:
+            self.report_error(
+                GraphQLError(
+                    f"A list may hold at most {inputs.MAX_LIST_ITEMS} items.",
+                    node,
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
+            )
+
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if inputs.bad_text(node.value):
+            self.report_error(
+                GraphQLError(inputs.BAD_TEXT, node, extensions={"code": "BAD_USER_INPUT"})
+            )
+
+
+class NonEmptySelectionSets(ValidationRule):
+    """The GraphQL grammar wants at least one selection, but graphql-core 3.3 parses `{}`;
+    such a document is refused here (HTTP 400) instead of crashing the depth limiter."""
+
+    def enter_selection_set(self, node: SelectionSetNode, *_args: Any) -> None:
+        if not node.selections:
+            self.report_error(GraphQLError("A selection set may not be empty.", node))
+
+
+def _safe_depth_rule(max_depth: int) -> type[ValidationRule]:
+    """strawberry's QueryDepthLimiter rule, minus its crashes (an INTERNAL_SERVER_ERROR for
+    a client's fault): its walk raises on an empty selection set (ValueError) or an
+    unknown fragment (KeyError). Those documents are refused by NonEmptySelectionSets and
+    graphql's KnownFragmentNames instead, so nothing that skipped the depth check runs."""
+    depth_rule = create_validator(max_depth, None)
+
+    class SafeDepthRule(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            # The depth rule does all its work (reporting to `context`) when constructed.
+            with suppress(ValueError, KeyError):
+                depth_rule(context)
+
+    return SafeDepthRule
+
+
+def validation_rules(*, max_depth: int, max_aliases: int) -> list[type[ASTValidationRule]]:
+    """Built once per schema. strawberry's QueryDepthLimiter and MaxAliasesLimiter build
+    new rule classes for every operation, and the validation cache is keyed by the
+    rules: it never hit (every request validated again), and each live subscription
+    kept ~7 KiB of rule classes alive."""
+    return [
+        NonEmptySelectionSets,
+        _safe_depth_rule(max_depth),
+        create_alias_validator(max_aliases),
+        MaxPageSize,
+        InputLiterals,
+    ]

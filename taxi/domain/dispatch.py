@@ -1,0 +1,168 @@
+"""Waves of offers (PROTOCOL.md "Dispatch near the pick-up").
+
+The first wave is recorded in the transaction that creates the trip. Each later one is
+a row of `dispatch_wave` (the durable schedule): a per-process worker claims due rows
+with FOR UPDATE SKIP LOCKED, records the wave's offers and advances the row in one
+transaction, then publishes. A process killed mid-wave rolls back and another one runs
+that wave; a committed wave is never run again. (SQLite serves one process: no SKIP
+LOCKED there, and its single writer serialises the same steps.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from taxi.core import metrics
+from taxi.core.config import Settings
+from taxi.core.db import SessionMaker
+from taxi.domain.events import Publisher
+from taxi.domain.models import DispatchWave, Trip, TripOffer, TripStatus, utcnow
+from taxi.domain.positions import PositionStore
+from taxi.domain.services import reads
+
+log = logging.getLogger(__name__)
+
+# Due waves claimed per transaction; the rest wait for the next pass.
+CLAIM_BATCH = 50
+# The worker looks for due waves this often (a fraction of the wave interval, at most 1 s).
+POLL_FRACTION = 0.1
+MAX_POLL = 1.0
+# How long shutdown waits for the pass under way.
+STOP_GRACE = 5.0
+# Stale positions are pruned from the index every this many passes.
+PRUNE_EVERY = 20
+
+
+def radius(settings: Settings, wave: int) -> float:
+    """The first wave's radius, doubling per wave, up to the maximum."""
+    base = settings.dispatch_radius_meters * 2 ** min(wave, 32)
+    return float(min(base, settings.dispatch_max_radius_meters))
+
+
+async def offer_wave(
+    session: AsyncSession, *, positions: PositionStore, settings: Settings, trip: Trip, wave: int
+) -> list[int]:
+    """Record wave `wave` of `trip` (in the caller's transaction): the nearest fresh,
+    available drivers within the wave's radius that were not offered it yet."""
+    assert trip.pick_up_latitude is not None and trip.pick_up_longitude is not None
+    offered = await session.scalars(
+        select(col(TripOffer.driver_id)).where(col(TripOffer.trip_id) == trip.id)
+    )
+    found = await positions.nearest(
+        latitude=trip.pick_up_latitude,
+        longitude=trip.pick_up_longitude,
+        radius=radius(settings, wave),
+        count=settings.dispatch_batch_size,
+        fresh_after=time.time() - settings.position_ttl,
+        exclude=frozenset(offered),
+    )
+    drivers = [n.driver_id for n in found]
+    session.add_all(TripOffer(trip_id=trip.id, driver_id=d, wave=wave) for d in drivers)
+    return drivers
+
+
+def schedule(session: AsyncSession, *, settings: Settings, trip: Trip) -> None:
+    """The trip's second wave, due one interval from now."""
+    due = utcnow() + timedelta(seconds=settings.dispatch_wave_seconds)
+    session.add(DispatchWave(trip_id=trip.id, wave=1, due_at=due))
+
+
+async def run_due(
+    *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
+) -> int:
+    """Run every due wave this process can claim; returns how many ran."""
+    published = []
+    waves: list[int] = []  # offers per wave run, counted once committed
+    async with db() as session, session.begin():
+        now = utcnow()
+        rows = (
+            await session.scalars(
+                select(DispatchWave)
+                .where(col(DispatchWave.due_at) <= now)
+                .order_by(col(DispatchWave.due_at))
+                .limit(CLAIM_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            trip = await session.get(Trip, row.trip_id)
+            if trip is None or trip.status is not TripStatus.REQUESTED:
+                await session.delete(row)
+                continue
+            drivers = await offer_wave(
+                session, positions=positions, settings=settings, trip=trip, wave=row.wave
+            )
+            row.wave += 1
+            row.due_at = now + timedelta(seconds=settings.dispatch_wave_seconds)
+            waves.append(len(drivers))
+            if drivers:
+                published.append((trip, drivers))
+        await session.flush()
+        ids = [t.id for t, _ in published]
+        loaded = (
+            await reads.load(session, [col(Trip.id).in_(ids)], positions=positions) if ids else None
+        )
+        views = {v.id: v for v in loaded.trips} if loaded else {}
+    for offers in waves:
+        metrics.wave(offers=offers)
+    for trip, drivers in published:
+        await events.offered(views[trip.id], drivers)
+    return len(rows)
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    """A worker that stopped for anything but shutdown is a bug: say so loudly (the
+    schedule is durable: other processes, or this one restarted, run what is due)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("dispatch worker stopped", exc_info=exc)
+
+
+@asynccontextmanager
+async def running(
+    *, db: SessionMaker, positions: PositionStore, events: Publisher, settings: Settings
+) -> AsyncIterator[None]:
+    """The per-process worker, for the app's lifespan. At shutdown the pass under way
+    finishes (bounded): a pass cut short rolls back safely, but cancelling one in the
+    middle of the pool's checkout leaves the pool's bookkeeping (and its metrics) off."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        poll = min(MAX_POLL, settings.dispatch_wave_seconds * POLL_FRACTION)
+        passes = 0
+        while not stop.is_set():
+            try:
+                await run_due(db=db, positions=positions, events=events, settings=settings)
+                passes += 1
+                if passes % PRUNE_EVERY == 0:
+                    await positions.prune(fresh_after=time.time() - settings.position_ttl)
+            except (DBAPIError, OperationalError, RedisError, OSError) as exc:
+                # An outage: the schedule is durable, the next pass (here or in another
+                # process) runs what is due.
+                log.warning("dispatch pass failed: %r", exc)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await stop.wait()
+
+    task = asyncio.create_task(loop(), name="taxi-dispatch")
+    task.add_done_callback(_ended)
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task

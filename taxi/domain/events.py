@@ -1,0 +1,167 @@
+"""Trip events: their shape, the channels they travel on, publishing after commit.
+
+Every channel name is made here. An event's message is JSON text carrying the complete
+trip state (trip, rider, driver, position), so no subscriber ever queries per event."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+import orjson
+from broadcaster import Broadcast
+from redis.exceptions import RedisError
+
+from taxi.core.cluster import RESYNC as RESYNC
+from taxi.domain.readmodels import LocationView, TripView, from_json, to_json
+
+log = logging.getLogger(__name__)
+
+
+class Kind(StrEnum):
+    """What happened: the `kind` of every message."""
+
+    REQUESTED = "requested"  # a rider asked for a ride
+    OFFERED = "offered"  # a dispatch wave offered the trip to a driver (their channel)
+    ACCEPTED = "accepted"
+    STATUS = "status"  # the driver moved the trip on
+    CANCELED = "canceled"
+    RATED = "rated"
+    LOCATION = "location"  # a position of the trip's car
+    SESSION_ENDED = "session_ended"
+    RESYNC = RESYNC  # not a message: the backend reconnected
+
+
+@dataclass(eq=False)
+class Event:
+    """A decoded message, as the hub hands it to every local watcher of its channel:
+    what is decoded from it is decoded once and shared by them all."""
+
+    kind: Kind
+    key: str
+    body: dict[str, Any]
+    # Encoded results per (live plan, view) (taxi/transport/live/execution.py).
+    frames: dict[tuple[object, int], bytes] = field(default_factory=dict)
+
+    @cached_property
+    def trip(self) -> TripView:
+        return from_json(TripView, self.body["trip"])
+
+    @cached_property
+    def redacted(self) -> TripView:
+        """The trip as drivers who may not see it learn that it left the pool: without
+        who took it."""
+        return dataclasses.replace(self.trip, driver=None, driver_location=None)
+
+    @cached_property
+    def location(self) -> LocationView:
+        return from_json(LocationView, self.body["location"])
+
+    @property
+    def left_pool(self) -> bool:
+        return bool(self.body.get("left_pool"))
+
+    @property
+    def parties(self) -> list[int | None]:
+        """Who may watch a location event (rider, driver)."""
+        parties: list[int | None] = self.body["parties"]
+        return parties
+
+
+RESYNC_EVENT = Event(Kind.RESYNC, RESYNC, {})
+
+# Channel names below are relative: on the backend each is `<CHANNEL_PREFIX>:<name>`, so
+# two deployments (or test runs) sharing one Redis never see each other's events.
+POOL = "pool"  # trips entering or leaving the pool of requested trips
+TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibility)
+# Ended sessions and users: every process closes its matching sockets (taxi/transport/sockets.py).
+SESSIONS = "sessions"
+
+
+def trip_channel(trip_id: uuid.UUID | str) -> str:
+    return f"trip:{trip_id}"
+
+
+def location_channel(trip_id: uuid.UUID | str) -> str:
+    return f"trip:{trip_id}:location"
+
+
+def driver_channel(driver_id: int) -> str:
+    """One driver's own channel: the dispatched trips offered to them (kind "offered")."""
+    return f"driver:{driver_id}"
+
+
+def full_channel(prefix: str, name: str) -> str:
+    """The name on the broadcast backend."""
+    return f"{prefix}:{name}"
+
+
+def _encode(kind: Kind, key: str, body: dict[str, Any]) -> str:
+    # `at` is the publish time (epoch seconds), for latency measurements.
+    message = {"kind": kind, "key": key, "at": time.time(), **body}
+    return to_json(message).decode()
+
+
+def decode(message: str) -> Event:
+    """Raises ValueError for a message that is not one of ours."""
+    data = orjson.loads(message)
+    if not isinstance(data, dict):
+        raise ValueError("not an event")
+    try:
+        return Event(Kind(data["kind"]), str(data["key"]), data)
+    except KeyError as exc:
+        raise ValueError("not an event") from exc
+
+
+class Publisher:
+    """Publishes committed changes. Call only after the transaction committed: a
+    publish failure is logged, never raised, because the change itself is durable and
+    watchers re-read the state when the backend comes back."""
+
+    def __init__(self, broadcast: Broadcast, *, prefix: str) -> None:
+        self.broadcast = broadcast
+        self.prefix = prefix
+
+    async def _send(self, channels: list[str], message: str) -> None:
+        for channel in channels:
+            try:
+                await self.broadcast.publish(full_channel(self.prefix, channel), message)
+            except (RedisError, OSError) as exc:
+                log.warning("publish to %s failed: %r", channel, exc)
+
+    async def trip_changed(self, trip: TripView, *, kind: Kind, left_pool: bool = False) -> None:
+        body = {"trip": trip, "left_pool": left_pool}
+        message = _encode(kind, str(trip.id), body)
+        channels = [trip_channel(trip.id), TRIPS]
+        # A dispatched trip is never in the common pool: its offers travel on the
+        # offered drivers' own channels (offered()), so traffic grows with them only.
+        if (kind is Kind.REQUESTED or left_pool) and trip.offered is None:
+            channels.append(POOL)
+        await self._send(channels, message)
+
+    async def offered(self, trip: TripView, driver_ids: list[int]) -> None:
+        """A wave: the trip to each newly offered driver, on their own channel."""
+        if driver_ids:
+            message = _encode(Kind.OFFERED, str(trip.id), {"trip": trip})
+            await self._send([driver_channel(d) for d in driver_ids], message)
+
+    async def location_reported(
+        self, trip_id: uuid.UUID, location: LocationView, *, parties: tuple[int | None, ...]
+    ) -> None:
+        """A position of the trip's car; `parties` (rider, driver) may watch it. No trip
+        state: the per-report path reads nothing from the database."""
+        body = {"parties": parties, "location": location}
+        await self._send([location_channel(trip_id)], _encode(Kind.LOCATION, str(trip_id), body))
+
+    async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
+        """`sid` ended (log-out, a replayed refresh token) or, without one, every
+        session of `user_id` (deactivated or deleted)."""
+        key = f"session:{sid}" if sid else f"user:{user_id}"
+        body = {"user_id": user_id, "sid": sid}
+        await self._send([SESSIONS], _encode(Kind.SESSION_ENDED, key, body))

@@ -1,0 +1,76 @@
+"""Who may see a trip: one rule, written side by side as SQL (queries, and the rows a
+mutation loads) and in Python (live events, which carry `offered`). A dispatched trip
+(one with a pick-up) exists while REQUESTED only for the drivers it was offered to
+(rows of trip_offer); a trip without a pick-up is in every driver's pool, as before
+dispatch existed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col
+
+from taxi.domain.models import Trip, TripOffer, TripStatus, UserGroup
+from taxi.domain.readmodels import TripView
+
+
+def offered_clause(driver_id: int | None) -> ColumnElement[bool]:
+    """In the driver's pool, whatever the status: every driver's when not dispatched,
+    else the offered ones'."""
+    offered = exists().where(
+        col(TripOffer.trip_id) == col(Trip.id), col(TripOffer.driver_id) == driver_id
+    )
+    return or_(col(Trip.pick_up_latitude).is_(None), offered)
+
+
+class Viewer(Protocol):
+    """Whom the rule is about: a User, or the claims of a token not yet checked
+    (taxi/domain/services/sessions.py `Claimed`)."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def group(self) -> UserGroup: ...
+
+
+def visible_clause(user: Viewer) -> ColumnElement[bool]:
+    """The rule as a WHERE clause over `trip`."""
+    if user.group is not UserGroup.DRIVER:
+        return col(Trip.rider_id) == user.id
+    in_pool = and_(col(Trip.status) == TripStatus.REQUESTED, offered_clause(user.id))
+    return or_(in_pool, col(Trip.driver_id) == user.id)
+
+
+def can_see(user_id: int, group: UserGroup, trip: TripView) -> bool:
+    """The same rule on a view."""
+    if group is not UserGroup.DRIVER:
+        return trip.rider_id == user_id
+    if trip.driver_id == user_id:
+        return True
+    return trip.status is TripStatus.REQUESTED and was_offered(user_id, trip)
+
+
+def was_offered(driver_id: int, trip: TripView) -> bool:
+    """`offered_clause` on a view."""
+    return trip.offered is None or driver_id in trip.offered
+
+
+async def offered_sets(
+    session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, ...]]:
+    """Offered drivers of the dispatched trips `trip_ids`, in one query."""
+    out: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
+    if trip_ids:
+        rows = await session.execute(
+            select(col(TripOffer.trip_id), col(TripOffer.driver_id)).where(
+                col(TripOffer.trip_id).in_(trip_ids)
+            )
+        )
+        for trip_id, driver_id in rows:
+            out[trip_id].append(driver_id)
+    return {k: tuple(sorted(v)) for k, v in out.items()}

@@ -1,0 +1,244 @@
+"""The position store: where drivers are and whether they take offers. Ephemeral by
+design (PROTOCOL.md): never a PostgreSQL row per report. This module holds the shared
+shapes and the in-process store of the embedded default; taxi/domain/positions_redis.py holds
+the Redis one (GEOADD/GEOSEARCH), used whenever REDIS_URL is set.
+
+Availability lives here too, not in the database: it changes with every trip, a lost
+value heals itself (a driver goes online again, the next trip sets it), and the
+per-report path must know it without a SQL read. The trip lifecycle (the database)
+stays the authority for who drives what; this is the cache dispatch needs."""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from taxi.domain.readmodels import LocationView
+
+# Redis computes GEO distances on this sphere; the in-process store uses the same one,
+# so both backends rank drivers alike.
+EARTH_RADIUS = 6372797.560856
+METERS_PER_DEGREE = EARTH_RADIUS * math.pi / 180
+# Redis GEO cannot index beyond these latitudes (Web Mercator); positions nearer the
+# poles are kept as reported and indexed at the limit.
+GEO_MAX_LATITUDE = 85.05112878
+# The in-process grid: cells of 0.01 degree (~1.1 km north-south).
+CELL = 0.01
+
+
+class Availability(enum.Enum):
+    OFFLINE = "OFFLINE"
+    AVAILABLE = "AVAILABLE"
+    ON_TRIP = "ON_TRIP"
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One reported position; `at` in epoch seconds."""
+
+    latitude: float
+    longitude: float
+    heading: float | None
+    at: float
+
+    def view(self) -> LocationView:
+        return LocationView(
+            latitude=self.latitude,
+            longitude=self.longitude,
+            heading=self.heading,
+            recorded_at=datetime.fromtimestamp(self.at, UTC),
+        )
+
+    def encode(self) -> str:
+        heading = "" if self.heading is None else repr(self.heading)
+        return f"{self.latitude!r},{self.longitude!r},{heading},{self.at!r}"
+
+    @classmethod
+    def decode(cls, text: str) -> Fix:
+        lat, lon, heading, at = text.split(",")
+        return cls(float(lat), float(lon), float(heading) if heading else None, float(at))
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatus:
+    availability: Availability
+    trip_id: uuid.UUID | None = None
+    rider_id: int | None = None  # the trip's rider: who may watch the car
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    driver_id: int
+    fix: Fix
+    distance: float
+
+
+def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS * math.asin(min(1.0, math.sqrt(a)))
+
+
+def geo_latitude(latitude: float) -> float:
+    return max(-GEO_MAX_LATITUDE, min(GEO_MAX_LATITUDE, latitude))
+
+
+class PositionStore(Protocol):
+    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
+        """Record a position. `online` turns an OFFLINE driver AVAILABLE (goOnline);
+        without it an OFFLINE driver stays OFFLINE and nothing is stored."""
+
+    async def go_offline(self, *, driver_id: int) -> DriverStatus:
+        """OFFLINE, position forgotten; unchanged (ON_TRIP) while driving a trip."""
+
+    async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]: ...
+
+    async def start_trip(
+        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None
+    ) -> None: ...
+
+    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
+        """AVAILABLE again (at the last position), the trip's location forgotten."""
+
+    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
+        """reportLocation: the trip's driverLocation (and the driver's position)."""
+
+    async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]: ...
+
+    async def nearest(
+        self,
+        *,
+        latitude: float,
+        longitude: float,
+        radius: float,
+        count: int,
+        fresh_after: float,
+        exclude: frozenset[int] = frozenset(),
+    ) -> list[Nearby]:
+        """AVAILABLE drivers with a position newer than `fresh_after`, nearest first."""
+
+    async def prune(self, *, fresh_after: float) -> int:
+        """Drop stale positions from the index (they are filtered anyway); returns how many."""
+
+
+def _cell(latitude: float, longitude: float) -> tuple[int, int]:
+    return math.floor(latitude / CELL), math.floor(longitude / CELL)
+
+
+class MemoryPositions:
+    """The embedded default (one process): dicts and a grid of ~1 km cells, so a
+    search looks at the cells within the radius, not at every driver."""
+
+    def __init__(self) -> None:
+        self._state: dict[int, DriverStatus] = {}
+        self._fixes: dict[int, Fix] = {}
+        self._cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        self._indexed: dict[int, tuple[int, int]] = {}  # available driver -> their cell
+        self._trips: dict[uuid.UUID, Fix] = {}
+
+    def _index(self, driver_id: int, fix: Fix | None) -> None:
+        old = self._indexed.pop(driver_id, None)
+        if old is not None:
+            self._cells[old].discard(driver_id)
+            if not self._cells[old]:
+                del self._cells[old]
+        if fix is not None:
+            cell = self._indexed[driver_id] = _cell(fix.latitude, fix.longitude)
+            self._cells[cell].add(driver_id)
+
+    def _status(self, driver_id: int) -> DriverStatus:
+        return self._state.get(driver_id, DriverStatus(Availability.OFFLINE))
+
+    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
+        state = self._status(driver_id)
+        if state.availability is Availability.OFFLINE:
+            if not online:
+                return state
+            state = self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
+        self._fixes[driver_id] = fix
+        if state.availability is Availability.AVAILABLE:
+            self._index(driver_id, fix)
+        elif state.trip_id is not None:
+            self._trips[state.trip_id] = fix
+        return state
+
+    async def go_offline(self, *, driver_id: int) -> DriverStatus:
+        state = self._status(driver_id)
+        if state.availability is Availability.ON_TRIP:
+            return state
+        self._state.pop(driver_id, None)
+        self._fixes.pop(driver_id, None)
+        self._index(driver_id, None)
+        return DriverStatus(Availability.OFFLINE)
+
+    async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
+        state = self._status(driver_id)
+        fix = self._fixes.get(driver_id) if state.availability is not Availability.OFFLINE else None
+        return state, fix
+
+    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
+        self._state[driver_id] = DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
+        self._index(driver_id, None)
+
+    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
+        self._trips.pop(trip_id, None)
+        if self._status(driver_id).trip_id != trip_id:
+            return
+        self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
+        self._index(driver_id, self._fixes.get(driver_id))
+
+    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
+        self._trips[trip_id] = fix
+        self._fixes[driver_id] = fix
+
+    async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+        return {t: self._trips[t] for t in trip_ids if t in self._trips}
+
+    async def nearest(
+        self,
+        *,
+        latitude: float,
+        longitude: float,
+        radius: float,
+        count: int,
+        fresh_after: float,
+        exclude: frozenset[int] = frozenset(),
+    ) -> list[Nearby]:
+        dlat = radius / METERS_PER_DEGREE
+        dlon = radius / (METERS_PER_DEGREE * max(math.cos(math.radians(latitude)), 1e-6))
+        (la0, lo0), (la1, lo1) = (
+            _cell(latitude - dlat, longitude - dlon),
+            _cell(latitude + dlat, longitude + dlon),
+        )
+        if (la1 - la0 + 1) * (lo1 - lo0 + 1) > len(self._cells):
+            candidates = list(self._indexed)  # fewer occupied cells than cells to visit
+        else:
+            candidates = [
+                d
+                for la in range(la0, la1 + 1)
+                for lo in range(lo0, lo1 + 1)
+                for d in self._cells.get((la, lo), ())
+            ]
+        found = []
+        for driver in candidates:
+            fix = self._fixes[driver]
+            if driver in exclude or fix.at < fresh_after:
+                continue
+            meters = distance(latitude, longitude, fix.latitude, fix.longitude)
+            if meters <= radius:
+                found.append(Nearby(driver, fix, meters))
+        found.sort(key=lambda n: (n.distance, n.driver_id))
+        return found[:count]
+
+    async def prune(self, *, fresh_after: float) -> int:
+        stale = [d for d in self._indexed if self._fixes[d].at < fresh_after]
+        for driver in stale:
+            self._index(driver, None)
+        return len(stale)

@@ -1,0 +1,148 @@
+"""Trips read by those who may see them: one trip, or a page of them newest first
+(keyset cursors). The rows come from `taxi.domain.services.reads`, the rule from
+`taxi.domain.offers`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col
+
+from taxi.core.db import SessionMaker
+from taxi.domain.errors import BadUserInput, NotFound
+from taxi.domain.models import Trip, TripStatus, User, UserGroup
+from taxi.domain.offers import Viewer, visible_clause
+from taxi.domain.positions import PositionStore
+from taxi.domain.readmodels import TripView
+from taxi.domain.services import reads, sessions
+
+# The largest page a `first` may ask for (validation checks literals with it too).
+MAX_FIRST = 100
+
+
+def parse_trip_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise NotFound("Trip not found.") from exc
+
+
+@dataclass(frozen=True)
+class Page:
+    trips: list[TripView]
+    cursors: list[str]
+    has_next_page: bool
+    total_count: int
+
+
+def encode_cursor(created: datetime, trip_id: uuid.UUID) -> str:
+    raw = f"{created.isoformat()}|{trip_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, trip_id = raw.split("|", 1)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, uuid.UUID(trip_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise BadUserInput("Invalid cursor.", fields={"after": ["Invalid cursor."]}) from exc
+
+
+async def list_trips(
+    session: AsyncSession | AsyncConnection,
+    *,
+    positions: PositionStore,
+    user: Viewer,
+    statuses: Sequence[TripStatus] | None,
+    first: int,
+    after: str | None,
+    signed_in: dict[str, Any] | None = None,
+) -> Page:
+    """`signed_in`: the caller's token check (sessions.Claimed.params), made by the
+    page's own statement (its rows are read only where it holds: an empty page then
+    proves nothing)."""
+    if first < 0 or first > MAX_FIRST:
+        raise BadUserInput(
+            f"first must be between 0 and {MAX_FIRST}.",
+            fields={"first": [f"Must be between 0 and {MAX_FIRST}."]},
+        )
+    params: dict[str, Any] = {"viewer": user.id, **(signed_in or {})}
+    if statuses:
+        params["statuses"] = list(statuses)
+    if after:
+        params["after_created"], params["after_id"] = decode_cursor(after)
+    shape = (user.group is UserGroup.DRIVER, bool(statuses), bool(after), signed_in is not None)
+    page_where, where = _clauses(*shape)
+    loaded = await reads.load(
+        session,
+        page_where,
+        positions=positions,
+        limit=first,
+        count=where,
+        key=("list_trips", shape),
+        params=params,
+    )
+    return Page(
+        trips=loaded.trips,
+        cursors=[encode_cursor(t.created, t.id) for t in loaded.trips],
+        has_next_page=loaded.more,
+        total_count=loaded.total or 0,
+    )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A viewer whose id is a bind parameter (`viewer`): `list_trips` builds its
+    clauses once per shape, as building them cost more than executing them."""
+
+    group: UserGroup
+    id: Any = field(default_factory=lambda: bindparam("viewer"))
+
+
+@functools.cache
+def _clauses(
+    driver: bool, statuses: bool, after: bool, signed_in: bool
+) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
+    """The page's WHERE and the count's, with bind parameters (see `list_trips`)."""
+    where = [visible_clause(_Bound(UserGroup.DRIVER if driver else UserGroup.RIDER))]
+    if statuses:
+        where.append(col(Trip.status).in_(bindparam("statuses", expanding=True)))
+    page_where = list(where)
+    if after:
+        created: BindParameter[datetime] = bindparam("after_created")
+        trip_id: BindParameter[uuid.UUID] = bindparam("after_id")
+        # Keyset pagination, newest first: stable while new trips arrive.
+        page_where.append(
+            or_(
+                col(Trip.created) < created,
+                and_(col(Trip.created) == created, col(Trip.id) < trip_id),
+            )
+        )
+    if signed_in:
+        page_where.append(sessions.SIGNED_IN)
+    return page_where, where
+
+
+async def get_trip(
+    *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
+    tid = parse_trip_id(trip_id)
+    async with db() as session:
+        where = [col(Trip.id) == tid, visible_clause(user)]
+        found = (await reads.load(session, where, positions=positions)).trips
+    if not found:
+        raise NotFound("Trip not found.")
+    return found[0]

@@ -1,0 +1,166 @@
+"""Trips as read models, from one statement: the trips with their rider and driver and
+the drivers' ratings (plus one for the offers of dispatched trips, when there are any),
+Core rows straight into taxi/domain/readmodels.py's classes; the cars' positions from the
+position store."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.expression import FromClause
+
+from taxi.domain.models import Trip, TripStatus
+from taxi.domain.offers import offered_sets
+from taxi.domain.positions import Fix, PositionStore
+from taxi.domain.readmodels import PointView, TripView
+from taxi.domain.services import users
+
+log = logging.getLogger(__name__)
+
+# What an unreachable position store raises (Redis, or its socket).
+STORE_DOWN = (RedisError, OSError)
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
+TRIPS: FromClause = Trip.metadata.tables["trip"]
+# TripView's fields read from `trip` as they are; the others are derived in `_view`.
+COLUMNS = tuple(name for name in TripView.__dataclass_fields__ if name in TRIPS.c)
+POINTS = ("pick_up_latitude", "pick_up_longitude", "drop_off_latitude", "drop_off_longitude")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    trips: list[TripView]
+    more: bool  # rows past `limit` exist
+    total: int | None  # every row matching `where` (when counted)
+
+
+# Each trip with its rider and driver, and each driver's ratings: the page first (a
+# CTE), then the ratings of the page's drivers only, one aggregate per driver (as
+# correlated subqueries they cost two index scans per row: most of the statement).
+_RIDER, _DRIVER = users.USERS.alias("rider"), users.USERS.alias("driver")
+_RATED = TRIPS.alias("rated")
+_NEWEST_FIRST = (TRIPS.c.created.desc(), TRIPS.c.id.desc())
+
+# The bind parameter of a built statement's LIMIT (rows wanted, plus one).
+PAGE_LIMIT = "page_limit"
+Built = tuple[Select[Any], Select[Any] | None]
+# Statements by the caller's key (taxi/domain/services/trips.py: one per shape of `trips`).
+_BUILT: dict[Hashable, Built] = {}
+
+
+def _build(
+    where: Sequence[ColumnElement[bool]],
+    limit: bool,
+    count: Sequence[ColumnElement[bool]] | None,
+) -> Built:
+    page_rows = select(TRIPS).where(*where).order_by(*_NEWEST_FIRST)
+    if limit:
+        page_rows = page_rows.limit(bindparam(PAGE_LIMIT))
+    page = page_rows.cte("page")
+    ratings = (
+        select(
+            _RATED.c.driver_id,
+            func.avg(_RATED.c.rating).label("avg"),
+            func.count(_RATED.c.rating).label("n"),
+        )
+        .where(
+            _RATED.c.driver_id.in_(select(page.c.driver_id)),
+            _RATED.c.status == TripStatus.COMPLETED,
+            _RATED.c.rating.is_not(None),
+        )
+        .group_by(_RATED.c.driver_id)
+        .cte("ratings")
+    )
+    wanted: list[ColumnElement[Any]] = [
+        *(page.c[n] for n in (*COLUMNS, *POINTS)),
+        *users.columns(_RIDER, "r_"),
+        *users.columns(_DRIVER, "d_"),
+        ratings.c.avg,
+        ratings.c.n,
+    ]
+    counting = None
+    if count is not None:
+        counting = select(func.count()).select_from(TRIPS).where(*count)
+        # Its own `trip`, not the outer row's: one count for the whole statement.
+        wanted.append(counting.correlate(None).scalar_subquery().label("total"))
+    joined = (
+        page.outerjoin(_RIDER, _RIDER.c.id == page.c.rider_id)
+        .outerjoin(_DRIVER, _DRIVER.c.id == page.c.driver_id)
+        .outerjoin(ratings, ratings.c.driver_id == page.c.driver_id)
+    )
+    newest_first = (page.c.created.desc(), page.c.id.desc())
+    return select(*wanted).select_from(joined).order_by(*newest_first), counting
+
+
+async def load(
+    session: AsyncSession | AsyncConnection,
+    where: Sequence[ColumnElement[bool]],
+    *,
+    positions: PositionStore,
+    limit: int | None = None,
+    count: Sequence[ColumnElement[bool]] | None = None,
+    key: Hashable | None = None,
+    params: dict[str, Any] | None = None,
+) -> Loaded:
+    """The trips matching `where`, newest first, at most `limit`; with `count`, how
+    many trips match it (one statement either way). `key`: the statement is built
+    once for it (`where` and `count` must then be the same, bind parameters in
+    `params`), as building one cost more than executing it."""
+    built = _BUILT.get(key) if key is not None else None
+    if built is None:
+        built = _build(where, limit is not None, count)
+        if key is not None:
+            _BUILT[key] = built
+    statement, counting = built
+    values = dict(params or {})
+    if limit is not None:
+        values[PAGE_LIMIT] = limit + 1
+    # Core rows: no ORM entities to build or track.
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    rows = (await connection.execute(statement, values)).mappings().all()
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if more else rows
+    if counting is None:
+        counted = None
+    elif rows:
+        counted = int(rows[0]["total"])
+    else:  # an empty page (past the end): the count alone
+        counted = await connection.scalar(counting, values)
+    dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
+    offered = await offered_sets(connection, dispatched)
+    fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
+    return Loaded([_view(r, offered, fixes) for r in rows], more, counted and int(counted))
+
+
+def _view(
+    row: RowMapping, offered: dict[uuid.UUID, tuple[int, ...]], fixes: dict[uuid.UUID, Fix]
+) -> TripView:
+    trip_id = row["id"]
+    fix = fixes.get(trip_id)
+    return TripView(
+        **{name: row[name] for name in COLUMNS},
+        rider=None if row["r_id"] is None else users.view(row, "r_"),
+        driver=None if row["d_id"] is None else users.view(row, "d_", row["avg"], row["n"]),
+        driver_location=None if fix is None else fix.view(),
+        pick_up=PointView.of(row["pick_up_latitude"], row["pick_up_longitude"]),
+        drop_off=PointView.of(row["drop_off_latitude"], row["drop_off_longitude"]),
+        offered=offered.get(trip_id),
+    )
+
+
+async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+    """The cars' last positions; none while the store is unreachable: trips are still
+    served from the database during a Redis outage (PROTOCOL.md), without positions."""
+    if not trip_ids:
+        return {}
+    try:
+        return await positions.trip_locations(trip_ids)
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; trips served without positions: %r", exc)
+        return {}

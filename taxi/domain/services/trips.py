@@ -1,0 +1,319 @@
+"""The ride lifecycle. Races are decided by the database: conditional UPDATEs and
+partial unique indexes, never a read-then-write in Python."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from taxi.core import metrics
+from taxi.core.config import Settings
+from taxi.core.db import SessionMaker, affected
+from taxi.domain import dispatch
+from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound
+from taxi.domain.events import Kind, Publisher
+from taxi.domain.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
+from taxi.domain.offers import offered_clause, visible_clause
+from taxi.domain.positions import Fix, PositionStore
+from taxi.domain.readmodels import LocationView, TripView
+from taxi.domain.services import reads
+from taxi.domain.services.queries import parse_trip_id
+from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
+
+log = logging.getLogger(__name__)
+
+MAX_ADDRESS = 255
+NEXT_STATUS = {
+    TripStatus.STARTED: TripStatus.IN_PROGRESS,
+    TripStatus.IN_PROGRESS: TripStatus.COMPLETED,
+}
+
+
+async def _after_commit(what: str, change: Awaitable[None]) -> None:
+    """A store change that follows a committed trip change: the commit stands whatever
+    happens here (the state heals with the driver's next goOnline or trip)."""
+    try:
+        await change
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; %s not recorded: %r", what, exc)
+
+
+async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
+    """A trip the caller may see (checked already), as it stands in this transaction."""
+    return (await reads.load(session, [col(Trip.id) == trip_id], positions=positions)).trips[0]
+
+
+def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for name, value in (("pickUpAddress", pick_up), ("dropOffAddress", drop_off)):
+        if not value.strip():
+            errors[name] = ["This field may not be blank."]
+        elif len(value) > MAX_ADDRESS:
+            errors[name] = [f"Ensure this field has no more than {MAX_ADDRESS} characters."]
+    return errors
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """A request's optional pick-up and drop-off points (latitude, longitude)."""
+
+    pick_up: tuple[float, float] | None = None
+    drop_off: tuple[float, float] | None = None
+
+    def errors(self) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        for name, point in (("pickUp", self.pick_up), ("dropOff", self.drop_off)):
+            if point is not None and (problems := location_errors(*point, None)):
+                errors[name] = [f"{k}: {m}" for k, ms in problems.items() for m in ms]
+        return errors
+
+
+async def request_trip(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    settings: Settings,
+    user: User,
+    pick_up: str,
+    drop_off: str,
+    coordinates: Coordinates = Coordinates(),
+) -> TripView:
+    if user.group is not UserGroup.RIDER:
+        raise Forbidden("Only riders can request trips.")
+    if errors := _address_errors(pick_up, drop_off) | coordinates.errors():
+        raise BadUserInput("Invalid input.", fields=errors)
+    (plat, plon), (dlat, dlon) = (
+        (coordinates.pick_up or (None, None)),
+        (coordinates.drop_off or (None, None)),
+    )
+    trip = Trip(
+        pick_up_address=pick_up.strip(),
+        drop_off_address=drop_off.strip(),
+        rider_id=user.id,
+        pick_up_latitude=plat,
+        pick_up_longitude=plon,
+        drop_off_latitude=dlat,
+        drop_off_longitude=dlon,
+    )
+    offered: list[int] = []
+    try:
+        async with db() as session, session.begin():
+            session.add(trip)
+            await session.flush()
+            if coordinates.pick_up is not None:
+                # The first wave commits with the trip: it happens exactly once. Without
+                # the position store it offers nobody; the next wave tries again.
+                try:
+                    offered = await dispatch.offer_wave(
+                        session, positions=positions, settings=settings, trip=trip, wave=0
+                    )
+                except STORE_DOWN as exc:
+                    log.warning("position store unreachable; first wave empty: %r", exc)
+                dispatch.schedule(session, settings=settings, trip=trip)
+                await session.flush()
+            view = await _view(session, trip.id, positions)
+    except IntegrityError as exc:
+        raise Conflict("You already have an active trip.") from exc
+    if coordinates.pick_up is not None:
+        metrics.wave(offers=len(offered))
+    await events.trip_changed(view, kind=Kind.REQUESTED)
+    await events.offered(view, offered)
+    return view
+
+
+async def _load(session: AsyncSession, trip_id: str, visible: ColumnElement[bool]) -> Trip:
+    """The trip's row, if `visible`; NotFound otherwise."""
+    statement = select(Trip).where(col(Trip.id) == parse_trip_id(trip_id), visible)
+    trip = (await session.scalars(statement)).one_or_none()
+    if trip is None:
+        raise NotFound("Trip not found.")
+    return trip
+
+
+async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> Trip:
+    return await _load(session, trip_id, visible_clause(user))
+
+
+async def _apply(
+    session: AsyncSession,
+    trip: Trip,
+    *,
+    expect: TripStatus,
+    values: dict[str, Any],
+    positions: PositionStore,
+) -> TripView:
+    """Conditional UPDATE on the status we saw: exactly one concurrent writer wins."""
+    values = {**values, "updated": utcnow()}
+    changed = update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect)
+    if await affected(session, changed.values(**values)) != 1:
+        raise Conflict("The trip changed meanwhile; this step no longer applies.")
+    return await _view(session, trip.id, positions)
+
+
+async def accept_trip(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
+    try:
+        async with db() as session, session.begin():
+            # A driver the trip was offered to (every driver, without a pick-up) who lost
+            # the race, even one arriving after the winner committed, gets CONFLICT; to
+            # the others a dispatched trip does not exist.
+            is_driver = user.group is UserGroup.DRIVER
+            visible = offered_clause(user.id) if is_driver else visible_clause(user)
+            trip = await _load(session, trip_id, visible)
+            if not is_driver:
+                raise Forbidden("Only drivers can accept trips.")
+            if trip.status is not TripStatus.REQUESTED:
+                raise Conflict("This trip is no longer requested.")
+            view = await _apply(
+                session,
+                trip,
+                expect=TripStatus.REQUESTED,
+                values={"status": TripStatus.STARTED, "driver_id": user.id},
+                positions=positions,
+            )
+    except IntegrityError as exc:
+        raise Conflict("You already have a trip under way.") from exc
+    assert user.id is not None
+    await _after_commit(
+        "ON_TRIP",
+        positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id),
+    )
+    await events.trip_changed(view, kind=Kind.ACCEPTED, left_pool=True)
+    return view
+
+
+async def update_trip_status(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    user: User,
+    trip_id: str,
+    status: TripStatus,
+) -> TripView:
+    async with db() as session, session.begin():
+        trip = await _load_for_change(session, user, trip_id)
+        if trip.driver_id != user.id:
+            raise Forbidden("Only the trip's driver can change its status.")
+        if NEXT_STATUS.get(trip.status) is not status:
+            raise Conflict(f"A {trip.status.value} trip cannot become {status.value}.")
+        view = await _apply(
+            session, trip, expect=trip.status, values={"status": status}, positions=positions
+        )
+    await _ended(positions, view)
+    await events.trip_changed(view, kind=Kind.STATUS)
+    return view
+
+
+async def _ended(positions: PositionStore, view: TripView) -> None:
+    """After commit: a driver whose trip ended is AVAILABLE again."""
+    if view.status not in ACTIVE_STATUSES and view.driver_id is not None:
+        await _after_commit(
+            "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
+        )
+
+
+async def cancel_trip(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user: User, trip_id: str
+) -> TripView:
+    async with db() as session, session.begin():
+        trip = await _load_for_change(session, user, trip_id)
+        if trip.rider_id != user.id:
+            raise Forbidden("Only the trip's rider can cancel it.")
+        if trip.status not in (TripStatus.REQUESTED, TripStatus.STARTED):
+            raise Conflict(f"A {trip.status.value} trip cannot be canceled.")
+        was = trip.status
+        view = await _apply(
+            session, trip, expect=was, values={"status": TripStatus.CANCELED}, positions=positions
+        )
+    await _ended(positions, view)
+    await events.trip_changed(view, kind=Kind.CANCELED, left_pool=was is TripStatus.REQUESTED)
+    return view
+
+
+def location_errors(
+    latitude: float, longitude: float, heading: float | None
+) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if not -90 <= latitude <= 90:
+        errors["latitude"] = ["Must be between -90 and 90."]
+    if not -180 <= longitude <= 180:
+        errors["longitude"] = ["Must be between -180 and 180."]
+    if heading is not None and not 0 <= heading < 360:
+        errors["heading"] = ["Must be at least 0 and less than 360."]
+    return errors
+
+
+async def report_location(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    user: User,
+    trip_id: str,
+    latitude: float,
+    longitude: float,
+    heading: float | None,
+) -> LocationView:
+    """A read to check the caller drives the trip, no write: the position goes to the
+    store (taxi/domain/positions.py) and to the trip's watchers."""
+    if errors := location_errors(latitude, longitude, heading):
+        raise BadUserInput("Invalid location.", fields=errors)
+    async with db() as session:
+        trip = await _load_for_change(session, user, trip_id)
+        if trip.driver_id != user.id:
+            raise Forbidden("Only the trip's driver can report its position.")
+        if trip.status not in UNDER_WAY:
+            raise Conflict("Positions are reported only while the trip is under way.")
+        parties = (trip.rider_id, trip.driver_id)
+    fix = Fix(latitude, longitude, heading, time.time())
+    assert user.id is not None
+    await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
+    metrics.position()
+    location = fix.view()
+    await events.location_reported(trip.id, location, parties=parties)
+    return location
+
+
+async def rate_trip(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    user: User,
+    trip_id: str,
+    rating: int,
+) -> TripView:
+    if not 1 <= rating <= 5:
+        raise BadUserInput("Invalid rating.", fields={"rating": ["Must be between 1 and 5."]})
+    async with db() as session, session.begin():
+        trip = await _load_for_change(session, user, trip_id)
+        if trip.rider_id != user.id:
+            raise Forbidden("Only the trip's rider can rate it.")
+        if trip.status is not TripStatus.COMPLETED or trip.rating is not None:
+            raise Conflict("Only a completed, unrated trip can be rated.")
+        rated = (
+            update(Trip)
+            .where(col(Trip.id) == trip.id, col(Trip.rating).is_(None))
+            .values(rating=rating, updated=utcnow())
+        )
+        if await affected(session, rated) != 1:
+            raise Conflict("This trip was rated already.")
+        view = await _view(session, trip.id, positions)
+    await events.trip_changed(view, kind=Kind.RATED)
+    return view

@@ -1,2 +1,0 @@
-"""GraphQL resolvers by domain: the Query, Mutation and Subscription fields, each calling
-the business rules in `taxi.services` and shaping their results into `taxi.schema.types`."""

@@ -1,0 +1,237 @@
+"""One socket's operations: queries and mutations while they run, live subscriptions
+as records in the hub (taxi/transport/live/hub.py), and what the hub calls back.
+
+An operation (a query, a mutation, or setting a subscription up) runs in a task of its
+own while it runs, so a slow query never holds up the socket's pings. A subscription
+then becomes a record and its task ends: a socket holds records, not tasks. What the
+client may see, and when, is the feed's business (taxi/domain/services/live.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from contextlib import suppress
+from typing import Any
+
+import orjson
+from graphql import GraphQLError, OperationType
+
+from taxi.api import persisted
+from taxi.api.context import Context
+from taxi.api.schema.errors import is_outage
+from taxi.core import metrics
+from taxi.domain.errors import AppError, NotFound
+from taxi.transport.live import fastpath
+from taxi.transport.live import protocol as p
+from taxi.transport.live.execution import GraphQL
+from taxi.transport.live.hub import Hub, Record
+from taxi.transport.live.wire import Gone, Outbox
+
+log = logging.getLogger("taxi.transport.live")
+
+REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
+
+
+async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
+    with suppress(Gone):
+        await work
+
+
+class Operations:
+    __slots__ = (
+        "_tasks",
+        "closed",
+        "context",
+        "dialect",
+        "graphql",
+        "hub",
+        "outbox",
+        "records",
+        "running",
+    )
+
+    def __init__(
+        self, graphql: GraphQL, context: Context, outbox: Outbox, dialect: p.Dialect
+    ) -> None:
+        self.graphql = graphql
+        self.hub: Hub = context.services.hub
+        self.context = context
+        self.outbox = outbox
+        self.dialect = dialect
+        self.records: dict[str, Record] = {}
+        self.running: dict[str, asyncio.Task[None]] = {}  # being set up, or running
+        self._tasks: set[asyncio.Task[None]] = set()  # re-reads after a reconnect
+        self.closed = False
+
+    def __contains__(self, op_id: str) -> bool:
+        return op_id in self.records or op_id in self.running
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.running)
+
+    def start(self, op_id: str, payload: dict[str, Any]) -> None:
+        self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
+
+    async def close(self) -> None:
+        """The socket is gone: every record leaves the hub, every task ends."""
+        self.closed = True
+        for record in list(self.records.values()):
+            self._drop(record)
+        tasks = [*self.running.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(BaseException):
+                await task
+
+    async def stop(self, op_id: str, *, quiet: bool = False) -> None:
+        record = self.records.get(op_id)
+        if record is not None:
+            self._drop(record)
+            self.outbox.forget(op_id)
+        task = self.running.pop(op_id, None)
+        if task is not None:
+            task.cancel()
+        if self.dialect.legacy and not quiet and (record or task):
+            await self.outbox.send(p.complete(op_id).encode())
+
+    async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._run(op_id, payload)
+        except Gone:
+            pass  # the socket closed under the operation: its receive loop cleans up
+        except Exception as exc:  # noqa: BLE001 - an operation's failure ends it alone
+            if not self.closed:
+                with suppress(Gone):
+                    await self._fail(op_id, exc)
+        finally:
+            if self.running.get(op_id) is asyncio.current_task():
+                del self.running[op_id]
+
+    def _errors(self, exc: Exception) -> list[dict[str, Any]]:
+        """The client's view of `exc`: its code (an outage: SERVICE_UNAVAILABLE), logged
+        and masked when it is a bug (taxi/api/schema/errors.py)."""
+        return self.graphql.errors([GraphQLError(str(exc), original_error=exc)])
+
+    async def _fail(self, op_id: str, exc: Exception) -> None:
+        await self.outbox.send(p.error(op_id, self._errors(exc), self.dialect).encode())
+
+    async def _refuse(
+        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str
+    ) -> None:
+        """The operation ends before it runs: an `error` message, the socket stays open."""
+        code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+        metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
+
+    async def _run(self, op_id: str, payload: dict[str, Any]) -> None:
+        graphql = self.graphql
+        name, variables = payload.get("operationName"), payload.get("variables")
+        try:
+            query = await self.context.services.documents.resolve(
+                query=payload.get("query"), extensions=payload.get("extensions")
+            )
+            if not isinstance(query, str):
+                raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
+        except persisted.Refused as exc:
+            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
+            return
+        prefix = p.frame_prefix(op_id, self.dialect)
+        # Position reports skip the GraphQL execution (taxi/transport/live/fastpath.py).
+        if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
+            await self.outbox.send(prefix + orjson.dumps({"data": data}) + b"}")
+            await self.outbox.send(p.complete(op_id).encode())
+            return
+        prepared = graphql.prepare(query)
+        if isinstance(prepared, list):
+            await self._refuse(op_id, prepared, name=name, kind="unknown")
+            return
+        if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
+            ctx = self.context
+            result = await graphql.execute(query, variables=variables, name=name, context=ctx)
+            await self.outbox.send(prefix + result + b"}")
+            await self.outbox.send(p.complete(op_id).encode())
+            return
+        opened = await graphql.open(prepared, variables=variables, name=name, context=self.context)
+        if isinstance(opened, list):
+            await self._refuse(op_id, opened, name=name, kind="subscription")
+            return
+        live, plan = opened
+        record = Record(self, op_id, prefix, live.feed, plan)
+        await self.hub.add(record)
+        try:
+            # Subscribed first, then read: a change committed in between is held.
+            if live.feed.current is not None:
+                try:
+                    view = await live.feed.current()
+                except NotFound:
+                    await self.outbox.send(p.complete(op_id).encode())
+                    return
+                if view is not None:
+                    await self.outbox.send(prefix + graphql.first(plan, view))
+            self._keep(record)
+        finally:
+            if self.records.get(op_id) is not record:
+                self.hub.remove(record)
+        self.hub.release(record)
+
+    def _keep(self, record: Record) -> None:
+        """A live subscription: from here until `_drop`, a record in the hub."""
+        self.records[record.op_id] = record
+        metrics.operation(name=record.plan.name, kind="subscription", code="OK", seconds=None)
+        metrics.subscription_started(record.plan.field)
+
+    def _drop(self, record: Record) -> None:
+        del self.records[record.op_id]
+        self.hub.remove(record)
+        metrics.subscription_ended(record.plan.field)
+
+    # -- what the hub calls (hub.Subscriber) ------------------------------------------------
+
+    def deliver(self, record: Record, key: str, payload: bytes) -> None:
+        if not self.closed:
+            self.outbox.offer(record.op_id, key, record.prefix + payload)
+
+    def end(self, record: Record, error: Exception | None = None) -> None:
+        """The feed ended (the watcher may no longer see it) or failed: that operation
+        alone ends. Queued frames stay ahead of its `complete`."""
+        if self.records.get(record.op_id) is not record:
+            self.hub.remove(record)
+            return
+        self._drop(record)
+        if error is None:
+            message = p.complete(record.op_id)
+        else:
+            message = p.error(record.op_id, self._errors(error), self.dialect)
+        self.outbox.offer(record.op_id, "__end__", message.encode())
+
+    def refresh(self, record: Record) -> None:
+        """The broadcast backend reconnected: events may have been missed. The current
+        state is read again; events arriving meanwhile are held and follow it."""
+        if record.held is not None:
+            return  # being set up or re-read right now: that read is fresh enough
+        record.held = {}
+        task = asyncio.create_task(_unless_gone(self._refresh(record)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, record: Record) -> None:
+        current = record.feed.current
+        assert current is not None
+        try:
+            view = await current()
+        except AppError:
+            record.held = None
+            self.end(record)  # e.g. no longer visible
+            return
+        except Exception as exc:
+            if not is_outage(exc):
+                record.held = None
+                raise
+            log.warning("re-reading a live subscription's state failed: %r", exc)
+            view = None  # the next RESYNC tries again
+        if view is not None and self.records.get(record.op_id) is record:
+            payload = self.graphql.first(record.plan, view)
+            self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
+        self.hub.release(record)  # what was held follows the fresh state
