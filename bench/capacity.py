@@ -1,4 +1,4 @@
-"""`python -m bench.capacity`: the figures behind README's capacity model, on a private
+"""`python -m bench.capacity`: the figures behind docs/performance.md's capacity model, on a private
 Redis Cluster (3 primaries + 3 replicas, tests/rcluster.py) and a throw-away database.
 
 1. Fan-out, 1 vs 2 server processes: N sockets subscribed to `tripUpdated` of one
