@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gclog import annotate_gc
+from bench.meta import RESULTS, environment, progress, save_stamp
 from bench.net import HTTP
 from bench.prepare import channels, fanout_cast
 
 if TYPE_CHECKING:
-    from bench.__main__ import Run
+    from bench.run import Run
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -113,8 +114,6 @@ async def spied(spy: Any, output: Path | None) -> dict[str, Any] | None:
 
 
 async def profile(run: Run) -> dict[str, Any]:
-    from bench.__main__ import RESULTS, progress, save_stamp
-
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.exists():
         raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy (it is in the dev extra)")
@@ -123,8 +122,6 @@ async def profile(run: Run) -> dict[str, Any]:
     opts = run.opts
     meta: dict[str, Any] = {}
     try:
-        from bench.__main__ import environment
-
         meta = await environment(run.admin_dsn, run.redis_url)
         meta["taxi_source"] = run.source_label()
         await run.db.create(run.source)
