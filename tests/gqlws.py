@@ -72,12 +72,11 @@ def framed(tpl: Template, op_id: str, variables: bytes) -> bytes:
 def errors(message: Message) -> list[Message]:
     """The GraphQL errors a message carries: an `error` message's (a list in
     graphql-transport-ws, one object in legacy graphql-ws) or a result's `errors`."""
-    payload = message.get("payload")
+    payload: Any = message.get("payload")
     if message.get("type") == "error":
         return list(payload) if isinstance(payload, list) else [payload]
-    if isinstance(payload, dict):
-        return list(payload.get("errors") or [])
-    return []
+    found: list[Message] = payload.get("errors") or [] if isinstance(payload, dict) else []
+    return found
 
 
 def failure(message: Message) -> str | None:

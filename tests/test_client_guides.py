@@ -1,5 +1,5 @@
-"""The client guides in docs/clients.md cannot rot: each code block there is a file of this repository
-(included verbatim between markers), and each file runs against a live server here.
+"""The client guides in docs/clients.md cannot rot: each code block there is a file of this
+repository (included verbatim between markers), and each file runs against a live server here.
 
 Each guide logs in as a rider, watches a trip with `tripUpdated`, and must ride it through:
 the access token lives 3 s, so the server closes each socket (4403) and the guide must
@@ -47,7 +47,9 @@ def test_readme_blocks_are_the_files() -> None:
     for path in INCLUDED:
         name = str(path.relative_to(ROOT))
         assert name in blocks, f"docs/clients.md has no block for {name}"
-        assert blocks[name] == path.read_text(encoding="utf-8"), f"docs/clients.md's {name} is stale (python scripts/readme_files.py)"
+        assert blocks[name] == path.read_text(encoding="utf-8"), (
+            f"docs/clients.md's {name} is stale (python scripts/readme_files.py)"
+        )
 
 
 class _Output:

@@ -18,8 +18,7 @@ from taxi.core.config import Settings
 from taxi.transport.live import protocol as p
 from taxi.transport.live.execution import GraphQL
 from taxi.transport.live.socket import Socket
-from taxi.transport.live.wire import Outbox
-from taxi.transport.server import FRAMES
+from taxi.transport.live.wire import FRAMES, Outbox
 
 log = logging.getLogger("taxi.transport.live")
 
