@@ -30,7 +30,6 @@ from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.core.tasks import background
 from taxi.domain import dispatch
 from taxi.domain.events import Publisher
-from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
 from taxi.transport import pages, sockets
@@ -38,6 +37,7 @@ from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
+from taxi.transport.media import MediaFiles
 from taxi.transport.sockets import SocketRegistry
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
@@ -67,12 +67,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             db=sessions,
             broadcast=broadcast,
             events=events,
-            hub=Hub(
-                broadcast,
-                prefix=settings.channel_prefix,
-                maxsize=settings.subscriber_queue_size,
-                mask_internal=settings.production,
-            ),
             limiter=_limiter(
                 settings,
                 client,
@@ -87,7 +81,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_attempts=settings.signup_max_per_hour,
                 window=SIGNUP_WINDOW,
             ),
-            sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
             documents=_documents(settings, client),
         )
@@ -167,6 +160,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.live = live
     admin = mount_admin(app, settings)
     return app
 
@@ -184,13 +178,21 @@ async def _running(
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
+            hub = Hub(
+                services.broadcast,
+                prefix=settings.channel_prefix,
+                maxsize=settings.subscriber_queue_size,
+                mask_internal=settings.production,
+            )
+            registry = SocketRegistry(max_per_user=settings.max_sockets_per_user)
+            live.start(hub=hub, registry=registry)
             try:
-                follow = sockets.follow(services.hub, services.sockets)
+                follow = sockets.follow(hub, registry)
                 async with background(follow, name="taxi-sessions-follow"):
                     yield
             finally:
                 await live.close_sockets()
-                await services.hub.close()
+                await hub.close()
 
 
 def _routes(

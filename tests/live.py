@@ -51,7 +51,7 @@ class LiveServer:
 
     @property
     def hub(self) -> Hub:
-        hub: Hub = self.app.state.services.hub
+        hub: Hub = self.app.state.live.hub
         return hub
 
 
@@ -59,7 +59,7 @@ async def watching(app: Starlette, channel: str, count: int = 1) -> None:
     """Until `count` local subscribers listen on `channel`: for streams that send nothing
     first, so the test knows its subscription is live before it publishes. (Polling: the
     hub has no event for "someone subscribed", nor should it.)"""
-    hub: Hub = app.state.services.hub
+    hub: Hub = app.state.live.hub
 
     async def watchers() -> int:
         return hub.watchers(channel)

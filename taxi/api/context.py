@@ -20,23 +20,20 @@ if TYPE_CHECKING:
     from taxi.domain.events import Publisher
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
-    from taxi.transport.live.hub import Hub
-    from taxi.transport.sockets import SocketRegistry
 
 
 @dataclass
 class Services:
-    """What the lifespan opened; shared by every request of one process."""
+    """What the lifespan opened; shared by every request of one process. (The live
+    layer's hub and socket registry are the transport's: taxi/transport/live/endpoint.py.)"""
 
     settings: Settings
     engine: AsyncEngine
     db: SessionMaker
     broadcast: Broadcast
     events: Publisher
-    hub: Hub
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
-    sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     documents: Documents
 

@@ -1,6 +1,7 @@
-"""The read models: what queries, events and subscriptions serve, and the GraphQL object
-types themselves (each class below is its Strawberry type: plain attributes, read as
-they are, with no conversion and no resolver per field).
+"""The read models: what queries, events and subscriptions serve. Plain dataclasses here
+(the domain knows no GraphQL); the API layer makes each one its GraphQL object type in place
+(taxi/api/schema/readtypes.py), so they are served as they are: no conversion, no resolver
+per field.
 
 A trip event carries a `TripView` as JSON (`to_json`, `from_json`: generic, from the
 dataclass fields), so the live layer rebuilds exactly what a query would return
@@ -13,53 +14,38 @@ import types
 import typing
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
 import orjson
-import strawberry
 
 from taxi.domain.models import TripStatus, UserGroup
 
 T = TypeVar("T")
 
-# The model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
-strawberry.enum(UserGroup, name="UserGroup")
-strawberry.enum(TripStatus, name="TripStatus")
 
-
-@strawberry.type(name="User")
+@dataclass(kw_only=True)
 class UserView:
-    id: int = strawberry.field(graphql_type=strawberry.ID)
+    id: int
     username: str
     first_name: str
     last_name: str
     group: UserGroup
-    photo_url: str | None = strawberry.field(
-        description=(
-            "Absolute or server-relative URL of the uploaded photo; null when none was sent."
-        )
-    )
-    rating: float | None = strawberry.field(
-        description=(
-            "Drivers: mean of the ratings that riders gave their completed trips; "
-            "null below 3 ratings or for riders."
-        )
-    )
+    photo_url: str | None  # absolute or server-relative; None when none was sent
+    rating: float | None  # drivers: mean of their riders' ratings, from 3 ratings on
 
 
-@strawberry.type(name="Location")
+@dataclass(kw_only=True)
 class LocationView:
     latitude: float
     longitude: float
-    heading: float | None = strawberry.field(
-        description="Degrees clockwise from north, when the device knows it."
-    )
+    heading: float | None  # degrees clockwise from north, when the device knows it
     recorded_at: datetime
 
 
-@strawberry.type(name="Point", description="A point on the map (WGS 84 degrees).")
+@dataclass(kw_only=True)
 class PointView:
     latitude: float
     longitude: float
@@ -71,9 +57,9 @@ class PointView:
         return cls(latitude=latitude, longitude=longitude)
 
 
-@strawberry.type(name="Trip")
+@dataclass(kw_only=True)
 class TripView:
-    id: uuid.UUID = strawberry.field(graphql_type=strawberry.ID, description="A UUID.")
+    id: uuid.UUID
     created: datetime
     updated: datetime
     pick_up_address: str
@@ -81,28 +67,14 @@ class TripView:
     status: TripStatus
     rider: UserView | None
     driver: UserView | None
-    driver_location: LocationView | None = strawberry.field(
-        description=(
-            "The driver's last reported position while the trip is STARTED or IN_PROGRESS; "
-            "null otherwise."
-        )
-    )
-    rating: int | None = strawberry.field(
-        description="1 to 5, set by the rider once the trip is COMPLETED."
-    )
-    pick_up: PointView | None = strawberry.field(
-        default=None,
-        description=(
-            "Pick-up coordinates, when the request gave them (the trip is then dispatched "
-            "to nearby drivers)."
-        ),
-    )
-    drop_off: PointView | None = strawberry.field(
-        default=None, description="Drop-off coordinates, when the request gave them."
-    )
+    driver_location: LocationView | None  # while STARTED or IN_PROGRESS
+    rating: int | None  # 1 to 5, by the rider once COMPLETED
+    pick_up: PointView | None = None
+    drop_off: PointView | None = None
     # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
-    # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never served.
-    offered: strawberry.Private[tuple[int, ...] | None] = None
+    # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never
+    # served (taxi/api/schema/readtypes.py keeps it out of the schema).
+    offered: tuple[int, ...] | None = None
 
     @property
     def rider_id(self) -> int | None:

@@ -17,13 +17,19 @@ from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.transport.live import protocol as p
 from taxi.transport.live.execution import GraphQL
+from taxi.transport.live.hub import Hub
 from taxi.transport.live.socket import Socket
 from taxi.transport.live.wire import FRAMES, Outbox
+from taxi.transport.sockets import SocketRegistry
 
 log = logging.getLogger("taxi.transport.live")
 
 
 class LiveEndpoint:
+    # This process's fan-out and signed-in sockets, from the app's lifespan (`start`).
+    hub: Hub
+    registry: SocketRegistry
+
     def __init__(self, schema: strawberry.Schema, *, settings: Settings) -> None:
         self.settings = settings
         self.graphql = GraphQL(
@@ -32,6 +38,10 @@ class LiveEndpoint:
         self.origins = {o for o in map(normalize_origin, settings.origins) if o}
         self.any_origin = "*" in settings.origins
         self.sockets: set[Socket] = set()
+
+    def start(self, *, hub: Hub, registry: SocketRegistry) -> None:
+        self.hub = hub
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "websocket"
@@ -44,7 +54,7 @@ class LiveEndpoint:
             return
         services: Services = scope["app"].state.services
         seam = scope.get("extensions", {}).get(FRAMES)
-        outbox = Outbox(send, seam, maxsize=services.hub.maxsize)
+        outbox = Outbox(send, seam, maxsize=self.hub.maxsize)
         socket = Socket(self, Context(services=services, request=conn), send, outbox, dialect)
         self.sockets.add(socket)
         metrics.socket_opened()

@@ -51,6 +51,7 @@ class Socket:
         "init_received",
         "operations",
         "outbox",
+        "registry",
         "settings",
     )
 
@@ -67,7 +68,8 @@ class Socket:
         self.dialect = dialect
         self._send = send
         self.outbox = outbox
-        self.operations = Operations(endpoint.graphql, context, outbox, dialect)
+        self.registry = endpoint.registry
+        self.operations = Operations(endpoint.graphql, endpoint.hub, context, outbox, dialect)
         self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
@@ -108,7 +110,7 @@ class Socket:
 
     async def _cleanup(self) -> None:
         self.closed = True
-        self.context.services.sockets.discard(self)
+        self.registry.discard(self)
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
@@ -202,9 +204,7 @@ class Socket:
         user = await ctx.user()
         assert user.id is not None
         try:
-            ctx.services.sockets.add(
-                self, user_id=user.id, sid=str(claims["sid"]), revoke=ctx.revoke
-            )
+            self.registry.add(self, user_id=user.id, sid=str(claims["sid"]), revoke=ctx.revoke)
         except TooManySockets:
             if legacy:
                 error = {"message": "Too many open sockets.", "extensions": {"code": LIMITED}}
