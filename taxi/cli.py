@@ -102,7 +102,7 @@ def _createsuperuser(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _print_schema(_args: argparse.Namespace, _settings: Settings) -> None:
-    from taxi.api.schema.build import print_schema
+    from taxi.api.build import print_schema
 
     sys.stdout.write(print_schema())
 

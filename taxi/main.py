@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from taxi.api.build import build_schema
 from taxi.api.context import Services
 from taxi.api.persisted import Documents, load_manifest
-from taxi.api.schema.build import build_schema
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, tracing
@@ -28,17 +28,17 @@ from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.core.tasks import background
-from taxi.domain import dispatch
 from taxi.domain.events import Publisher
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
-from taxi.transport import pages, sockets
+from taxi.domain.services import dispatch
+from taxi.transport import pages
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
+from taxi.transport.live.registry import SocketRegistry, follow
 from taxi.transport.media import MediaFiles
-from taxi.transport.sockets import SocketRegistry
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
@@ -187,8 +187,7 @@ async def _running(
             registry = SocketRegistry(max_per_user=settings.max_sockets_per_user)
             live.start(hub=hub, registry=registry)
             try:
-                follow = sockets.follow(hub, registry)
-                async with background(follow, name="taxi-sessions-follow"):
+                async with background(follow(hub, registry), name="taxi-sessions-follow"):
                     yield
             finally:
                 await live.close_sockets()

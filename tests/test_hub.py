@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from taxi.api.schema.build import build_schema
+from taxi.api.build import build_schema
 from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.events import Event

@@ -64,7 +64,8 @@ class Context:
         self._auth_error = None
 
     def revoke(self) -> None:
-        """The session or user ended (taxi/transport/sockets.py): refuse every further operation."""
+        """The session or user ended (taxi/transport/live/registry.py): refuse every
+        further operation."""
         self._user = None
         self._auth_error = Unauthenticated("Session ended.")
 

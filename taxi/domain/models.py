@@ -174,7 +174,7 @@ class TripOffer(SQLModel, table=True):
 class DispatchWave(SQLModel, table=True):
     """The durable schedule: a dispatched trip's next wave and when it is due. The row is
     claimed and advanced in the transaction that records the wave's offers, so each wave
-    happens once whatever the number of processes (taxi/domain/dispatch.py)."""
+    happens once whatever the number of processes (taxi/domain/services/dispatch.py)."""
 
     __tablename__ = "dispatch_wave"
     __table_args__ = (sa.Index("ix_dispatch_wave_due", "due_at"),)

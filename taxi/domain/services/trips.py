@@ -22,14 +22,13 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import dispatch
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
 from taxi.domain.offers import offered_clause, visible_clause
 from taxi.domain.positions import Fix, PositionStore
 from taxi.domain.readmodels import LocationView, TripView
-from taxi.domain.services import reads
+from taxi.domain.services import dispatch, reads
 from taxi.domain.services.queries import parse_trip_id
 from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
 

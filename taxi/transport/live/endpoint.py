@@ -18,9 +18,9 @@ from taxi.core.config import Settings
 from taxi.transport.live import protocol as p
 from taxi.transport.live.execution import GraphQL
 from taxi.transport.live.hub import Hub
+from taxi.transport.live.registry import SocketRegistry
 from taxi.transport.live.socket import Socket
 from taxi.transport.live.wire import FRAMES, Outbox
-from taxi.transport.sockets import SocketRegistry
 
 log = logging.getLogger("taxi.transport.live")
 
@@ -55,7 +55,16 @@ class LiveEndpoint:
         services: Services = scope["app"].state.services
         seam = scope.get("extensions", {}).get(FRAMES)
         outbox = Outbox(send, seam, maxsize=self.hub.maxsize)
-        socket = Socket(self, Context(services=services, request=conn), send, outbox, dialect)
+        context = Context(services=services, request=conn)
+        socket = Socket(
+            context,
+            send,
+            outbox,
+            dialect,
+            graphql=self.graphql,
+            hub=self.hub,
+            registry=self.registry,
+        )
         self.sockets.add(socket)
         metrics.socket_opened()
         try:

@@ -18,11 +18,12 @@ from taxi.domain import auth
 from taxi.domain.errors import BadUserInput, RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
 from taxi.transport.live.operations import Operations
+from taxi.transport.live.registry import SocketRegistry, TooManySockets
 from taxi.transport.live.wire import ASGISend, Gone, Outbox
-from taxi.transport.sockets import TooManySockets
 
 if TYPE_CHECKING:
-    from taxi.transport.live.endpoint import LiveEndpoint
+    from taxi.transport.live.execution import GraphQL
+    from taxi.transport.live.hub import Hub
 
 log = logging.getLogger("taxi.transport.live")
 
@@ -57,19 +58,22 @@ class Socket:
 
     def __init__(
         self,
-        endpoint: LiveEndpoint,
         context: Context,
         send: ASGISend,
         outbox: Outbox,
         dialect: p.Dialect,
+        *,
+        graphql: GraphQL,
+        hub: Hub,
+        registry: SocketRegistry,
     ) -> None:
         self.context = context
         self.settings = context.settings
         self.dialect = dialect
         self._send = send
         self.outbox = outbox
-        self.registry = endpoint.registry
-        self.operations = Operations(endpoint.graphql, endpoint.hub, context, outbox, dialect)
+        self.registry = registry
+        self.operations = Operations(graphql, hub, context, outbox, dialect)
         self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
