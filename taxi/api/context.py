@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taxi.domain.errors import Unauthenticated
 
@@ -43,8 +43,6 @@ class Context:
     services: Services
     request: HTTPConnection  # a Request over HTTP; the handshake's on a WebSocket
     response: Response | None = None
-    # Set by the WebSocket layer (taxi/transport/live) from connection_init.
-    connection_params: dict[str, Any] | None = None
     # The raw bearer token (HTTP header, or connection_init on a socket).
     token: str | None = None
     _user: User | None = field(default=None, repr=False)

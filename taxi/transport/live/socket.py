@@ -184,7 +184,6 @@ class Socket:
         if (timer := self._timers.pop("init", None)) is not None:
             timer.cancel()
         ctx = self.context
-        ctx.connection_params = params
         ctx.token = auth.token_from_connection_params(params)
         # Legacy graphql-ws lets a client send connection_init again: that token counts.
         ctx.forget_user()
