@@ -153,9 +153,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header blocked the event loop 16 s). Counting the bytes of a request head as they
     arrive stops it at MAX_HEADER_BYTES plus one read
     (431 and close); the exact size is checked when the head is complete (400 and close).
-    uvicorn's h11 protocol has such a limit (h11_max_incomplete_event_size) but served
-    15-20 % fewer small responses and 35-60 % fewer GraphQL requests per second here;
-    this guard costs about 5 %, within run-to-run noise for GraphQL requests.
+    uvicorn's h11 protocol has such a limit (h11_max_incomplete_event_size) but serves
+    markedly fewer requests per second; this guard costs little (docs/performance.md).
 
     Neither has a read deadline: uvicorn's only timeout is for idle keep-alive
     connections after a response, so a client sending a byte every few seconds held a
