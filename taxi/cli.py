@@ -43,8 +43,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
-    from taxi.transport import server
-
+    # The protocols by name (taxi.transport.server's HTTP and WEBSOCKET), not imported: this
+    # process only supervises the workers, and importing the transport would register this
+    # process's own metrics (taxi.core.metrics) beside theirs.
     uvicorn.run(
         "taxi.main:create_app",
         log_config=None,  # ours: JSON or text lines with request ids (taxi.core.logs)
@@ -55,13 +56,13 @@ def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
         log_level=args.log_level,
         loop="uvloop",
         # httptools with a header size limit and a read deadline (taxi.transport.server).
-        http=server.HTTP,
+        http="taxi.transport.server:GuardedHttpToolsProtocol",
         server_header=False,
         # Frames are small JSON; compressing each one costs more CPU than it saves.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         # Closes open WebSockets with 1001 Going Away on shutdown (uvicorn's sends 1012).
-        ws=server.WEBSOCKET,
+        ws="taxi.transport.server:WebSocketProtocol",
         timeout_graceful_shutdown=10,
         # X-Forwarded-For only from TRUSTED_PROXIES (uvicorn trusts 127.0.0.1 otherwise).
         proxy_headers=bool(settings.trusted_proxies),

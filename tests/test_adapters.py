@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from uvicorn import Config
 from uvicorn.server import ServerState
 
+from taxi import cli
 from taxi.core import redis_adapter
 from taxi.core.broadcast import Channels, ResilientRedisBackend
 from taxi.core.cluster import ShardedRedisBackend
@@ -170,3 +171,11 @@ async def test_open_sockets_get_going_away_on_shutdown(settings: Settings) -> No
             assert await ws.next("1") == {"tripUpdated": {"id": trip["id"]}}
             live.shut_down()
             await ws.closed(GOING_AWAY)
+
+
+def test_taxi_serve_names_the_adapters_protocols() -> None:
+    """`taxi serve` passes the protocols to uvicorn by name, without importing them (its
+    supervising process must not load the app's metrics): the names must be these."""
+    source = inspect.getsource(cli._run)
+    assert f'http="{server.HTTP}"' in source
+    assert f'ws="{server.WEBSOCKET}"' in source
