@@ -100,7 +100,7 @@ def redis_cluster_url() -> str:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "taxi.core.db"
+    path = tmp_path_factory.mktemp("template") / "taxi.db"
     upgrade(base_settings(database_url=f"sqlite+aiosqlite:///{path}"))
     return path
 
@@ -121,7 +121,7 @@ async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> AsyncIterator[Backend]:
     if request.param == "embedded":
-        db = tmp_path / "taxi.core.db"
+        db = tmp_path / "taxi.db"
         shutil.copy(sqlite_template, db)
         yield Backend("embedded", f"sqlite+aiosqlite:///{db}", None)
         return

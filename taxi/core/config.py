@@ -11,7 +11,7 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.core.db"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
 # HS256 keys shorter than the hash output can be brute-forced offline from one token.
 MIN_JWT_SECRET_BYTES = 32
 
