@@ -3,18 +3,32 @@ sorted set of when each was last seen (freshness), hashes of state and last posi
 
 Every key shares one hash tag, `{<prefix>:geo}`, so each script below touches one
 Redis Cluster slot; and each change is one script, one round trip, atomic: a report
-can never index a driver that went offline or on a trip meanwhile."""
+can never index a driver that went offline or on a trip meanwhile. The trip scripts
+(START, END, OFFLINE) are the order-independent ones taxi/domain/positions.py describes:
+a driver's state is `A` or `T:` and the trips they drive, newest first
+(`T:<trip>:<rider>,<trip>:<rider>`); `epoch` counts their goOfflines; `ended` is a sorted
+set of `<driver>:<trip>` by when it ended."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from taxi.core.broadcast import RedisClient
-from taxi.domain.positions import Availability, DriverStatus, Fix, Nearby, distance, geo_latitude
+from taxi.domain.positions import (
+    ENDED_KEEP,
+    Availability,
+    DriverStatus,
+    Fix,
+    Nearby,
+    distance,
+    geo_latitude,
+)
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
 # dropped after), and doubles the count until it has enough or the radius is exhausted.
@@ -50,29 +64,51 @@ return out
 # Reports batched into one script call at most (a burst beyond waits for the next call).
 MAX_BATCH = 500
 
-# KEYS: state, fixes, avail, seen. ARGV: driver.
+# KEYS: state, fixes, avail, seen, epoch. ARGV: driver.
 OFFLINE = """
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if s and s ~= 'A' then return s end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-return false
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 """
 
-# KEYS: state, avail, seen. ARGV: driver, trip, rider.
+# KEYS: state, avail, seen, epoch, ended. ARGV: driver, trip, rider, epoch. Returns 1
+# when applied.
 START = """
-redis.call('HSET', KEYS[1], ARGV[1], 'T:' .. ARGV[2] .. ':' .. ARGV[3])
+if redis.call('ZSCORE', KEYS[5], ARGV[1] .. ':' .. ARGV[2]) then return 0 end
+if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') ~= tonumber(ARGV[4]) then return 0 end
+local entry = ARGV[2] .. ':' .. ARGV[3]
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if s and string.sub(s, 1, 2) == 'T:' then
+  for e in string.gmatch(string.sub(s, 3), '[^,]+') do
+    if e == entry then return 1 end
+  end
+  s = 'T:' .. entry .. ',' .. string.sub(s, 3)
+else
+  s = 'T:' .. entry
+end
+redis.call('HSET', KEYS[1], ARGV[1], s)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
 """
 
-# KEYS: state, fixes, avail, seen, trips. ARGV: driver, trip.
+# KEYS: state, fixes, avail, seen, trips, ended. ARGV: driver, trip, now.
 END = """
 redis.call('HDEL', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1] .. ':' .. ARGV[2])
 local s = redis.call('HGET', KEYS[1], ARGV[1])
-if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then return end
+if not s or string.sub(s, 1, 2) ~= 'T:' then return end
+local kept, found = {}, false
+for e in string.gmatch(string.sub(s, 3), '[^,]+') do
+  if string.match(e, '^([^:]+)') == ARGV[2] then found = true else kept[#kept + 1] = e end
+end
+if not found then return end
+if #kept > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], 'T:' .. table.concat(kept, ','))
+  return
+end
 redis.call('HSET', KEYS[1], ARGV[1], 'A')
 local f = redis.call('HGET', KEYS[2], ARGV[1])
 if f then
@@ -83,8 +119,9 @@ if f then
 end
 """
 
-# KEYS: avail, seen. ARGV: fresh_after.
+# KEYS: avail, seen, ended. ARGV: fresh_after, ended_before.
 PRUNE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
 if #stale > 0 then
   redis.call('ZREM', KEYS[1], unpack(stale))
@@ -99,7 +136,7 @@ def _status(raw: str | None) -> DriverStatus:
         return DriverStatus(Availability.OFFLINE)
     if raw == "A":
         return DriverStatus(Availability.AVAILABLE)
-    _, trip, rider = raw.split(":")
+    trip, rider = raw[2:].split(",", 1)[0].split(":")
     return DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None)
 
 
@@ -109,6 +146,7 @@ class RedisPositions:
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"
         self.seen, self.trips = f"{tag}:seen", f"{tag}:trips"
+        self.epochs, self.ended = f"{tag}:epoch", f"{tag}:ended"
         self._report = redis.register_script(REPORT)
         self._offline = redis.register_script(OFFLINE)
         self._start = redis.register_script(START)
@@ -146,32 +184,35 @@ class RedisPositions:
                 if not future.done():
                     future.set_result(state)
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        raw = await self._offline(
-            keys=[self.state, self.fixes, self.avail, self.seen], args=[driver_id]
+    async def go_offline(self, *, driver_id: int) -> None:
+        await self._offline(
+            keys=[self.state, self.fixes, self.avail, self.seen, self.epochs], args=[driver_id]
         )
-        return _status(raw)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.state, str(driver_id))
             pipe.hget(self.fixes, str(driver_id))
-            raw, fix = await pipe.execute()
-        state = _status(raw)
+            pipe.hget(self.epochs, str(driver_id))
+            raw, fix, epoch = await pipe.execute()
+        state = replace(_status(raw), epoch=int(epoch or 0))
         if state.availability is Availability.OFFLINE or fix is None:
             return state, None
         return state, Fix.decode(fix)
 
-    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
-        await self._start(
-            keys=[self.state, self.avail, self.seen],
-            args=[driver_id, str(trip_id), rider_id or 0],
+    async def start_trip(
+        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+    ) -> bool:
+        applied = await self._start(
+            keys=[self.state, self.avail, self.seen, self.epochs, self.ended],
+            args=[driver_id, str(trip_id), rider_id or 0, epoch],
         )
+        return bool(applied)
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         await self._end(
-            keys=[self.state, self.fixes, self.avail, self.seen, self.trips],
-            args=[driver_id, str(trip_id)],
+            keys=[self.state, self.fixes, self.avail, self.seen, self.trips, self.ended],
+            args=[driver_id, str(trip_id), time.time()],
         )
 
     async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
@@ -240,5 +281,7 @@ class RedisPositions:
         return found
 
     async def prune(self, *, fresh_after: float) -> int:
-        removed: Any = await self._prune(keys=[self.avail, self.seen], args=[fresh_after])
+        removed: Any = await self._prune(
+            keys=[self.avail, self.seen, self.ended], args=[fresh_after, time.time() - ENDED_KEEP]
+        )
         return int(removed)
