@@ -39,12 +39,12 @@ NEARBY = "query N($p: PointInput!) { nearbyCars(near: $p, radiusMeters: 500) { d
 # Other users' requests that keep a server busy meanwhile: documents whose validation
 # costs a few milliseconds of CPU each (overlapping fragments), each one new (the
 # server caches validated documents), from LOAD_CLIENTS clients at once.
-LOAD_FRAGMENTS = 8
+LOAD_FRAGMENTS = 5
 LOAD = "{ me { %s } } %s" % (  # noqa: UP031 - GraphQL's braces read better so
     " ".join(f"...F{i}" for i in range(LOAD_FRAGMENTS)),
     " ".join(f"fragment F{i} on User {{ id username firstName }}" for i in range(LOAD_FRAGMENTS)),
 )
-LOAD_CLIENTS = 3
+LOAD_CLIENTS = 2
 HERE = {"latitude": 47.0, "longitude": 8.0}
 NEAR = {"latitude": 47.0 + 50 / METERS_PER_DEGREE, "longitude": 8.0}
 
