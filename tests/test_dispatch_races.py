@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxi.domain.positions import METERS_PER_DEGREE
 from tests.backends import REDIS_URL
@@ -60,13 +60,6 @@ async def cluster(pg_database: str, tmp_path: Path) -> AsyncIterator[list[TaxiSe
         ["a", "b"], database_url=pg_database, redis_url=REDIS_URL, log_dir=tmp_path, extra_env=env
     ) as servers:
         yield servers
-
-
-@pytest.fixture
-async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(pg_database)
-    yield engine
-    await engine.dispose()
 
 
 async def row(engine: AsyncEngine, trip_id: str) -> tuple[str, int | None]:
@@ -146,6 +139,18 @@ def offsets() -> list[float]:
     return [SPREAD * (2 * i / (TRIALS - 1) - 1) for i in range(TRIALS)]
 
 
+async def trials(
+    a: TaxiServer, engine: AsyncEngine, driver: Account, riders: list[Account]
+) -> AsyncIterator[tuple[int, float, Account, str]]:
+    """TRIALS races: each one's number, offset, rider, and a trip just requested on `a`
+    and offered to the driver (who must be AVAILABLE again after the previous race)."""
+    for i, offset in enumerate(offsets()):
+        rider = riders[i % len(riders)]
+        trip_id = await dispatched(a, rider)
+        assert await offered_to(engine, trip_id) == [int(driver.id)], i
+        yield i, offset, rider, trip_id
+
+
 async def interleave(
     engine: AsyncEngine, trip_id: str, first: Send, second: Send, trial: int, offset: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -184,14 +189,14 @@ async def setup(a: TaxiServer) -> tuple[Account, list[Account]]:
 
 
 async def test_cancel_as_the_driver_accepts_leaves_them_available(
-    cluster: list[TaxiServer], engine: AsyncEngine
+    cluster: list[TaxiServer], pg_engine: AsyncEngine
 ) -> None:
     """Finding 3: the rider cancels on b while the driver accepts on a."""
     a, b = cluster
     driver, riders = await setup(a)
     outcomes: Counter[str] = Counter()
     async with busy(a, await account(a.http)):
-        await cancel_races(a, b, engine, driver, riders, outcomes)
+        await cancel_races(a, b, pg_engine, driver, riders, outcomes)
     # Both orders happened.
     assert {"accept lost", "accepted, then canceled"} <= set(outcomes), outcomes
     near = await call(b, NEARBY, riders[0], {"p": HERE})
@@ -207,11 +212,7 @@ async def cancel_races(
     riders: list[Account],
     outcomes: Counter[str],
 ) -> None:
-    for i, offset in enumerate(offsets()):
-        rider = riders[i % len(riders)]
-        trip_id = await dispatched(a, rider)
-        # Offered to the driver: they were AVAILABLE after the previous race.
-        assert await offered_to(engine, trip_id) == [int(driver.id)], i
+    async for i, offset, rider, trip_id in trials(a, engine, driver, riders):
         accepted, canceled = await interleave(
             engine,
             trip_id,
@@ -243,7 +244,7 @@ async def cancel_races(
 
 
 async def test_accept_racing_go_offline_has_one_winner(
-    cluster: list[TaxiServer], engine: AsyncEngine
+    cluster: list[TaxiServer], pg_engine: AsyncEngine
 ) -> None:
     """Finding 12: the driver goes offline on b while accepting on a: either the accept
     wins (goOffline is CONFLICT, ON_TRIP) or goOffline does (the accept is CONFLICT,
@@ -251,12 +252,9 @@ async def test_accept_racing_go_offline_has_one_winner(
     a, b = cluster
     driver, riders = await setup(a)
     outcomes: Counter[str] = Counter()
-    for i, offset in enumerate(offsets()):
-        rider = riders[i % len(riders)]
-        trip_id = await dispatched(a, rider)
-        assert await offered_to(engine, trip_id) == [int(driver.id)], i
+    async for i, offset, rider, trip_id in trials(a, pg_engine, driver, riders):
         accepted, offline = await interleave(
-            engine,
+            pg_engine,
             trip_id,
             partial(call, a, ACCEPT_TRIP, driver, {"id": trip_id}),
             partial(call, b, GO_OFFLINE, driver),
@@ -267,7 +265,7 @@ async def test_accept_racing_go_offline_has_one_winner(
         if "errors" not in accepted:
             outcomes["accepted"] += 1
             assert error_code(offline) == "CONFLICT", context
-            assert await row(engine, trip_id) == ("STARTED", int(driver.id)), context
+            assert await row(pg_engine, trip_id) == ("STARTED", int(driver.id)), context
             assert {await state(a, driver), await state(b, driver)} == {"ON_TRIP"}, context
             assert "errors" not in await call(b, CANCEL_TRIP, rider, {"id": trip_id})
             assert await state(b, driver) == "AVAILABLE", context
@@ -275,7 +273,7 @@ async def test_accept_racing_go_offline_has_one_winner(
             outcomes["offline"] += 1
             assert error_code(accepted) == "CONFLICT", context
             assert offline["data"]["goOffline"]["availability"] == "OFFLINE", context
-            assert await row(engine, trip_id) == ("REQUESTED", None), context
+            assert await row(pg_engine, trip_id) == ("REQUESTED", None), context
             assert {await state(a, driver), await state(b, driver)} == {"OFFLINE"}, context
             assert "errors" not in await call(b, CANCEL_TRIP, rider, {"id": trip_id})
             body = await call(a, GO_ONLINE, driver, {"p": NEAR})
