@@ -5,6 +5,7 @@ races (3, 12) are in tests/test_dispatch_races.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
@@ -188,3 +189,55 @@ async def test_trip_requests_are_limited_per_rider(client: httpx.AsyncClient, ap
         assert len((await s.scalars(select(TripOffer))).all()) == TRIP_LIMIT
     # Another rider is not affected.
     assert "errors" not in await request(client, other)
+
+
+# -- 3, 12 in one process (both backends; across processes: tests/test_dispatch_races.py) ---
+
+GO_OFFLINE = "mutation { goOffline { availability } }"
+STATE = "{ driverState { availability } }"
+ACCEPT = "mutation A($id: ID!) { acceptTrip(id: $id) { status } }"
+ONE_PROCESS_TRIALS = 50
+
+
+async def availability(client: httpx.AsyncClient, driver: Account) -> str:
+    state: str = (await ok(client, STATE, {}, driver))["driverState"]["availability"]
+    return state
+
+
+async def test_accept_cancel_and_go_offline_interleaved(client: httpx.AsyncClient) -> None:
+    """Each trial starts the accept, the cancel and goOffline together, letting the event
+    loop run them a different number of steps apart; whatever the order, the driver is
+    ON_TRIP exactly while the trip is STARTED, and never both OFFLINE and accepted."""
+    driver = await online(client, at(50))
+    riders = [await account(client) for _ in range(-(-ONE_PROCESS_TRIALS // TRIP_LIMIT))]
+    seen: set[tuple[str, ...]] = set()
+    for i in range(ONE_PROCESS_TRIALS):
+        rider = riders[i // TRIP_LIMIT]  # each within the module's request limit
+        trip = (await request(client, rider))["data"]["requestTrip"]
+
+        async def after(steps: int, query: str, who: Account, variables: Any) -> Any:
+            for _ in range(steps):
+                await asyncio.sleep(0)  # a loop step: varies the interleaving
+            return await gql(client, query, variables, token=who.access)
+
+        accepted, canceled, offline = await asyncio.gather(
+            after(i % 5, ACCEPT, driver, {"id": trip["id"]}),
+            after(i // 5 % 5, CANCEL_TRIP, rider, {"id": trip["id"]}),
+            after(i // 25 * 3, GO_OFFLINE, driver, {}),
+        )
+        results = tuple(
+            "ok" if "errors" not in b else error_code(b) for b in (accepted, canceled, offline)
+        )
+        seen.add(results)
+        went_offline = results[2] == "ok"
+        # Never both: an accept after going offline is CONFLICT.
+        assert not (went_offline and results[0] == "ok" and results[1] != "ok"), results
+        if results[1] != "ok":  # the cancel lost to the accept: the trip is under way
+            assert results == ("ok", "CONFLICT", "CONFLICT"), results
+            assert await availability(client, driver) == "ON_TRIP"
+            await ok(client, CANCEL_TRIP, {"id": trip["id"]}, rider)
+        expected = "OFFLINE" if went_offline else "AVAILABLE"
+        assert await availability(client, driver) == expected, (i, results)
+        if went_offline:
+            await ok(client, GO_ONLINE, {"p": at(50)}, driver)
+    assert len(seen) > 1, seen
