@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
 from taxi.core.cluster import startup_nodes
@@ -72,6 +72,15 @@ def pg_database() -> Iterator[str]:
         yield url
     finally:
         in_thread(lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+
+
+@pytest.fixture
+async def pg_engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the session's PostgreSQL database, for tests that read the rows
+    server processes wrote."""
+    engine = create_async_engine(pg_database)
+    yield engine
+    await engine.dispose()
 
 
 def in_thread(fn: Callable[[], object]) -> None:

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_failure_window: int = 300
     signup_max_per_hour: int = Field(default=20, gt=0)
+    # Per rider (PROTOCOL.md "Abuse limits"): each request offers the trip to drivers.
+    trip_requests_per_10_min: int = Field(default=10, gt=0)
     max_sockets_per_user: int = Field(default=20, gt=0)
     # Comma-separated proxy addresses whose X-Forwarded-For is believed (uvicorn's
     # forwarded_allow_ips); unset: none, the peer address is the client's.
