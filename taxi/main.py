@@ -41,6 +41,7 @@ from taxi.transport.live.registry import SocketRegistry, follow
 from taxi.transport.media import MediaFiles
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
+TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
 PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
 
 
@@ -80,6 +81,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 "signup",
                 max_attempts=settings.signup_max_per_hour,
                 window=SIGNUP_WINDOW,
+            ),
+            trip_requests=_limiter(
+                settings,
+                client,
+                "trips",
+                max_attempts=settings.trip_requests_per_10_min,
+                window=TRIP_REQUEST_WINDOW,
             ),
             positions=positions,
             documents=_documents(settings, client),

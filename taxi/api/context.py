@@ -34,6 +34,7 @@ class Services:
     events: Publisher
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
+    trip_requests: Limiter  # requestTrip per rider
     positions: PositionStore
     documents: Documents
 

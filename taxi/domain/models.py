@@ -63,6 +63,8 @@ class TripStatus(str, enum.Enum):
 
 
 ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGRESS)
+# A driver is on the trip: its position is the trip's (driverLocation), availability ON_TRIP.
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 
 
 class User(SQLModel, table=True):
