@@ -322,7 +322,7 @@ async def test_the_quoted_price_holds_within_a_quarter_more(client: httpx.AsyncC
 async def test_a_long_detour_pays_the_tariff_over_what_was_driven(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    rider, driver, ride = await accepted(client)
+    _, driver, ride = await accepted(client)
     done = await drive(client, driver, ride["id"], [2000, 1000, 4300])  # 6.3 km: > 6.25
     fare, tariff = done["fare"], Tariff.of(settings)
     assert fare["distanceMeters"] == 6300
