@@ -181,11 +181,13 @@ def test_tariff_arithmetic_exactly() -> None:
     assert t.surge(demand=1, supply=0) == 3.0
     assert t.surge(demand=0, supply=0) == 1.0
     # final: the quote held up to +25 % driven, then the tariff over what was driven.
-    held = {"quoted": 1150, "quoted_meters": 5000, "surge": 1.5}
-    assert t.final(**held, driven_meters=6250, seconds=99_999) == 1150
-    assert t.final(**held, driven_meters=6251, seconds=600) == t.price(
-        meters=6251, seconds=600, surge=1.5
+    assert (
+        t.final(quoted=1150, quoted_meters=5000, surge=1.5, driven_meters=6250, seconds=9999)
+        == 1150
     )
+    assert t.final(
+        quoted=1150, quoted_meters=5000, surge=1.5, driven_meters=6251, seconds=600
+    ) == t.price(meters=6251, seconds=600, surge=1.5)
     assert t.final(quoted=None, quoted_meters=None, surge=1.0, driven_meters=0, seconds=0) == 700
 
 
