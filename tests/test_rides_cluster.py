@@ -76,6 +76,10 @@ class Heard:
     def count(self, kind: str) -> Counter[str]:
         return Counter({key: n for (k, key), n in self.kinds.items() if k == kind})
 
+    async def heard(self, kind: str) -> Counter[str]:
+        """`count`, as a probe for `eventually`."""
+        return self.count(kind)
+
 
 @asynccontextmanager
 async def hearing(*channels: str) -> AsyncIterator[Heard]:
@@ -147,7 +151,7 @@ async def test_requests_expire_exactly_once_across_processes(
             )
             everyone = both + orphans
             await eventually(
-                lambda: asyncio.sleep(0, heard.count("expired")),
+                lambda: heard.heard("expired"),
                 lambda c: set(c) == set(everyone),
                 within=DEADLINE,
             )
@@ -185,14 +189,12 @@ async def test_release_and_arrival_across_processes(
                 return at is not None
 
             await eventually(arrived, within=DEADLINE)
-            await eventually(
-                lambda: asyncio.sleep(0, heard.count("arrived")), lambda c: c, within=DEADLINE
-            )
+            await eventually(lambda: heard.heard("arrived"), within=DEADLINE)
             # Every process's worker had a pass since; still one.
             await ok(b.http, UPDATE, {"p": north(5)}, first)
             await eventually(
-                lambda: asyncio.sleep(0, heard.kinds[("location", trip_id)]),
-                lambda n: n >= 5,
+                lambda: heard.heard("location"),
+                lambda c: c[trip_id] >= 5,
                 within=DEADLINE,
             )
             assert heard.count("arrived") == Counter({trip_id: 1})
@@ -221,7 +223,7 @@ async def test_release_and_arrival_across_processes(
                 text("SELECT driver_id, wave FROM trip_offer WHERE trip_id = :t"),
                 {"t": uuid.UUID(trip_id)},
             )
-            offered = dict(rows.all())
+            offered = {driver: wave for driver, wave in rows}
         assert offered == {int(first.id): -1, int(second.id): -1}
         state = await ok(b.http, "{ driverState { availability } }", {}, second)
         assert state["driverState"]["availability"] == "AVAILABLE"
