@@ -207,6 +207,16 @@ async def test_quote_from_the_router(client: httpx.AsyncClient, osrm: FakeOsrm) 
     assert got["pickUpEtaSeconds"] == round(500 * 1.3 / (25 / 3.6))
     expires = datetime.fromisoformat(got["expiresAt"])
     assert timedelta(seconds=290) < expires - datetime.now(UTC) <= timedelta(seconds=300)
+    # Riders only; points checked like every point.
+    driver = await account(client, "DRIVER")
+    points = {"p": north(0), "d": north(2000)}
+    assert error_code(await gql(client, ESTIMATE, points, token=driver.access)) == "FORBIDDEN"
+    assert error_code(await gql(client, ESTIMATE, points)) == "UNAUTHENTICATED"
+    body = await gql(
+        client, ESTIMATE, {**points, "d": {"latitude": 91, "longitude": 0}}, token=rider.access
+    )
+    assert error_code(body) == "BAD_USER_INPUT"
+    assert list(body["errors"][0]["extensions"]["fields"]) == ["dropOff"]
     # OSRM's order: longitude first.
     lat, lon = north(2000)["latitude"], north(2000)["longitude"]
     assert osrm.paths[-1].startswith(f"/route/v1/driving/{BASE[1]!r},{BASE[0]!r};{lon!r},{lat!r}")
