@@ -21,8 +21,11 @@ from redis import asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from taxi.core.cluster import cluster_client
 from taxi.domain import events
-from taxi.domain.positions import METERS_PER_DEGREE
+from taxi.domain.positions import METERS_PER_DEGREE, Fix
+from taxi.domain.positions_redis import RedisPositions
+from taxi.domain.routes import Estimator
 from tests.backends import REDIS_URL
 from tests.helpers import ACCEPT_TRIP, Account, account, error_code, gql, ok
 from tests.procs import TaxiServer, taxi_servers
@@ -228,3 +231,47 @@ async def test_release_and_arrival_across_processes(
         state = await ok(b.http, "{ driverState { availability } }", {}, second)
         assert state["driverState"]["availability"] == "AVAILABLE"
         assert isinstance(rider, Account)
+
+
+async def test_the_ride_stages_on_a_redis_cluster(redis_cluster_url: str) -> None:
+    """The store's trip scripts touch one slot (one hash tag): arrival once, the driven
+    distance, and nothing left behind once the trip ends, on a Redis Cluster too."""
+    client = cluster_client(redis_cluster_url)
+    await client.initialize()
+    store = RedisPositions(
+        client,
+        prefix=f"rides-slot-{uuid.uuid4().hex[:8]}",
+        estimator=Estimator(),
+        arrival_meters=50,
+    )
+    driver, trip_id = 7, uuid.uuid4()
+
+    def at(meters: float) -> Fix:
+        return Fix(north(meters)["latitude"], 9.0, None, time.time())
+
+    try:
+        await store.report(driver_id=driver, fix=at(300), online=True)
+        await store.start_trip(driver_id=driver, trip_id=trip_id, rider_id=3, pick_up=pair(0))
+        assert not (await store.report(driver_id=driver, fix=at(100), online=False)).arrived
+        arrived = [
+            (await store.report(driver_id=driver, fix=at(m), online=False)).arrived
+            for m in (40, 20, 30)
+        ]
+        assert arrived == [True, False, False]
+        assert await store.arrivals(limit=10) == [trip_id]
+        await store.drive(driver_id=driver, trip_id=trip_id, drop_off=pair(2000))
+        state = await store.set_trip_location(driver_id=driver, trip_id=trip_id, fix=at(1030))
+        assert state.target == pair(2000)
+        assert await store.driven(trip_id=trip_id) == pytest.approx(1000)
+        await store.end_trip(driver_id=driver, trip_id=trip_id)
+        await store.go_offline(driver_id=driver)
+        assert await store.driven(trip_id=trip_id) == 0
+        assert await store.arrivals(limit=10) == []
+        keys = [store.state, store.fixes, store.trips, store.driven_key, store.arrivals_key]
+        assert await client.exists(*keys) == 0
+    finally:
+        await client.aclose()
+
+
+def pair(meters: float) -> tuple[float, float]:
+    return north(meters)["latitude"], north(meters)["longitude"]
