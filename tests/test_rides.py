@@ -427,13 +427,17 @@ async def test_release_offers_the_trip_to_others_never_back(server: LiveServer) 
             await watching(app, events.driver_channel(int(second.id)))
             started = time.perf_counter()
             back = (await ok(client, RELEASE, {"id": ride["id"]}, first))["releaseTrip"]
+            answered = time.perf_counter() - started
             offer = (await offers.next("offers"))["tripRequested"]
             latency = time.perf_counter() - started
             assert (back["status"], back["driver"], back["arrivedAt"]) == ("REQUESTED", None, None)
             assert offer["id"] == ride["id"] and offer["status"] == "REQUESTED"
             live = (await watch.next("trip"))["tripUpdated"]
             assert (live["status"], live["driver"]) == ("REQUESTED", None)
-        print(f"re-dispatch latency (release -> other driver's offer): {latency * 1000:.1f} ms")
+        print(
+            f"re-dispatch: releaseTrip answered in {answered * 1000:.1f} ms, "
+            f"the other driver's offer after {latency * 1000:.1f} ms"
+        )
         assert (await ok(client, STATE, {}, first))["driverState"]["availability"] == "AVAILABLE"
         # The releasing driver: no longer offered, cannot see or take it.
         assert await offered_to(app, ride["id"]) == {int(first.id): -1, int(second.id): 0}
