@@ -449,10 +449,22 @@ async def test_release_offers_the_trip_to_others_never_back(server: LiveServer) 
         await ok(client, ACCEPT_TRIP, {"id": ride["id"]}, second)
         await ok(client, RELEASE, {"id": ride["id"]}, second)
         assert await offered_to(app, ride["id"]) == {int(first.id): -1, int(second.id): -1}
-        # A trip without a pick-up (every driver's) is not given back to its driver either.
+        # A trip without a pick-up (every driver's) goes back to the pool, for everyone but
+        # the driver who gave it back: live too (a later request is the next they hear of).
         plain = await request(client, await account(client), dispatched=False)
         await ok(client, ACCEPT_TRIP, {"id": plain["id"]}, first)
-        await ok(client, RELEASE, {"id": plain["id"]}, first)
+        async with (
+            session(server.ws_url, first.access) as mine,
+            session(server.ws_url, second.access) as theirs,
+        ):
+            for ws in (mine, theirs):
+                await ws.subscribe("pool", OFFERS)
+            await watching(app, events.POOL, count=2)
+            await ok(client, RELEASE, {"id": plain["id"]}, first)
+            marker = await request(client, await account(client), dispatched=False)
+            assert (await theirs.next("pool"))["tripRequested"]["id"] == plain["id"]
+            assert (await theirs.next("pool"))["tripRequested"]["id"] == marker["id"]
+            assert (await mine.next("pool"))["tripRequested"]["id"] == marker["id"]
         body = await gql(client, ACCEPT_TRIP, {"id": plain["id"]}, token=first.access)
         assert error_code(body) == "NOT_FOUND"
         await ok(client, ACCEPT_TRIP, {"id": plain["id"]}, second)
