@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.domain import events
-from taxi.domain.fares import Tariff
+from taxi.domain.fares import MAX_AMOUNT, MAX_METERS, Tariff
 from taxi.domain.models import Trip, TripOffer
 from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
@@ -618,3 +618,21 @@ async def test_earnings_of_completed_trips(client: httpx.AsyncClient) -> None:
     too_long = {"from": (now - timedelta(days=367)).isoformat(), "to": now.isoformat()}
     body = await gql(client, EARNINGS, too_long, token=driver.access)
     assert error_code(body) == "BAD_USER_INPUT"
+
+
+async def test_jumping_positions_cannot_overflow_the_fare(client: httpx.AsyncClient) -> None:
+    """A client reporting a car that jumps across the globe adds ~20,000 km a report: the
+    driven distance and the fare stay 32-bit integers, and completing still works."""
+    _, driver, ride = await accepted(client, quoted=False)
+    await move(client, driver, 0)
+    await step(client, driver, ride["id"], "IN_PROGRESS")
+    for i in range(110):  # 110 x ~20,000 km > 2**31 m
+        far = (
+            {"latitude": 80.0, "longitude": 0.0}
+            if i % 2
+            else {"latitude": -80.0, "longitude": 180.0}
+        )
+        await ok(client, UPDATE, {"p": far}, driver)
+    fare = (await step(client, driver, ride["id"], "COMPLETED"))["fare"]
+    assert fare["distanceMeters"] == MAX_METERS
+    assert 0 < fare["final"]["amount"] <= MAX_AMOUNT
