@@ -68,7 +68,7 @@ async def _release(
             offered = await dispatch.offer_wave(
                 session, positions=positions, settings=settings, trip=trip, wave=0
             )
-    await dispatch.schedule(session, settings=settings, trip=trip)
+    await dispatch.schedule(session, settings=settings, trip=trip, again=True)
     await session.flush()
     view = await _view(session, trip.id, positions)
     return Outcome(view, Kind.RELEASED, tuple(offered))
