@@ -1,6 +1,6 @@
-"""The ride's life across real server processes sharing PostgreSQL + Redis: requests
-expire exactly once whichever process claims them, also after the process that took them
-was killed (SIGKILL); a release on one process re-dispatches to a driver whose socket is on
+"""The ride's life across real server processes sharing PostgreSQL + Redis: the same surge
+quoted by either process; requests expire exactly once whichever process claims them, also
+after the process that took them was killed (SIGKILL); a release on one process re-dispatches to a driver whose socket is on
 the other; an arrival is recorded and published once although every process's worker
 looks for it."""
 
@@ -41,6 +41,8 @@ UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availa
 REQUEST = "mutation R($input: RequestTripInput!) { requestTrip(input: $input) { id } }"
 RELEASE = "mutation R($id: ID!) { releaseTrip(id: $id) { id status driver { id } } }"
 OFFERS = "subscription { tripRequested { id status } }"
+ESTIMATE = """query E($p: PointInput!, $d: PointInput!) {
+  estimateFare(pickUp: $p, dropOff: $d) { surge carsNearby price { amount } } }"""
 TRIPS_AT_ONCE = 12  # requests per batch, spread over the processes
 
 
@@ -135,8 +137,18 @@ async def test_requests_expire_exactly_once_across_processes(
 ) -> None:
     env = {"DISPATCH_TIMEOUT_SECONDS": "2", "DISPATCH_WAVE_SECONDS": "0.5"}
     async with cluster(pg_database, tmp_path, **env) as ((a, b), prefix):
+        drivers = [await account(s.http, "DRIVER") for s in (a, b, a, b)]
+        for i, driver in enumerate(drivers):
+            await ok((a, b)[i % 2].http, GO_ONLINE, {"p": north(200 + i)}, driver)
         async with hearing(events.full_channel(prefix, events.TRIPS)) as heard:
             both = await requests([a, b], TRIPS_AT_ONCE)
+            # The surge is the same whichever process quotes it: 6 requests near the
+            # pick-up (the dispatched half) against 4 available drivers.
+            rider = await account(a.http)
+            points = {"p": north(0), "d": north(3000)}
+            quotes = [(await ok(s.http, ESTIMATE, points, rider))["estimateFare"] for s in (a, b)]
+            assert [(q["surge"], q["carsNearby"]) for q in quotes] == [(1.5, 4)] * 2
+            assert quotes[0]["price"] == quotes[1]["price"]
             # Both workers race for every expiry.
             await eventually(
                 lambda: reasons(engine, both),
