@@ -1,8 +1,8 @@
 """The ride's life across real server processes sharing PostgreSQL + Redis: the same surge
 quoted by either process; requests expire exactly once whichever process claims them, also
-after the process that took them was killed (SIGKILL); a release on one process re-dispatches to a driver whose socket is on
-the other; an arrival is recorded and published once although every process's worker
-looks for it."""
+after the process that took them was killed (SIGKILL); a release on one process
+re-dispatches to a driver whose socket is on the other; an arrival is recorded and
+published once although every process's worker looks for it."""
 
 from __future__ import annotations
 
