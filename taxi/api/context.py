@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from taxi.domain.events import Publisher
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
+    from taxi.domain.routes import Router
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Services:
     signups: Limiter  # sign-ups per client address
     trip_requests: Limiter  # requestTrip per rider
     positions: PositionStore
+    router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)
     documents: Documents
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from taxi.domain.models import TripStatus, UserGroup
+from taxi.domain.models import CancelReason, TripStatus, UserGroup
 
 T = TypeVar("T")
 
@@ -43,6 +43,26 @@ class LocationView:
     longitude: float
     heading: float | None  # degrees clockwise from north, when the device knows it
     recorded_at: datetime
+    eta_seconds: int | None = None  # on a trip's driverLocation stream: to its next stop
+
+
+@dataclass(kw_only=True)
+class MoneyView:
+    amount: int  # minor units (cents): no price is ever a rounded float
+    currency: str  # ISO 4217 (FARE_CURRENCY)
+
+    @classmethod
+    def of(cls, amount: int | None, currency: str) -> MoneyView | None:
+        return None if amount is None else cls(amount=amount, currency=currency)
+
+
+@dataclass(kw_only=True)
+class FareView:
+    quoted: MoneyView | None  # held by the quote the trip was requested with
+    final: MoneyView | None  # set when COMPLETED (or CANCELED with a fee)
+    distance_meters: int | None  # driven while IN_PROGRESS; None before COMPLETED
+    duration_seconds: int | None  # IN_PROGRESS to COMPLETED; None before COMPLETED
+    surge: float
 
 
 @dataclass(kw_only=True)
@@ -71,10 +91,18 @@ class TripView:
     rating: int | None  # 1 to 5, by the rider once COMPLETED
     pick_up: PointView | None = None
     drop_off: PointView | None = None
+    fare: FareView | None = None
+    cancel_reason: CancelReason | None = None
+    arrived_at: datetime | None = None  # first within ARRIVAL_METERS of the pick-up
+    pick_up_eta_seconds: int | None = None  # while STARTED and not yet arrived
+    drop_off_eta_seconds: int | None = None  # while IN_PROGRESS
     # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
     # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never
-    # served (taxi/api/schema/readtypes.py keeps it out of the schema).
+    # served (taxi/api/schema/readtypes.py keeps it and `released` out of the schema).
     offered: tuple[int, ...] | None = None
+    # Drivers who gave the trip back (releaseTrip): never in their pool again, dispatched or
+    # not.
+    released: tuple[int, ...] = ()
 
     @property
     def rider_id(self) -> int | None:

@@ -10,14 +10,24 @@ from typing import Any, TypeAlias
 
 import strawberry
 
-from taxi.domain.models import TripStatus, UserGroup
-from taxi.domain.readmodels import LocationView, PointView, TripView, UserView
+from taxi.domain.models import CancelReason, TripStatus, UserGroup
+from taxi.domain.readmodels import (
+    FareView,
+    LocationView,
+    MoneyView,
+    PointView,
+    TripView,
+    UserView,
+)
 
 # The model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
 strawberry.enum(UserGroup, name="UserGroup")
 strawberry.enum(TripStatus, name="TripStatus")
-# TripView.offered: who may see a dispatched trip (taxi/domain/offers.py), never served.
+strawberry.enum(CancelReason, name="CancelReason", description="Why a trip was CANCELED.")
+# TripView.offered and .released: who may see a dispatched trip (taxi/domain/offers.py) and
+# who gave it back; never served.
 Offered: TypeAlias = strawberry.Private[tuple[int, ...] | None]
+Released: TypeAlias = strawberry.Private[tuple[int, ...]]
 
 
 def _object_type(cls: type, name: str, *, description: str | None = None, **fields: Any) -> None:
@@ -52,6 +62,47 @@ _object_type(
     LocationView,
     "Location",
     heading=strawberry.field(description="Degrees clockwise from north, when the device knows it."),
+    eta_seconds=strawberry.field(
+        default=None,
+        description=(
+            "On a trip's driverLocation stream: seconds to the trip's next stop (pick-up while "
+            "STARTED, drop-off while IN_PROGRESS); null elsewhere."
+        ),
+    ),
+)
+_object_type(
+    MoneyView,
+    "Money",
+    description=(
+        "An amount of money in minor units (cents), so that no price is ever a rounded float."
+    ),
+    amount=strawberry.field(description="Minor units of `currency` (e.g. 1240 for 12.40)."),
+    currency=strawberry.field(description="ISO 4217 code (FARE_CURRENCY), e.g. EUR."),
+)
+_object_type(
+    FareView,
+    "Fare",
+    description="What a trip costs.",
+    quoted=strawberry.field(
+        description=(
+            "The up-front price held by the quote the trip was requested with; null without a "
+            "quote."
+        )
+    ),
+    final=strawberry.field(
+        description=(
+            "What the rider pays: set when the trip is COMPLETED (or CANCELED with a fee), "
+            "null before."
+        )
+    ),
+    distance_meters=strawberry.field(
+        description=(
+            "Driven while IN_PROGRESS, metres (from the reported positions); null before COMPLETED."
+        )
+    ),
+    duration_seconds=strawberry.field(
+        description="IN_PROGRESS to COMPLETED, seconds; null before COMPLETED."
+    ),
 )
 _object_type(PointView, "Point", description="A point on the map (WGS 84 degrees).")
 _object_type(
@@ -75,5 +126,27 @@ _object_type(
     drop_off=strawberry.field(
         default=None, description="Drop-off coordinates, when the request gave them."
     ),
+    cancel_reason=strawberry.field(
+        default=None, description="Why the trip was CANCELED; null otherwise."
+    ),
+    arrived_at=strawberry.field(
+        default=None,
+        description=(
+            "When the driver first came within ARRIVAL_METERS of the pick-up while STARTED; "
+            "null before."
+        ),
+    ),
+    pick_up_eta_seconds=strawberry.field(
+        default=None,
+        description=(
+            "While STARTED and not yet arrived: seconds until the driver reaches the pick-up, "
+            "from the last position."
+        ),
+    ),
+    drop_off_eta_seconds=strawberry.field(
+        default=None,
+        description="While IN_PROGRESS: seconds until the drop-off, from the last position.",
+    ),
     offered=Offered,
+    released=Released,
 )
