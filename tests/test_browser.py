@@ -1,9 +1,12 @@
-"""The web app in real headless Chromium: tests/js/browser.mjs rides a whole dispatched trip
-with a driver context and a rider context (and opens GraphiQL), against a live server.
+"""The web app in real headless Chromium: tests/js/browser.mjs rides with drivers and riders
+in their own browser contexts against a live server, on a desktop screen (plus the home page
+and GraphiQL) and on a phone's (390×844): a quoted ride to its receipt, the ETA falling and
+"your driver is here", a trip given back and taken by another driver, a no-show, an expiry,
+a session ended elsewhere (4403), and a keyboard-only rider.
 
 Chromium comes from the system's packages (`.ci/run` installs it when missing); Playwright
 drives it and never downloads a browser. Without Chromium or node the test skips locally and
-fails with CI=true. Screenshots of every step land in tests/artifacts/browser-<backend>/."""
+fails with CI=true. Screenshots of every step land in tests/artifacts/browser-<backend>/<screen>/."""
 
 from __future__ import annotations
 
@@ -21,7 +24,11 @@ from tests.node import ensure_node_modules, run, tools
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-BROWSER_TIMEOUT = 180.0  # the script fails each step by itself after STEP_TIMEOUT_MS
+BROWSER_TIMEOUT = 240.0  # the script fails each step by itself after STEP_TIMEOUT_MS
+# Short enough for the test to see a request expire and a no-show become possible, long
+# enough for a driver in the test to accept a trip (and another to take it back) in time.
+DISPATCH_TIMEOUT_SECONDS = 8.0
+NO_SHOW_SECONDS = 2.0
 
 
 def _chromium() -> str:
@@ -33,20 +40,28 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
-async def test_browser_ride(settings: Settings, backend: Backend) -> None:
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+async def test_browser_rides(settings: Settings, backend: Backend, screen: str) -> None:
     chromium = _chromium()
     node, npm = tools()
     await ensure_node_modules(npm)
-    shots = ARTIFACTS / f"browser-{backend.name}"
+    shots = ARTIFACTS / f"browser-{backend.name}" / screen
     shutil.rmtree(shots, ignore_errors=True)
-    env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000"}
+    env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000", "SCREEN": screen}
     # Its own channels and position store: drivers that other tests left online at the
-    # map's centre (positions outlive a test on the shared Redis) stay out of this ride.
-    settings = settings.model_copy(update={"channel_prefix": f"browser-{uuid.uuid4().hex[:8]}"})
+    # map's centre (positions outlive a test on the shared Redis) stay out of these rides.
+    settings = settings.model_copy(
+        update={
+            "channel_prefix": f"browser-{uuid.uuid4().hex[:8]}",
+            "dispatch_timeout_seconds": DISPATCH_TIMEOUT_SECONDS,
+            "no_show_seconds": NO_SHOW_SECONDS,
+        }
+    )
     async with serve(settings) as live:
         code, out = await run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
         )
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
-    assert "ride complete" in out
-    assert len(list(shots.glob("*.png"))) >= 10, out
+    assert f"rides complete ({screen})" in out
+    assert "fare.quoted == receipt" in out, out
+    assert len(list(shots.glob("*.png"))) >= 20, out

@@ -4,7 +4,7 @@
 // and the page stops reconnecting (session.js), instead of retrying every few seconds.
 import { createClient } from "../vendor/graphql-ws.js";
 import { ApiError, post } from "./http.js";
-import { accessToken } from "./session.js";
+import { accessToken, sessionEnded } from "./session.js";
 import { status } from "./ui.js";
 
 export const WS_URL = location.origin.replace(/^http/, "ws") + "/graphql";
@@ -24,16 +24,30 @@ export async function gql(query, variables = {}) {
 let client = null;
 let refused = false; // the last socket was closed with 4403
 
+// Before reconnecting: after a 4403 the token is refreshed first, so a session that ended
+// opens no new socket at all (the refused refresh reloads the page into its log-in form);
+// otherwise graphql-ws's own randomised exponential back-off.
+async function retryWait(retries) {
+  if (refused) {
+    refused = false;
+    try {
+      await accessToken({ force: true });
+      return;
+    } catch {
+      if (sessionEnded()) await new Promise(() => {}); // the page is reloading
+    }
+  }
+  const ms = Math.min(1000 * 2 ** retries, 30000) + 300 + Math.random() * 2700;
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function ws() {
   client ??= createClient({
     url: WS_URL,
-    connectionParams: async () => {
-      const token = await accessToken({ force: refused });
-      refused = false;
-      return { Authorization: "Bearer " + token };
-    },
+    connectionParams: async () => ({ Authorization: "Bearer " + (await accessToken()) }),
     retryAttempts: Infinity,
-    shouldRetry: () => true,
+    shouldRetry: () => !sessionEnded(),
+    retryWait,
     on: {
       closed: (event) => {
         if (event && event.code === FORBIDDEN) refused = true;

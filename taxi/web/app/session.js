@@ -30,9 +30,14 @@ function claims(token) {
   return JSON.parse(atob(part));
 }
 
+let ended = false;
+
+export const sessionEnded = () => ended;
+
 // Forgets the session and reloads: every timer and socket of the page stops with it, and
 // the log-in form comes back saying `reason`.
 export function endSession(reason) {
+  ended = true;
   save(null);
   if (reason) sessionStorage.setItem(ENDED, reason);
   location.reload();
