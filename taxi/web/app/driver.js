@@ -6,7 +6,7 @@ import { config, gql, subscribe } from "./api.js";
 import { showUser, signIn } from "./auth.js";
 import { driveTo } from "./drive.js";
 import { showEarnings } from "./earnings.js";
-import { money } from "./format.js";
+import { showTrip } from "./job.js";
 import { MapView } from "./map.js";
 import { Offers } from "./offers.js";
 import { address, route, snap } from "./streets.js";
@@ -33,18 +33,6 @@ const STEP = `mutation Step($id: ID!, $status: TripStatus!) { updateTripStatus(i
 const RELEASE = `mutation Release($id: ID!, $noShow: Boolean) { releaseTrip(id: $id, noShow: $noShow) { ${TRIP} } }`;
 
 const NEXT = { STARTED: "IN_PROGRESS", IN_PROGRESS: "COMPLETED" };
-const SAYS = {
-  STARTED: "Drive to the pick-up",
-  IN_PROGRESS: "Drive to the drop-off",
-  COMPLETED: "Trip completed",
-  CANCELED: "The rider canceled the trip",
-  REQUESTED: "You gave the trip back",
-};
-const ENDED = {
-  RIDER_NO_SHOW: "The rider did not come: canceled as a no-show",
-  ACCOUNT_DEACTIVATED: "Canceled: an account on the trip was deactivated",
-  NO_DRIVER_FOUND: "Canceled: no driver found",
-};
 
 const settings = await config();
 const map = new MapView($("#map"), { center: settings.center, tileUrl: settings.tileUrl });
@@ -54,7 +42,6 @@ let car = snap(settings.center);
 let availability = "OFFLINE";
 let trip = null;
 let driving = false;
-let noShowTimer = null;
 const offers = new Offers(map, { accept: acceptOffer, car: () => car });
 const where = new AddressField($("#car-at"), { center: settings.center, onPick: (p) => p && placeCar(p) });
 
@@ -88,41 +75,12 @@ function target() {
   return trip.status === "IN_PROGRESS" ? trip.dropOff : trip.pickUp;
 }
 
-// The no-show button: enabled NO_SHOW_SECONDS after the driver arrived, not before.
-function noShowAfter(t) {
-  clearTimeout(noShowTimer);
-  const waiting = t.status === "STARTED" && t.arrivedAt;
-  show($("#no-show"), Boolean(waiting));
-  show($("#no-show-hint"), Boolean(waiting));
-  if (!waiting) return;
-  const left = Date.parse(t.arrivedAt) + settings.noShowSeconds * 1000 - Date.now();
-  $("#no-show").disabled = left > 0;
-  $("#no-show-hint").textContent = left > 0
-    ? `You can report a no-show ${Math.ceil(left / 1000)} s after arriving if the rider has not come.`
-    : "The rider has not come: you may report a no-show (the no-show fee is charged).";
-  if (left > 0) noShowTimer = setTimeout(() => noShowAfter(trip), Math.min(left, 1000));
-}
-
 function renderTrip(t) {
   trip = t;
-  show($("#trip"), true);
-  $("#trip-status").textContent = (t.status === "CANCELED" && ENDED[t.cancelReason]) || SAYS[t.status];
-  $("#trip-status").dataset.status = t.status;
-  $("#trip-rider").querySelector("span").textContent = t.rider ? `Rider: ${t.rider.firstName} (${t.rider.username})` : "";
-  $("#rider-photo").src = (t.rider && t.rider.photoUrl) || "";
-  show($("#rider-photo"), Boolean(t.rider && t.rider.photoUrl));
-  $("#trip-where").textContent = `${t.pickUpAddress} → ${t.dropOffAddress}`;
-  const fare = t.fare && (t.fare.final || t.fare.quoted);
-  $("#trip-fare").textContent = fare ? `${t.fare.final ? "Fare" : "Quoted"}: ${money(fare)}` : "";
+  showTrip(t, { noShowSeconds: settings.noShowSeconds, driving, current: () => trip });
   map.set("pickUp", t.pickUp, "#059669", "P");
   map.set("dropOff", t.dropOff, "#dc2626", "D");
   const live = t.status === "STARTED" || t.status === "IN_PROGRESS";
-  show($("#drive"), live && Boolean(target()) && !(t.status === "STARTED" && t.arrivedAt && !driving));
-  $("#drive").textContent = t.status === "IN_PROGRESS" ? "Drive to the drop-off" : "Drive to the pick-up";
-  show($("#step"), live);
-  $("#step").textContent = t.status === "STARTED" ? "Pick up: start the trip" : "Drop off: complete the trip";
-  show($("#release"), t.status === "STARTED");
-  noShowAfter(t);
   map.path = live && target() ? route(car, target()) : null;
   map.draw();
   if (!live) {
