@@ -43,7 +43,13 @@ let availability = "OFFLINE";
 let trip = null;
 let driving = false;
 const offers = new Offers(map, { accept: acceptOffer, car: () => car });
-const where = new AddressField($("#car-at"), { center: settings.center, onPick: (p) => p && placeCar(p) });
+const where = new AddressField($("#car-at"), {
+  center: settings.center,
+  onPick: (p) => {
+    if (p) placeCar(p);
+    map.reveal(p);
+  },
+});
 
 function placeCar(p) {
   car = p;

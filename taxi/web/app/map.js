@@ -31,7 +31,8 @@ export class MapView {
   constructor(canvas, { center, tileUrl = null, zoom = 15 }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
-    this.center = center;
+    this.center = center; // where the view is centred: moves to reveal a point (reveal)
+    this.home = center; // the city's centre (MAP_CENTER): its places are placed from it
     this.zoom = zoom;
     this.tileUrl = tileUrl;
     this.tiles = new Map();
@@ -54,6 +55,18 @@ export class MapView {
       this.draw();
     });
     new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  // Re-centres on `p` when it is outside what can be seen (a typed address far away).
+  reveal(p) {
+    if (!p) return;
+    const { x, y } = this.toPixel(p);
+    const margin = 30;
+    const visible = this.canvas.height - this.covered();
+    if (x < margin || y < margin || x > this.canvas.width - margin || y > visible - margin) {
+      this.center = { latitude: p.latitude, longitude: p.longitude };
+      this.draw();
+    }
   }
 
   coveredBy(el) {
@@ -84,7 +97,7 @@ export class MapView {
   moveCursor(di, dj) {
     const { i, j } = streetIndex(this.cursor || snap(this.center));
     this.cursor = corner(i + di, j + dj);
-    this.canvas.setAttribute("aria-label", `Map, cursor at ${address(this.cursor, this.center)}: arrow keys move it, Enter picks it`);
+    this.canvas.setAttribute("aria-label", `Map, cursor at ${address(this.cursor, this.home)}: arrow keys move it, Enter picks it`);
     this.draw();
   }
 
@@ -131,6 +144,6 @@ export class MapView {
     const markers = Object.entries(this.markers);
     for (const [name, m] of markers) if (!name.startsWith("car")) paint.pin(this, m.point, m.color, m.label);
     for (const [name, m] of markers) if (name.startsWith("car")) paint.car(this, m.point, m.color);
-    if (this.cursor) paint.cursor(this, this.cursor, address(this.cursor, this.center));
+    if (this.cursor) paint.cursor(this, this.cursor, address(this.cursor, this.home));
   }
 }

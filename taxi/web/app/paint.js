@@ -43,11 +43,16 @@ export function streets(view) {
   // Names go on the blocks beside the roads, after every road is drawn.
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillStyle = "#6b7280";
-  const labelX = columns.length > 1 ? columns[0][1] + 8 : 6;
-  for (const [i, y] of rows) ctx.fillText(streetName(i), Math.max(6, labelX), y - 7);
+  // Street names in the first whole block from the left, right of its avenue's name.
+  const first = columns.find(([, x]) => x > 14);
+  const labelX = first ? first[1] + 8 : 6;
+  for (const [i, y] of rows) ctx.fillText(streetName(i), labelX, y - 7);
+  // Avenue names run down the top block (below the first street whose name sits above
+  // it), clear of the street names, which sit at the bottom of each block.
+  const top = rows.map(([, y]) => y).filter((y) => y > 4).sort((a, b) => a - b)[0] ?? 0;
   for (const [j, x] of columns) {
     ctx.save();
-    ctx.translate(x - 7, 14);
+    ctx.translate(x - 7, top + 10);
     ctx.rotate(Math.PI / 2);
     ctx.fillText(avenueName(j), 0, 0);
     ctx.restore();
@@ -57,7 +62,7 @@ export function streets(view) {
 export function placeNames(view) {
   const { ctx } = view;
   ctx.font = "bold 11px system-ui, sans-serif";
-  for (const place of places(view.center)) {
+  for (const place of places(view.home)) {
     const { x, y } = view.toPixel(place.point);
     ctx.fillStyle = "#7c3aed";
     ctx.fillRect(x - 3, y - 3, 6, 6);

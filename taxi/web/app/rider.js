@@ -49,6 +49,7 @@ function setPin(kind, point, { quiet = false } = {}) {
   plan[kind] = point;
   const [color, label] = PIN[kind];
   map.set(kind, point, color, label);
+  map.reveal(point);
   fields[kind].show(point);
   pointAt(!plan.pickUp ? "pickUp" : !plan.dropOff ? "dropOff" : kind === "pickUp" ? "dropOff" : "pickUp");
   $("#request").disabled = !(plan.pickUp && plan.dropOff);
