@@ -11,7 +11,7 @@ const NEARBY = `query Nearby($near: PointInput!) {
 const ESTIMATE = `query Estimate($pickUp: PointInput!, $dropOff: PointInput!) {
   estimateFare(pickUp: $pickUp, dropOff: $dropOff) {
     id distanceMeters durationSeconds surge price { amount currency } carsNearby pickUpEtaSeconds expiresAt } }`;
-const REQUOTE_MARGIN_MS = 5000; // a quote this close to expiring is asked for again
+const REQUOTE_MARGIN_MS = 10000; // a quote this close to expiring is asked for again
 
 const point = (p) => ({ latitude: p.latitude, longitude: p.longitude });
 
@@ -57,10 +57,12 @@ export class Quote {
     return q;
   }
 
+  expiring() {
+    return !this.current || Date.parse(this.current.expiresAt) - Date.now() < REQUOTE_MARGIN_MS;
+  }
+
   // The quote to request with, asked again when it is about to expire.
   async fresh(pickUp, dropOff) {
-    const q = this.current;
-    if (q && Date.parse(q.expiresAt) - Date.now() > REQUOTE_MARGIN_MS) return q;
-    return this.ask(pickUp, dropOff);
+    return this.expiring() ? this.ask(pickUp, dropOff) : this.current;
   }
 }

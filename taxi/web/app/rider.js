@@ -72,6 +72,7 @@ function planning() {
   carTimer = setInterval(() => {
     // The quote says how many cars are near; until there is one, the list stays fresh.
     if (!quote.current) showCars(map, plan.pickUp || settings.center).catch(fail);
+    else if (quote.expiring()) quote.ask(plan.pickUp, plan.dropOff).catch(fail);
   }, CARS_EVERY_MS);
 }
 
@@ -122,7 +123,13 @@ map.onClick = (point) => {
 };
 
 onClick($("#request"), "Requesting…", async () => {
+  const shown = quote.current;
   const q = await quote.fresh(plan.pickUp, plan.dropOff);
+  // A quote that expired meanwhile may come back at another price: the rider sees it first.
+  if (shown && q && q.price.amount !== shown.price.amount) {
+    status("The price has changed (see above): request again to accept it.", true);
+    return;
+  }
   const input = {
     pickUpAddress: $("#pick-up").value,
     dropOffAddress: $("#drop-off").value,
