@@ -1,12 +1,13 @@
 """The web app in real headless Chromium: tests/js/browser.mjs rides with drivers and riders
 in their own browser contexts against a live server, on a desktop screen (plus the home page
-and GraphiQL) and on a phone's (390×844): a quoted ride to its receipt, the ETA falling and
+and GraphiQL) and on a phone's (390 x 844): a quoted ride to its receipt, the ETA falling and
 "your driver is here", a trip given back and taken by another driver, a no-show, an expiry,
 a session ended elsewhere (4403), and a keyboard-only rider.
 
 Chromium comes from the system's packages (`.ci/run` installs it when missing); Playwright
 drives it and never downloads a browser. Without Chromium or node the test skips locally and
-fails with CI=true. Screenshots of every step land in tests/artifacts/browser-<backend>/<screen>/."""
+fails with CI=true. Screenshots of every step land in
+tests/artifacts/browser-<backend>/<screen>/."""
 
 from __future__ import annotations
 
