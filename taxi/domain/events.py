@@ -31,6 +31,9 @@ class Kind(StrEnum):
     OFFERED = "offered"  # a dispatch wave offered the trip to a driver (their channel)
     ACCEPTED = "accepted"
     STATUS = "status"  # the driver moved the trip on
+    ARRIVED = "arrived"  # the driver reached the pick-up
+    RELEASED = "released"  # the driver gave the trip back: REQUESTED again
+    EXPIRED = "expired"  # nobody took it in time: CANCELED (NO_DRIVER_FOUND)
     CANCELED = "canceled"
     RATED = "rated"
     LOCATION = "location"  # a position of the trip's car

@@ -14,11 +14,14 @@ import enum
 import math
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taxi.domain.readmodels import LocationView
+
+if TYPE_CHECKING:
+    from taxi.domain.routes import Estimator
 
 # Redis computes GEO distances on this sphere; the in-process store uses the same one,
 # so both backends rank drivers alike.
@@ -35,6 +38,15 @@ class Availability(enum.Enum):
     OFFLINE = "OFFLINE"
     AVAILABLE = "AVAILABLE"
     ON_TRIP = "ON_TRIP"
+
+
+class Stage(enum.Enum):
+    """Where a driver on a trip is heading: the store knows the next stop, so each report
+    gets its ETA, the arrival and the driven distance without a SQL read."""
+
+    PICK_UP = "P"  # STARTED, not yet arrived
+    ARRIVED = "A"  # STARTED, within ARRIVAL_METERS of the pick-up once
+    DROP_OFF = "D"  # IN_PROGRESS: reports add to the driven distance
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,9 @@ class DriverStatus:
     availability: Availability
     trip_id: uuid.UUID | None = None
     rider_id: int | None = None  # the trip's rider: who may watch the car
+    stage: Stage | None = None
+    target: tuple[float, float] | None = None  # the next stop, when the trip has one
+    arrived: bool = False  # this very report reached the pick-up (once per trip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,12 @@ def geo_latitude(latitude: float) -> float:
 
 
 class PositionStore(Protocol):
+    """Also carries how ETAs are estimated and how close counts as arrived: everything that
+    reads positions (trip reads, reports, nearbyCars) has the store at hand."""
+
+    estimator: Estimator
+    arrival_meters: float
+
     async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
         """Record a position. `online` turns an OFFLINE driver AVAILABLE (goOnline);
         without it an OFFLINE driver stays OFFLINE and nothing is stored."""
@@ -101,14 +122,36 @@ class PositionStore(Protocol):
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]: ...
 
     async def start_trip(
-        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        pick_up: tuple[float, float] | None = None,
     ) -> None: ...
 
-    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
-        """AVAILABLE again (at the last position), the trip's location forgotten."""
+    async def drive(
+        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
+    ) -> None:
+        """IN_PROGRESS: heading for the drop-off; the driven distance counts from here."""
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        """reportLocation: the trip's driverLocation (and the driver's position)."""
+    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
+        """AVAILABLE again (at the last position), the trip's location, driven distance
+        and pending arrival forgotten."""
+
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
+        """reportLocation: the trip's driverLocation (and the driver's position), with the
+        same stage rules as a report; returns the driver's state."""
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        """Metres driven so far while IN_PROGRESS."""
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        """Trips whose driver reached the pick-up, not yet recorded (`arrival_recorded`)."""
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None: ...
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]: ...
 
@@ -136,7 +179,11 @@ class MemoryPositions:
     """The embedded default (one process): dicts and a grid of ~1 km cells, so a
     search looks at the cells within the radius, not at every driver."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, estimator: Estimator, arrival_meters: float) -> None:
+        self.estimator = estimator
+        self.arrival_meters = arrival_meters
+        self._driven: dict[uuid.UUID, float] = {}
+        self._arrivals: set[uuid.UUID] = set()
         self._state: dict[int, DriverStatus] = {}
         self._fixes: dict[int, Fix] = {}
         self._cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
@@ -166,7 +213,23 @@ class MemoryPositions:
         if state.availability is Availability.AVAILABLE:
             self._index(driver_id, fix)
         elif state.trip_id is not None:
-            self._trips[state.trip_id] = fix
+            state = self._on_trip(driver_id, state, fix)
+        return state
+
+    def _on_trip(self, driver_id: int, state: DriverStatus, fix: Fix) -> DriverStatus:
+        """A position of a trip's car: the driven distance, or the arrival (the Redis
+        store's TRIP_FIX script is the same rule)."""
+        assert state.trip_id is not None
+        previous = self._trips.get(state.trip_id)
+        self._trips[state.trip_id] = fix
+        if state.stage is Stage.DROP_OFF and previous is not None:
+            step = distance(previous.latitude, previous.longitude, fix.latitude, fix.longitude)
+            self._driven[state.trip_id] = self._driven.get(state.trip_id, 0.0) + step
+        elif state.stage is Stage.PICK_UP and state.target is not None:
+            if distance(fix.latitude, fix.longitude, *state.target) <= self.arrival_meters:
+                self._state[driver_id] = replace(state, stage=Stage.ARRIVED)
+                self._arrivals.add(state.trip_id)
+                return replace(state, stage=Stage.ARRIVED, arrived=True)
         return state
 
     async def go_offline(self, *, driver_id: int) -> DriverStatus:
@@ -183,20 +246,55 @@ class MemoryPositions:
         fix = self._fixes.get(driver_id) if state.availability is not Availability.OFFLINE else None
         return state, fix
 
-    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
-        self._state[driver_id] = DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
+    async def start_trip(
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        pick_up: tuple[float, float] | None = None,
+    ) -> None:
+        self._state[driver_id] = DriverStatus(
+            Availability.ON_TRIP, trip_id, rider_id, Stage.PICK_UP, pick_up
+        )
         self._index(driver_id, None)
+
+    async def drive(
+        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
+    ) -> None:
+        state = self._status(driver_id)
+        self._driven[trip_id] = 0.0
+        self._arrivals.discard(trip_id)
+        if state.trip_id == trip_id:
+            self._state[driver_id] = replace(state, stage=Stage.DROP_OFF, target=drop_off)
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        return self._driven.get(trip_id, 0.0)
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        return list(self._arrivals)[:limit]
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None:
+        self._arrivals.difference_update(trip_ids)
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         self._trips.pop(trip_id, None)
+        self._driven.pop(trip_id, None)
+        self._arrivals.discard(trip_id)
         if self._status(driver_id).trip_id != trip_id:
             return
         self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
         self._index(driver_id, self._fixes.get(driver_id))
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        self._trips[trip_id] = fix
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
         self._fixes[driver_id] = fix
+        state = self._status(driver_id)
+        if state.trip_id != trip_id:  # the store lost the trip (it heals with the next one)
+            self._trips[trip_id] = fix
+            return state
+        return self._on_trip(driver_id, state, fix)
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         return {t: self._trips[t] for t in trip_ids if t in self._trips}

@@ -14,18 +14,71 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from taxi.core.broadcast import RedisClient
-from taxi.domain.positions import Availability, DriverStatus, Fix, Nearby, distance, geo_latitude
+from taxi.domain.positions import (
+    Availability,
+    DriverStatus,
+    Fix,
+    Nearby,
+    Stage,
+    distance,
+    geo_latitude,
+)
+from taxi.domain.routes import Estimator
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
 # dropped after), and doubles the count until it has enough or the radius is exhausted.
 SEARCH_SLACK = 8
 
-# KEYS: state, fixes, avail (geo), seen (zset), trips. ARGV: groups of six per report:
-# driver, fix, lon, lat, at, online (1/0). Returns each driver's state: "A" (available),
-# "T:<trip id>:<rider id>" (on a trip), "" (offline: nothing stored).
-REPORT = """
+# A position of a trip's car (MemoryPositions._on_trip is the same rule): while heading
+# for the drop-off the step from the previous position adds to the driven distance; while
+# heading for the pick-up, the first position within `arrival` metres of it turns the
+# stage to arrived and queues the trip for the arrival's record, once. A driver on a trip
+# is "T:<trip>:<rider>:<stage>:<stop lat>:<stop lon>"; returns the state, with ":!"
+# appended when this position arrived. (Same sphere as taxi.domain.positions.distance.)
+ON_TRIP = """
+local function dist(lat1, lon1, lat2, lon2)
+  local r = math.pi / 180
+  local a = math.sin((lat2 - lat1) * r / 2) ^ 2
+    + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
+  return 2 * 6372797.560856 * math.asin(math.min(1, math.sqrt(a)))
+end
+local function at(fix)
+  local lat, lon = string.match(fix, '^([^,]*),([^,]*),')
+  return tonumber(lat), tonumber(lon)
+end
+local function on_trip(statekey, trips, driven, arrivals, arrival, d, s, f)
+  local trip, rider, stage, tlat, tlon =
+    string.match(s, '^T:([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
+  if not trip then
+    trip = string.match(s, '^T:([^:]+)')
+  end
+  local prev = redis.call('HGET', trips, trip)
+  redis.call('HSET', trips, trip, f)
+  local lat, lon = at(f)
+  if stage == 'D' and prev then
+    local plat, plon = at(prev)
+    redis.call('HINCRBYFLOAT', driven, trip, dist(plat, plon, lat, lon))
+  elseif stage == 'P' and tlat ~= ''
+    and dist(lat, lon, tonumber(tlat), tonumber(tlon)) <= arrival then
+    s = 'T:' .. trip .. ':' .. rider .. ':A:' .. tlat .. ':' .. tlon
+    redis.call('HSET', statekey, d, s)
+    redis.call('SADD', arrivals, trip)
+    return s .. ':!'
+  end
+  return s
+end
+"""
+
+# KEYS: state, fixes, avail (geo), seen (zset), trips, driven, arrivals. ARGV: arrival
+# metres, then groups of six per report: driver, fix, lon, lat, at, online (1/0). Returns
+# each driver's state: "A" (available), "T:..." (on a trip, ON_TRIP), "" (offline:
+# nothing stored).
+REPORT = (
+    ON_TRIP
+    + """
+local arrival = tonumber(ARGV[1])
 local out = {}
-for i = 1, #ARGV, 6 do
+for i = 2, #ARGV, 6 do
   local d, f = ARGV[i], ARGV[i + 1]
   local s = redis.call('HGET', KEYS[1], d)
   if not s and ARGV[i + 5] == '1' then
@@ -40,13 +93,14 @@ for i = 1, #ARGV, 6 do
       redis.call('GEOADD', KEYS[3], ARGV[i + 2], ARGV[i + 3], d)
       redis.call('ZADD', KEYS[4], ARGV[i + 4], d)
     else
-      redis.call('HSET', KEYS[5], string.match(s, '^T:([^:]+)'), f)
+      s = on_trip(KEYS[1], KEYS[5], KEYS[6], KEYS[7], arrival, d, s, f)
     end
   end
   out[#out + 1] = s
 end
 return out
 """
+)
 # Reports batched into one script call at most (a burst beyond waits for the next call).
 MAX_BATCH = 500
 
@@ -61,16 +115,45 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return false
 """
 
-# KEYS: state, avail, seen. ARGV: driver, trip, rider.
+# KEYS: state, fixes, trips, driven, arrivals. ARGV: driver, trip, fix, arrival metres.
+TRIP_FIX = (
+    ON_TRIP
+    + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  return s or ''
+end
+return on_trip(KEYS[1], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[4]), ARGV[1], s, ARGV[3])
+"""
+)
+
+# KEYS: state, avail, seen. ARGV: driver, trip, rider, pick-up lat, pick-up lon.
 START = """
-redis.call('HSET', KEYS[1], ARGV[1], 'T:' .. ARGV[2] .. ':' .. ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1],
+  'T:' .. ARGV[2] .. ':' .. ARGV[3] .. ':P:' .. ARGV[4] .. ':' .. ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 """
 
-# KEYS: state, fixes, avail, seen, trips. ARGV: driver, trip.
+# KEYS: state, driven, arrivals. ARGV: driver, trip, drop-off lat, drop-off lon.
+DRIVE = """
+redis.call('HSET', KEYS[2], ARGV[2], 0)
+redis.call('SREM', KEYS[3], ARGV[2])
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+local trip, rider = string.match(s or '', '^T:([^:]*):([^:]*)')
+if trip == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1],
+    'T:' .. trip .. ':' .. rider .. ':D:' .. ARGV[3] .. ':' .. ARGV[4])
+end
+"""
+
+# KEYS: state, fixes, avail, seen, trips, driven, arrivals. ARGV: driver, trip.
 END = """
 redis.call('HDEL', KEYS[5], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[2])
+redis.call('SREM', KEYS[7], ARGV[2])
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then return end
 redis.call('HSET', KEYS[1], ARGV[1], 'A')
@@ -99,17 +182,40 @@ def _status(raw: str | None) -> DriverStatus:
         return DriverStatus(Availability.OFFLINE)
     if raw == "A":
         return DriverStatus(Availability.AVAILABLE)
-    _, trip, rider = raw.split(":")
-    return DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None)
+    _, trip, rider, *rest = raw.split(":")
+    stage, target, arrived = None, None, False
+    if len(rest) >= 3:
+        stage = Stage(rest[0])
+        if rest[1] and rest[2]:
+            target = (float(rest[1]), float(rest[2]))
+        arrived = rest[3:] == ["!"]
+    return DriverStatus(
+        Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None, stage, target, arrived
+    )
+
+
+def _point(point: tuple[float, float] | None) -> list[str]:
+    return ["", ""] if point is None else [repr(point[0]), repr(point[1])]
 
 
 class RedisPositions:
-    def __init__(self, redis: RedisClient, *, prefix: str) -> None:
+    def __init__(
+        self, redis: RedisClient, *, prefix: str, estimator: Estimator, arrival_meters: float
+    ) -> None:
         self.redis = redis
+        self.estimator = estimator
+        self.arrival_meters = arrival_meters
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"
         self.seen, self.trips = f"{tag}:seen", f"{tag}:trips"
+        # Metres driven per trip while IN_PROGRESS; trips arrived at the pick-up, unrecorded.
+        self.driven_key, self.arrivals_key = f"{tag}:driven", f"{tag}:arrivals"
+        # KEYS of REPORT and END.
+        self._all = [self.state, self.fixes, self.avail, self.seen, self.trips]
+        self._all += [self.driven_key, self.arrivals_key]
         self._report = redis.register_script(REPORT)
+        self._trip_fix = redis.register_script(TRIP_FIX)
+        self._drive = redis.register_script(DRIVE)
         self._offline = redis.register_script(OFFLINE)
         self._start = redis.register_script(START)
         self._end = redis.register_script(END)
@@ -134,8 +240,8 @@ class RedisPositions:
             batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
             try:
                 states = await self._report(
-                    keys=[self.state, self.fixes, self.avail, self.seen, self.trips],
-                    args=[a for args, _ in batch for a in args],
+                    keys=self._all,
+                    args=[self.arrival_meters, *(a for args, _ in batch for a in args)],
                 )
             except (RedisError, OSError) as exc:
                 for _, future in batch:
@@ -162,23 +268,50 @@ class RedisPositions:
             return state, None
         return state, Fix.decode(fix)
 
-    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
+    async def start_trip(
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        pick_up: tuple[float, float] | None = None,
+    ) -> None:
         await self._start(
             keys=[self.state, self.avail, self.seen],
-            args=[driver_id, str(trip_id), rider_id or 0],
+            args=[driver_id, str(trip_id), rider_id or 0, *_point(pick_up)],
         )
+
+    async def drive(
+        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
+    ) -> None:
+        await self._drive(
+            keys=[self.state, self.driven_key, self.arrivals_key],
+            args=[driver_id, str(trip_id), *_point(drop_off)],
+        )
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        raw = await self.redis.hget(self.driven_key, str(trip_id))
+        return float(raw) if raw else 0.0
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        raw: Any = await self.redis.srandmember(self.arrivals_key, limit)
+        return [uuid.UUID(str(t)) for t in raw or ()]
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None:
+        if trip_ids:
+            await self.redis.srem(self.arrivals_key, *(str(t) for t in trip_ids))
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
-        await self._end(
-            keys=[self.state, self.fixes, self.avail, self.seen, self.trips],
-            args=[driver_id, str(trip_id)],
-        )
+        await self._end(keys=self._all, args=[driver_id, str(trip_id)])
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.trips, str(trip_id), fix.encode())
-            pipe.hset(self.fixes, str(driver_id), fix.encode())
-            await pipe.execute()
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
+        raw: Any = await self._trip_fix(
+            keys=[self.state, self.fixes, self.trips, self.driven_key, self.arrivals_key],
+            args=[driver_id, str(trip_id), fix.encode(), self.arrival_meters],
+        )
+        return _status(raw)
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         if not trip_ids:

@@ -14,7 +14,7 @@ from taxi.domain.events import Publisher
 from taxi.domain.models import User, UserGroup
 from taxi.domain.positions import Availability, DriverStatus, Fix, PositionStore
 from taxi.domain.readmodels import LocationView
-from taxi.domain.services.trips import location_errors
+from taxi.domain.services.points import location_errors
 
 MAX_NEARBY_RADIUS = 10_000
 MAX_NEARBY = 50
@@ -69,7 +69,9 @@ async def update_position(
     metrics.position()
     location = fix.view()
     if state.trip_id is not None:
-        await _to_watchers(events, state, driver, location)
+        # The frame carries the ETA to the trip's next stop, known from the store's state.
+        frame = positions.estimator.located(location=location, stop=state.target)
+        await _to_watchers(events, state, driver, frame)
     return StateView(state.availability, location)
 
 
@@ -91,6 +93,7 @@ async def go_offline(*, positions: PositionStore, user: User) -> StateView:
 class CarView:
     location: LocationView
     distance: float
+    eta_seconds: int
 
 
 async def nearby_cars(
@@ -118,4 +121,6 @@ async def nearby_cars(
         count=first,
         fresh_after=time.time() - settings.position_ttl,
     )
-    return [CarView(n.fix.view(), n.distance) for n in found]
+    point = (latitude, longitude)
+    eta = positions.estimator.eta
+    return [CarView(n.fix.view(), n.distance, eta(fix=n.fix, stop=point)) for n in found]

@@ -15,9 +15,12 @@ from sqlalchemy import ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
 from taxi.domain.events import Publisher
 from taxi.domain.models import AuthSession, RefreshToken, User, UserGroup, utcnow
+from taxi.domain.positions import PositionStore
+from taxi.domain.services import rides
 
 
 async def start(session: AsyncSession, *, user_id: int) -> str:
@@ -108,9 +111,17 @@ async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> Us
     return row[0] if row else None
 
 
-async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
+async def deactivate_user(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    settings: Settings,
+    user_id: int,
+) -> bool:
     """For admins: the user can no longer log in, and every token and open socket of
-    theirs is refused within a second, in every process. True when the user existed."""
+    theirs is refused within a second, in every process; their open trips end with
+    the account (taxi/domain/services/rides.py). True when the user existed."""
     async with db() as session, session.begin():
         found = await affected(
             session, update(User).where(col(User.id) == user_id).values(is_active=False)
@@ -120,14 +131,30 @@ async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) 
             .where(col(AuthSession.user_id) == user_id, col(AuthSession.revoked_at).is_(None))
             .values(revoked_at=utcnow())
         )
+        closed = await rides.close_open_trips(
+            session, positions=positions, settings=settings, user_id=user_id
+        )
     await events.session_ended(user_id=user_id)
+    await rides.publish_closed(events=events, positions=positions, outcomes=closed, user_id=user_id)
     return bool(found)
 
 
-async def delete_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
+async def delete_user(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    settings: Settings,
+    user_id: int,
+) -> bool:
     """For admins: delete the user (sessions and tokens cascade; their trips keep a
-    NULL rider/driver) and close their sockets everywhere."""
+    NULL rider/driver, the open ones ended first as for a deactivation) and close their
+    sockets everywhere."""
     async with db() as session, session.begin():
+        closed = await rides.close_open_trips(
+            session, positions=positions, settings=settings, user_id=user_id
+        )
         found = await affected(session, delete(User).where(col(User.id) == user_id))
     await events.session_ended(user_id=user_id)
+    await rides.publish_closed(events=events, positions=positions, outcomes=closed, user_id=user_id)
     return bool(found)
