@@ -185,7 +185,7 @@ async function releaseAndNoShow(driverA, driverB, rider) {
   await driverA.click("#release");
   await statusIs(driverA, "REQUESTED");
   await statusIs(rider, "REQUESTED");
-  await rider.waitForSelector("#message >> text=gave the trip back");
+  await rider.waitForSelector("#message >> text=had to give the trip back");
   await snap(driverA, "driver-gave-trip-back");
   await snap(rider, "rider-trip-offered-again");
   await driverB.waitForSelector(`#offers li[data-trip="${tripId}"] button.accept`);
@@ -252,6 +252,8 @@ async function keyboardRider() {
   await page.keyboard.type(PASSWORD);
   await page.keyboard.press("Tab");
   await page.keyboard.type("Kim");
+  await page.keyboard.press("Tab");
+  await page.keyboard.type("Keys");
   await tabTo(page, "#sign-up");
   await page.keyboard.press("Enter");
   await page.waitForSelector("#plan", { state: "visible" });

@@ -6,9 +6,12 @@ import { $, busy, show, status } from "./ui.js";
 
 const SIGN_UP = `mutation SignUp($input: SignUpInput!) { signUp(input: $input) { id } }`;
 
+// The API's field names as the form labels them.
+const LABELS = { username: "Username", password1: "Password", password2: "Password", firstName: "First name", lastName: "Last name", photo: "Photo" };
+
 function explain(err) {
   const fields = err.fields
-    ? " " + Object.entries(err.fields).map(([k, v]) => `${k}: ${v.join(" ")}`).join(" ")
+    ? " " + Object.entries(err.fields).map(([k, v]) => `${LABELS[k] || k}: ${v.join(" ")}`).join(" ")
     : "";
   return err.message + fields;
 }

@@ -37,7 +37,9 @@ function noShowAfter(t, noShowSeconds, current) {
 
 export function showTrip(t, { noShowSeconds, driving, current }) {
   show($("#trip"), true);
-  $("#trip-status").textContent = (t.status === "CANCELED" && ENDED[t.cancelReason]) || SAYS[t.status];
+  const waitingHere = t.status === "STARTED" && t.arrivedAt;
+  $("#trip-status").textContent = (t.status === "CANCELED" && ENDED[t.cancelReason])
+    || (waitingHere ? "At the pick-up: waiting for the rider" : SAYS[t.status]);
   $("#trip-status").dataset.status = t.status;
   $("#trip-rider").querySelector("span").textContent = t.rider ? `Rider: ${t.rider.firstName} (${t.rider.username})` : "";
   $("#rider-photo").src = (t.rider && t.rider.photoUrl) || "";

@@ -49,7 +49,8 @@ export class MapView {
       if (this.onClick) this.onClick(p);
     });
     canvas.addEventListener("keydown", (e) => this.key(e));
-    canvas.addEventListener("focus", () => this.moveCursor(0, 0));
+    // The cursor shows for keyboard focus only (a click focuses the map too).
+    canvas.addEventListener("focus", () => canvas.matches(":focus-visible") && this.moveCursor(0, 0));
     canvas.addEventListener("blur", () => {
       this.cursor = null;
       this.draw();
@@ -85,7 +86,10 @@ export class MapView {
 
   key(e) {
     const step = STEPS[e.key];
-    if (step) {
+    if (step && !this.cursor) {
+      e.preventDefault();
+      this.moveCursor(0, 0);
+    } else if (step) {
       e.preventDefault();
       this.moveCursor(...step);
     } else if ((e.key === "Enter" || e.key === " ") && this.cursor && this.onClick) {

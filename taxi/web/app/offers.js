@@ -1,10 +1,16 @@
 // The driver's offers: trips requested nearby, each listed with its price, its length and
 // how far its pick-up is, and its pick-up drawn on the map (numbered like the list).
 import { meters, money } from "./format.js";
-import { distance } from "./streets.js";
+import { distance, route } from "./streets.js";
 import { $ } from "./ui.js";
 
 const OFFER_COLOR = "#ea580c";
+
+// Metres along the streets (as the car drives), not as the crow flies.
+function along(from, to) {
+  const legs = route(from, to);
+  return legs.slice(1).reduce((sum, p, k) => sum + distance(legs[k], p), 0);
+}
 
 export class Offers {
   // accept(id) takes an offer; car() is where the driver's car is now.
@@ -50,8 +56,8 @@ export class Offers {
     const li = document.createElement("li");
     li.dataset.trip = t.id;
     const price = t.fare && t.fare.quoted ? money(t.fare.quoted) : "metered";
-    const length = t.pickUp && t.dropOff ? `${meters(distance(t.pickUp, t.dropOff))} ride` : "";
-    const away = t.pickUp ? `pick-up ${meters(distance(this.car(), t.pickUp))} away` : "";
+    const length = t.pickUp && t.dropOff ? `${meters(along(t.pickUp, t.dropOff))} ride` : "";
+    const away = t.pickUp ? `pick-up ${meters(along(this.car(), t.pickUp))} away` : "";
     const what = document.createElement("div");
     what.innerHTML = `<strong class="offer-n"></strong> <span class="where"></span><br><span class="price"></span> <span class="hint"></span>`;
     what.querySelector(".offer-n").textContent = `${n}.`;

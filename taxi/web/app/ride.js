@@ -70,16 +70,23 @@ export function receipt(t) {
   const paid = fare && fare.final;
   show($("#receipt"), Boolean(paid));
   if (!paid) return;
+  // A no-show's fee is a price without a ride: no distance, no time.
+  const ridden = t.status === "COMPLETED";
+  $("#receipt-label").textContent = ridden ? "Price" : "No-show fee";
   $("#receipt-price").textContent = money(fare.final);
   $("#receipt").dataset.amount = String(fare.final.amount);
-  $("#receipt-distance").textContent = fare.distanceMeters != null ? meters(fare.distanceMeters) : "—";
-  $("#receipt-time").textContent = fare.durationSeconds != null ? duration(fare.durationSeconds) : "—";
+  for (const el of document.querySelectorAll("#receipt .ridden")) show(el, ridden);
+  $("#receipt-distance").textContent = meters(fare.distanceMeters);
+  $("#receipt-time").textContent = duration(fare.durationSeconds);
 }
 
 // Says, once, what changed between two states of the trip that the status line alone
 // would not explain: a driver who gave the trip back.
 export function announce(before, after) {
-  if (before && before.status === "STARTED" && after.status === "REQUESTED") {
+  if (!before || before.id !== after.id) return;
+  if (before.status === "STARTED" && after.status === "REQUESTED") {
     status("Your driver had to give the trip back. It is offered to other drivers now.");
+  } else if (before.status === "REQUESTED" && after.status === "STARTED" && after.driver) {
+    status(`${after.driver.firstName} accepted your ride.`);
   }
 }

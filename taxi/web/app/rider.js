@@ -6,7 +6,7 @@ import { showUser, signIn } from "./auth.js";
 import { MapView } from "./map.js";
 import { Quote, showCars } from "./quote.js";
 import { TRIP, announce, driverLine, receipt, showDistance, showEta, statusLine } from "./ride.js";
-import { snap } from "./streets.js";
+import { route, snap } from "./streets.js";
 import { $, onClick, show, status } from "./ui.js";
 
 const CARS_EVERY_MS = 3000;
@@ -99,7 +99,10 @@ function render(t) {
 }
 
 function moveCar(location) {
+  const target = trip.status === "IN_PROGRESS" ? trip.dropOff : trip.status === "STARTED" ? trip.pickUp : null;
+  map.path = location && target ? route(location, target) : null;
   if (location) map.set("car", location, "#fbbf24");
+  else map.draw();
   showDistance(trip, location);
   if (location && location.etaSeconds != null) showEta(trip, location.etaSeconds);
 }
