@@ -47,7 +47,7 @@ const where = new AddressField($("#car-at"), {
   center: settings.center,
   onPick: (p) => {
     if (p) placeCar(p);
-    map.reveal(p);
+    map.fit([p]);
   },
 });
 
@@ -69,6 +69,7 @@ function setState(state) {
 function renderOffers() {
   offers.closed = Boolean(trip);
   offers.render(availability === "OFFLINE");
+  if (!trip) map.fit([car, ...[...offers.trips.values()].map((t) => t.pickUp)]);
 }
 
 function offer(t) {
@@ -88,6 +89,7 @@ function renderTrip(t) {
   map.set("dropOff", t.dropOff, "#dc2626", "D");
   const live = t.status === "STARTED" || t.status === "IN_PROGRESS";
   map.path = live && target() ? route(car, target()) : null;
+  if (live) map.fit([car, target()]);
   map.draw();
   if (!live) {
     trip = null;

@@ -7,6 +7,8 @@ import * as paint from "./paint.js";
 import { address, corner, snap, streetIndex } from "./streets.js";
 
 const TILE = 256;
+const MIN_ZOOM = 13;
+const MARGIN = 34; // pixels kept clear around a point that must be seen (a pin is ~25 high)
 const STEPS = { ArrowUp: [1, 0], ArrowDown: [-1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
 
 function world(lat, lng, zoom) {
@@ -31,9 +33,10 @@ export class MapView {
   constructor(canvas, { center, tileUrl = null, zoom = 15 }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
-    this.center = center; // where the view is centred: moves to reveal a point (reveal)
+    this.center = center; // where the view is centred: moves to show points (fit)
     this.home = center; // the city's centre (MAP_CENTER): its places are placed from it
     this.zoom = zoom;
+    this.maxZoom = zoom; // fit zooms out (to MIN_ZOOM) and back in, never further in
     this.tileUrl = tileUrl;
     this.tiles = new Map();
     this.markers = {}; // name -> {point, color, label}
@@ -58,16 +61,36 @@ export class MapView {
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
-  // Re-centres on `p` when it is outside what can be seen (a typed address far away).
-  reveal(p) {
-    if (!p) return;
-    const { x, y } = this.toPixel(p);
-    const margin = 30;
+  // Shows every one of `points` (a typed address far away, a car leaving the view): when
+  // one is out of view, or the view is zoomed out further than they need, it centres on
+  // their middle at the closest zoom (down to MIN_ZOOM) at which they all fit.
+  fit(points) {
+    const all = points.filter(Boolean);
+    if (!all.length) return;
     const visible = this.canvas.height - this.covered();
-    if (x < margin || y < margin || x > this.canvas.width - margin || y > visible - margin) {
-      this.center = { latitude: p.latitude, longitude: p.longitude };
-      this.draw();
-    }
+    const out = all.some((p) => {
+      const { x, y } = this.toPixel(p);
+      return x < MARGIN || y < MARGIN || x > this.canvas.width - MARGIN || y > visible - MARGIN;
+    });
+    let zoom = this.maxZoom;
+    while (zoom > MIN_ZOOM && !this.fits(all, zoom, visible)) zoom -= 1;
+    if (!out && zoom <= this.zoom) return;
+    const lats = all.map((p) => p.latitude);
+    const lngs = all.map((p) => p.longitude);
+    this.zoom = zoom;
+    this.center = {
+      latitude: (Math.min(...lats) + Math.max(...lats)) / 2,
+      longitude: (Math.min(...lngs) + Math.max(...lngs)) / 2,
+    };
+    this.draw();
+  }
+
+  fits(points, zoom, visible) {
+    const xs = points.map((p) => world(p.latitude, p.longitude, zoom).x);
+    const ys = points.map((p) => world(p.latitude, p.longitude, zoom).y);
+    const w = Math.max(...xs) - Math.min(...xs);
+    const h = Math.max(...ys) - Math.min(...ys);
+    return w <= this.canvas.width - 2 * MARGIN && h <= visible - 2 * MARGIN;
   }
 
   coveredBy(el) {

@@ -38,19 +38,23 @@ export function streets(view) {
     columns.push([j, view.toPixel({ latitude: nw.latitude, longitude: j * STREET_LNG }).x]);
   }
   ctx.fillStyle = "#ffffff";
-  for (const [, y] of rows) ctx.fillRect(0, y - 4, w, 8);
-  for (const [, x] of columns) ctx.fillRect(x - 4, 0, 8, h);
+  const road = view.zoom < view.maxZoom ? 5 : 8;
+  for (const [, y] of rows) ctx.fillRect(0, y - road / 2, w, road);
+  for (const [, x] of columns) ctx.fillRect(x - road / 2, 0, road, h);
   // Names go on the blocks beside the roads, after every road is drawn.
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillStyle = "#6b7280";
   // Street names in the first whole block from the left, right of its avenue's name.
   const first = columns.find(([, x]) => x > 14);
   const labelX = first ? first[1] + 8 : 6;
-  for (const [i, y] of rows) ctx.fillText(streetName(i), labelX, y - 7);
+  // Zoomed out, names go on every 2nd or 4th road: they would overlap otherwise.
+  const every = 2 ** Math.max(0, view.maxZoom - view.zoom);
+  for (const [i, y] of rows) if (i % every === 0) ctx.fillText(streetName(i), labelX, y - 7);
   // Avenue names run down the top block (below the first street whose name sits above
   // it), clear of the street names, which sit at the bottom of each block.
   const top = rows.map(([, y]) => y).filter((y) => y > 4).sort((a, b) => a - b)[0] ?? 0;
   for (const [j, x] of columns) {
+    if (j % every !== 0) continue;
     ctx.save();
     ctx.translate(x - 7, top + 10);
     ctx.rotate(Math.PI / 2);

@@ -49,7 +49,7 @@ function setPin(kind, point, { quiet = false } = {}) {
   plan[kind] = point;
   const [color, label] = PIN[kind];
   map.set(kind, point, color, label);
-  map.reveal(point);
+  map.fit([plan.pickUp, plan.dropOff]);
   fields[kind].show(point);
   pointAt(!plan.pickUp ? "pickUp" : !plan.dropOff ? "dropOff" : kind === "pickUp" ? "dropOff" : "pickUp");
   $("#request").disabled = !(plan.pickUp && plan.dropOff);
@@ -103,6 +103,7 @@ function moveCar(location) {
   map.path = location && target ? route(location, target) : null;
   if (location) map.set("car", location, "#fbbf24");
   else map.draw();
+  map.fit([location, target]);
   showDistance(trip, location);
   if (location && location.etaSeconds != null) showEta(trip, location.etaSeconds);
 }
