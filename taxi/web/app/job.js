@@ -46,7 +46,8 @@ export function showTrip(t, { noShowSeconds, driving, current }) {
   show($("#rider-photo"), Boolean(t.rider && t.rider.photoUrl));
   $("#trip-where").textContent = `${t.pickUpAddress} → ${t.dropOffAddress}`;
   const fare = t.fare && (t.fare.final || t.fare.quoted);
-  $("#trip-fare").textContent = fare ? `${t.fare.final ? "Fare" : "Quoted"}: ${money(fare)}` : "";
+  const what = t.cancelReason === "RIDER_NO_SHOW" ? "No-show fee" : t.fare && t.fare.final ? "Fare" : "Quoted";
+  $("#trip-fare").textContent = fare ? `${what}: ${money(fare)}` : "";
   const live = t.status === "STARTED" || t.status === "IN_PROGRESS";
   const waiting = t.status === "STARTED" && t.arrivedAt && !driving;
   show($("#drive"), live && Boolean(t.pickUp) && !waiting);

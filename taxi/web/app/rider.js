@@ -61,6 +61,7 @@ function setPin(kind, point, { quiet = false } = {}) {
 
 function planning() {
   trip = null;
+  status("");
   stopWatching();
   show($("#plan"), true);
   show($("#ride"), false);
