@@ -144,7 +144,7 @@ class Publisher:
         channels = [trip_channel(trip.id), TRIPS]
         # A dispatched trip is never in the common pool: its offers travel on the
         # offered drivers' own channels (offered()), so traffic grows with them only.
-        if (kind is Kind.REQUESTED or left_pool) and trip.offered is None:
+        if (kind in (Kind.REQUESTED, Kind.RELEASED) or left_pool) and trip.offered is None:
             channels.append(POOL)
         await self._send(channels, message)
 

@@ -95,8 +95,9 @@ def check_driver(user: User) -> None:
 
 
 def _requested(event: Event) -> TripView | None:
-    # "requested" on the common pool, "offered" on the driver's own channel.
-    return event.trip if event.kind in (Kind.REQUESTED, Kind.OFFERED) else None
+    # "requested" (or "released": back in the pool) on the common pool, "offered" on the
+    # driver's own channel.
+    return event.trip if event.kind in (Kind.REQUESTED, Kind.RELEASED, Kind.OFFERED) else None
 
 
 def watch_requests(*, user: User) -> Feed[TripView]:

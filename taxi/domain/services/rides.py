@@ -177,7 +177,10 @@ async def close_open_trips(
 async def publish_closed(
     *, events: Publisher, positions: PositionStore, outcomes: list[Outcome], user_id: int
 ) -> None:
+    """After the deactivation's commit: the trips' changes out, and the user out of the
+    position store (a deactivated or deleted driver must get no further offers)."""
     await _publish(events, positions, outcomes, driver=user_id)
+    await _after_commit("going offline", positions.go_offline(driver_id=user_id))
 
 
 @dataclass(frozen=True, slots=True)

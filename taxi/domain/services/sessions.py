@@ -8,6 +8,7 @@ is refused on the next request in every process; each process also hears the end
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,8 @@ async def deactivate_user(
     """For admins: the user can no longer log in, and every token and open socket of
     theirs is refused within a second, in every process; their open trips end with
     the account (taxi/domain/services/rides.py). True when the user existed."""
-    async with db() as session, session.begin():
+
+    async def deactivate(session: AsyncSession) -> int:
         found = await affected(
             session, update(User).where(col(User.id) == user_id).values(is_active=False)
         )
@@ -131,12 +133,16 @@ async def deactivate_user(
             .where(col(AuthSession.user_id) == user_id, col(AuthSession.revoked_at).is_(None))
             .values(revoked_at=utcnow())
         )
-        closed = await rides.close_open_trips(
-            session, positions=positions, settings=settings, user_id=user_id
-        )
-    await events.session_ended(user_id=user_id)
-    await rides.publish_closed(events=events, positions=positions, outcomes=closed, user_id=user_id)
-    return bool(found)
+        return found
+
+    return await _end_user(
+        db=db,
+        events=events,
+        positions=positions,
+        settings=settings,
+        user_id=user_id,
+        end=deactivate,
+    )
 
 
 async def delete_user(
@@ -150,11 +156,37 @@ async def delete_user(
     """For admins: delete the user (sessions and tokens cascade; their trips keep a
     NULL rider/driver, the open ones ended first as for a deactivation) and close their
     sockets everywhere."""
+
+    async def delete_row(session: AsyncSession) -> int:
+        return await affected(session, delete(User).where(col(User.id) == user_id))
+
+    return await _end_user(
+        db=db,
+        events=events,
+        positions=positions,
+        settings=settings,
+        user_id=user_id,
+        end=delete_row,
+    )
+
+
+async def _end_user(
+    *,
+    db: SessionMaker,
+    events: Publisher,
+    positions: PositionStore,
+    settings: Settings,
+    user_id: int,
+    end: Callable[[AsyncSession], Awaitable[int]],
+) -> bool:
+    """One transaction: the user's open trips ended (before `end` deletes the user and
+    with it who drove them), then `end`; after the commit, their sockets closed and the
+    trips' changes published."""
     async with db() as session, session.begin():
         closed = await rides.close_open_trips(
             session, positions=positions, settings=settings, user_id=user_id
         )
-        found = await affected(session, delete(User).where(col(User.id) == user_id))
+        found = await end(session)
     await events.session_ended(user_id=user_id)
     await rides.publish_closed(events=events, positions=positions, outcomes=closed, user_id=user_id)
     return bool(found)

@@ -55,7 +55,7 @@ NEXT_STATUS = {
 }
 
 
-async def _after_commit(what: str, change: Awaitable[None]) -> None:
+async def _after_commit(what: str, change: Awaitable[object]) -> None:
     """A store change that follows a committed trip change: the commit stands whatever
     happens here (the state heals with the driver's next goOnline or trip)."""
     try:
