@@ -2,7 +2,7 @@
 in their own browser contexts against a live server, on a desktop screen (plus the home page
 and GraphiQL) and on a phone's (390 x 844): a quoted ride to its receipt, the ETA falling and
 "your driver is here", a trip given back and taken by another driver, a no-show, an expiry,
-a session ended elsewhere (4403), and a keyboard-only rider.
+a session ended elsewhere (4403), and a keyboard-only rider whom an admin then deactivates.
 
 Chromium comes from the system's packages (`.ci/run` installs it when missing); Playwright
 drives it and never downloads a browser. Without Chromium or node the test skips locally and
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from taxi.core.config import Settings
+from taxi.domain.services.sessions import deactivate_user
 from tests.backends import CI, Backend
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
@@ -59,8 +60,21 @@ async def test_browser_rides(settings: Settings, backend: Backend, screen: str) 
         }
     )
     async with serve(settings) as live:
+        services = live.app.state.services
+
+        async def admin(line: str) -> None:
+            # The script's requests for an admin's action: "deactivate <user id>".
+            if line.startswith("deactivate "):
+                assert await deactivate_user(
+                    db=services.db,
+                    events=services.events,
+                    positions=services.positions,
+                    settings=services.settings,
+                    user_id=int(line.split()[1]),
+                )
+
         code, out = await run(
-            node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
+            node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env, on_line=admin
         )
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
     assert f"rides complete ({screen})" in out

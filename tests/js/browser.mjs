@@ -3,7 +3,7 @@
 // (390×844). Riders and drivers in their own contexts ride a quoted trip to its receipt,
 // watch the ETA fall and the driver arrive, a driver gives a trip back and another gets it,
 // a no-show, an expiry, a session ended elsewhere (4403: the page stops and says why), and
-// a keyboard-only rider. Any console error or uncaught page error fails the run. A
+// a keyboard-only rider, deactivated by an admin while waiting. Any console error or uncaught page error fails the run. A
 // screenshot of each step goes to SHOTS_DIR.
 //
 //   SCREEN=phone node browser.mjs http://127.0.0.1:8000 /path/to/screenshots
@@ -273,9 +273,25 @@ async function keyboardRider() {
   await page.keyboard.press("Enter");
   await statusIs(page, "REQUESTED");
   await snap(page, "keyboard-rider-requested");
-  await tabTo(page, "#cancel");
-  await page.keyboard.press("Enter");
-  await reasonIs(page, "RIDER_CANCELED");
+  return page;
+}
+
+// 7. An admin deactivates that rider (the test does it server-side, asked on stdout): the
+// page stops, says why, and the account can no longer log in; its open trip ended with it.
+async function deactivated(page) {
+  const { id } = await page.evaluate(() => JSON.parse(sessionStorage.getItem("taxi.session")).user);
+  let sockets = 0;
+  page.on("websocket", () => (sockets += 1));
+  console.log(`deactivate ${id}`);
+  await page.waitForSelector("#auth", { state: "visible" });
+  await page.waitForSelector("#message >> text=Your session has ended");
+  await snap(page, "deactivated-rider-stopped");
+  await page.fill("#auth input[name=username]", `keys_${suffix}`);
+  await page.fill("#auth input[name=password]", PASSWORD);
+  await page.click("#log-in");
+  await page.waitForSelector("#message >> text=Invalid username or password");
+  await snap(page, "deactivated-rider-cannot-log-in");
+  return () => sockets;
 }
 
 // `--user-data-dir` is Playwright's own: a fresh temporary profile per launch.
@@ -307,8 +323,9 @@ try {
   await releaseAndNoShow(driverA, driverB, rider);
   await expiry(driverA, driverB, rider);
   const sockets = await signedOutElsewhere(rider);
-  await keyboardRider();
+  const gone = await deactivated(await keyboardRider());
   check(sockets() === 0, `the signed-out page opened ${sockets()} socket(s) again`);
+  check(gone() === 0, `the deactivated rider's page opened ${gone()} socket(s) again`);
   await snap(rider, "rider-still-signed-out");
 } catch (err) {
   problems.push(`step failed: ${err.message}`);
