@@ -81,6 +81,18 @@ export async function recordEtas(page) {
   });
 }
 
+// Records each label `selector` shows while disabled (a request in flight), so a quick
+// answer cannot slip the busy state past the test.
+export async function recordBusy(page, selector) {
+  await page.evaluate((sel) => {
+    window.busy = [];
+    const el = document.querySelector(sel);
+    new MutationObserver(() => {
+      if (el.disabled) window.busy.push(el.textContent);
+    }).observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+  }, selector);
+}
+
 // A query in the page with its own session (the app's module, so its token and refresh).
 export async function query(page, text, variables = {}) {
   return page.evaluate(

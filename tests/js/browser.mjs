@@ -10,7 +10,8 @@
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 import {
-  PASSWORD, attr, clickMap, query, reasonIs, recordEtas, signUp, statusIs, tabTo, typeAddress,
+  PASSWORD, attr, clickMap, query, reasonIs, recordBusy, recordEtas, signUp, statusIs, tabTo,
+  typeAddress,
 } from "./appflows.mjs";
 
 const [base, shots] = process.argv.slice(2);
@@ -124,8 +125,11 @@ async function quotedRide(driverA, rider) {
   await snap(rider, "rider-sees-car");
   const price = await plan(rider, [[90, 60], [330, -190]], ["Market Square", "Museum"]);
   await snap(rider, "rider-quote");
+  await recordBusy(rider, "#request");
   await rider.click("#request");
   await statusIs(rider, "REQUESTED");
+  const busy = await rider.evaluate(() => window.busy);
+  check(busy.includes("Requesting…"), `the Request button never showed the request in flight: ${busy}`);
   const tripId = await attr(rider, "#ride", "data-trip");
   await snap(rider, "rider-requested");
 
