@@ -81,12 +81,15 @@ export function receipt(t) {
 }
 
 // Says, once, what changed between two states of the trip that the status line alone
-// would not explain: a driver who gave the trip back.
+// would not explain (a driver who gave the trip back, who accepted it), and clears that
+// at the next change.
 export function announce(before, after) {
   if (!before || before.id !== after.id) return;
   if (before.status === "STARTED" && after.status === "REQUESTED") {
     status("Your driver had to give the trip back. It is offered to other drivers now.");
   } else if (before.status === "REQUESTED" && after.status === "STARTED" && after.driver) {
     status(`${after.driver.firstName} accepted your ride.`);
+  } else if (before.status !== after.status) {
+    status(""); // the status line says the rest
   }
 }
