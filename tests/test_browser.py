@@ -76,6 +76,8 @@ async def test_browser_rides(settings: Settings, backend: Backend, screen: str) 
         code, out = await run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env, on_line=admin
         )
+    # Beside the screenshots: what the script measured (re-dispatch, expiry, the ETAs).
+    (shots / "browser.log").write_text(out, encoding="utf-8")
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
     assert f"rides complete ({screen})" in out
     assert "fare.quoted == receipt" in out, out

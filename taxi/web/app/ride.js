@@ -89,7 +89,7 @@ export function announce(before, after) {
     status("Your driver had to give the trip back. It is offered to other drivers now.");
   } else if (before.status === "REQUESTED" && after.status === "STARTED" && after.driver) {
     status(`${after.driver.firstName} accepted your ride.`);
-  } else if (before.status !== after.status) {
+  } else if (before.status !== after.status || (!before.arrivedAt && after.arrivedAt)) {
     status(""); // the status line says the rest
   }
 }
