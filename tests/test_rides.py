@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.domain import events
-from taxi.domain.fares import Tariff
+from taxi.domain.fares import MAX_AMOUNT, MAX_METERS, Tariff
 from taxi.domain.models import Trip, TripOffer
 from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
@@ -207,6 +207,16 @@ async def test_quote_from_the_router(client: httpx.AsyncClient, osrm: FakeOsrm) 
     assert got["pickUpEtaSeconds"] == round(500 * 1.3 / (25 / 3.6))
     expires = datetime.fromisoformat(got["expiresAt"])
     assert timedelta(seconds=290) < expires - datetime.now(UTC) <= timedelta(seconds=300)
+    # Riders only; points checked like every point.
+    driver = await account(client, "DRIVER")
+    points = {"p": north(0), "d": north(2000)}
+    assert error_code(await gql(client, ESTIMATE, points, token=driver.access)) == "FORBIDDEN"
+    assert error_code(await gql(client, ESTIMATE, points)) == "UNAUTHENTICATED"
+    body = await gql(
+        client, ESTIMATE, {**points, "d": {"latitude": 91, "longitude": 0}}, token=rider.access
+    )
+    assert error_code(body) == "BAD_USER_INPUT"
+    assert list(body["errors"][0]["extensions"]["fields"]) == ["dropOff"]
     # OSRM's order: longitude first.
     lat, lon = north(2000)["latitude"], north(2000)["longitude"]
     assert osrm.paths[-1].startswith(f"/route/v1/driving/{BASE[1]!r},{BASE[0]!r};{lon!r},{lat!r}")
@@ -417,13 +427,17 @@ async def test_release_offers_the_trip_to_others_never_back(server: LiveServer) 
             await watching(app, events.driver_channel(int(second.id)))
             started = time.perf_counter()
             back = (await ok(client, RELEASE, {"id": ride["id"]}, first))["releaseTrip"]
+            answered = time.perf_counter() - started
             offer = (await offers.next("offers"))["tripRequested"]
             latency = time.perf_counter() - started
             assert (back["status"], back["driver"], back["arrivedAt"]) == ("REQUESTED", None, None)
             assert offer["id"] == ride["id"] and offer["status"] == "REQUESTED"
             live = (await watch.next("trip"))["tripUpdated"]
             assert (live["status"], live["driver"]) == ("REQUESTED", None)
-        print(f"re-dispatch latency (release -> other driver's offer): {latency * 1000:.1f} ms")
+        print(
+            f"re-dispatch: releaseTrip answered in {answered * 1000:.1f} ms, "
+            f"the other driver's offer after {latency * 1000:.1f} ms"
+        )
         assert (await ok(client, STATE, {}, first))["driverState"]["availability"] == "AVAILABLE"
         # The releasing driver: no longer offered, cannot see or take it.
         assert await offered_to(app, ride["id"]) == {int(first.id): -1, int(second.id): 0}
@@ -435,10 +449,22 @@ async def test_release_offers_the_trip_to_others_never_back(server: LiveServer) 
         await ok(client, ACCEPT_TRIP, {"id": ride["id"]}, second)
         await ok(client, RELEASE, {"id": ride["id"]}, second)
         assert await offered_to(app, ride["id"]) == {int(first.id): -1, int(second.id): -1}
-        # A trip without a pick-up (every driver's) is not given back to its driver either.
+        # A trip without a pick-up (every driver's) goes back to the pool, for everyone but
+        # the driver who gave it back: live too (a later request is the next they hear of).
         plain = await request(client, await account(client), dispatched=False)
         await ok(client, ACCEPT_TRIP, {"id": plain["id"]}, first)
-        await ok(client, RELEASE, {"id": plain["id"]}, first)
+        async with (
+            session(server.ws_url, first.access) as mine,
+            session(server.ws_url, second.access) as theirs,
+        ):
+            for ws in (mine, theirs):
+                await ws.subscribe("pool", OFFERS)
+            await watching(app, events.POOL, count=2)
+            await ok(client, RELEASE, {"id": plain["id"]}, first)
+            marker = await request(client, await account(client), dispatched=False)
+            assert (await theirs.next("pool"))["tripRequested"]["id"] == plain["id"]
+            assert (await theirs.next("pool"))["tripRequested"]["id"] == marker["id"]
+            assert (await mine.next("pool"))["tripRequested"]["id"] == marker["id"]
         body = await gql(client, ACCEPT_TRIP, {"id": plain["id"]}, token=first.access)
         assert error_code(body) == "NOT_FOUND"
         await ok(client, ACCEPT_TRIP, {"id": plain["id"]}, second)
@@ -592,3 +618,21 @@ async def test_earnings_of_completed_trips(client: httpx.AsyncClient) -> None:
     too_long = {"from": (now - timedelta(days=367)).isoformat(), "to": now.isoformat()}
     body = await gql(client, EARNINGS, too_long, token=driver.access)
     assert error_code(body) == "BAD_USER_INPUT"
+
+
+async def test_jumping_positions_cannot_overflow_the_fare(client: httpx.AsyncClient) -> None:
+    """A client reporting a car that jumps across the globe adds ~20,000 km a report: the
+    driven distance and the fare stay 32-bit integers, and completing still works."""
+    _, driver, ride = await accepted(client, quoted=False)
+    await move(client, driver, 0)
+    await step(client, driver, ride["id"], "IN_PROGRESS")
+    for i in range(110):  # 110 x ~20,000 km > 2**31 m
+        far = (
+            {"latitude": 80.0, "longitude": 0.0}
+            if i % 2
+            else {"latitude": -80.0, "longitude": 180.0}
+        )
+        await ok(client, UPDATE, {"p": far}, driver)
+    fare = (await step(client, driver, ride["id"], "COMPLETED"))["fare"]
+    assert fare["distanceMeters"] == MAX_METERS
+    assert 0 < fare["final"]["amount"] <= MAX_AMOUNT

@@ -1,8 +1,8 @@
-"""The ride's life across real server processes sharing PostgreSQL + Redis: requests
-expire exactly once whichever process claims them, also after the process that took them
-was killed (SIGKILL); a release on one process re-dispatches to a driver whose socket is on
-the other; an arrival is recorded and published once although every process's worker
-looks for it."""
+"""The ride's life across real server processes sharing PostgreSQL + Redis: the same surge
+quoted by either process; requests expire exactly once whichever process claims them, also
+after the process that took them was killed (SIGKILL); a release on one process
+re-dispatches to a driver whose socket is on the other; an arrival is recorded and
+published once although every process's worker looks for it."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ from redis import asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from taxi.core.cluster import cluster_client
 from taxi.domain import events
-from taxi.domain.positions import METERS_PER_DEGREE
+from taxi.domain.positions import METERS_PER_DEGREE, Fix
+from taxi.domain.positions_redis import RedisPositions
+from taxi.domain.routes import Estimator
 from tests.backends import REDIS_URL
 from tests.helpers import ACCEPT_TRIP, Account, account, error_code, gql, ok
 from tests.procs import TaxiServer, taxi_servers
@@ -38,6 +41,8 @@ UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availa
 REQUEST = "mutation R($input: RequestTripInput!) { requestTrip(input: $input) { id } }"
 RELEASE = "mutation R($id: ID!) { releaseTrip(id: $id) { id status driver { id } } }"
 OFFERS = "subscription { tripRequested { id status } }"
+ESTIMATE = """query E($p: PointInput!, $d: PointInput!) {
+  estimateFare(pickUp: $p, dropOff: $d) { surge carsNearby price { amount } } }"""
 TRIPS_AT_ONCE = 12  # requests per batch, spread over the processes
 
 
@@ -132,8 +137,18 @@ async def test_requests_expire_exactly_once_across_processes(
 ) -> None:
     env = {"DISPATCH_TIMEOUT_SECONDS": "2", "DISPATCH_WAVE_SECONDS": "0.5"}
     async with cluster(pg_database, tmp_path, **env) as ((a, b), prefix):
+        drivers = [await account(s.http, "DRIVER") for s in (a, b, a, b)]
+        for i, driver in enumerate(drivers):
+            await ok((a, b)[i % 2].http, GO_ONLINE, {"p": north(200 + i)}, driver)
         async with hearing(events.full_channel(prefix, events.TRIPS)) as heard:
             both = await requests([a, b], TRIPS_AT_ONCE)
+            # The surge is the same whichever process quotes it: 6 requests near the
+            # pick-up (the dispatched half) against 4 available drivers.
+            rider = await account(a.http)
+            points = {"p": north(0), "d": north(3000)}
+            quotes = [(await ok(s.http, ESTIMATE, points, rider))["estimateFare"] for s in (a, b)]
+            assert [(q["surge"], q["carsNearby"]) for q in quotes] == [(1.5, 4)] * 2
+            assert quotes[0]["price"] == quotes[1]["price"]
             # Both workers race for every expiry.
             await eventually(
                 lambda: reasons(engine, both),
@@ -228,3 +243,47 @@ async def test_release_and_arrival_across_processes(
         state = await ok(b.http, "{ driverState { availability } }", {}, second)
         assert state["driverState"]["availability"] == "AVAILABLE"
         assert isinstance(rider, Account)
+
+
+async def test_the_ride_stages_on_a_redis_cluster(redis_cluster_url: str) -> None:
+    """The store's trip scripts touch one slot (one hash tag): arrival once, the driven
+    distance, and nothing left behind once the trip ends, on a Redis Cluster too."""
+    client = cluster_client(redis_cluster_url)
+    await client.initialize()
+    store = RedisPositions(
+        client,
+        prefix=f"rides-slot-{uuid.uuid4().hex[:8]}",
+        estimator=Estimator(),
+        arrival_meters=50,
+    )
+    driver, trip_id = 7, uuid.uuid4()
+
+    def at(meters: float) -> Fix:
+        return Fix(north(meters)["latitude"], 9.0, None, time.time())
+
+    try:
+        await store.report(driver_id=driver, fix=at(300), online=True)
+        await store.start_trip(driver_id=driver, trip_id=trip_id, rider_id=3, pick_up=pair(0))
+        assert not (await store.report(driver_id=driver, fix=at(100), online=False)).arrived
+        arrived = [
+            (await store.report(driver_id=driver, fix=at(m), online=False)).arrived
+            for m in (40, 20, 30)
+        ]
+        assert arrived == [True, False, False]
+        assert await store.arrivals(limit=10) == [trip_id]
+        await store.drive(driver_id=driver, trip_id=trip_id, drop_off=pair(2000))
+        state = await store.set_trip_location(driver_id=driver, trip_id=trip_id, fix=at(1030))
+        assert state.target == pair(2000)
+        assert await store.driven(trip_id=trip_id) == pytest.approx(1000)
+        await store.end_trip(driver_id=driver, trip_id=trip_id)
+        await store.go_offline(driver_id=driver)
+        assert await store.driven(trip_id=trip_id) == 0
+        assert await store.arrivals(limit=10) == []
+        keys = [store.state, store.fixes, store.trips, store.driven_key, store.arrivals_key]
+        assert await client.exists(*keys) == 0
+    finally:
+        await client.aclose()
+
+
+def pair(meters: float) -> tuple[float, float]:
+    return north(meters)["latitude"], north(meters)["longitude"]

@@ -76,16 +76,19 @@ async def offer_wave(
     return drivers
 
 
-async def schedule(session: AsyncSession, *, settings: Settings, trip: Trip) -> None:
-    """A requested (or released) trip's schedule: its second wave one interval from now
-    (dispatched trips), its expiry DISPATCH_TIMEOUT_SECONDS from now (every trip). A
-    release replaces the row the trip had."""
+async def schedule(
+    session: AsyncSession, *, settings: Settings, trip: Trip, again: bool = False
+) -> None:
+    """A requested (or released: `again`) trip's schedule: its second wave one interval
+    from now (dispatched trips), its expiry DISPATCH_TIMEOUT_SECONDS from now (every
+    trip). A release replaces the row the trip had."""
     now = utcnow()
     expires = now + timedelta(seconds=settings.dispatch_timeout_seconds)
     due = expires
     if trip.pick_up_latitude is not None:
         due = min(due, now + timedelta(seconds=settings.dispatch_wave_seconds))
-    await session.execute(delete(DispatchWave).where(col(DispatchWave.trip_id) == trip.id))
+    if again:
+        await session.execute(delete(DispatchWave).where(col(DispatchWave.trip_id) == trip.id))
     session.add(DispatchWave(trip_id=trip.id, wave=1, due_at=due, expires_at=expires))
 
 

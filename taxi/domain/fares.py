@@ -9,6 +9,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from taxi.core.config import Settings
 
+# Distances and amounts are GraphQL Ints (32-bit) and INTEGER columns: whatever positions a
+# client reports (a car "jumping" between continents adds its jumps to the driven
+# distance), what is stored and served stays below these.
+MAX_METERS = 100_000_000  # 100,000 km
+MAX_AMOUNT = 2**31 - 1
+
 # fare.final stays the quoted price unless the driven distance exceeds the quote's by more
 # than this share.
 DETOUR_TOLERANCE = Decimal("0.25")
@@ -40,7 +46,8 @@ class Tariff:
         km = Decimal(meters) / 1000
         minutes = Decimal(seconds) / 60
         fare = max(Decimal(self.minimum), self.base + self.per_km * km + self.per_minute * minutes)
-        return int((fare * Decimal(repr(surge))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        total = (fare * Decimal(repr(surge))).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        return min(int(total), MAX_AMOUNT)
 
     def surge(self, *, demand: int, supply: int) -> float:
         """1.0 while drivers outnumber (or match) requests, else requests per driver, at

@@ -61,20 +61,30 @@ def can_see(user_id: int, group: UserGroup, trip: TripView) -> bool:
 
 def was_offered(driver_id: int, trip: TripView) -> bool:
     """`offered_clause` on a view."""
+    if driver_id in trip.released:
+        return False
     return trip.offered is None or driver_id in trip.offered
+
+
+Sets = dict[uuid.UUID, tuple[int, ...]]
 
 
 async def offered_sets(
     session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[int, ...]]:
-    """Offered drivers of the dispatched trips `trip_ids`, in one query."""
-    out: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
+) -> tuple[Sets, Sets]:
+    """The offered drivers and the drivers who gave it back, of each of `trip_ids`, in
+    one query."""
+    offered: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
+    released: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
     if trip_ids:
         rows = await session.execute(
-            select(col(TripOffer.trip_id), col(TripOffer.driver_id)).where(
-                col(TripOffer.trip_id).in_(trip_ids), col(TripOffer.wave) >= 0
+            select(col(TripOffer.trip_id), col(TripOffer.driver_id), col(TripOffer.wave)).where(
+                col(TripOffer.trip_id).in_(trip_ids)
             )
         )
-        for trip_id, driver_id in rows:
-            out[trip_id].append(driver_id)
-    return {k: tuple(sorted(v)) for k, v in out.items()}
+        for trip_id, driver_id, wave in rows:
+            (released if wave == RELEASED_WAVE else offered)[trip_id].append(driver_id)
+    return (
+        {k: tuple(sorted(v)) for k, v in offered.items()},
+        {k: tuple(sorted(v)) for k, v in released.items() if v},
+    )

@@ -173,6 +173,9 @@ class TripView:
     # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
     # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never served.
     offered: strawberry.Private[tuple[int, ...] | None] = None
+    # Drivers who gave the trip back (releaseTrip): never in their pool again, dispatched or
+    # not. Never served.
+    released: strawberry.Private[tuple[int, ...]] = ()
 
     @property
     def rider_id(self) -> int | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from taxi.core.config import Settings
+from taxi.domain.fares import MAX_METERS
 from taxi.domain.positions import Fix, distance
 from taxi.domain.readmodels import LocationView
 
@@ -96,6 +97,6 @@ class Router:
             raise ValueError(f"router answered {body.get('code')!r}")
         best = body["routes"][0]
         meters, seconds = float(best["distance"]), float(best["duration"])
-        if not all(math.isfinite(v) and v >= 0 for v in (meters, seconds)):
+        if not all(math.isfinite(v) and 0 <= v <= MAX_METERS for v in (meters, seconds)):
             raise ValueError("not a route length and time")
         return Route(meters=round(meters), seconds=round(seconds))

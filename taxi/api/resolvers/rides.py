@@ -10,7 +10,7 @@ import strawberry
 from taxi.api.resolvers.trips import PointInput
 from taxi.api.schema.types import Info, field, mutation
 from taxi.domain.readmodels import MoneyView, PointView, TripView
-from taxi.domain.services import pricing, rides
+from taxi.domain.services import earnings, pricing, rides
 
 
 @strawberry.type(
@@ -93,7 +93,7 @@ class RideQuery:
         to: datetime,
     ) -> Earnings:
         ctx = info.context
-        got = await rides.earnings(
+        got = await earnings.earnings(
             db=ctx.db, settings=ctx.settings, user=await ctx.user(), start=from_, end=to
         )
         return Earnings(

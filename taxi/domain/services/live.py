@@ -102,7 +102,13 @@ def _requested(event: Event) -> TripView | None:
 
 def watch_requests(*, user: User) -> Feed[TripView]:
     assert user.id is not None
-    return Feed((events.POOL, events.driver_channel(user.id)), _requested)
+    uid = user.id
+
+    def see(event: Event) -> TripView | None:
+        view = _requested(event)
+        return None if view is None or uid in view.released else view
+
+    return Feed((events.POOL, events.driver_channel(uid)), see)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:

@@ -143,16 +143,22 @@ async def load(
         counted = int(rows[0]["total"])
     else:  # an empty page (past the end): the count alone
         counted = await connection.scalar(counting, values)
-    dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
-    offered = await offered_sets(connection, dispatched)
+    # Offers matter for dispatched trips; a trip given back, for any trip still requested.
+    wanted = [
+        r["id"]
+        for r in rows
+        if r["pick_up_latitude"] is not None or r["status"] is TripStatus.REQUESTED
+    ]
+    offered, released = await offered_sets(connection, wanted)
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
-    views = [_view(r, offered, fixes, positions.estimator) for r in rows]
+    views = [_view(r, offered, released, fixes, positions.estimator) for r in rows]
     return Loaded(views, more, counted and int(counted))
 
 
 def _view(
     row: RowMapping,
     offered: dict[uuid.UUID, tuple[int, ...]],
+    released: dict[uuid.UUID, tuple[int, ...]],
     fixes: dict[uuid.UUID, Fix],
     estimator: Estimator,
 ) -> TripView:
@@ -179,7 +185,8 @@ def _view(
         driver_location=None if fix is None else fix.view(),
         pick_up=pick_up,
         drop_off=drop_off,
-        offered=offered.get(trip_id),
+        offered=offered.get(trip_id) if pick_up is not None else None,
+        released=released.get(trip_id, ()),
         fare=_fare(row),
         pick_up_eta_seconds=eta if status is TripStatus.STARTED else None,
         drop_off_eta_seconds=eta if status is TripStatus.IN_PROGRESS else None,

@@ -1,22 +1,22 @@
-"""When a ride does not go to plan, and what drivers earned: releaseTrip (given back and
-re-dispatched, or a no-show), the open trips of a deactivated or deleted user, and
-earnings. Same rules as taxi/domain/services/trips.py: conditional UPDATEs decide races,
-events are published after commit."""
+"""When a ride does not go to plan: releaseTrip (given back and re-dispatched, or a
+no-show), and the open trips of a deactivated or deleted user. Same rules as
+taxi/domain/services/trips.py: conditional UPDATEs decide races, events are published
+after commit."""
 
 from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
 from taxi.domain import dispatch
-from taxi.domain.errors import BadUserInput, Conflict, Forbidden
+from taxi.domain.errors import Conflict, Forbidden
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import (
     ACTIVE_STATUSES,
@@ -25,7 +25,6 @@ from taxi.domain.models import (
     TripOffer,
     TripStatus,
     User,
-    UserGroup,
     utcnow,
 )
 from taxi.domain.offers import RELEASED_WAVE
@@ -33,8 +32,6 @@ from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import TripView
 from taxi.domain.services.reads import STORE_DOWN
 from taxi.domain.services.trips import _after_commit, _apply, _ended, _load_for_change, _view
-
-MAX_EARNINGS_RANGE = timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +68,7 @@ async def _release(
             offered = await dispatch.offer_wave(
                 session, positions=positions, settings=settings, trip=trip, wave=0
             )
-    await dispatch.schedule(session, settings=settings, trip=trip)
+    await dispatch.schedule(session, settings=settings, trip=trip, again=True)
     await session.flush()
     view = await _view(session, trip.id, positions)
     return Outcome(view, Kind.RELEASED, tuple(offered))
@@ -181,43 +178,3 @@ async def publish_closed(
     position store (a deactivated or deleted driver must get no further offers)."""
     await _publish(events, positions, outcomes, driver=user_id)
     await _after_commit("going offline", positions.go_offline(driver_id=user_id))
-
-
-@dataclass(frozen=True, slots=True)
-class EarningsView:
-    trips: int
-    total: int
-    currency: str
-    distance_meters: int
-
-
-async def earnings(
-    *, db: SessionMaker, settings: Settings, user: User, start: datetime, end: datetime
-) -> EarningsView:
-    """The driver's COMPLETED trips completed in [start, end)."""
-    if user.group is not UserGroup.DRIVER:
-        raise Forbidden("Only drivers have earnings.")
-    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
-    if end < start:
-        raise BadUserInput("Invalid range.", fields={"to": ["Must not be before `from`."]})
-    if end - start > MAX_EARNINGS_RANGE:
-        raise BadUserInput("Invalid range.", fields={"to": ["At most 366 days after `from`."]})
-    async with db() as session:
-        row = (
-            await session.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(col(Trip.fare_final)), 0),
-                    func.coalesce(func.sum(col(Trip.driven_meters)), 0),
-                ).where(
-                    col(Trip.driver_id) == user.id,
-                    col(Trip.status) == TripStatus.COMPLETED,
-                    col(Trip.ended_at) >= start,
-                    col(Trip.ended_at) < end,
-                )
-            )
-        ).one()
-    trips, total, meters = row
-    return EarningsView(
-        trips=trips, total=total or 0, currency=settings.fare_currency, distance_meters=meters or 0
-    )

@@ -24,7 +24,7 @@ from taxi.core.db import SessionMaker, affected
 from taxi.domain import dispatch
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound
 from taxi.domain.events import Kind, Publisher
-from taxi.domain.fares import Tariff
+from taxi.domain.fares import MAX_METERS, Tariff
 from taxi.domain.models import (
     ACTIVE_STATUSES,
     CancelReason,
@@ -258,7 +258,9 @@ async def update_trip_status(
         if status is TripStatus.IN_PROGRESS:
             values["picked_up_at"] = now
         else:
-            meters = round(driven if driven is not None else trip.quoted_meters or 0)
+            meters = min(
+                round(driven if driven is not None else trip.quoted_meters or 0), MAX_METERS
+            )
             seconds = round((now - (trip.picked_up_at or now)).total_seconds())
             final = Tariff.of(settings).final(
                 quoted=trip.fare_quoted,
