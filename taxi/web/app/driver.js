@@ -73,7 +73,9 @@ function renderOffers() {
 }
 
 function offer(t) {
+  const fresh = t.status === "REQUESTED" && !offers.trips.has(t.id) && !offers.given.has(t.id);
   offers.update(t);
+  if (fresh && !trip) status(`New offer: ${t.pickUpAddress} → ${t.dropOffAddress}.`);
   if (trip && t.id === trip.id) renderTrip(t);
   renderOffers();
 }

@@ -2,7 +2,7 @@
 // which buttons apply: drive, step, give the trip back while driving to the pick-up, and
 // report a no-show only once NO_SHOW_SECONDS have passed since arriving.
 import { money } from "./format.js";
-import { $, show } from "./ui.js";
+import { $, say, show } from "./ui.js";
 
 const SAYS = {
   STARTED: "Drive to the pick-up",
@@ -38,8 +38,8 @@ function noShowAfter(t, noShowSeconds, current) {
 export function showTrip(t, { noShowSeconds, driving, current }) {
   show($("#trip"), true);
   const waitingHere = t.status === "STARTED" && t.arrivedAt;
-  $("#trip-status").textContent = (t.status === "CANCELED" && ENDED[t.cancelReason])
-    || (waitingHere ? "At the pick-up: waiting for the rider" : SAYS[t.status]);
+  say($("#trip-status"), (t.status === "CANCELED" && ENDED[t.cancelReason])
+    || (waitingHere ? "At the pick-up: waiting for the rider" : SAYS[t.status]));
   $("#trip-status").dataset.status = t.status;
   $("#trip-rider").querySelector("span").textContent = t.rider ? `Rider: ${t.rider.firstName} (${t.rider.username})` : "";
   $("#rider-photo").src = (t.rider && t.rider.photoUrl) || "";

@@ -3,7 +3,7 @@
 // both ends are set, the price (estimateFare) whose quote id the request then carries.
 import { gql } from "./api.js";
 import { eta, meters, money, duration } from "./format.js";
-import { $, show } from "./ui.js";
+import { $, say, show } from "./ui.js";
 
 const NEARBY = `query Nearby($near: PointInput!) {
   nearbyCars(near: $near, radiusMeters: 5000, first: 20) {
@@ -16,9 +16,9 @@ const REQUOTE_MARGIN_MS = 10000; // a quote this close to expiring is asked for 
 const point = (p) => ({ latitude: p.latitude, longitude: p.longitude });
 
 function sayCars(count, nearestEta) {
-  $("#cars").textContent = count
+  say($("#cars"), count
     ? `${count} car${count > 1 ? "s" : ""} nearby, the nearest about ${eta(nearestEta)} away.`
-    : "No cars nearby right now: a request may find no driver.";
+    : "No cars nearby right now: a request may find no driver.");
   $("#cars").dataset.cars = String(count);
 }
 

@@ -2,7 +2,7 @@
 // time, "your driver is here", why it ended when it did not go to plan, and the receipt.
 import { duration, eta, meters, money } from "./format.js";
 import { distance } from "./streets.js";
-import { $, show, status } from "./ui.js";
+import { $, say, show, status } from "./ui.js";
 
 export const TRIP = `id status pickUpAddress dropOffAddress rating cancelReason arrivedAt
   pickUpEtaSeconds dropOffEtaSeconds
@@ -54,7 +54,7 @@ export function showEta(t, seconds) {
     return;
   }
   el.dataset.seconds = String(seconds);
-  el.textContent = coming ? `Your driver arrives in ${eta(seconds)}.` : `${eta(seconds)} to the drop-off.`;
+  say(el, coming ? `Your driver arrives in ${eta(seconds)}.` : `${eta(seconds)} to the drop-off.`);
 }
 
 export function showDistance(t, location) {

@@ -7,7 +7,7 @@ import { MapView } from "./map.js";
 import { Quote, showCars } from "./quote.js";
 import { TRIP, announce, driverLine, receipt, showDistance, showEta, statusLine } from "./ride.js";
 import { route, snap } from "./streets.js";
-import { $, onClick, show, status } from "./ui.js";
+import { $, onClick, say, show, status } from "./ui.js";
 
 const CARS_EVERY_MS = 3000;
 const ACTIVE = `query Active { trips(status: [REQUESTED, STARTED, IN_PROGRESS], first: 1) { edges { node { ${TRIP} } } } }`;
@@ -83,7 +83,7 @@ function render(t) {
   $("#ride").dataset.trip = t.id;
   show($("#plan"), false);
   show($("#ride"), true);
-  $("#trip-status").textContent = statusLine(t);
+  say($("#trip-status"), statusLine(t));
   $("#trip-status").dataset.status = t.status;
   $("#trip-status").dataset.reason = t.cancelReason || "";
   $("#trip-status").dataset.arrived = t.arrivedAt ? "yes" : "no";

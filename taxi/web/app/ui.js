@@ -7,6 +7,12 @@ export function show(el, visible) {
   el.hidden = !visible;
 }
 
+// Sets `el`'s text only when it changes: an aria-live region re-announces any rewrite, and
+// an arrival time rewritten on every position would never stop talking.
+export function say(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 // #message is role="status" aria-live="polite": each change is read out once.
 export function status(text, error = false) {
   const el = $("#message");
