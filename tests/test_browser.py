@@ -42,6 +42,10 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
+# Long enough for the app's refresh margin (15 s before expiry), short enough to wait for.
+SHORT_TOKEN_TTL = 17
+
+
 @pytest.mark.parametrize("screen", ["desktop", "phone"])
 async def test_browser_rides(settings: Settings, backend: Backend, screen: str) -> None:
     chromium = _chromium()
@@ -82,3 +86,26 @@ async def test_browser_rides(settings: Settings, backend: Backend, screen: str) 
     assert f"rides complete ({screen})" in out
     assert "fare.quoted == receipt" in out, out
     assert len(list(shots.glob("*.png"))) >= 20, out
+
+
+async def test_browser_reconnects_after_token_expiry(settings: Settings, backend: Backend) -> None:
+    """The other 4403: the token that opened the socket expired. The page refreshes it and
+    reconnects, still signed in (a refused refresh would end the session instead)."""
+    chromium = _chromium()
+    node, npm = tools()
+    await ensure_node_modules(npm)
+    shots = ARTIFACTS / f"browser-{backend.name}" / "token-expiry"
+    shutil.rmtree(shots, ignore_errors=True)
+    env = {**os.environ, "CHROMIUM": chromium, "SCENARIO": "token-expiry"}
+    settings = settings.model_copy(
+        update={
+            "channel_prefix": f"browser-{uuid.uuid4().hex[:8]}",
+            "access_token_ttl": SHORT_TOKEN_TTL,
+        }
+    )
+    async with serve(settings) as live:
+        code, out = await run(
+            node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
+        )
+    assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
+    assert "token-expiry complete" in out, out

@@ -319,7 +319,36 @@ const browser = await chromium.launch({
     "--disable-sync",
   ],
 });
-try {
+// SCENARIO=token-expiry (a server with a short ACCESS_TOKEN_TTL): the socket the token
+// opened is closed with 4403 when it expires, and the page reconnects with a fresh token,
+// still signed in, instead of ending the session as it does when the refresh is refused.
+async function tokenExpiry() {
+  const driver = await open("driver");
+  let opened = 0;
+  let firstClosed = false;
+  const reconnected = new Promise((resolve) => {
+    driver.on("websocket", (ws) => {
+      const n = ++opened;
+      ws.on("close", () => n === 1 && (firstClosed = true));
+      ws.on("framereceived", (f) => {
+        if (n > 1 && firstClosed && String(f.payload).includes("connection_ack")) resolve(n);
+      });
+    });
+  });
+  await signUp(driver, `${base}/app/driver.html`, { username: `tess_${suffix}`, first: "Tess" });
+  await goOnline(driver, "Central Station");
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no reconnection after the token expired")), TIMEOUT_MS * 2);
+  });
+  const n = await Promise.race([reconnected, timeout]).finally(() => clearTimeout(timer));
+  check(await driver.isVisible("#log-out"), "signed out after a token expired");
+  check(!(await driver.isVisible("#auth")), "the log-in form is back after a token expired");
+  await snap(driver, "driver-reconnected-after-token-expiry");
+  console.log(`token expiry: socket ${n} acknowledged after the first one closed; still signed in`);
+}
+
+async function rides() {
   if (!PHONE) await graphiql();
   const driverA = await open("driver A");
   const driverB = await open("driver B");
@@ -338,6 +367,11 @@ try {
   check(sockets() === 0, `the signed-out page opened ${sockets()} socket(s) again`);
   check(gone() === 0, `the deactivated rider's page opened ${gone()} socket(s) again`);
   await snap(rider, "rider-still-signed-out");
+}
+
+try {
+  if (process.env.SCENARIO === "token-expiry") await tokenExpiry();
+  else await rides();
 } catch (err) {
   problems.push(`step failed: ${err.message}`);
   for (const [page, who] of pages) if (!page.isClosed()) await snap(page, `FAILED-${who.replace(/ /g, "-")}`).catch(() => {});
@@ -348,4 +382,4 @@ if (problems.length) {
   console.error(problems.join("\n"));
   process.exit(1);
 }
-console.log(`rides complete (${SCREEN})`);
+console.log(`${process.env.SCENARIO || "rides"} complete (${SCREEN})`);
