@@ -37,6 +37,7 @@ class Services:
     hub: Hub
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
+    trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)

@@ -3,15 +3,19 @@ design (PROTOCOL.md): never a PostgreSQL row per report. This module holds the s
 shapes and the in-process store of the embedded default; taxi/domain/positions_redis.py holds
 the Redis one (GEOADD/GEOSEARCH), used whenever REDIS_URL is set.
 
-Availability lives here too, not in the database: it changes with every trip, a lost
-value heals itself (a driver goes online again, the next trip sets it), and the
-per-report path must know it without a SQL read. The trip lifecycle (the database)
-stays the authority for who drives what; this is the cache dispatch needs."""
+Availability is kept here too (the per-report path must know it without a SQL read), but
+PostgreSQL is the truth: a driver is ON_TRIP exactly while a trip they accepted is STARTED
+or IN_PROGRESS there, and this store follows the rows (taxi/domain/availability.py says
+how). Its trip changes are written so that their order does not matter: a trip started
+here after it ended (a late after-commit step) is refused by a tombstone of that
+(driver, trip), one started before a later goOffline by the driver's epoch, and a driver
+holds a set of trips, so that a late step of one trip never overwrites another."""
 
 from __future__ import annotations
 
 import enum
 import math
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -32,6 +36,9 @@ METERS_PER_DEGREE = EARTH_RADIUS * math.pi / 180
 GEO_MAX_LATITUDE = 85.05112878
 # The in-process grid: cells of 0.01 degree (~1.1 km north-south).
 CELL = 0.01
+# How long an ended (driver, trip) is remembered, so that its late start is refused: far
+# longer than any request's after-commit step can be delayed; pruned after.
+ENDED_KEEP = 3600.0
 
 
 class Availability(enum.Enum):
@@ -41,12 +48,15 @@ class Availability(enum.Enum):
 
 
 class Stage(enum.Enum):
-    """Where a driver on a trip is heading: the store knows the next stop, so each report
+    """Where a trip's car is heading, kept per trip beside its positions: each report
     gets its ETA, the arrival and the driven distance without a SQL read."""
 
     PICK_UP = "P"  # STARTED, not yet arrived
     ARRIVED = "A"  # STARTED, within ARRIVAL_METERS of the pick-up once
     DROP_OFF = "D"  # IN_PROGRESS: reports add to the driven distance
+
+
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +91,13 @@ class DriverStatus:
     availability: Availability
     trip_id: uuid.UUID | None = None
     rider_id: int | None = None  # the trip's rider: who may watch the car
+    # Bumped by every goOffline: a trip start read before it cannot land after it.
+    epoch: int = 0
+    # The trip's stage and next stop (when it has one), as of this report; `arrived`: this
+    # very report reached the pick-up (once per trip).
     stage: Stage | None = None
-    target: tuple[float, float] | None = None  # the next stop, when the trip has one
-    arrived: bool = False  # this very report reached the pick-up (once per trip)
+    target: Point | None = None
+    arrived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +130,9 @@ class PositionStore(Protocol):
         """Record a position. `online` turns an OFFLINE driver AVAILABLE (goOnline);
         without it an OFFLINE driver stays OFFLINE and nothing is stored."""
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        """OFFLINE, position forgotten; unchanged (ON_TRIP) while driving a trip."""
+    async def go_offline(self, *, driver_id: int) -> None:
+        """OFFLINE, position and trips forgotten, epoch bumped: whatever the state. The
+        caller decides whether the driver may (taxi/domain/availability.py)."""
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]: ...
 
@@ -127,29 +142,32 @@ class PositionStore(Protocol):
         driver_id: int,
         trip_id: uuid.UUID,
         rider_id: int | None,
-        pick_up: tuple[float, float] | None = None,
-    ) -> None: ...
+        epoch: int,
+        pick_up: Point | None = None,
+    ) -> bool:
+        """ON_TRIP, unless this (driver, trip) ended already or the driver's epoch is no
+        longer `epoch` (read before the accept committed); True when applied. The trip
+        heads for `pick_up` (unless it has a stage already)."""
 
-    async def drive(
-        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
-    ) -> None:
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
         """IN_PROGRESS: heading for the drop-off; the driven distance counts from here."""
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
-        """AVAILABLE again (at the last position), the trip's location, driven distance
-        and pending arrival forgotten."""
+        """The trip leaves the driver (remembered as ended); with no trip left, AVAILABLE
+        again at the last position. The trip's location, stage, driven distance and
+        pending arrival are forgotten."""
 
     async def set_trip_location(
         self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
     ) -> DriverStatus:
         """reportLocation: the trip's driverLocation (and the driver's position), with the
-        same stage rules as a report; returns the driver's state."""
+        same stage rules as a report; returns the trip's stage."""
 
     async def driven(self, *, trip_id: uuid.UUID) -> float:
         """Metres driven so far while IN_PROGRESS."""
 
     async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
-        """Trips whose driver reached the pick-up, not yet recorded (`arrival_recorded`)."""
+        """Trips whose car reached the pick-up, not yet recorded (`arrival_recorded`)."""
 
     async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None: ...
 
@@ -168,7 +186,12 @@ class PositionStore(Protocol):
         """AVAILABLE drivers with a position newer than `fresh_after`, nearest first."""
 
     async def prune(self, *, fresh_after: float) -> int:
-        """Drop stale positions from the index (they are filtered anyway); returns how many."""
+        """Drop stale positions from the index (they are filtered anyway), and ended trips
+        older than ENDED_KEEP; returns how many positions."""
+
+
+_MISSING = object()
+_OFFLINE = DriverStatus(Availability.OFFLINE)
 
 
 def _cell(latitude: float, longitude: float) -> tuple[int, int]:
@@ -182,9 +205,13 @@ class MemoryPositions:
     def __init__(self, *, estimator: Estimator, arrival_meters: float) -> None:
         self.estimator = estimator
         self.arrival_meters = arrival_meters
+        self._stages: dict[uuid.UUID, tuple[Stage, Point | None]] = {}
         self._driven: dict[uuid.UUID, float] = {}
         self._arrivals: set[uuid.UUID] = set()
-        self._state: dict[int, DriverStatus] = {}
+        self._state: dict[int, DriverStatus] = {}  # online drivers, derived from below
+        self._on: dict[int, dict[uuid.UUID, int | None]] = {}  # driver -> trip -> rider
+        self._epochs: dict[int, int] = {}
+        self._ended: dict[tuple[int, uuid.UUID], float] = {}
         self._fixes: dict[int, Fix] = {}
         self._cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
         self._indexed: dict[int, tuple[int, int]] = {}  # available driver -> their cell
@@ -201,7 +228,7 @@ class MemoryPositions:
             self._cells[cell].add(driver_id)
 
     def _status(self, driver_id: int) -> DriverStatus:
-        return self._state.get(driver_id, DriverStatus(Availability.OFFLINE))
+        return self._state.get(driver_id, _OFFLINE)
 
     async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
         state = self._status(driver_id)
@@ -213,36 +240,34 @@ class MemoryPositions:
         if state.availability is Availability.AVAILABLE:
             self._index(driver_id, fix)
         elif state.trip_id is not None:
-            state = self._on_trip(driver_id, state, fix)
+            state = self._on_trip(state, state.trip_id, fix)
         return state
 
-    def _on_trip(self, driver_id: int, state: DriverStatus, fix: Fix) -> DriverStatus:
+    def _on_trip(self, state: DriverStatus, trip_id: uuid.UUID, fix: Fix) -> DriverStatus:
         """A position of a trip's car: the driven distance, or the arrival (the Redis
-        store's TRIP_FIX script is the same rule)."""
-        assert state.trip_id is not None
-        previous = self._trips.get(state.trip_id)
-        self._trips[state.trip_id] = fix
-        if state.stage is Stage.DROP_OFF and previous is not None:
+        store's ON_TRIP script is the same rule)."""
+        previous = self._trips.get(trip_id)
+        self._trips[trip_id] = fix
+        stage, target = self._stages.get(trip_id, (None, None))
+        if stage is Stage.DROP_OFF and previous is not None:
             step = distance(previous.latitude, previous.longitude, fix.latitude, fix.longitude)
-            self._driven[state.trip_id] = self._driven.get(state.trip_id, 0.0) + step
-        elif state.stage is Stage.PICK_UP and state.target is not None:
-            if distance(fix.latitude, fix.longitude, *state.target) <= self.arrival_meters:
-                self._state[driver_id] = replace(state, stage=Stage.ARRIVED)
-                self._arrivals.add(state.trip_id)
-                return replace(state, stage=Stage.ARRIVED, arrived=True)
-        return state
+            self._driven[trip_id] = self._driven.get(trip_id, 0.0) + step
+        elif stage is Stage.PICK_UP and target is not None:
+            if distance(fix.latitude, fix.longitude, *target) <= self.arrival_meters:
+                self._stages[trip_id] = (Stage.ARRIVED, target)
+                self._arrivals.add(trip_id)
+                return replace(state, stage=Stage.ARRIVED, target=target, arrived=True)
+        return replace(state, stage=stage, target=target)
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        state = self._status(driver_id)
-        if state.availability is Availability.ON_TRIP:
-            return state
+    async def go_offline(self, *, driver_id: int) -> None:
         self._state.pop(driver_id, None)
+        self._on.pop(driver_id, None)
         self._fixes.pop(driver_id, None)
         self._index(driver_id, None)
-        return DriverStatus(Availability.OFFLINE)
+        self._epochs[driver_id] = self._epochs.get(driver_id, 0) + 1
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
-        state = self._status(driver_id)
+        state = replace(self._status(driver_id), epoch=self._epochs.get(driver_id, 0))
         fix = self._fixes.get(driver_id) if state.availability is not Availability.OFFLINE else None
         return state, fix
 
@@ -252,21 +277,22 @@ class MemoryPositions:
         driver_id: int,
         trip_id: uuid.UUID,
         rider_id: int | None,
-        pick_up: tuple[float, float] | None = None,
-    ) -> None:
-        self._state[driver_id] = DriverStatus(
-            Availability.ON_TRIP, trip_id, rider_id, Stage.PICK_UP, pick_up
-        )
+        epoch: int,
+        pick_up: Point | None = None,
+    ) -> bool:
+        if (driver_id, trip_id) in self._ended or self._epochs.get(driver_id, 0) != epoch:
+            return False
+        trips = self._on.setdefault(driver_id, {})
+        trips[trip_id] = rider_id
+        self._stages.setdefault(trip_id, (Stage.PICK_UP, pick_up))
+        self._state[driver_id] = DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
         self._index(driver_id, None)
+        return True
 
-    async def drive(
-        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
-    ) -> None:
-        state = self._status(driver_id)
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
+        self._stages[trip_id] = (Stage.DROP_OFF, drop_off)
         self._driven[trip_id] = 0.0
         self._arrivals.discard(trip_id)
-        if state.trip_id == trip_id:
-            self._state[driver_id] = replace(state, stage=Stage.DROP_OFF, target=drop_off)
 
     async def driven(self, *, trip_id: uuid.UUID) -> float:
         return self._driven.get(trip_id, 0.0)
@@ -279,10 +305,18 @@ class MemoryPositions:
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         self._trips.pop(trip_id, None)
+        self._stages.pop(trip_id, None)
         self._driven.pop(trip_id, None)
         self._arrivals.discard(trip_id)
-        if self._status(driver_id).trip_id != trip_id:
+        self._ended[(driver_id, trip_id)] = time.time()
+        trips = self._on.get(driver_id, {})
+        if trips.pop(trip_id, _MISSING) is _MISSING:
             return
+        if trips:  # another trip (a late start of an older one): the newest stays shown
+            newest, rider = next(reversed(trips.items()))
+            self._state[driver_id] = DriverStatus(Availability.ON_TRIP, newest, rider)
+            return
+        del self._on[driver_id]
         self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
         self._index(driver_id, self._fixes.get(driver_id))
 
@@ -290,11 +324,7 @@ class MemoryPositions:
         self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
     ) -> DriverStatus:
         self._fixes[driver_id] = fix
-        state = self._status(driver_id)
-        if state.trip_id != trip_id:  # the store lost the trip (it heals with the next one)
-            self._trips[trip_id] = fix
-            return state
-        return self._on_trip(driver_id, state, fix)
+        return self._on_trip(DriverStatus(Availability.ON_TRIP, trip_id), trip_id, fix)
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         return {t: self._trips[t] for t in trip_ids if t in self._trips}
@@ -336,6 +366,8 @@ class MemoryPositions:
         return found[:count]
 
     async def prune(self, *, fresh_after: float) -> int:
+        horizon = time.time() - ENDED_KEEP
+        self._ended = {k: at for k, at in self._ended.items() if at >= horizon}
         stale = [d for d in self._indexed if self._fixes[d].at < fresh_after]
         for driver in stale:
             self._index(driver, None)

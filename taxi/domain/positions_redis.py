@@ -1,180 +1,40 @@
 """The position store on Redis (REDIS_URL): GEOADD/GEOSEARCH over available drivers, a
 sorted set of when each was last seen (freshness), hashes of state and last positions.
 
-Every key shares one hash tag, `{<prefix>:geo}`, so each script below touches one
-Redis Cluster slot; and each change is one script, one round trip, atomic: a report
-can never index a driver that went offline or on a trip meanwhile."""
+Every key shares one hash tag, `{<prefix>:geo}`, and each change is one script
+(taxi/domain/positions_scripts.py), one round trip, atomic: a report can never index a
+driver that went offline or on a trip meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from taxi.core.broadcast import RedisClient
 from taxi.domain.positions import (
+    ENDED_KEEP,
     Availability,
     DriverStatus,
     Fix,
     Nearby,
+    Point,
     Stage,
     distance,
     geo_latitude,
 )
+from taxi.domain.positions_scripts import DRIVE, END, OFFLINE, PRUNE, REPORT, START, TRIP_FIX
 from taxi.domain.routes import Estimator
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
 # dropped after), and doubles the count until it has enough or the radius is exhausted.
 SEARCH_SLACK = 8
-
-# A position of a trip's car (MemoryPositions._on_trip is the same rule): while heading
-# for the drop-off the step from the previous position adds to the driven distance; while
-# heading for the pick-up, the first position within `arrival` metres of it turns the
-# stage to arrived and queues the trip for the arrival's record, once. A driver on a trip
-# is "T:<trip>:<rider>:<stage>:<stop lat>:<stop lon>"; returns the state, with ":!"
-# appended when this position arrived. (Same sphere as taxi.domain.positions.distance.)
-ON_TRIP = """
-local function dist(lat1, lon1, lat2, lon2)
-  local r = math.pi / 180
-  local a = math.sin((lat2 - lat1) * r / 2) ^ 2
-    + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
-  return 2 * 6372797.560856 * math.asin(math.min(1, math.sqrt(a)))
-end
-local function at(fix)
-  local lat, lon = string.match(fix, '^([^,]*),([^,]*),')
-  return tonumber(lat), tonumber(lon)
-end
-local function on_trip(statekey, trips, driven, arrivals, arrival, d, s, f)
-  local trip, rider, stage, tlat, tlon =
-    string.match(s, '^T:([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
-  if not trip then
-    trip = string.match(s, '^T:([^:]+)')
-  end
-  local prev = redis.call('HGET', trips, trip)
-  redis.call('HSET', trips, trip, f)
-  local lat, lon = at(f)
-  if stage == 'D' and prev then
-    local plat, plon = at(prev)
-    redis.call('HINCRBYFLOAT', driven, trip, dist(plat, plon, lat, lon))
-  elseif stage == 'P' and tlat ~= ''
-    and dist(lat, lon, tonumber(tlat), tonumber(tlon)) <= arrival then
-    s = 'T:' .. trip .. ':' .. rider .. ':A:' .. tlat .. ':' .. tlon
-    redis.call('HSET', statekey, d, s)
-    redis.call('SADD', arrivals, trip)
-    return s .. ':!'
-  end
-  return s
-end
-"""
-
-# KEYS: state, fixes, avail (geo), seen (zset), trips, driven, arrivals. ARGV: arrival
-# metres, then groups of six per report: driver, fix, lon, lat, at, online (1/0). Returns
-# each driver's state: "A" (available), "T:..." (on a trip, ON_TRIP), "" (offline:
-# nothing stored).
-REPORT = (
-    ON_TRIP
-    + """
-local arrival = tonumber(ARGV[1])
-local out = {}
-for i = 2, #ARGV, 6 do
-  local d, f = ARGV[i], ARGV[i + 1]
-  local s = redis.call('HGET', KEYS[1], d)
-  if not s and ARGV[i + 5] == '1' then
-    s = 'A'
-    redis.call('HSET', KEYS[1], d, s)
-  end
-  if not s then
-    s = ''
-  else
-    redis.call('HSET', KEYS[2], d, f)
-    if s == 'A' then
-      redis.call('GEOADD', KEYS[3], ARGV[i + 2], ARGV[i + 3], d)
-      redis.call('ZADD', KEYS[4], ARGV[i + 4], d)
-    else
-      s = on_trip(KEYS[1], KEYS[5], KEYS[6], KEYS[7], arrival, d, s, f)
-    end
-  end
-  out[#out + 1] = s
-end
-return out
-"""
-)
 # Reports batched into one script call at most (a burst beyond waits for the next call).
 MAX_BATCH = 500
-
-# KEYS: state, fixes, avail, seen. ARGV: driver.
-OFFLINE = """
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if s and s ~= 'A' then return s end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-return false
-"""
-
-# KEYS: state, fixes, trips, driven, arrivals. ARGV: driver, trip, fix, arrival metres.
-TRIP_FIX = (
-    ON_TRIP
-    + """
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-  return s or ''
-end
-return on_trip(KEYS[1], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[4]), ARGV[1], s, ARGV[3])
-"""
-)
-
-# KEYS: state, avail, seen. ARGV: driver, trip, rider, pick-up lat, pick-up lon.
-START = """
-redis.call('HSET', KEYS[1], ARGV[1],
-  'T:' .. ARGV[2] .. ':' .. ARGV[3] .. ':P:' .. ARGV[4] .. ':' .. ARGV[5])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-"""
-
-# KEYS: state, driven, arrivals. ARGV: driver, trip, drop-off lat, drop-off lon.
-DRIVE = """
-redis.call('HSET', KEYS[2], ARGV[2], 0)
-redis.call('SREM', KEYS[3], ARGV[2])
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-local trip, rider = string.match(s or '', '^T:([^:]*):([^:]*)')
-if trip == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1],
-    'T:' .. trip .. ':' .. rider .. ':D:' .. ARGV[3] .. ':' .. ARGV[4])
-end
-"""
-
-# KEYS: state, fixes, avail, seen, trips, driven, arrivals. ARGV: driver, trip.
-END = """
-redis.call('HDEL', KEYS[5], ARGV[2])
-redis.call('HDEL', KEYS[6], ARGV[2])
-redis.call('SREM', KEYS[7], ARGV[2])
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then return end
-redis.call('HSET', KEYS[1], ARGV[1], 'A')
-local f = redis.call('HGET', KEYS[2], ARGV[1])
-if f then
-  local lat, lon, _, at = string.match(f, '^([^,]*),([^,]*),([^,]*),([^,]*)$')
-  lat = math.max(-85.05112878, math.min(85.05112878, tonumber(lat)))
-  redis.call('GEOADD', KEYS[3], lon, lat, ARGV[1])
-  redis.call('ZADD', KEYS[4], at, ARGV[1])
-end
-"""
-
-# KEYS: avail, seen. ARGV: fresh_after.
-PRUNE = """
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
-if #stale > 0 then
-  redis.call('ZREM', KEYS[1], unpack(stale))
-  redis.call('ZREM', KEYS[2], unpack(stale))
-end
-return #stale
-"""
 
 
 def _status(raw: str | None) -> DriverStatus:
@@ -182,19 +42,23 @@ def _status(raw: str | None) -> DriverStatus:
         return DriverStatus(Availability.OFFLINE)
     if raw == "A":
         return DriverStatus(Availability.AVAILABLE)
-    _, trip, rider, *rest = raw.split(":")
-    stage, target, arrived = None, None, False
-    if len(rest) >= 3:
-        stage = Stage(rest[0])
-        if rest[1] and rest[2]:
-            target = (float(rest[1]), float(rest[2]))
-        arrived = rest[3:] == ["!"]
-    return DriverStatus(
-        Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None, stage, target, arrived
-    )
+    trips, _, stage = raw.partition("|")
+    trip, rider = trips[2:].split(",", 1)[0].split(":")
+    return _staged(DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None), stage)
 
 
-def _point(point: tuple[float, float] | None) -> list[str]:
+def _staged(state: DriverStatus, raw: str) -> DriverStatus:
+    """`state` with the trip's stage as the ON_TRIP script answers it ("P:<lat>:<lon>",
+    "!" appended on arrival; "" without a stage)."""
+    if not raw:
+        return state
+    arrived = raw.endswith("!")
+    stage, lat, lon = raw.rstrip("!").split(":")
+    target = (float(lat), float(lon)) if lat and lon else None
+    return replace(state, stage=Stage(stage), target=target, arrived=arrived)
+
+
+def _point(point: Point | None) -> list[str]:
     return ["", ""] if point is None else [repr(point[0]), repr(point[1])]
 
 
@@ -208,11 +72,11 @@ class RedisPositions:
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"
         self.seen, self.trips = f"{tag}:seen", f"{tag}:trips"
-        # Metres driven per trip while IN_PROGRESS; trips arrived at the pick-up, unrecorded.
-        self.driven_key, self.arrivals_key = f"{tag}:driven", f"{tag}:arrivals"
-        # KEYS of REPORT and END.
-        self._all = [self.state, self.fixes, self.avail, self.seen, self.trips]
-        self._all += [self.driven_key, self.arrivals_key]
+        self.epochs, self.ended = f"{tag}:epoch", f"{tag}:ended"
+        # Per trip: its stage and next stop, metres driven, an arrival to record.
+        self.stages, self.driven_key = f"{tag}:stage", f"{tag}:driven"
+        self.arrivals_key = f"{tag}:arrivals"
+        self._ride = [self.stages, self.driven_key, self.arrivals_key]
         self._report = redis.register_script(REPORT)
         self._trip_fix = redis.register_script(TRIP_FIX)
         self._drive = redis.register_script(DRIVE)
@@ -240,7 +104,7 @@ class RedisPositions:
             batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
             try:
                 states = await self._report(
-                    keys=self._all,
+                    keys=[self.state, self.fixes, self.avail, self.seen, self.trips, *self._ride],
                     args=[self.arrival_meters, *(a for args, _ in batch for a in args)],
                 )
             except (RedisError, OSError) as exc:
@@ -252,18 +116,18 @@ class RedisPositions:
                 if not future.done():
                     future.set_result(state)
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        raw = await self._offline(
-            keys=[self.state, self.fixes, self.avail, self.seen], args=[driver_id]
+    async def go_offline(self, *, driver_id: int) -> None:
+        await self._offline(
+            keys=[self.state, self.fixes, self.avail, self.seen, self.epochs], args=[driver_id]
         )
-        return _status(raw)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.state, str(driver_id))
             pipe.hget(self.fixes, str(driver_id))
-            raw, fix = await pipe.execute()
-        state = _status(raw)
+            pipe.hget(self.epochs, str(driver_id))
+            raw, fix, epoch = await pipe.execute()
+        state = replace(_status(raw), epoch=int(epoch or 0))
         if state.availability is Availability.OFFLINE or fix is None:
             return state, None
         return state, Fix.decode(fix)
@@ -274,20 +138,40 @@ class RedisPositions:
         driver_id: int,
         trip_id: uuid.UUID,
         rider_id: int | None,
-        pick_up: tuple[float, float] | None = None,
-    ) -> None:
-        await self._start(
-            keys=[self.state, self.avail, self.seen],
-            args=[driver_id, str(trip_id), rider_id or 0, *_point(pick_up)],
+        epoch: int,
+        pick_up: Point | None = None,
+    ) -> bool:
+        applied = await self._start(
+            keys=[self.state, self.avail, self.seen, self.epochs, self.ended, self.stages],
+            args=[driver_id, str(trip_id), rider_id or 0, epoch, *_point(pick_up)],
+        )
+        return bool(applied)
+
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
+        await self._drive(keys=self._ride, args=[str(trip_id), *_point(drop_off)])
+
+    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
+        await self._end(
+            keys=[
+                self.state,
+                self.fixes,
+                self.avail,
+                self.seen,
+                self.trips,
+                self.ended,
+                *self._ride,
+            ],
+            args=[driver_id, str(trip_id), time.time()],
         )
 
-    async def drive(
-        self, *, driver_id: int, trip_id: uuid.UUID, drop_off: tuple[float, float] | None
-    ) -> None:
-        await self._drive(
-            keys=[self.state, self.driven_key, self.arrivals_key],
-            args=[driver_id, str(trip_id), *_point(drop_off)],
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
+        raw: Any = await self._trip_fix(
+            keys=[self.fixes, self.trips, *self._ride],
+            args=[driver_id, str(trip_id), fix.encode(), self.arrival_meters],
         )
+        return _staged(DriverStatus(Availability.ON_TRIP, trip_id), str(raw or ""))
 
     async def driven(self, *, trip_id: uuid.UUID) -> float:
         raw = await self.redis.hget(self.driven_key, str(trip_id))
@@ -300,18 +184,6 @@ class RedisPositions:
     async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None:
         if trip_ids:
             await self.redis.srem(self.arrivals_key, *(str(t) for t in trip_ids))
-
-    async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
-        await self._end(keys=self._all, args=[driver_id, str(trip_id)])
-
-    async def set_trip_location(
-        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
-    ) -> DriverStatus:
-        raw: Any = await self._trip_fix(
-            keys=[self.state, self.fixes, self.trips, self.driven_key, self.arrivals_key],
-            args=[driver_id, str(trip_id), fix.encode(), self.arrival_meters],
-        )
-        return _status(raw)
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         if not trip_ids:
@@ -373,5 +245,7 @@ class RedisPositions:
         return found
 
     async def prune(self, *, fresh_after: float) -> int:
-        removed: Any = await self._prune(keys=[self.avail, self.seen], args=[fresh_after])
+        removed: Any = await self._prune(
+            keys=[self.avail, self.seen, self.ended], args=[fresh_after, time.time() - ENDED_KEEP]
+        )
         return int(removed)

@@ -22,6 +22,7 @@ from taxi.domain.models import Trip, User, UserGroup, utcnow
 from taxi.domain.positions import METERS_PER_DEGREE, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Router
+from taxi.domain.services.drivers import anonymous
 from taxi.domain.services.points import Coordinates
 
 # "The last few minutes" of demand.
@@ -68,8 +69,11 @@ async def market(
         fresh_after=time.time() - settings.position_ttl,
     )
     surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=len(cars))
-    eta = positions.estimator.eta(fix=cars[0].fix, stop=point) if cars else None
-    return Market(surge=surge, cars=len(cars), nearest_eta=eta)
+    # As nearbyCars shows the car (rounded): an exact ETA would give its exact distance.
+    nearest = anonymous(cars[0].fix, *point, positions.estimator) if cars else None
+    return Market(
+        surge=surge, cars=len(cars), nearest_eta=None if nearest is None else nearest.eta_seconds
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import dispatch
+from taxi.domain import availability, dispatch
 from taxi.domain.errors import Conflict, Forbidden
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import (
@@ -31,7 +31,7 @@ from taxi.domain.offers import RELEASED_WAVE
 from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import TripView
 from taxi.domain.services.reads import STORE_DOWN
-from taxi.domain.services.trips import _after_commit, _apply, _ended, _load_for_change, _view
+from taxi.domain.services.trips import _apply, _ended, _load_for_change, _view
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ async def _publish(
     for outcome in outcomes:
         view = outcome.view
         if outcome.kind is Kind.RELEASED and driver is not None:
-            await _after_commit("release", positions.end_trip(driver_id=driver, trip_id=view.id))
+            await availability.ended(positions, driver_id=driver, trip_id=view.id)
         else:
             await _ended(positions, view)
         await events.trip_changed(view, kind=outcome.kind, left_pool=outcome.left_pool)
@@ -177,4 +177,4 @@ async def publish_closed(
     """After the deactivation's commit: the trips' changes out, and the user out of the
     position store (a deactivated or deleted driver must get no further offers)."""
     await _publish(events, positions, outcomes, driver=user_id)
-    await _after_commit("going offline", positions.go_offline(driver_id=user_id))
+    await availability.after_commit("leaving dispatch", positions.go_offline(driver_id=user_id))

@@ -120,9 +120,10 @@ async def deactivate_user(
     settings: Settings,
     user_id: int,
 ) -> bool:
-    """For admins: the user can no longer log in, and every token and open socket of
-    theirs is refused within a second, in every process; their open trips end with
-    the account (taxi/domain/services/rides.py). True when the user existed."""
+    """For admins: the user can no longer log in, every token and open socket of theirs
+    is refused within a second, in every process, a driver leaves dispatch at once (no
+    offer, no nearbyCars entry), and their open trips end with the account
+    (taxi/domain/services/rides.py). True when the user existed."""
 
     async def deactivate(session: AsyncSession) -> int:
         found = await affected(

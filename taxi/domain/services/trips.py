@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
 from typing import Any
 
 from sqlalchemy import (
@@ -21,8 +20,9 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import dispatch
-from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound
+from taxi.core.ratelimit import Limiter
+from taxi.domain import availability, dispatch
+from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.fares import MAX_METERS, Tariff
 from taxi.domain.models import (
@@ -55,15 +55,6 @@ NEXT_STATUS = {
 }
 
 
-async def _after_commit(what: str, change: Awaitable[object]) -> None:
-    """A store change that follows a committed trip change: the commit stands whatever
-    happens here (the state heals with the driver's next goOnline or trip)."""
-    try:
-        await change
-    except STORE_DOWN as exc:
-        log.warning("position store unreachable; %s not recorded: %r", what, exc)
-
-
 async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
     """A trip the caller may see (checked already), as it stands in this transaction."""
     return (await reads.load(session, [col(Trip.id) == trip_id], positions=positions)).trips[0]
@@ -85,12 +76,16 @@ async def request_trip(
     events: Publisher,
     positions: PositionStore,
     settings: Settings,
+    limiter: Limiter,
     user: User,
     pick_up: str,
     drop_off: str,
     coordinates: Coordinates = NO_COORDINATES,
     quote_id: str | None = None,
 ) -> TripView:
+    """`limiter`: requests per rider (TRIP_REQUESTS_PER_10_MIN); each one reaches
+    drivers, so a rider requesting and canceling cannot flood them with offers.
+    `quote_id`: a FareQuote's, whose price the trip holds."""
     if user.group is not UserGroup.RIDER or user.id is None:
         raise Forbidden("Only riders can request trips.")
     if errors := _address_errors(pick_up, drop_off) | coordinates.errors():
@@ -105,6 +100,9 @@ async def request_trip(
             drop_off=coordinates.drop_off,
             within=settings.arrival_meters,
         )
+    limit_key = str(user.id)
+    if not await limiter.allow(limit_key):
+        raise RateLimited("Too many trip requests; try again in a few minutes.")
     (plat, plon), (dlat, dlon) = (
         (coordinates.pick_up or (None, None)),
         (coordinates.drop_off or (None, None)),
@@ -146,6 +144,7 @@ async def request_trip(
             await session.flush()
             view = await _view(session, trip.id, positions)
     except IntegrityError as exc:
+        await limiter.refund(limit_key)  # nothing was created, nobody offered anything
         raise Conflict("You already have an active trip.") from exc
     if coordinates.pick_up is not None:
         metrics.wave(offers=len(offered))
@@ -210,6 +209,13 @@ async def accept_trip(
                 raise Forbidden("Only drivers can accept trips.")
             if trip.status is not TripStatus.REQUESTED:
                 raise Conflict("This trip is no longer requested.")
+            assert user.id is not None
+            epoch = await availability.hold(
+                session,
+                positions=positions,
+                driver_id=user.id,
+                dispatched=trip.pick_up_latitude is not None,
+            )
             view = await _apply(
                 session,
                 trip,
@@ -219,15 +225,13 @@ async def accept_trip(
             )
     except IntegrityError as exc:
         raise Conflict("You already have a trip under way.") from exc
-    assert user.id is not None
-    await _after_commit(
-        "ON_TRIP",
-        positions.start_trip(
-            driver_id=user.id,
-            trip_id=view.id,
-            rider_id=view.rider_id,
-            pick_up=_point(view.pick_up),
-        ),
+    await availability.started(
+        positions,
+        driver_id=user.id,
+        trip_id=view.id,
+        rider_id=view.rider_id,
+        epoch=epoch,
+        pick_up=_point(view.pick_up),
     )
     await events.trip_changed(view, kind=Kind.ACCEPTED, left_pool=True)
     return view
@@ -272,11 +276,8 @@ async def update_trip_status(
             values |= {"ended_at": now, "driven_meters": meters, "fare_final": final}
         view = await _apply(session, trip, expect=trip.status, values=values, positions=positions)
     if status is TripStatus.IN_PROGRESS:
-        assert user.id is not None
-        await _after_commit(
-            "drop-off stage",
-            positions.drive(driver_id=user.id, trip_id=view.id, drop_off=_point(view.drop_off)),
-        )
+        drive = positions.drive(trip_id=view.id, drop_off=_point(view.drop_off))
+        await availability.after_commit("drop-off stage", drive)
     await _ended(positions, view)
     await events.trip_changed(view, kind=Kind.STATUS)
     return view
@@ -299,9 +300,7 @@ def _point(point: PointView | None) -> tuple[float, float] | None:
 async def _ended(positions: PositionStore, view: TripView) -> None:
     """After commit: a driver whose trip ended is AVAILABLE again."""
     if view.status not in ACTIVE_STATUSES and view.driver_id is not None:
-        await _after_commit(
-            "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
-        )
+        await availability.ended(positions, driver_id=view.driver_id, trip_id=view.id)
 
 
 async def cancel_trip(
