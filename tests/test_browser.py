@@ -46,28 +46,29 @@ def _chromium() -> str:
 SHORT_TOKEN_TTL = 17
 
 
-@pytest.mark.parametrize("screen", ["desktop", "phone"])
-async def test_browser_rides(settings: Settings, backend: Backend, screen: str) -> None:
+async def _browse(
+    settings: Settings,
+    backend: Backend,
+    shots_name: str,
+    script_env: dict[str, str],
+    **update: object,
+) -> tuple[Path, str]:
+    """browser.mjs against a live server with `update` applied to its settings; the
+    screenshots and the script's output (browser.log) in browser-<backend>/<shots_name>/.
+    A line "deactivate <user id>" from the script is done here, as an admin would."""
     chromium = _chromium()
     node, npm = tools()
     await ensure_node_modules(npm)
-    shots = ARTIFACTS / f"browser-{backend.name}" / screen
+    shots = ARTIFACTS / f"browser-{backend.name}" / shots_name
     shutil.rmtree(shots, ignore_errors=True)
-    env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000", "SCREEN": screen}
+    env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000", **script_env}
     # Its own channels and position store: drivers that other tests left online at the
     # map's centre (positions outlive a test on the shared Redis) stay out of these rides.
-    settings = settings.model_copy(
-        update={
-            "channel_prefix": f"browser-{uuid.uuid4().hex[:8]}",
-            "dispatch_timeout_seconds": DISPATCH_TIMEOUT_SECONDS,
-            "no_show_seconds": NO_SHOW_SECONDS,
-        }
-    )
-    async with serve(settings) as live:
+    update["channel_prefix"] = f"browser-{uuid.uuid4().hex[:8]}"
+    async with serve(settings.model_copy(update=update)) as live:
         services = live.app.state.services
 
         async def admin(line: str) -> None:
-            # The script's requests for an admin's action: "deactivate <user id>".
             if line.startswith("deactivate "):
                 assert await deactivate_user(
                     db=services.db,
@@ -83,6 +84,19 @@ async def test_browser_rides(settings: Settings, backend: Backend, screen: str) 
     # Beside the screenshots: what the script measured (re-dispatch, expiry, the ETAs).
     (shots / "browser.log").write_text(out, encoding="utf-8")
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
+    return shots, out
+
+
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+async def test_browser_rides(settings: Settings, backend: Backend, screen: str) -> None:
+    shots, out = await _browse(
+        settings,
+        backend,
+        screen,
+        {"SCREEN": screen},
+        dispatch_timeout_seconds=DISPATCH_TIMEOUT_SECONDS,
+        no_show_seconds=NO_SHOW_SECONDS,
+    )
     assert f"rides complete ({screen})" in out
     assert "fare.quoted == receipt" in out, out
     assert len(list(shots.glob("*.png"))) >= 20, out
@@ -91,21 +105,11 @@ async def test_browser_rides(settings: Settings, backend: Backend, screen: str) 
 async def test_browser_reconnects_after_token_expiry(settings: Settings, backend: Backend) -> None:
     """The other 4403: the token that opened the socket expired. The page refreshes it and
     reconnects, still signed in (a refused refresh would end the session instead)."""
-    chromium = _chromium()
-    node, npm = tools()
-    await ensure_node_modules(npm)
-    shots = ARTIFACTS / f"browser-{backend.name}" / "token-expiry"
-    shutil.rmtree(shots, ignore_errors=True)
-    env = {**os.environ, "CHROMIUM": chromium, "SCENARIO": "token-expiry"}
-    settings = settings.model_copy(
-        update={
-            "channel_prefix": f"browser-{uuid.uuid4().hex[:8]}",
-            "access_token_ttl": SHORT_TOKEN_TTL,
-        }
+    _, out = await _browse(
+        settings,
+        backend,
+        "token-expiry",
+        {"SCENARIO": "token-expiry"},
+        access_token_ttl=SHORT_TOKEN_TTL,
     )
-    async with serve(settings) as live:
-        code, out = await run(
-            node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env
-        )
-    assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
     assert "token-expiry complete" in out, out
