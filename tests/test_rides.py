@@ -24,7 +24,7 @@ from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Estimator
 from taxi.domain.services import sessions
-from tests.backends import base_settings
+from tests.backends import base_settings, drop_keys
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -89,10 +89,13 @@ async def osrm() -> AsyncIterator[FakeOsrm]:
 
 
 @pytest.fixture
-def settings(settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]) -> Settings:
-    """Its own key prefix (positions are shared Redis state), the fake router, waves a
-    fraction of a second apart, requests that outlive the test unless it says otherwise."""
-    return base_settings(
+async def settings(
+    settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]
+) -> AsyncIterator[Settings]:
+    """Its own key prefix (positions are shared Redis state), dropped after the test; the
+    fake router, waves a fraction of a second apart, requests that outlive the test
+    unless it says otherwise."""
+    mine = base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
             "channel_prefix": f"rides-{uuid.uuid4().hex[:10]}",
@@ -105,6 +108,9 @@ def settings(settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]) -> S
             **overrides,
         }
     )
+    yield mine
+    if mine.redis_url:
+        await drop_keys(mine.redis_url, mine.channel_prefix)
 
 
 async def online(client: httpx.AsyncClient, meters: float) -> Account:

@@ -47,8 +47,11 @@ async def record(*, db: SessionMaker, positions: PositionStore, events: Publishe
             )
             if await affected(session, arrived) == 1:
                 recorded.append(trip_id)
-        loaded = await reads.load(session, [col(Trip.id).in_(recorded)], positions=positions)
+        views = []
+        if recorded:
+            where = [col(Trip.id).in_(recorded)]
+            views = (await reads.load(session, where, positions=positions)).trips
     await positions.arrival_recorded(trip_ids=queued)
-    for view in loaded.trips:
+    for view in views:
         await events.trip_changed(view, kind=Kind.ARRIVED)
     return len(recorded)
