@@ -20,7 +20,7 @@ import pytest
 
 from taxi.core.config import Settings
 from taxi.domain.services.sessions import deactivate_user
-from tests.backends import CI, Backend
+from tests.backends import CI, Backend, drop_keys
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
 
@@ -55,7 +55,7 @@ async def _browse(
 ) -> tuple[Path, str]:
     """browser.mjs against a live server with `update` applied to its settings; the
     screenshots and the script's output (browser.log) in browser-<backend>/<shots_name>/.
-    A line "deactivate <user id>" from the script is done here, as an admin would."""
+    Its Redis keys (its own prefix) are dropped afterwards."""
     chromium = _chromium()
     node, npm = tools()
     await ensure_node_modules(npm)
@@ -65,7 +65,24 @@ async def _browse(
     # Its own channels and position store: drivers that other tests left online at the
     # map's centre (positions outlive a test on the shared Redis) stay out of these rides.
     update["channel_prefix"] = f"browser-{uuid.uuid4().hex[:8]}"
-    async with serve(settings.model_copy(update=update)) as live:
+    mine = settings.model_copy(update=update)
+    try:
+        code, out = await _serve_and_run(mine, node, shots, env)
+    finally:
+        if mine.redis_url:
+            await drop_keys(mine.redis_url, mine.channel_prefix)
+    # Beside the screenshots: what the script measured (re-dispatch, expiry, the ETAs).
+    (shots / "browser.log").write_text(out, encoding="utf-8")
+    assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
+    return shots, out
+
+
+async def _serve_and_run(
+    settings: Settings, node: str, shots: Path, env: dict[str, str]
+) -> tuple[int, str]:
+    """A live server for the script; a line "deactivate <user id>" from the script is done
+    here, as an admin would."""
+    async with serve(settings) as live:
         services = live.app.state.services
 
         async def admin(line: str) -> None:
@@ -78,13 +95,9 @@ async def _browse(
                     user_id=int(line.split()[1]),
                 )
 
-        code, out = await run(
+        return await run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env, on_line=admin
         )
-    # Beside the screenshots: what the script measured (re-dispatch, expiry, the ETAs).
-    (shots / "browser.log").write_text(out, encoding="utf-8")
-    assert code == 0, f"node browser.mjs exited with {code}:\n{out}"
-    return shots, out
 
 
 @pytest.mark.parametrize("screen", ["desktop", "phone"])
