@@ -1,21 +1,68 @@
 """Issue 19, the edge findings, each reproduced as the attack and refused (PROTOCOL.md:
-Abuse limits, Subscriptions): a socket that changes hands (#1), over-long operation ids
-(#5), subscriptions completed while they are set up (#8)."""
+Abuse limits, Subscriptions, Persisted documents): a socket that changes hands (#1),
+junk persisted documents and long usernames filling Redis (#2), over-long operation ids
+(#5), log-in floods (#6), subscriptions completed while they are set up (#8)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from redis import asyncio as aioredis
 
-from tests.helpers import LOG_OUT, TRIP_UPDATED, TRIPS_UPDATED, account, gql, request_trip
+from taxi.api.persisted import sha256
+from taxi.core.broadcast import redis_client
+from taxi.core.config import Settings
+from taxi.domain import usernames
+from taxi.main import create_app
+from tests.backends import Backend
+from tests.helpers import (
+    LOG_IN,
+    LOG_OUT,
+    PASSWORD,
+    TRIP_UPDATED,
+    TRIPS_UPDATED,
+    account,
+    error_code,
+    gql,
+    request_trip,
+    unique,
+)
 from tests.live import LiveServer
 from tests.wait import eventually
 from tests.ws import LEGACY, PROTOCOLS, TRANSPORT, session
+
+PING = "query Ping { __typename }"
+
+
+@asynccontextmanager
+async def app_client(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on an app of its own, with other settings."""
+    app = create_app(settings.model_copy(update=changes))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+
+
+async def apq(client: httpx.AsyncClient, query: str | None, digest: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
+    if query is not None:
+        body["query"] = query
+    answer: dict[str, Any] = (await client.post("/graphql", json=body)).json()
+    return answer
+
+
+def numbered(n: int) -> str:
+    """A valid document of its own (the comment makes its hash unique to this run)."""
+    return f"{PING}\n# {n} {uuid.uuid4()}"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -62,7 +109,7 @@ async def test_complete_racing_a_subscribe_leaks_no_channel_or_task(
     protocol: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """#8: `tripUpdated` then its stop 0–8 ms later, many times: afterwards the hub
+    """#8: `tripUpdated` then its stop 0-8 ms later, many times: afterwards the hub
     holds no channel and no pump, and no task was destroyed while pending."""
     rider = await account(http)
     trip = await request_trip(http, rider)
@@ -75,7 +122,7 @@ async def test_complete_racing_a_subscribe_leaks_no_channel_or_task(
             op = f"r{i}"
             await ws.subscribe(op, TRIP_UPDATED, {"id": trip["id"]})
             if delay := (i % 41) / 5000:
-                await asyncio.sleep(delay)  # the race's 0–8 ms (0.2 ms steps), not a wait
+                await asyncio.sleep(delay)  # the race's 0-8 ms (0.2 ms steps), not a wait
             await ws.send({"id": op, "type": stop})
 
         async def settled() -> tuple[set[str], int, int]:
@@ -93,3 +140,123 @@ async def test_complete_racing_a_subscribe_leaks_no_channel_or_task(
 def _pumps() -> list[Any]:
     """The hub's channel pumps still running in this loop (the server's too)."""
     return [t for t in asyncio.all_tasks() if "Hub._pump" in repr(t.get_coro())]
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "x" * 60 * 1024,  # not GraphQL at all
+        "query Q { noSuchField }",  # parses, does not validate
+        "{ a: __typename " + "b: __typename " * 20 + "}",  # over the alias limit
+    ],
+)
+async def test_a_persisted_document_that_does_not_validate_stores_nothing(
+    settings: Settings, junk: str
+) -> None:
+    """#2: junk with its real hash is refused and never stored (60 KiB per request
+    filled Redis 2.4 -> 27.9 MiB in 12 s)."""
+    prefix = unique("pq")
+    junk = f"{junk}\n# {uuid.uuid4()}"
+    digest = sha256(junk)
+    async with app_client(settings, channel_prefix=prefix) as client:
+        assert "errors" in await apq(client, junk, digest)
+        assert error_code(await apq(client, None, digest)) == "PERSISTED_QUERY_NOT_FOUND"
+    if settings.redis_url:
+        async with aioredis.Redis.from_url(settings.redis_url) as redis:
+            assert await redis.keys(f"*{prefix}*") == []
+
+
+async def test_the_persisted_store_is_bounded_oldest_evicted_first(settings: Settings) -> None:
+    """#2: at most PERSISTED_MAX_DOCUMENTS, least recently used evicted first; on
+    Redis the bound holds for the shared store (a second process sees the same)."""
+    prefix = unique("pq")
+    documents = [numbered(n) for n in range(8)]
+    async with app_client(settings, channel_prefix=prefix, persisted_max_documents=5) as client:
+        for document in documents:
+            assert (await apq(client, document, sha256(document)))["data"]
+        for document in documents[:3]:
+            assert error_code(await apq(client, None, sha256(document))) == (
+                "PERSISTED_QUERY_NOT_FOUND"
+            )
+        for document in documents[3:]:
+            assert (await apq(client, None, sha256(document)))["data"]
+    if settings.redis_url:
+        # A fresh process (no local cache) reads the shared store.
+        async with app_client(settings, channel_prefix=prefix, persisted_max_documents=5) as other:
+            assert error_code(await apq(other, None, sha256(documents[0]))) == (
+                "PERSISTED_QUERY_NOT_FOUND"
+            )
+            assert (await apq(other, None, sha256(documents[-1])))["data"]
+        async with aioredis.Redis.from_url(settings.redis_url) as redis:
+            tag = "{" + prefix + ":pq}"
+            assert await redis.hlen(f"{tag}:texts") == 5
+            assert await redis.zcard(f"{tag}:order") == 5
+
+
+async def test_the_persisted_store_is_bounded_on_a_redis_cluster(
+    settings: Settings, real_backend: Backend, redis_cluster_url: str
+) -> None:
+    """The store's script on a Redis Cluster: its keys share one hash slot."""
+    prefix = unique("pq")
+    documents = [numbered(n) for n in range(4)]
+    changes = {
+        "channel_prefix": prefix,
+        "persisted_max_documents": 2,
+        "redis_url": None,
+        "redis_cluster_url": redis_cluster_url,
+    }
+    async with app_client(settings, **changes) as client:
+        for document in documents:
+            assert (await apq(client, document, sha256(document)))["data"]
+    async with app_client(settings, **changes) as other:
+        assert error_code(await apq(other, None, sha256(documents[0]))) == (
+            "PERSISTED_QUERY_NOT_FOUND"
+        )
+        assert (await apq(other, None, sha256(documents[-1])))["data"]
+    cluster = redis_client(settings.model_copy(update=changes))
+    try:
+        assert await cluster.hlen("{" + prefix + ":pq}:texts") == 2
+    finally:
+        await cluster.aclose()
+
+
+async def test_a_username_over_150_characters_is_refused_before_it_is_counted(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """#2: a 60,000-character username stored a 60 KB limiter key."""
+    name = "a" * 60_000
+    body = await gql(client, LOG_IN, {"username": name, "password": "x" * 12})
+    assert error_code(body) == "BAD_USER_INPUT"
+    if settings.redis_url:
+        async with aioredis.Redis.from_url(settings.redis_url) as redis:
+            key = f"{settings.channel_prefix}:login:{usernames.normalize(name)}"
+            assert await redis.exists(key) == 0
+
+
+async def test_log_ins_are_limited_per_address_whatever_the_usernames(
+    settings: Settings,
+) -> None:
+    """#6: random usernames from one address: LOGIN_MAX_PER_ADDRESS, then RATE_LIMITED."""
+    prefix = unique("login")
+    async with app_client(settings, channel_prefix=prefix, login_max_per_address=3) as client:
+        codes = [
+            error_code(await gql(client, LOG_IN, {"username": unique(), "password": "x" * 12}))
+            for _ in range(5)
+        ]
+    assert codes == ["UNAUTHENTICATED"] * 3 + ["RATE_LIMITED"] * 2
+
+
+async def test_a_log_in_flood_checks_only_a_few_passwords_at_once(settings: Settings) -> None:
+    """#6: 60 log-ins at once with real argon2id: a few are checked at a time, the rest
+    wait briefly and get SERVICE_UNAVAILABLE (before: all 60 hashed at once, 64 MiB
+    each); a real user's log-in afterwards works."""
+    async with app_client(settings, password_hashing="default") as client:
+        rider = await account(client)
+        guesses = [
+            gql(client, LOG_IN, {"username": unique(), "password": "x" * 12}) for _ in range(60)
+        ]
+        codes = [error_code(body) for body in await asyncio.gather(*guesses)]
+        assert set(codes) == {"UNAUTHENTICATED", "SERVICE_UNAVAILABLE"}, codes
+        assert codes.count("UNAUTHENTICATED") >= 2
+        mine = await gql(client, LOG_IN, {"username": rider.username, "password": PASSWORD})
+        assert "errors" not in mine, mine

@@ -127,6 +127,7 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         "PASSWORD_HASHING": "fast",
         # Tests sign many users up from one address (the limit is tested elsewhere).
         "SIGNUP_MAX_PER_HOUR": "1000000",
+        "LOGIN_MAX_PER_ADDRESS": "1000000",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "TMPDIR": str(tmp_path),  # where `taxi serve` makes its metrics directory
     }

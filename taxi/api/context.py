@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from taxi.core.db import SessionMaker
     from taxi.core.ratelimit import Limiter
     from taxi.domain.events import Publisher
+    from taxi.domain.logins import LoginLimits
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
     from taxi.transport.live.hub import Hub
@@ -34,7 +35,7 @@ class Services:
     broadcast: Broadcast
     events: Publisher
     hub: Hub
-    limiter: Limiter  # log-in attempts per normalized username
+    logins: LoginLimits  # logIn and /admin/login (taxi/domain/logins.py)
     signups: Limiter  # sign-ups per client address
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
