@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,10 +37,13 @@ from tests.helpers import (
     unique,
 )
 from tests.live import LiveServer
+from tests.metrics_scrape import scrape, value
+from tests.procs import taxi_servers
 from tests.wait import eventually
 from tests.ws import LEGACY, PROTOCOLS, TRANSPORT, session
 
 PING = "query Ping { __typename }"
+OPS = "taxi_graphql_operations_total"
 
 
 @asynccontextmanager
@@ -260,3 +264,44 @@ async def test_a_log_in_flood_checks_only_a_few_passwords_at_once(settings: Sett
         assert codes.count("UNAUTHENTICATED") >= 2
         mine = await gql(client, LOG_IN, {"username": rider.username, "password": PASSWORD})
         assert "errors" not in mine, mine
+
+
+async def test_junk_operation_names_never_crowd_out_real_ones(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """#13: 210 attacker-chosen names in documents that do not validate (over HTTP and
+    a WebSocket) take no label slot: a real operation seen afterwards keeps its name."""
+    async with taxi_servers(
+        ["metrics"],
+        database_url=backend.database_url,
+        redis_url=backend.redis_url or "",
+        log_dir=tmp_path,
+    ) as (server,):
+        for i in range(200):
+            body = {"query": f"query Junk{i} {{ noSuchField }}", "operationName": f"Junk{i}"}
+            assert (await server.http.post("/graphql", json=body)).status_code == 400
+        rider = await account(server.http)
+        async with session(server.ws_url, rider.access) as ws:
+            for i in range(200, 210):
+                await ws.send(
+                    {
+                        "id": str(i),
+                        "type": "subscribe",
+                        "payload": {
+                            "query": f"query Junk{i} {{ nope }}",
+                            "operationName": f"Junk{i}",
+                        },
+                    }
+                )
+                assert (await ws.error(str(i)))["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert "errors" not in await gql(server.http, "query RealOne { __typename }")
+        samples = await scrape(server.http)
+    assert value(samples, OPS, operation="RealOne", type="query", code="OK") == 1
+    labels = {dict(got).get("operation") for (name, got) in samples if name == OPS}
+    assert not any(label and label.startswith("Junk") for label in labels), labels
+    junk = sum(
+        v
+        for (name, got), v in samples.items()
+        if name == OPS and ("operation", "unvalidated") in got
+    )
+    assert junk == 210
