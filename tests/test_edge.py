@@ -305,3 +305,40 @@ async def test_junk_operation_names_never_crowd_out_real_ones(
         if name == OPS and ("operation", "unvalidated") in got
     )
     assert junk == 210
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_huge_documents_are_not_kept_by_the_document_caches(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Audit (#2's class): documents are limited in tokens, not characters, and the
+    parse, validation and plan caches were keyed by their text. 100 distinct valid
+    documents of 300 KiB (one comment each) grew a `taxi serve` process by ~60 MiB for
+    good; now they are handled uncached and the process stays where it was."""
+    async with taxi_servers(
+        ["caches"],
+        database_url=backend.database_url,
+        redis_url=backend.redis_url or "",
+        log_dir=tmp_path,
+    ) as (server,):
+        assert server.proc.popen is not None
+        pid = server.proc.popen.pid
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                body = {"query": f"query Big {{ __typename }}\n# {uuid.uuid4()} {'x' * 300_000}"}
+                response = await server.http.post("/graphql", json=body)
+                assert response.json() == {"data": {"__typename": "Query"}}
+
+        await send(10)  # warm-up: the first requests allocate what every request needs
+        before = _rss_mib(pid)
+        await send(100)
+        grown = _rss_mib(pid) - before
+    print(f"\n100 documents of 300 KiB: RSS {before:.1f} MiB, +{grown:.1f} MiB")
+    assert grown < 12

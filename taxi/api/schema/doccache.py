@@ -1,0 +1,35 @@
+"""Strawberry's parse and validation caches, for documents of an ordinary size only.
+
+Both are LRUs of 1,024 entries keyed by the client's text (validation: by its parsed
+document, which holds the text). A document is limited in tokens, not characters: one
+comment or string literal can carry the whole 8 MiB body, and 1,024 such documents
+kept ~8 GiB alive. Larger documents are parsed and validated each time instead."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from strawberry.extensions import ParserCache, ValidationCache
+
+# Every document the apps send is a few KiB; this leaves room for generated ones.
+MAX_CACHED_CHARS = 64 * 1024
+
+
+def _ordinary(query: str | None) -> bool:
+    return query is not None and len(query) <= MAX_CACHED_CHARS
+
+
+class BoundedParserCache(ParserCache):
+    def on_parse(self) -> Iterator[None]:
+        if _ordinary(self.execution_context.query):
+            yield from super().on_parse()
+        else:
+            yield  # Strawberry parses it, uncached
+
+
+class BoundedValidationCache(ValidationCache):
+    def on_validate(self) -> Iterator[None]:
+        if _ordinary(self.execution_context.query):
+            yield from super().on_validate()
+        else:
+            yield  # Strawberry validates it, uncached
