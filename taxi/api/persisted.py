@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from taxi.api.schema.doccache import MAX_CACHED_CHARS
 from taxi.core.broadcast import RedisClient
 from taxi.core.textstore import MemoryTextStore, RedisTextStore
 from taxi.domain.errors import AppError
@@ -33,7 +34,7 @@ NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 LOCAL_ENTRIES = 1000  # per-process LRU in front of Redis
 TTL_SECONDS = 7 * 24 * 3600  # a registered document unused this long is forgotten
-MAX_DOCUMENT_BYTES = 64 * 1024  # larger documents are run, never registered
+MAX_DOCUMENT_BYTES = MAX_CACHED_CHARS  # larger documents are run, never registered
 _DOWN = (RedisError, RedisClusterException, OSError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -135,7 +135,7 @@ async def _find_user(session: AsyncSession, username: str) -> User | None:
     return (await session.scalars(select(User).where(col(User.username_key) == key))).first()
 
 
-async def log_in(
+async def verify_credentials(
     *,
     db: SessionMaker,
     settings: Settings,
@@ -143,9 +143,11 @@ async def log_in(
     username: str,
     password: str,
     client: str | None,
-) -> AuthResult:
-    # Counted before the hash is checked (taxi/domain/logins.py), so concurrent
-    # attempts cannot all slip under the limits.
+) -> User:
+    """The active user this username and password name, under the log-in limits that
+    logIn and the admin's log-in share (taxi/domain/logins.py): counted before the hash
+    is checked, so concurrent attempts cannot all slip under them. Unauthenticated,
+    RateLimited, BadUserInput or ServiceUnavailable otherwise."""
     attempt = await logins.check_login_attempt(limits=limits, username=username, client=client)
     fast = settings.password_hashing == "fast"
     looked_up = False
@@ -158,23 +160,40 @@ async def log_in(
         if not looked_up:  # the database is down: no password was checked, not a guess
             await logins.refund(limits=limits, attempt=attempt)
     live = user if user is not None and user.is_active else None
-    # Still counted when no slot frees up in time: a flood must not earn retries.
+    # Still counted when no slot frees up in time: a flood must not earn itself retries.
     async with logins.password_check(limits):
         ok, new_hash = await auth.verify_password(
             password, live.password if live else None, fast=fast
         )
     if not ok or live is None or live.id is None:
         raise Unauthenticated(INVALID_CREDENTIALS)
-    async with db() as session, session.begin():
-        if new_hash:
+    if new_hash:
+        async with db() as session, session.begin():
             live.password = new_hash
             session.add(live)  # detached since the look-up: attach it for the UPDATE
+    await logins.succeeded(limits=limits, attempt=attempt)
+    return live
+
+
+async def log_in(
+    *,
+    db: SessionMaker,
+    settings: Settings,
+    limits: LoginLimits,
+    username: str,
+    password: str,
+    client: str | None,
+) -> AuthResult:
+    live = await verify_credentials(
+        db=db, settings=settings, limits=limits, username=username, password=password, client=client
+    )
+    assert live.id is not None  # verified users are stored ones
+    async with db() as session, session.begin():
         view = await user_view(session, live)
         sid = await sessions.start(session, user_id=live.id)
         pair = await auth.issue_tokens(
             session, user=live, settings=settings, photo_url=media_url(live.photo), sid=sid
         )
-    await logins.succeeded(limits=limits, attempt=attempt)
     return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
 
 
