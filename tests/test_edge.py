@@ -38,7 +38,7 @@ from tests.helpers import (
 )
 from tests.live import LiveServer
 from tests.metrics_scrape import scrape, value
-from tests.procs import taxi_servers
+from tests.procs import TaxiServer, taxi_servers
 from tests.wait import eventually
 from tests.ws import LEGACY, PROTOCOLS, TRANSPORT, session
 
@@ -62,6 +62,18 @@ async def apq(client: httpx.AsyncClient, query: str | None, digest: str) -> dict
         body["query"] = query
     answer: dict[str, Any] = (await client.post("/graphql", json=body)).json()
     return answer
+
+
+@asynccontextmanager
+async def taxi_serve(backend: Backend, tmp_path: Path) -> AsyncIterator[TaxiServer]:
+    """One real `taxi serve` process on the test's backend."""
+    async with taxi_servers(
+        ["edge"],
+        database_url=backend.database_url,
+        redis_url=backend.redis_url or "",
+        log_dir=tmp_path,
+    ) as (server,):
+        yield server
 
 
 def numbered(n: int) -> str:
@@ -271,12 +283,7 @@ async def test_junk_operation_names_never_crowd_out_real_ones(
 ) -> None:
     """#13: 210 attacker-chosen names in documents that do not validate (over HTTP and
     a WebSocket) take no label slot: a real operation seen afterwards keeps its name."""
-    async with taxi_servers(
-        ["metrics"],
-        database_url=backend.database_url,
-        redis_url=backend.redis_url or "",
-        log_dir=tmp_path,
-    ) as (server,):
+    async with taxi_serve(backend, tmp_path) as server:
         for i in range(200):
             body = {"query": f"query Junk{i} {{ noSuchField }}", "operationName": f"Junk{i}"}
             assert (await server.http.post("/graphql", json=body)).status_code == 400
@@ -321,12 +328,7 @@ async def test_huge_documents_are_not_kept_by_the_document_caches(
     parse, validation and plan caches were keyed by their text. 100 distinct valid
     documents of 300 KiB (one comment each) grew a `taxi serve` process by ~60 MiB for
     good; now they are handled uncached and the process stays where it was."""
-    async with taxi_servers(
-        ["caches"],
-        database_url=backend.database_url,
-        redis_url=backend.redis_url or "",
-        log_dir=tmp_path,
-    ) as (server,):
+    async with taxi_serve(backend, tmp_path) as server:
         assert server.proc.popen is not None
         pid = server.proc.popen.pid
 
