@@ -62,11 +62,6 @@ class Context:
     def db(self) -> SessionMaker:
         return self.services.db
 
-    def forget_user(self) -> None:
-        """Authenticate again on the next `user()` (a new token on the same socket)."""
-        self._user = None
-        self._auth_error = None
-
     def revoke(self) -> None:
         """The session or user ended (taxi/transport/sockets.py): refuse every further operation."""
         self._user = None

@@ -70,6 +70,7 @@ class AccountMutation:
             group=input.group,
             photo=photo,
             signups=ctx.services.signups,
+            limits=ctx.services.logins,
             client=_client(ctx),
         )
         return view

@@ -77,6 +77,7 @@ async def sign_up(
     group: UserGroup,
     photo: bytes | None,
     signups: Limiter,
+    limits: LoginLimits,
     client: str | None,
 ) -> UserView:
     username = username.strip()
@@ -103,7 +104,9 @@ async def sign_up(
     if errors:
         raise BadUserInput("Invalid input.", fields=errors)
 
-    hashed = await auth.hash_password(password1, fast=settings.password_hashing == "fast")
+    # A hash costs what a check does (argon2id, 64 MiB): it takes one of the same slots.
+    async with logins.password_check(limits):
+        hashed = await auth.hash_password(password1, fast=settings.password_hashing == "fast")
     rel = photos.save(settings.media_root, image) if image is not None else None
     user = User(
         username=username,
