@@ -190,12 +190,27 @@ def refused(*, name: object, kind: str, code: str) -> None:
 
 
 def instrument_engine(engine: Any) -> None:
-    """Connections in use, from the pool's own checkout/checkin events."""
+    """Connections in use, from the pool's own checkout/checkin events. Counted per
+    pool record: a request cancelled while it checked a connection out (a client that
+    stopped its operation at once) got a checkin without a checkout, and the gauge
+    drifted below zero."""
     from sqlalchemy import event
 
     pool = engine.sync_engine.pool
-    event.listen(pool, "checkout", lambda *_: DB_IN_USE.inc())
-    event.listen(pool, "checkin", lambda *_: DB_IN_USE.dec())
+    out: set[int] = set()  # id() of the pool records checked out
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        if id(record) not in out:
+            out.add(id(record))
+            DB_IN_USE.inc()
+
+    def checkin(_dbapi: Any, record: Any) -> None:
+        if id(record) in out:
+            out.discard(id(record))
+            DB_IN_USE.dec()
+
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
 
 
 # --- collection --------------------------------------------------------------------
