@@ -118,8 +118,8 @@ async def test_a_flood_of_unauthenticated_requests_leaves_redis_and_healthz_alon
         f"max {latencies[-1] * 1000:.1f} ms ({len(latencies)} probes); "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    assert sum(counts.values()) > 100  # it was a flood
     assert peak - start < MIB
+    assert sum(counts.values()) > 100  # it was a flood
     # The median, not the maximum: this machine's two cores are shared, and a neighbour's
     # burst delays a probe whatever the server does (the figures above say how much).
     assert p50 < 0.1
