@@ -62,6 +62,8 @@ def base_settings(**overrides: Any) -> Settings:
         # limits lower them.
         "signup_max_per_hour": TEST_SIGNUP_LIMIT,
         "login_max_per_address": TEST_SIGNUP_LIMIT,
+        # Tests request many trips per rider; tests of the limit lower it.
+        "trip_requests_per_10_min": TEST_SIGNUP_LIMIT,
     }
     values.update(overrides)
     return Settings(**values)

@@ -37,6 +37,7 @@ class Services:
     hub: Hub
     logins: LoginLimits  # logIn and /admin/login (taxi/domain/logins.py)
     signups: Limiter  # sign-ups per client address
+    trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     documents: Documents
