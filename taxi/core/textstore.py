@@ -13,7 +13,8 @@ from collections import OrderedDict
 from taxi.core.broadcast import RedisClient
 
 # KEYS: texts (hash), order (sorted set: key -> last use), size (bytes held).
-# ARGV: key, text, now, cutoff (unused since then: forgotten), max entries, max bytes.
+# ARGV: key, text, now, cutoff (unused since then: forgotten), max entries, max bytes,
+# ttl (of the three keys).
 _PUT = """
 local texts, order, size = KEYS[1], KEYS[2], KEYS[3]
 local function evict(key)
@@ -36,10 +37,14 @@ while redis.call('ZCARD', order) > tonumber(ARGV[5])
 end
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ARGV[7]) end
 """
-# KEYS: texts, order. ARGV: key, now. A hit counts as a use (LRU, not FIFO).
+# KEYS: texts, order, size. ARGV: key, now, ttl. A hit counts as a use (LRU, not
+# FIFO) and keeps the store alive as a put does.
 _GET = """
 local text = redis.call('HGET', KEYS[1], ARGV[1])
-if text then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
+if text then
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1])
+  for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ARGV[3]) end
+end
 return text
 """
 
@@ -98,7 +103,7 @@ class RedisTextStore:
         self.ttl = ttl
 
     async def get(self, key: str) -> str | None:
-        found = await self.client.eval(_GET, 2, *self.keys[:2], key, time.time())
+        found = await self.client.eval(_GET, 3, *self.keys, key, time.time(), self.ttl)
         return None if found is None else str(found)
 
     async def put(self, key: str, text: str) -> None:
