@@ -149,7 +149,16 @@ async def test_complete_racing_a_subscribe_leaks_no_channel_or_task(
         )
     gc.collect()
     await asyncio.sleep(0)  # let the loop run callbacks queued by the collection
-    assert "Task was destroyed" not in caplog.text
+    # SQLAlchemy leaves one of its own behind when a cancelled read terminates an
+    # aiosqlite connection (a shielded graceful close it forgets; the connection is
+    # force-closed anyway): not ours, and not the hub's.
+    destroyed = [
+        r.getMessage()
+        for r in caplog.records
+        if "Task was destroyed" in r.getMessage()
+        and "_terminate_graceful_close" not in r.getMessage()
+    ]
+    assert destroyed == []
     assert "KeyError" not in caplog.text
 
 
