@@ -23,7 +23,7 @@ from taxi.core.broadcast import redis_client
 from taxi.core.config import Settings
 from taxi.domain import usernames
 from taxi.main import create_app
-from tests.backends import Backend
+from tests.backends import Backend, drop_keys
 from tests.helpers import (
     LOG_IN,
     LOG_OUT,
@@ -48,12 +48,18 @@ OPS = "taxi_graphql_operations_total"
 
 @asynccontextmanager
 async def app_client(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on an app of its own, with other settings."""
-    app = create_app(settings.model_copy(update=changes))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    """An HTTP client on an app of its own, with other settings; what a CHANNEL_PREFIX
+    of its own left on the shared Redis is dropped afterwards."""
+    mine = settings.model_copy(update=changes)
+    app = create_app(mine)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                yield c
+    finally:
+        if mine.redis_url and mine.channel_prefix != settings.channel_prefix:
+            await drop_keys(mine.redis_url, mine.channel_prefix)
 
 
 async def apq(client: httpx.AsyncClient, query: str | None, digest: str) -> dict[str, Any]:
@@ -188,9 +194,9 @@ async def test_a_persisted_document_that_does_not_validate_stores_nothing(
     async with app_client(settings, channel_prefix=prefix) as client:
         assert "errors" in await apq(client, junk, digest)
         assert error_code(await apq(client, None, digest)) == "PERSISTED_QUERY_NOT_FOUND"
-    if settings.redis_url:
-        async with aioredis.Redis.from_url(settings.redis_url) as redis:
-            assert await redis.keys(f"*{prefix}*") == []
+        if settings.redis_url:
+            async with aioredis.Redis.from_url(settings.redis_url) as redis:
+                assert await redis.keys(f"*{prefix}*") == []
 
 
 async def test_the_persisted_store_is_bounded_oldest_evicted_first(settings: Settings) -> None:
@@ -198,7 +204,8 @@ async def test_the_persisted_store_is_bounded_oldest_evicted_first(settings: Set
     Redis the bound holds for the shared store (a second process sees the same)."""
     prefix = unique("pq")
     documents = [numbered(n) for n in range(8)]
-    async with app_client(settings, channel_prefix=prefix, persisted_max_documents=5) as client:
+    changes: dict[str, Any] = {"channel_prefix": prefix, "persisted_max_documents": 5}
+    async with app_client(settings, **changes) as client:
         for document in documents:
             assert (await apq(client, document, sha256(document)))["data"]
         for document in documents[:3]:
@@ -207,14 +214,17 @@ async def test_the_persisted_store_is_bounded_oldest_evicted_first(settings: Set
             )
         for document in documents[3:]:
             assert (await apq(client, None, sha256(document)))["data"]
-    if settings.redis_url:
-        # A fresh process (no local cache) reads the shared store.
-        async with app_client(settings, channel_prefix=prefix, persisted_max_documents=5) as other:
+        if not settings.redis_url:
+            return
+        # Another process (no local cache) reads the same shared store.
+        async with (
+            app_client(settings, **changes) as other,
+            aioredis.Redis.from_url(settings.redis_url) as redis,
+        ):
             assert error_code(await apq(other, None, sha256(documents[0]))) == (
                 "PERSISTED_QUERY_NOT_FOUND"
             )
             assert (await apq(other, None, sha256(documents[-1])))["data"]
-        async with aioredis.Redis.from_url(settings.redis_url) as redis:
             tag = "{" + prefix + ":pq}"
             assert await redis.hlen(f"{tag}:texts") == 5
             assert await redis.zcard(f"{tag}:order") == 5
@@ -241,9 +251,11 @@ async def test_the_persisted_store_is_bounded_on_a_redis_cluster(
         )
         assert (await apq(other, None, sha256(documents[-1])))["data"]
     cluster = redis_client(settings.model_copy(update=changes))
+    keys = ["{" + prefix + ":pq}:" + name for name in ("texts", "order", "bytes")]
     try:
-        assert await cluster.hlen("{" + prefix + ":pq}:texts") == 2
+        assert await cluster.hlen(keys[0]) == 2
     finally:
+        await cluster.delete(*keys)  # one slot: one command
         await cluster.aclose()
 
 
