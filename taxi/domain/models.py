@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 from taxi.domain.usernames import normalize
 
@@ -157,6 +157,16 @@ class Trip(SQLModel, table=True):
     driver_longitude: float | None = None
     driver_heading: float | None = None
     driver_located_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # For the admin's trip list (names beside the ids). `raise`: never loaded by
+    # accident; a reader asks for them (selectinload), as the admin does.
+    # (The target is named here: SQLModel cannot read `User | None` as a postponed
+    # annotation.)
+    rider: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.rider_id]", lazy="raise")
+    )
+    driver: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.driver_id]", lazy="raise")
+    )
 
 
 class TripOffer(SQLModel, table=True):

@@ -127,6 +127,9 @@ class PositionStore(Protocol):
     async def prune(self, *, fresh_after: float) -> int:
         """Drop stale positions from the index (they are filtered anyway); returns how many."""
 
+    async def online(self) -> int:
+        """How many drivers are not OFFLINE (available or on a trip): the admin's figure."""
+
 
 def _cell(latitude: float, longitude: float) -> tuple[int, int]:
     return math.floor(latitude / CELL), math.floor(longitude / CELL)
@@ -177,6 +180,9 @@ class MemoryPositions:
         self._fixes.pop(driver_id, None)
         self._index(driver_id, None)
         return DriverStatus(Availability.OFFLINE)
+
+    async def online(self) -> int:
+        return len(self._state)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         state = self._status(driver_id)

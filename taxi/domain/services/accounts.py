@@ -134,9 +134,11 @@ async def _find_user(session: AsyncSession, username: str) -> User | None:
     return (await session.scalars(select(User).where(col(User.username_key) == key))).first()
 
 
-async def log_in(
+async def verify_credentials(
     *, db: SessionMaker, settings: Settings, limiter: Limiter, username: str, password: str
-) -> AuthResult:
+) -> User:
+    """The active user this username and password name, under the log-in limits (logIn
+    and the admin's log-in share them); Unauthenticated or RateLimited otherwise."""
     # Counted before the hash is checked, per normalized name: `CAROLx` and `carolx`
     # are one account, and concurrent attempts cannot all slip under the limit.
     key = usernames.normalize(username)
@@ -160,18 +162,29 @@ async def log_in(
             await limiter.refund(key)
     if not ok or live is None or live.id is None:
         raise Unauthenticated(INVALID_CREDENTIALS)
-    async with db() as session, session.begin():
-        if new_hash:
+    if new_hash:
+        async with db() as session, session.begin():
             live.password = new_hash
             session.add(live)  # detached since the look-up: attach it for the UPDATE
+    # The right password for this very account: its own count starts again (a success
+    # on any other account never touches it).
+    await limiter.reset(key)
+    return live
+
+
+async def log_in(
+    *, db: SessionMaker, settings: Settings, limiter: Limiter, username: str, password: str
+) -> AuthResult:
+    live = await verify_credentials(
+        db=db, settings=settings, limiter=limiter, username=username, password=password
+    )
+    assert live.id is not None  # verified users are stored ones
+    async with db() as session, session.begin():
         view = await user_view(session, live)
         sid = await sessions.start(session, user_id=live.id)
         pair = await auth.issue_tokens(
             session, user=live, settings=settings, photo_url=media_url(live.photo), sid=sid
         )
-    # The right password for this very account: its own count starts again (a success
-    # on any other account never touches it).
-    await limiter.reset(key)
     return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
 
 

@@ -1,0 +1,64 @@
+"""Today's figures for the admin's home page: trips by status, drivers online, requests
+that expired unaccepted.
+
+"Today" is the UTC day: one day for every process and every operator, whatever the
+server's time zone. Each figure is one grouped statement, not a row per trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from taxi.core.db import SessionMaker
+from taxi.domain.models import Trip, TripStatus
+from taxi.domain.positions import PositionStore
+
+# The trip column the ride's life writes when a request expires (issue 22); read only
+# once it exists, so the admin works on a database migrated before it.
+EXPIRED_REASON = "NO_DRIVER_FOUND"
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    since: datetime
+    trips: dict[TripStatus, int]  # created today, every status present (0 when none)
+    drivers_online: int
+    # None: this database has no cancel reasons yet, so expiries cannot be told apart.
+    requests_expired: int | None
+
+    @property
+    def trips_total(self) -> int:
+        return sum(self.trips.values())
+
+
+def start_of_today(now: datetime | None = None) -> datetime:
+    return datetime.combine((now or datetime.now(UTC)).date(), time.min, tzinfo=UTC)
+
+
+async def today(*, db: SessionMaker, positions: PositionStore) -> Figures:
+    since = start_of_today()
+    created_today = col(Trip.created) >= since
+    reason = getattr(Trip, "cancel_reason", None)
+    async with db() as session:
+        rows = await session.execute(
+            select(col(Trip.status), func.count()).where(created_today).group_by(col(Trip.status))
+        )
+        counts = {TripStatus(status): int(n) for status, n in rows.all()}
+        expired = None
+        if reason is not None:
+            expired = await session.scalar(
+                select(func.count()).where(
+                    created_today,
+                    col(Trip.status) == TripStatus.CANCELED,
+                    reason == EXPIRED_REASON,
+                )
+            )
+    return Figures(
+        since=since,
+        trips={status: counts.get(status, 0) for status in TripStatus},
+        drivers_online=await positions.online(),
+        requests_expired=None if expired is None else int(expired),
+    )
