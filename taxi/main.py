@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -23,6 +24,7 @@ from taxi.api.schema.build import build_schema
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, tracing
+from taxi.core.backends import Backends, describe
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -39,6 +41,8 @@ from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
 from taxi.transport.sockets import SocketRegistry
+
+log = logging.getLogger(__name__)
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
@@ -136,9 +140,13 @@ async def healthz(request: Request) -> JSONResponse:
         check("database", db_mod.ping(services.engine)),
         check("broadcast", broadcast_mod.ping(services.broadcast)),
     )
+    # The kinds only (no addresses): an unauthenticated probe learns what, not where.
+    backends: Backends = request.app.state.backends
+    running = {"database": backends.database, "broadcast": backends.broadcast}
     if failed:
-        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body = {"status": "unavailable", "failed": failed, "backends": running}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "backends": running})
 
 
 def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
@@ -167,6 +175,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.backends = describe(settings)
     admin = mount_admin(app, settings)
     return app
 
@@ -184,6 +193,7 @@ async def _running(
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
+            log.info("taxi is up: %s", app.state.backends.line())
             try:
                 follow = sockets.follow(services.hub, services.sockets)
                 async with background(follow, name="taxi-sessions-follow"):

@@ -40,18 +40,34 @@ def _tail(path: Path, lines: int = 40) -> str:
 class Proc:
     """A subprocess with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log: Path, env: dict[str, str], *, group: bool = False
+    ) -> None:
+        """`group`: the process leads its own process group, and signals go to the whole
+        group (`make` and the commands it runs)."""
         self.name = name
         self.argv = argv
         self.log = log
         self.env = env
+        self.group = group
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.group,
             )
+
+    def _signal(self, popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if self.group:
+            os.killpg(popen.pid, sig)  # the group this test started, and only it
+        else:
+            popen.send_signal(sig)
 
     @property
     def running(self) -> bool:
@@ -63,11 +79,11 @@ class Proc:
             return
         popen, self.popen = self.popen, None
         if popen.poll() is None:
-            popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self._signal(popen, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            popen.kill()
+            self._signal(popen, signal.SIGKILL)
             popen.wait(timeout=timeout)
 
     def failure(self, what: str) -> AssertionError:
