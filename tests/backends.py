@@ -25,6 +25,12 @@ HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
 CONNECT_TIMEOUT = 3
 
 
+def sub_prefix(name: str) -> str:
+    """A key and channel prefix of its own for one test or server, inside this session's
+    (so the session's cleanup finds its keys; tests/redis_keys.py)."""
+    return f"{SESSION_PREFIX}-{name}-{uuid.uuid4().hex[:8]}"
+
+
 def need_real() -> None:
     """Skips (locally) or fails (CI=true) a test that needs PostgreSQL and Redis."""
     if not HAS_REAL:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.backends import SESSION_PREFIX
 from tests.live import free_port, http_to
 from tests.wait import START, eventually
 
@@ -203,6 +204,9 @@ async def taxi_servers(
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
         SIGNUP_MAX_PER_HOUR="1000000",
+        # Keys and channels under this test session's prefix (the default, `taxi`, is a
+        # developer's server's: its sign-up counts would be ours).
+        CHANNEL_PREFIX=SESSION_PREFIX,
     )
     env.update(extra_env or {})
     servers: list[TaxiServer] = []

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
 from taxi.core.config import Settings
-from tests.backends import CI, Backend
+from tests.backends import CI, Backend, sub_prefix
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
 
@@ -42,7 +41,7 @@ async def test_browser_ride(settings: Settings, backend: Backend) -> None:
     env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000"}
     # Its own channels and position store: drivers that other tests left online at the
     # map's centre (positions outlive a test on the shared Redis) stay out of this ride.
-    settings = settings.model_copy(update={"channel_prefix": f"browser-{uuid.uuid4().hex[:8]}"})
+    settings = settings.model_copy(update={"channel_prefix": sub_prefix("browser")})
     async with serve(settings) as live:
         code, out = await run(
             node, "browser.mjs", live.url, str(shots), limit=BROWSER_TIMEOUT, env=env

@@ -17,7 +17,7 @@ from sqlmodel import select
 from taxi.core.config import Settings
 from taxi.core.db import open_database
 from taxi.domain.models import User, UserGroup
-from tests.backends import Backend
+from tests.backends import SESSION_PREFIX, Backend
 from tests.helpers import PASSWORD, unique
 from tests.live import free_port, http_to
 from tests.procs import JWT_SECRET, REPO, Proc
@@ -36,6 +36,7 @@ def _env(database_url: str, **extra: str) -> dict[str, str]:
         TAXI_ENV="test",
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
+        CHANNEL_PREFIX=SESSION_PREFIX,
         **extra,
     )
     return env

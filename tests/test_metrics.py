@@ -17,7 +17,7 @@ from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.main import create_app
 from taxi.transport.live.wire import Outbox
-from tests.backends import base_settings
+from tests.backends import SESSION_PREFIX, base_settings
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
 from tests.live import free_port, http_to
 from tests.metrics_scrape import Samples, pids, scrape, value
@@ -127,6 +127,7 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         "PASSWORD_HASHING": "fast",
         # Tests sign many users up from one address (the limit is tested elsewhere).
         "SIGNUP_MAX_PER_HOUR": "1000000",
+        "CHANNEL_PREFIX": SESSION_PREFIX,
         "MEDIA_ROOT": str(tmp_path / "media"),
         "TMPDIR": str(tmp_path),  # where `taxi serve` makes its metrics directory
     }
