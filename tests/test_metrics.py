@@ -132,6 +132,8 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
         "TMPDIR": str(tmp_path),  # where `taxi serve` makes its metrics directory
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # CI exports the cluster's URL for the cluster tests; it would win over REDIS_URL.
+    env.pop("REDIS_CLUSTER_URL", None)
     proc = Proc("workers", argv, tmp_path / "server.log", env)
     server = TaxiServer("workers", proc, port)
     proc.start()
