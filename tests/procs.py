@@ -178,6 +178,32 @@ class TaxiServer:
         return body
 
 
+def server_env(
+    *, database_url: str, redis_url: str = "", redis_cluster_url: str = ""
+) -> dict[str, str]:
+    """The environment of a `taxi` process a test starts: this one's, with the test's
+    database, Redis (never the cluster CI exports for the cluster tests, unless asked)
+    and secret, and this session's key prefix."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if redis_cluster_url:
+        env["REDIS_CLUSTER_URL"] = redis_cluster_url
+    env.update(
+        DATABASE_URL=database_url,
+        JWT_SECRET=JWT_SECRET,
+        TAXI_ENV="test",
+        PASSWORD_HASHING="fast",
+        PYTHONUNBUFFERED="1",
+        # Tests sign many users up from one address (the limit is tested elsewhere).
+        SIGNUP_MAX_PER_HOUR="1000000",
+        # Keys and channels under this test session's prefix (the default, `taxi`, is a
+        # developer's server's: its sign-up counts would be ours).
+        CHANNEL_PREFIX=SESSION_PREFIX,
+    )
+    return env
+
+
 @asynccontextmanager
 async def taxi_servers(
     names: list[str],
@@ -192,21 +218,8 @@ async def taxi_servers(
     """Server processes sharing one database, one Redis (or Redis Cluster) and one JWT
     secret; yields once every one of them answers /healthz with 200. `extra_env` is
     added to their environment."""
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    if redis_cluster_url:
-        env["REDIS_CLUSTER_URL"] = redis_cluster_url
-    env.update(
-        DATABASE_URL=database_url,
-        JWT_SECRET=JWT_SECRET,
-        TAXI_ENV="test",
-        PASSWORD_HASHING="fast",
-        PYTHONUNBUFFERED="1",
-        SIGNUP_MAX_PER_HOUR="1000000",
-        # Keys and channels under this test session's prefix (the default, `taxi`, is a
-        # developer's server's: its sign-up counts would be ours).
-        CHANNEL_PREFIX=SESSION_PREFIX,
+    env = server_env(
+        database_url=database_url, redis_url=redis_url, redis_cluster_url=redis_cluster_url
     )
     env.update(extra_env or {})
     servers: list[TaxiServer] = []

@@ -5,7 +5,6 @@ refusing a taken name in one line; a staff user that is not a driver."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,29 +16,15 @@ from sqlmodel import select
 from taxi.core.config import Settings
 from taxi.core.db import open_database
 from taxi.domain.models import User, UserGroup
-from tests.backends import SESSION_PREFIX, Backend
+from tests.backends import Backend
 from tests.helpers import PASSWORD, unique
 from tests.live import free_port, http_to
-from tests.procs import JWT_SECRET, REPO, Proc
+from tests.procs import REPO, Proc, server_env
 from tests.wait import START, eventually
 
 # PostgreSQL here trusts local connections, so a password in the URL is accepted and
 # ignored: the server runs, and its output can be searched for the password.
 SECRET = "not-to-be-printed-9731"
-
-
-def _env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
-    env.update(
-        DATABASE_URL=database_url,
-        JWT_SECRET=JWT_SECRET,
-        TAXI_ENV="test",
-        PASSWORD_HASHING="fast",
-        PYTHONUNBUFFERED="1",
-        CHANNEL_PREFIX=SESSION_PREFIX,
-        **extra,
-    )
-    return env
 
 
 def _createsuperuser(
@@ -49,7 +34,7 @@ def _createsuperuser(
     return subprocess.run(
         [sys.executable, "-m", "taxi.cli", "createsuperuser", *args],
         input=stdin,
-        env=_env(settings.database_url),
+        env=server_env(database_url=settings.database_url),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -85,22 +70,19 @@ async def test_createsuperuser(settings: Settings) -> None:
 async def test_make_run_takes_port_and_host_and_names_its_backends(
     backend: Backend, tmp_path: Path
 ) -> None:
-    extra = {"MEDIA_ROOT": str(tmp_path / "media")}
     if backend.real:
-        assert backend.redis_url
         url = make_url(backend.database_url).set(password=SECRET)
         database_url = url.render_as_string(hide_password=False)
-        extra["REDIS_URL"] = backend.redis_url
         expected = ["database postgresql (", "broadcast redis ("]
     else:
         database_url = f"sqlite+aiosqlite:///{tmp_path / 'first.db'}"
         expected = [f"database sqlite ({tmp_path / 'first.db'})", "broadcast memory (in-process)"]
+    env = server_env(database_url=database_url, redis_url=backend.redis_url or "")
+    env["MEDIA_ROOT"] = str(tmp_path / "media")
     port = free_port()
     # -o: never reinstall the virtualenv from here (the stamp is the caller's business).
     argv = ["make", "-o", ".venv/.installed", "run", f"PORT={port}", "HOST=127.0.0.1"]
-    proc = Proc(
-        "make-run", argv, tmp_path / "make-run.log", _env(database_url, **extra), group=True
-    )
+    proc = Proc("make-run", argv, tmp_path / "make-run.log", env, group=True)
     proc.start()
     try:
         async with http_to(f"http://127.0.0.1:{port}") as http:
