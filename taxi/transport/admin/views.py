@@ -55,7 +55,12 @@ class UserAdmin(ModelView, model=User):
         pk = request.path_params["pk"]
         user_id = int(pk) if pk.isdigit() else -1
         if deactivate:
-            found = await deactivate_user(db=services.db, events=services.events, user_id=user_id)
+            found = await deactivate_user(
+                db=services.db,
+                events=services.events,
+                positions=services.positions,
+                user_id=user_id,
+            )
             done = "deactivated: signed out everywhere, and can no longer log in"
         else:
             found = await reactivate_user(db=services.db, user_id=user_id)
