@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +39,7 @@ from tests.helpers import (
 from tests.wait import eventually
 
 GO_ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
+EXPIRY = "query T($id: ID!) { trip(id: $id) { status cancelReason } }"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -105,14 +108,21 @@ async def test_wrong_password_is_refused(client: httpx.AsyncClient, settings: Se
     assert (await client.get("/admin/trip/list")).status_code == 302
 
 
-@pytest.fixture
-async def short_window(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An app whose log-in window is 2 s, so a test can see it pass."""
-    app: Starlette = create_app(settings.model_copy(update={"login_failure_window": 2}))
+@asynccontextmanager
+async def running(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of another app on the test's database and Redis, with other settings."""
+    app: Starlette = create_app(settings.model_copy(update=overrides))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             yield c
+
+
+@pytest.fixture
+async def short_window(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose log-in window is 2 s, so a test can see it pass."""
+    async with running(settings, login_failure_window=2) as client:
+        yield client
 
 
 async def test_admin_log_in_shares_the_log_in_limits(
@@ -194,8 +204,12 @@ async def test_log_out_ends_the_session_on_the_server(
         assert response.headers["location"].endswith("/admin/login")
 
 
-async def _ride_mix(client: httpx.AsyncClient) -> tuple[Account, Account, Account]:
-    """Today: one trip REQUESTED, one STARTED (by a driver now online), one CANCELED."""
+async def _ride_mix(
+    client: httpx.AsyncClient, settings: Settings
+) -> tuple[Account, Account, Account]:
+    """Today: one trip REQUESTED, one STARTED (by a driver now online), one CANCELED by
+    its rider, one expired (CANCELED, NO_DRIVER_FOUND) on a process that gives up after
+    a second."""
     waiting, riding, canceling = [await account(client) for _ in range(3)]
     driver = await account(client, "DRIVER")
     await request_trip(client, waiting)
@@ -204,6 +218,15 @@ async def _ride_mix(client: httpx.AsyncClient) -> tuple[Account, Account, Accoun
     await ok(client, CANCEL_TRIP, {"id": canceled["id"]}, canceling)
     await ok(client, GO_ONLINE, {"p": {"latitude": 52.52, "longitude": 13.4}}, driver)
     await ok(client, ACCEPT_TRIP, {"id": started["id"]}, driver)
+    async with running(settings, dispatch_timeout_seconds=1) as impatient:
+        lonely = await account(impatient)
+        expiring = await request_trip(impatient, lonely)
+
+        async def reason() -> str | None:
+            trip = (await ok(impatient, EXPIRY, {"id": expiring["id"]}, lonely))["trip"]
+            return trip["cancelReason"] if trip["status"] == "CANCELED" else None
+
+        assert await eventually(reason, what="no expiry") == "NO_DRIVER_FOUND"
     return riding, driver, canceling
 
 
@@ -212,23 +235,26 @@ async def test_home_figures_trips_and_reactivation(
 ) -> None:
     await _staff(client, settings)
     before = _figure((await client.get("/admin/")).text, 'id="drivers-online')
-    riding, driver, _ = await _ride_mix(client)
+    riding, driver, _ = await _ride_mix(client, settings)
 
     home = await client.get("/admin/")
     assert home.status_code == 200
     assert _figure(home.text, 'data-status="REQUESTED') == 1
     assert _figure(home.text, 'data-status="STARTED') == 1
-    assert _figure(home.text, 'data-status="CANCELED') == 1
+    assert _figure(home.text, 'data-status="CANCELED') == 2
     assert _figure(home.text, 'data-status="COMPLETED') == 0
-    assert _figure(home.text, 'id="trips-total') == 3
-    # The position store may be shared with other tests: this test's driver is one more.
+    assert _figure(home.text, 'id="trips-total') == 4
+    assert _figure(home.text, 'id="requests-expired') == 1
+    # The driver online before this test's: none, unless another test left one.
     assert _figure(home.text, 'id="drivers-online') == before + 1
-    assert 'id="requests-expired"' in home.text
 
     # Trips carry their people's names, not only ids.
     trips = await client.get("/admin/trip/list", params={"status": "STARTED"})
     assert f"First Last ({riding.username})" in trips.text
     assert f"First Last ({driver.username})" in trips.text
+    canceled = await client.get("/admin/trip/list", params={"status": "CANCELED"})
+    assert "Cancel reason" in canceled.text
+    assert "RIDER_CANCELED" in canceled.text and "NO_DRIVER_FOUND" in canceled.text
 
     out = await _act(client, riding.id, "deactivate")
     assert f"First Last ({riding.username}) deactivated" in out.text

@@ -13,12 +13,8 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from taxi.core.db import SessionMaker
-from taxi.domain.models import Trip, TripStatus
+from taxi.domain.models import CancelReason, Trip, TripStatus
 from taxi.domain.positions import PositionStore
-
-# The trip column the ride's life writes when a request expires (issue 22); read only
-# once it exists, so the admin works on a database migrated before it.
-EXPIRED_REASON = "NO_DRIVER_FOUND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +22,7 @@ class Figures:
     since: datetime
     trips: dict[TripStatus, int]  # created today, every status present (0 when none)
     drivers_online: int
-    # None: this database has no cancel reasons yet, so expiries cannot be told apart.
-    requests_expired: int | None
+    requests_expired: int  # created today, CANCELED with NO_DRIVER_FOUND
 
     @property
     def trips_total(self) -> int:
@@ -41,24 +36,21 @@ def start_of_today(now: datetime | None = None) -> datetime:
 async def today(*, db: SessionMaker, positions: PositionStore) -> Figures:
     since = start_of_today()
     created_today = col(Trip.created) >= since
-    reason = getattr(Trip, "cancel_reason", None)
     async with db() as session:
         rows = await session.execute(
             select(col(Trip.status), func.count()).where(created_today).group_by(col(Trip.status))
         )
         counts = {TripStatus(status): int(n) for status, n in rows.all()}
-        expired = None
-        if reason is not None:
-            expired = await session.scalar(
-                select(func.count()).where(
-                    created_today,
-                    col(Trip.status) == TripStatus.CANCELED,
-                    reason == EXPIRED_REASON,
-                )
+        expired = await session.scalar(
+            select(func.count()).where(
+                created_today,
+                col(Trip.status) == TripStatus.CANCELED,
+                col(Trip.cancel_reason) == CancelReason.NO_DRIVER_FOUND,
             )
+        )
     return Figures(
         since=since,
         trips={status: counts.get(status, 0) for status in TripStatus},
         drivers_online=await positions.online(),
-        requests_expired=None if expired is None else int(expired),
+        requests_expired=int(expired or 0),
     )

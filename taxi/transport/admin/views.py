@@ -59,9 +59,10 @@ class UserAdmin(ModelView, model=User):
                 db=services.db,
                 events=services.events,
                 positions=services.positions,
+                settings=services.settings,
                 user_id=user_id,
             )
-            done = "deactivated: signed out everywhere, and can no longer log in"
+            done = "deactivated: signed out everywhere, open trips ended, can no longer log in"
         else:
             found = await reactivate_user(db=services.db, user_id=user_id)
             done = "reactivated: can log in again (old sessions stay ended)"
@@ -83,6 +84,24 @@ class UserAdmin(ModelView, model=User):
         return await self._change(request, deactivate=False)
 
 
+def price(trip: Trip) -> str:
+    """What the rider pays (once known), else the price held by the quote; minor units
+    shown as the currency's amount."""
+    if trip.fare_final is not None:
+        return f"{trip.fare_final / 100:.2f} {trip.fare_currency}"
+    if trip.fare_quoted is not None:
+        return f"{trip.fare_quoted / 100:.2f} {trip.fare_currency} (quoted)"
+    return ""
+
+
+def _price(trip: Any, _attribute: Any) -> str:
+    return price(trip)
+
+
+def _reason(trip: Any, _attribute: Any) -> str:
+    return trip.cancel_reason.value if trip.cancel_reason is not None else ""
+
+
 def _rider(trip: Any, _attribute: Any) -> str:
     return person(trip.rider)
 
@@ -99,14 +118,22 @@ class TripAdmin(ModelView, model=Trip):
         "status",
         "rider",
         "driver",
+        "fare_final",
+        "cancel_reason",
         "pick_up_address",
         "drop_off_address",
         "rating",
         "updated",
         "id",
     ]
-    column_formatters = {"rider": _rider, "driver": _driver}
-    column_formatters_detail = {"rider": _rider, "driver": _driver}
+    column_labels = {"fare_final": "Price", "cancel_reason": "Cancel reason"}
+    column_formatters = {
+        "rider": _rider,
+        "driver": _driver,
+        "fare_final": _price,
+        "cancel_reason": _reason,
+    }
+    column_formatters_detail = column_formatters
     column_details_exclude_list = [
         "driver_latitude",
         "driver_longitude",
