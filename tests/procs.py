@@ -197,6 +197,7 @@ def server_env(
         PYTHONUNBUFFERED="1",
         # Tests sign many users up from one address (the limit is tested elsewhere).
         SIGNUP_MAX_PER_HOUR="1000000",
+        LOGIN_MAX_PER_ADDRESS="1000000",
         TRIP_REQUESTS_PER_10_MIN="1000000",
         # Keys and channels under this test session's prefix (the default, `taxi`, is a
         # developer's server's: its sign-up counts would be ours).

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from taxi.api.context import Services
 from taxi.core.config import Settings
-from taxi.domain.errors import RateLimited
+from taxi.domain.errors import RateLimited, ServiceUnavailable
 from taxi.domain.services import figures
 from taxi.transport.admin.staff import StaffOnly, csrf_token, require_csrf, services_of
 from taxi.transport.admin.views import TripAdmin, UserAdmin
@@ -72,9 +72,10 @@ class TaxiAdmin(Admin):
     async def login(self, request: Request) -> Response:
         try:
             return await super().login(request)
-        except RateLimited as exc:
+        except (RateLimited, ServiceUnavailable) as exc:
+            status = 429 if isinstance(exc, RateLimited) else 503
             return await self.templates.TemplateResponse(
-                request, "sqladmin/login.html", {"error": str(exc)}, status_code=429
+                request, "sqladmin/login.html", {"error": exc.message}, status_code=status
             )
 
     async def logout(self, request: Request) -> Response:

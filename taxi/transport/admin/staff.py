@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from taxi.api.context import Services
-from taxi.domain.errors import Unauthenticated
+from taxi.domain.errors import BadUserInput, Unauthenticated
 from taxi.domain.services import sessions
-from taxi.domain.services.accounts import MAX_NAME, verify_credentials
+from taxi.domain.services.accounts import verify_credentials
 
 STAFF_ID = "staff_id"
 SESSION_ID = "sid"
@@ -46,21 +46,21 @@ async def require_csrf(request: Request) -> None:
 
 class StaffOnly(AuthenticationBackend):
     async def login(self, request: Request) -> bool:
-        """RateLimited propagates: the admin answers it with 429 (taxi/transport/admin)."""
+        """RateLimited and ServiceUnavailable propagate: the admin answers them with 429
+        and 503 (taxi/transport/admin)."""
         form = await request.form()
         username, password = str(form.get("username", "")), str(form.get("password", ""))
-        if len(username) > MAX_NAME:
-            return False  # no such user can exist; nothing is counted or stored for it
         services = services_of(request)
         try:
             user = await verify_credentials(
                 db=services.db,
                 settings=services.settings,
-                limiter=services.limiter,
+                limits=services.logins,
                 username=username,
                 password=password,
+                client=request.client.host if request.client else None,
             )
-        except Unauthenticated:
+        except (Unauthenticated, BadUserInput):
             return False
         if not user.is_staff or user.id is None:
             return False
