@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +25,7 @@ from taxi.api.schema.check import document_checker
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, tracing
+from taxi.core.backends import Backends, describe
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -42,6 +44,8 @@ from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
 from taxi.transport.live.registry import SocketRegistry, follow
 from taxi.transport.media import MediaFiles
+
+log = logging.getLogger(__name__)
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
@@ -167,9 +171,13 @@ async def healthz(request: Request) -> JSONResponse:
         check("database", db_mod.ping(services.engine)),
         check("broadcast", broadcast_mod.ping(services.broadcast)),
     )
+    # The kinds only (no addresses): an unauthenticated probe learns what, not where.
+    backends: Backends = request.app.state.backends
+    running = {"database": backends.database, "broadcast": backends.broadcast}
     if failed:
-        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body = {"status": "unavailable", "failed": failed, "backends": running}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "backends": running})
 
 
 def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
@@ -200,6 +208,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     )
     app.state.settings = settings
     app.state.live = live
+    app.state.backends = describe(settings)
     admin = mount_admin(app, settings)
     return app
 
@@ -231,6 +240,7 @@ async def _running(
             )
             registry = SocketRegistry(max_per_user=settings.max_sockets_per_user)
             live.start(hub=hub, registry=registry)
+            log.info("taxi is up: %s", app.state.backends.line())
             try:
                 async with background(follow(hub, registry), name="taxi-sessions-follow"):
                     yield
