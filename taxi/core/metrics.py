@@ -170,11 +170,13 @@ def operation_name(name: object) -> str:
     return name
 
 
-def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
+def operation(*, name: object, kind: str, code: str, seconds: float | None) -> str:
+    """Counts (and times) one operation; returns its label."""
     label = operation_name(name)
     OPERATIONS.labels(label, kind, code).inc()
     if seconds is not None:
         OPERATION_SECONDS.labels(label, kind).observe(seconds)
+    return label
 
 
 def instrument_engine(engine: Any) -> None:

@@ -18,7 +18,7 @@ from taxi.domain import auth
 from taxi.domain.errors import BadUserInput, RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
 from taxi.transport.live.operations import Operations
-from taxi.transport.live.wire import ASGISend, Gone, Outbox
+from taxi.transport.live.wire import ASGISend, Gone, Outbox, unless_gone
 from taxi.transport.sockets import TooManySockets
 
 if TYPE_CHECKING:
@@ -31,11 +31,6 @@ ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
 # gets an error, the socket stays open.
 MAX_OPERATIONS_PER_SOCKET = 100
 LIMITED = RateLimited.code
-
-
-async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
-    with suppress(Gone):
-        await work
 
 
 class Socket:
@@ -67,7 +62,7 @@ class Socket:
         self.dialect = dialect
         self._send = send
         self.outbox = outbox
-        self.operations = Operations(endpoint.graphql, context, outbox, dialect)
+        self.operations = Operations(endpoint.executor, context, outbox, dialect)
         self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
@@ -121,7 +116,7 @@ class Socket:
         await self.outbox.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(_unless_gone(work))
+        task = asyncio.create_task(unless_gone(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

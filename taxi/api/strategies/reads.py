@@ -1,31 +1,32 @@
-"""Read-only queries answered without graphql-core's per-field execution.
+"""Read-only queries answered by a compiled plan, without graphql-core's per-field
+execution.
 
 A `trips` page is ~400 fields; graphql-core resolves and completes each one (a few
-microseconds apiece), which cost more than the SQL. A query document whose root fields
-are all in `ROOTS` and whose selections reach only plain attributes of the read models
-(taxi/domain/readmodels.py: no resolver per field) is compiled once per document text into a
-plan: per response key, the attribute to read and the schema's own serializer for it.
-The document is parsed and validated as the full path does (the same limits);
-aliases, fragments and __typename are part of the plan. Anything else (directives,
-introspection, fields with resolvers below the root), and every error (bad variables,
-unauthenticated, not found, an outage, a null where the schema says non-null), goes the
-full way, which answers with the usual errors: this path changes nothing a client sees.
-Read-only, so a query that falls back after reading is simply read again."""
+microseconds apiece), which cost more than the SQL. An operation whose root fields are
+all in `ROOTS` and whose selections reach only plain attributes of the read models
+(taxi/domain/readmodels.py: no resolver per field) is compiled once per document (the
+executor keeps it with the prepared document) into a plan: per response key, the
+attribute to read and the schema's own serializer for it. Aliases, fragments and
+__typename are part of the plan. Anything else (directives, introspection, fields with
+resolvers below the root) is not a plan, and every error (bad variables,
+unauthenticated, not found, an outage, a null where the schema says non-null) makes the
+plan decline: graphql-core's execution then answers with the usual errors, so a plan
+changes nothing a client sees. Read-only, so a query that declines after reading is
+simply read again."""
 
 from __future__ import annotations
 
 import math
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from graphql import (
     GRAPHQL_MAX_INT,
     GRAPHQL_MIN_INT,
+    DocumentNode,
+    ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -38,11 +39,9 @@ from graphql import (
     GraphQLInt,
     GraphQLObjectType,
     GraphQLOutputType,
-    GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
     InlineFragmentNode,
-    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -53,32 +52,22 @@ from graphql import (
     is_list_type,
     is_non_null_type,
     is_object_type,
-    parse,
-    specified_rules,
-    validate,
 )
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
-from strawberry.schema.types import base_scalars
 
 from taxi.api.context import Context
 from taxi.api.resolvers.trips import checked_trips_page, one_trip, trips_page
-from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
-from taxi.core import metrics
-from taxi.core.logs import operation_line
+from taxi.api.strawberry_adapter import enum_class, is_datetime, plain_attribute
 from taxi.domain.errors import AppError
 from taxi.domain.models import TripStatus
 
-# Distinct documents remembered (recognised or not).
-MAX_PLANS = 256
-# Strawberry's link from a graphql-core field to its own definition.
-STRAWBERRY = "strawberry-definition"
-# What a failed read raises: the full path reads again and reports it.
+# What a failed read raises: graphql-core's execution reads again and reports it.
 FAILED = (AppError, SQLAlchemyError, RedisError, OSError)
 
 
 class Fallback(Exception):
-    """Not answered here: the full path answers (with its errors)."""
+    """Not answered here: graphql-core's execution answers (with its errors)."""
 
 
 Root = Callable[[Context, dict[str, Any]], Awaitable[object]]
@@ -115,93 +104,63 @@ def _same(value: Any) -> Any:
 
 
 class Plan:
-    __slots__ = ("name", "operation", "roots")
+    """One recognised read-only operation, compiled."""
 
-    def __init__(self, name: str | None, operation: OperationDefinitionNode) -> None:
-        self.name = name
+    __slots__ = ("core", "operation", "roots")
+    kind = "query"
+
+    def __init__(self, core: GraphQLSchema, operation: OperationDefinitionNode) -> None:
+        self.core = core
         self.operation = operation
         # (response key, root resolver, its graphql-core field and node, render)
         self.roots: list[tuple[str, Root, GraphQLField, FieldNode, Render]] = []
 
-
-class Plans:
-    def __init__(self, core: GraphQLSchema, *, introspection: bool) -> None:
-        self.core = core
-        rules = [*specified_rules, *validation_rules(max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES)]
-        if not introspection:
-            rules.append(NoSchemaIntrospectionCustomRule)
-        self._rules = tuple(rules)
-        self._plans: OrderedDict[str, Plan | None] = OrderedDict()
-
-    def plan(self, query: str) -> Plan | None:
-        if query in self._plans:
-            self._plans.move_to_end(query)
-            return self._plans[query]
-        try:
-            found = self._compile(query)
-        except (GraphQLError, Fallback):
-            found = None
-        self._plans[query] = found
-        if len(self._plans) > MAX_PLANS:
-            self._plans.popitem(last=False)
-        return found
-
-    def _compile(self, query: str) -> Plan | None:
-        document = parse(query, max_tokens=MAX_TOKENS)
-        if validate(self.core, document, self._rules):
+    @classmethod
+    def compile(
+        cls, core: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+    ) -> Plan | None:
+        if operation.operation is not OperationType.QUERY or operation.directives:
             return None
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-            return None
-        operation = operations[0]
         fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        query_type = self.core.query_type
+        query_type = core.query_type
         assert query_type is not None
-        plan = Plan(operation.name.value if operation.name else None, operation)
-        for key, nodes in _collect(query_type.name, [operation.selection_set], fragments).items():
-            name = nodes[0].name.value
-            if name == "__typename":
-                plan.roots.append((key, _typename, TypeNameMetaFieldDef, nodes[0], _same))
-                continue
-            root = ROOTS.get(name)
-            if root is None or len(nodes) != 1 or operation.directives:
-                return None
-            field = query_type.fields[name]
-            plan.roots.append((key, root, field, nodes[0], _render(field.type, nodes, fragments)))
+        plan = cls(core, operation)
+        try:
+            selected = _collect(query_type.name, [operation.selection_set], fragments)
+            for key, nodes in selected.items():
+                name = nodes[0].name.value
+                if name == "__typename":
+                    plan.roots.append((key, _typename, TypeNameMetaFieldDef, nodes[0], _same))
+                    continue
+                root = ROOTS.get(name)
+                if root is None or len(nodes) != 1:
+                    return None
+                field = query_type.fields[name]
+                render = _render(field.type, nodes, fragments)
+                plan.roots.append((key, root, field, nodes[0], render))
+        except Fallback:
+            return None
         return plan
 
-    async def answer(
-        self,
-        context: Context,
-        query: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-    ) -> dict[str, Any] | None:
-        """The operation's result data, or None: then run it the full way."""
-        if variables is not None and not isinstance(variables, dict):
-            return None
-        found = self.plan(query)
-        if found is None or operation_name not in (None, found.name):
-            return None
-        started = time.perf_counter()
+    async def run(
+        self, context: Context, variables: dict[str, Any] | None
+    ) -> ExecutionResult | None:
+        """The operation's result, or None: then graphql-core's execution answers."""
         coerced = get_variable_values(
-            self.core, found.operation.variable_definitions or (), variables or {}
+            self.core, self.operation.variable_definitions or (), variables or {}
         )
         if isinstance(coerced, list):
             return None
         data: dict[str, Any] = {}
         try:
-            for key, root, field, node, render in found.roots:
+            for key, root, field, node, render in self.roots:
                 args = get_argument_values(field, node, coerced)
                 data[key] = render(await root(context, args))
         except (Fallback, GraphQLError, *FAILED):
             return None
-        seconds = time.perf_counter() - started
-        metrics.operation(name=found.name, kind="query", code="OK", seconds=seconds)
-        operation_line(found.name, "query", seconds, [])
-        return data
+        return ExecutionResult(data)
 
 
 def _collect(
@@ -216,7 +175,7 @@ def _collect(
     for selection_set in selection_sets:
         for node in selection_set.selections if selection_set else ():
             if node.directives:
-                raise Fallback  # @include / @skip: the full path
+                raise Fallback  # @include / @skip: graphql-core's
             if isinstance(node, FieldNode):
                 key = node.alias.value if node.alias else node.name.value
                 out.setdefault(key, []).append(node)
@@ -245,7 +204,7 @@ def _render(
 
         def non_null(value: Any) -> Any:
             if value is None:
-                raise Fallback  # graphql-core's error (and null parent): the full path
+                raise Fallback  # graphql-core's error (and null parent): its execution
             return inner(value)
 
         return non_null
@@ -289,12 +248,9 @@ def _object(
             lines.append(f"    out[{key!r}] = {kind.name!r}")
             continue
         field = kind.fields[name]
-        definition = (field.extensions or {}).get(STRAWBERRY)
-        if definition is None or definition.base_resolver is not None or field_nodes[0].arguments:
-            raise Fallback  # a resolver's work: the full path
-        attribute = definition.python_name
-        if not attribute.isidentifier():
-            raise Fallback
+        attribute = plain_attribute(field)
+        if attribute is None or field_nodes[0].arguments:
+            raise Fallback  # a resolver's work: graphql-core's
         names[f"r{i}"] = _render(field.type, field_nodes, fragments)
         lines.append(f"    v = obj.{attribute}")
         inline = _inline(field.type, i, names)
@@ -322,15 +278,11 @@ def _inline(kind: GraphQLOutputType, i: int, names: dict[str, Any]) -> str | Non
     if named is GraphQLFloat:
         names["isfinite"] = math.isfinite
         return "v if type(v) is float and isfinite(v)"
-    if isinstance(named, GraphQLScalarType) and named.serialize is base_scalars.isoformat:
+    if is_datetime(named):
         names["datetime"] = datetime
         return "v.isoformat() if type(v) is datetime"  # Strawberry's DateTime
-    wrapped = getattr(named, "wrapped_cls", None)
-    if (
-        isinstance(named, GraphQLEnumType)
-        and isinstance(wrapped, type)
-        and issubclass(wrapped, Enum)
-    ):
+    wrapped = enum_class(named)
+    if isinstance(named, GraphQLEnumType) and wrapped is not None:
         # Strawberry's enum serializer, as a table: the GraphQL name of each member.
         names[f"c{i}"] = wrapped
         names[f"e{i}"] = {
