@@ -115,8 +115,7 @@ async def run_due(
         views = {v.id: v for v in loaded.trips} if loaded else {}
     for offers in waves:
         metrics.wave(offers=offers)
-    for trip, drivers in published:
-        await events.offered(views[trip.id], drivers)
+    await events.send(*(events.offer(views[trip.id], drivers) for trip, drivers in published))
     return len(rows)
 
 

@@ -130,8 +130,8 @@ async def request_trip(
         raise Conflict("You already have an active trip.") from exc
     if coordinates.pick_up is not None:
         metrics.wave(offers=len(offered))
-    await events.trip_changed(view, kind=Kind.REQUESTED)
-    await events.offered(view, offered)
+    # Together: the rider's and watchers' channels and the first wave's drivers.
+    await events.send(events.trip_change(view, kind=Kind.REQUESTED), events.offer(view, offered))
     return view
 
 
