@@ -9,6 +9,7 @@ view's `execute_single` hook (whose keyword arguments are not a documented API).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeGuard, cast
 
@@ -56,27 +57,31 @@ def enum_class(named: object) -> type[Enum] | None:
     return wrapped if isinstance(wrapped, type) and issubclass(wrapped, Enum) else None
 
 
+@dataclass(frozen=True, slots=True)
+class ViewOperation:
+    """One operation as Strawberry's view parsed it."""
+
+    request: Request
+    method: str
+    data: GraphQLRequestData
+    context: Context
+    sub_response: Any  # the view's response-to-be: status and headers are set on it
+
+
 class View(GraphQL[Context, None]):
     """Strawberry's ASGI view, with its one execution hook handed to `operation`: the
     view parses GET query strings, multipart uploads and batches; the operation itself
     runs in the service's executor (taxi/api/executor.py)."""
 
-    async def operation(
-        self,
-        *,
-        request: Request,
-        method: str,
-        data: GraphQLRequestData,
-        context: Context,
-        sub_response: Any,
-    ) -> ExecutionResult:
+    async def operation(self, op: ViewOperation) -> ExecutionResult:
         raise NotImplementedError
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.operation(
+        op = ViewOperation(
             request=kwargs["request"],
             method=kwargs["request_adapter"].method,
             data=kwargs["request_data"],
             context=kwargs["context"],
             sub_response=kwargs["sub_response"],
         )
+        return await self.operation(op)

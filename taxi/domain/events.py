@@ -47,7 +47,7 @@ class Event:
     kind: Kind
     key: str
     body: dict[str, Any]
-    # Encoded results per (live plan, view) (taxi/transport/live/execution.py).
+    # Encoded results per (live query, view) (taxi/api/strategies/live.py).
     frames: dict[tuple[object, int], bytes] = field(default_factory=dict)
 
     @cached_property

@@ -14,11 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from strawberry.http import GraphQLRequestData
 
 from taxi.api.context import Context, Services
 from taxi.api.executor import Answer, BadRequest, Executor
-from taxi.api.strawberry_adapter import View
+from taxi.api.strawberry_adapter import View, ViewOperation
 from taxi.core.config import Settings
 from taxi.domain import auth
 from taxi.transport import pages
@@ -193,23 +192,16 @@ class TaxiGraphQL(View):
             # into it as it comes. A client's fault: 400, never a 500.
             raise HTTPException(400, "Malformed GraphQL request.") from exc
 
-    async def operation(
-        self,
-        *,
-        request: Request,
-        method: str,
-        data: GraphQLRequestData,
-        context: Context,
-        sub_response: Any,
-    ) -> ExecutionResult:
+    async def operation(self, op: ViewOperation) -> ExecutionResult:
         """What Strawberry's view parsed (GET, multipart), run by the executor."""
+        data = op.data
         answer = await self._run(
-            request, context, data.query, data.variables, data.operation_name, data.extensions
+            op.request, op.context, data.query, data.variables, data.operation_name, data.extensions
         )
         if answer.no_store:
-            sub_response.headers["Cache-Control"] = "no-store"
+            op.sub_response.headers["Cache-Control"] = "no-store"
         if answer.status != 200:
-            sub_response.status_code = answer.status
+            op.sub_response.status_code = answer.status
         return ExecutionResult(data=answer.data, errors=answer.errors)
 
     async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
