@@ -42,9 +42,6 @@ class Refused(AppError):
         self.code = code
         self.message = message
 
-    def as_error(self) -> dict[str, Any]:
-        return {"message": self.message, "extensions": {"code": self.code}}
-
 
 def sha256(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
