@@ -1,6 +1,6 @@
 """Optional OpenTelemetry tracing (`pip install taxi[otel]`), set up from the standard
 OTEL_* variables: a server span per HTTP request (the ASGI instrumentation), a span
-per GraphQL operation (taxi.api.schema.observe) and, below it, a span per SQL statement
+per GraphQL operation (taxi.api.executor) and, below it, a span per SQL statement
 and per Redis command (the official SQLAlchemy and redis instrumentations).
 
 On when the OpenTelemetry packages are importable, OTEL_SDK_DISABLED is not true and
