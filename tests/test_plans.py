@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from graphql import ExecutionResult
-from starlette.routing import Route
 
 from taxi.api.context import Context
 from taxi.api.strategies.reads import Plan
 from taxi.domain.services import sessions
-from taxi.transport.http import TaxiGraphQL
-from tests.helpers import LOG_OUT, Account, account, error_code, gql, request_trip
+from tests.helpers import LOG_OUT, Account, account, endpoint, error_code, gql, request_trip
 
 NODE = """id created updated pickUpAddress dropOffAddress status rating
 rider { id username firstName lastName group photoUrl rating }
@@ -43,13 +41,6 @@ UNKNOWN = "{ trips { nope } }"
 TOO_MANY = "{ trips(first: 101) { totalCount } }"
 
 Post = Callable[[str, dict[str, Any] | None, str | None], Awaitable[tuple[int, Any]]]
-
-
-def endpoint(app: Any) -> TaxiGraphQL:
-    for route in app.routes:
-        if isinstance(route, Route) and isinstance(route.endpoint, TaxiGraphQL):
-            return route.endpoint
-    raise AssertionError("no GraphQL endpoint")
 
 
 async def completed_trip(client: httpx.AsyncClient, rider: Account, driver: Account) -> None:
