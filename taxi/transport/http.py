@@ -54,7 +54,9 @@ def _too_large(limit: int) -> JSONResponse:
 
 class TaxiGraphQL(View):
     def __init__(self, schema: Any, *, settings: Settings, executor: Executor, **kwargs: Any):
-        super().__init__(schema, **kwargs)
+        # No streaming transports (SSE, multipart subscriptions): those would run
+        # Strawberry's own `schema.stream`, outside the executor and its limits.
+        super().__init__(schema, subscription_protocols=(), **kwargs)
         self.settings = settings
         self.executor = executor
 
