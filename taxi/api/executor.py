@@ -15,52 +15,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 import strawberry
 from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode, OperationType
 
 from taxi.api import persisted
+from taxi.api.answer import OK, Answer, BadRequest, first_code
 from taxi.api.context import Context
 from taxi.api.prepared import DocumentCache, Prepared
-from taxi.api.resolvers.subscriptions import Live
 from taxi.api.schema import inputs
 from taxi.api.schema.errors import PRE_EXECUTION_CODES, with_codes
 from taxi.api.strategies import Strategy
 from taxi.api.strategies.general import General
-from taxi.api.strategies.live import LiveQueries, LiveQuery
+from taxi.api.strategies.live import LiveQueries
 from taxi.api.strategies.position import PositionReport
 from taxi.api.strategies.reads import Plan
 from taxi.api.strawberry_adapter import core_schema
 from taxi.core import metrics
 from taxi.core.logs import Tally, operation_line
 from taxi.core.tracing import OperationSpan
-from taxi.domain.errors import AppError, BadUserInput
+from taxi.domain.errors import BadUserInput
 
 EVERY = frozenset(OperationType)
-OK = "OK"
 _PLURAL = {
     OperationType.QUERY: "queries",
     OperationType.MUTATION: "mutations",
     OperationType.SUBSCRIPTION: "subscriptions",
 }
-
-
-class BadRequest(AppError):
-    """The request names no operation this transport can run (HTTP: a 400 response)."""
-
-    code = "BAD_REQUEST"
-
-
-@dataclass(slots=True)
-class Answer:
-    data: dict[str, Any] | None
-    errors: list[GraphQLError] | None  # with their codes
-    status: int = 200  # the HTTP status it calls for
-    executed: bool = True  # False: refused before running (a WebSocket `error` message)
-    no_store: bool = False  # a persisted-document miss: never cached
-    live: tuple[Live[Any], LiveQuery] | None = None  # an opened subscription
 
 
 class Executor:
@@ -155,7 +137,7 @@ class Executor:
                 result = await general.run(context, variables)
         finally:
             errors = self.coded(result.errors) if result and result.errors else None
-            code = _code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
+            code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
             seconds = time.perf_counter() - started
             label = metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
             if span is not None:
@@ -163,7 +145,7 @@ class Executor:
             if code == OK and isinstance(special, PositionReport):
                 self.tally.add(label, kind, seconds)  # thousands a second: no line each
             else:
-                operation_line(name, kind, seconds, sorted({_code([e]) for e in errors or ()}))
+                operation_line(name, kind, seconds, sorted({first_code([e]) for e in errors or ()}))
         data = result.data
         pre_execution = data is None and any(
             e.path is None and (e.extensions or {}).get("code") in PRE_EXECUTION_CODES
@@ -218,13 +200,7 @@ class Executor:
         no_store: bool = False,
     ) -> Answer:
         """Refused before anything ran: counted and logged like any operation."""
-        code = _code(errors)
+        code = first_code(errors)
         metrics.operation(name=name, kind=kind, code=code, seconds=None)
         operation_line(name if isinstance(name, str) else None, kind, 0.0, [code])
         return Answer(None, errors, status=status, executed=False, no_store=no_store)
-
-
-def _code(errors: list[GraphQLError] | None) -> str:
-    """The first (alphabetically) code of `errors`, or OK."""
-    codes = sorted({str((e.extensions or {}).get("code", "ERROR")) for e in errors or ()})
-    return codes[0] if codes else OK

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from taxi.api.answer import Answer, BadRequest
 from taxi.api.context import Context, Services
-from taxi.api.executor import Answer, BadRequest, Executor
+from taxi.api.executor import Executor
 from taxi.api.strawberry_adapter import View, ViewOperation
 from taxi.core.config import Settings
 from taxi.domain import auth

@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 from graphql import GraphQLError
 
+from taxi.api.answer import Answer, BadRequest
 from taxi.api.context import Context
-from taxi.api.executor import Answer, BadRequest, Executor
+from taxi.api.executor import Executor
 from taxi.api.schema.errors import is_outage
 from taxi.api.strategies.live import LiveQuery
 from taxi.core import metrics
@@ -121,8 +122,8 @@ class Operations:
                 extensions=payload.get("extensions"),
             )
         except BadRequest as exc:
-            answer = Answer(None, [GraphQLError(exc.message, extensions=exc.extensions)])
-            answer.executed = False
+            error = GraphQLError(exc.message, extensions=exc.extensions)
+            answer = Answer(None, [error], executed=False)
         if not answer.executed:
             # Ends before it runs: an `error` message, the socket stays open.
             errors = [dict(e.formatted) for e in answer.errors or ()]
