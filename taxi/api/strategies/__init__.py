@@ -1,7 +1,8 @@
 """How the executor answers a validated operation (taxi/api/executor.py picks one per
 document and operation, once):
 
-- reads.py    — a compiled plan for recognised read-only queries (no per-field execution)
+- reads.py    — a compiled plan for recognised read-only queries (no per-field execution;
+                render.py writes its renderers)
 - position.py — a direct handler for the hot `updatePosition` report
 - general.py  — graphql-core's execution, for everything else
 - live.py     — a subscription's per-event execution, shared by its subscribers

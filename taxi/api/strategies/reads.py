@@ -16,58 +16,34 @@ simply read again."""
 
 from __future__ import annotations
 
-import math
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from graphql import (
-    GRAPHQL_MAX_INT,
-    GRAPHQL_MIN_INT,
     DocumentNode,
     ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLBoolean,
-    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
-    GraphQLFloat,
-    GraphQLID,
-    GraphQLInt,
-    GraphQLObjectType,
-    GraphQLOutputType,
     GraphQLSchema,
-    GraphQLString,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
-    SelectionSetNode,
     TypeNameMetaFieldDef,
     get_argument_values,
     get_variable_values,
-    is_leaf_type,
-    is_list_type,
-    is_non_null_type,
-    is_object_type,
 )
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxi.api.context import Context
 from taxi.api.resolvers.trips import checked_trips_page, one_trip, trips_page
-from taxi.api.strawberry_adapter import enum_class, is_datetime, plain_attribute
+from taxi.api.strategies.render import Fallback, Render, collect, renderer
 from taxi.domain.errors import AppError
 from taxi.domain.models import TripStatus
 
 # What a failed read raises: graphql-core's execution reads again and reports it.
 FAILED = (AppError, SQLAlchemyError, RedisError, OSError)
-
-
-class Fallback(Exception):
-    """Not answered here: graphql-core's execution answers (with its errors)."""
 
 
 Root = Callable[[Context, dict[str, Any]], Awaitable[object]]
@@ -91,8 +67,6 @@ ROOTS: dict[str, Root] = {
     "trips": _trips,
     "trip": lambda ctx, a: one_trip(ctx, a["id"]),
 }
-
-Render = Callable[[Any], Any]
 
 
 async def _typename(_ctx: Context, _args: dict[str, Any]) -> str:
@@ -128,7 +102,7 @@ class Plan:
         assert query_type is not None
         plan = cls(core, operation)
         try:
-            selected = _collect(query_type.name, [operation.selection_set], fragments)
+            selected = collect(query_type.name, [operation.selection_set], fragments)
             for key, nodes in selected.items():
                 name = nodes[0].name.value
                 if name == "__typename":
@@ -138,7 +112,7 @@ class Plan:
                 if root is None or len(nodes) != 1:
                     return None
                 field = query_type.fields[name]
-                render = _render(field.type, nodes, fragments)
+                render = renderer(field.type, nodes, fragments)
                 plan.roots.append((key, root, field, nodes[0], render))
         except Fallback:
             return None
@@ -161,135 +135,3 @@ class Plan:
         except (Fallback, GraphQLError, *FAILED):
             return None
         return ExecutionResult(data)
-
-
-def _collect(
-    type_name: str,
-    selection_sets: Iterable[SelectionSetNode | None],
-    fragments: dict[str, FragmentDefinitionNode],
-) -> dict[str, list[FieldNode]]:
-    """The fields of `selection_sets` by response key, in order, fragments spread (every
-    type here is an object type: a fragment on another one never applies, and validation
-    lets it appear only where it could)."""
-    out: dict[str, list[FieldNode]] = {}
-    for selection_set in selection_sets:
-        for node in selection_set.selections if selection_set else ():
-            if node.directives:
-                raise Fallback  # @include / @skip: graphql-core's
-            if isinstance(node, FieldNode):
-                key = node.alias.value if node.alias else node.name.value
-                out.setdefault(key, []).append(node)
-                continue
-            if isinstance(node, FragmentSpreadNode):
-                fragment: InlineFragmentNode | FragmentDefinitionNode = fragments[node.name.value]
-            else:
-                assert isinstance(node, InlineFragmentNode)
-                fragment = node
-            condition = fragment.type_condition
-            if condition is not None and condition.name.value != type_name:
-                raise Fallback
-            if fragment.directives:
-                raise Fallback
-            for key, nodes in _collect(type_name, [fragment.selection_set], fragments).items():
-                out.setdefault(key, []).extend(nodes)
-    return out
-
-
-def _render(
-    kind: GraphQLOutputType, nodes: list[FieldNode], fragments: dict[str, FragmentDefinitionNode]
-) -> Render:
-    """How a value of GraphQL type `kind` is written, as graphql-core would complete it."""
-    if is_non_null_type(kind):
-        inner = _render(kind.of_type, nodes, fragments)
-
-        def non_null(value: Any) -> Any:
-            if value is None:
-                raise Fallback  # graphql-core's error (and null parent): its execution
-            return inner(value)
-
-        return non_null
-    if is_list_type(kind):
-        item = _render(kind.of_type, nodes, fragments)
-        return lambda value: None if value is None else [item(v) for v in value]
-    if is_leaf_type(kind):
-        serialize = kind.serialize
-
-        def leaf(value: Any) -> Any:
-            if value is None:
-                return None
-            try:
-                out = serialize(value)
-            except (GraphQLError, TypeError, ValueError) as exc:
-                raise Fallback from exc
-            if out is None:
-                raise Fallback
-            return out
-
-        return leaf
-    if is_object_type(kind):
-        obj = _object(kind, nodes, fragments)
-        return lambda value: None if value is None else obj(value)
-    raise Fallback  # interfaces and unions: none are reachable from ROOTS today
-
-
-def _object(
-    kind: GraphQLObjectType, nodes: list[FieldNode], fragments: dict[str, FragmentDefinitionNode]
-) -> Render:
-    """One function per selection of an object type, written out as Python source (a
-    page renders ~400 fields: a call per field and per wrapper cost more than the
-    rest of the request); plain scalars are written inline (`_inline`), anything else
-    through its `_render`."""
-    names: dict[str, Any] = {"Fallback": Fallback}
-    lines = ["def render(obj):", "    out = {}"]
-    fields = _collect(kind.name, [n.selection_set for n in nodes], fragments)
-    for i, (key, field_nodes) in enumerate(fields.items()):
-        name = field_nodes[0].name.value
-        if name == "__typename":
-            lines.append(f"    out[{key!r}] = {kind.name!r}")
-            continue
-        field = kind.fields[name]
-        attribute = plain_attribute(field)
-        if attribute is None or field_nodes[0].arguments:
-            raise Fallback  # a resolver's work: graphql-core's
-        names[f"r{i}"] = _render(field.type, field_nodes, fragments)
-        lines.append(f"    v = obj.{attribute}")
-        inline = _inline(field.type, i, names)
-        lines.append(f"    out[{key!r}] = {inline + ' else ' if inline else ''}r{i}(v)")
-    lines.append("    return out")
-    exec("\n".join(lines), names)
-    render: Render = names["render"]
-    return lambda value: None if value is None else render(value)
-
-
-def _inline(kind: GraphQLOutputType, i: int, names: dict[str, Any]) -> str | None:
-    """An expression giving `v`'s output where graphql-core's serializer would give it
-    unchanged (or by `str`), to be followed by `else` and the full render; None for
-    other types. A non-null wrapper needs no test here: these values are not None."""
-    named = kind.of_type if is_non_null_type(kind) else kind
-    if named is GraphQLString:
-        return "v if type(v) is str"
-    if named is GraphQLID:
-        names["UUID"] = uuid.UUID
-        return "v if type(v) is str else str(v) if type(v) is int or type(v) is UUID"
-    if named is GraphQLBoolean:
-        return "v if type(v) is bool"
-    if named is GraphQLInt:
-        return f"v if type(v) is int and {GRAPHQL_MIN_INT} <= v <= {GRAPHQL_MAX_INT}"
-    if named is GraphQLFloat:
-        names["isfinite"] = math.isfinite
-        return "v if type(v) is float and isfinite(v)"
-    if is_datetime(named):
-        names["datetime"] = datetime
-        return "v.isoformat() if type(v) is datetime"  # Strawberry's DateTime
-    wrapped = enum_class(named)
-    if isinstance(named, GraphQLEnumType) and wrapped is not None:
-        # Strawberry's enum serializer, as a table: the GraphQL name of each member.
-        names[f"c{i}"] = wrapped
-        names[f"e{i}"] = {
-            member: key
-            for member in wrapped
-            for key, value in named.values.items()
-            if member.value == value.value
-        }
-        return f"e{i}[v] if type(v) is c{i} and v in e{i}"
-    return None
