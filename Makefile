@@ -55,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) taxi.core.db media .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) taxi.db media .pytest_cache .mypy_cache .ruff_cache

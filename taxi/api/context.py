@@ -36,6 +36,7 @@ class Services:
     hub: Hub
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
+    trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     documents: Documents
