@@ -139,7 +139,8 @@ class Executor:
             errors = self.coded(result.errors) if result and result.errors else None
             code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
             seconds = time.perf_counter() - started
-            label = metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
+            metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
+            label = metrics.operation_name(name)
             if span is not None:
                 span.end(kind=kind, name=label, code=code)
             if code == OK and isinstance(special, PositionReport):

@@ -5,12 +5,11 @@ processes (`taxi serve --workers N`): `taxi serve` points PROMETHEUS_MULTIPROC_D
 fresh directory before the workers start; each writes its values there and whichever
 worker answers `/metrics` reads them all (prometheus-client's multiprocess mode).
 
-The per-frame counters (deliveries, coalesced, dropped) and the operation counts and
-durations are the hot path: a frame or a position report costs a few microseconds, and a
-Prometheus update 0.66 µs (one process) to 1.5 µs (multiprocess, a locked write to a
-memory-mapped file), plus the label lookup. Those hooks only add to a plain int or list;
-`flush()` moves them into the metrics at every scrape and, with several workers, every
-FLUSH_SECONDS (a worker's tally is that much behind at worst)."""
+The per-frame counters (deliveries, coalesced, dropped) are the hot path: a frame costs
+a few microseconds, and a Prometheus counter increment 0.66 µs (one process) to 1.5 µs
+(multiprocess, a locked write to a memory-mapped file). Those hooks only add to a plain
+int (75 ns); `flush()` moves the ints into the counters at every scrape and, with several
+workers, every FLUSH_SECONDS (a worker's tally is that much behind at worst)."""
 
 from __future__ import annotations
 
@@ -98,11 +97,6 @@ _delivered = 0
 _coalesced = 0
 _dropped = 0
 _names: set[str] = set()
-# (operation label, type, code) -> count; (label, type) -> durations not yet observed.
-# Keys are bounded by the labels (MAX_OPERATION_NAMES); durations by MAX_PENDING_TIMINGS.
-_operations: dict[tuple[str, str, str], int] = {}
-_timings: dict[tuple[str, str], list[float]] = {}
-MAX_PENDING_TIMINGS = 256
 
 
 def multiprocess() -> bool:
@@ -176,28 +170,11 @@ def operation_name(name: object) -> str:
     return name
 
 
-def operation(*, name: object, kind: str, code: str, seconds: float | None) -> str:
-    """Counts (and times) one operation, as a plain tally until the next `flush` (a
-    position report is ~20 µs; the two labelled Prometheus updates were ~5 of them);
-    returns its label."""
+def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
     label = operation_name(name)
-    key = (label, kind, code)
-    _operations[key] = _operations.get(key, 0) + 1
+    OPERATIONS.labels(label, kind, code).inc()
     if seconds is not None:
-        timed = _timings.get((label, kind))
-        if timed is None:
-            timed = _timings[(label, kind)] = []
-        timed.append(seconds)
-        if len(timed) >= MAX_PENDING_TIMINGS:
-            _observe(label, kind, timed)
-    return label
-
-
-def _observe(label: str, kind: str, timed: list[float]) -> None:
-    histogram = OPERATION_SECONDS.labels(label, kind)
-    for seconds in timed:
-        histogram.observe(seconds)
-    timed.clear()
+        OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
 
 def instrument_engine(engine: Any) -> None:
@@ -223,11 +200,6 @@ def flush() -> None:
     if _dropped:
         n, _dropped = _dropped, 0
         DROPPED.inc(n)
-    for (label, kind, code), n in _operations.items():
-        OPERATIONS.labels(label, kind, code).inc(n)
-    _operations.clear()
-    for (label, kind), timed in _timings.items():
-        _observe(label, kind, timed)
 
 
 @asynccontextmanager

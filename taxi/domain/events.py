@@ -122,7 +122,7 @@ def decode(message: str) -> Event:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message for some channels, built by `Publisher` and sent by `send`."""
+    """One message for some channels (`Publisher.trip_change`, `Publisher.offer`)."""
 
     channels: tuple[str, ...]
     message: str
@@ -134,7 +134,7 @@ class Publisher:
     watchers re-read the state when the backend comes back.
 
     The independent messages of one change (a trip's channels, the offered drivers'
-    channels) go out together (`send`): each await of a publish is a round trip, and
+    channels) go out together (`send`): each awaited publish is a round trip, and
     `requestTrip` answered only after all of them, one after another."""
 
     def __init__(self, broadcast: Broadcast, *, prefix: str) -> None:
@@ -149,6 +149,9 @@ class Publisher:
             await publishes[0]
         elif publishes:
             await asyncio.gather(*publishes)
+
+    async def _send(self, channels: list[str], message: str) -> None:
+        await self.send(Outgoing(tuple(channels), message))
 
     async def _publish(self, channel: str, message: str) -> None:
         try:
@@ -182,12 +185,11 @@ class Publisher:
         """A position of the trip's car; `parties` (rider, driver) may watch it. No trip
         state: the per-report path reads nothing from the database."""
         body = {"parties": parties, "location": location}
-        message = _encode(Kind.LOCATION, str(trip_id), body)
-        await self.send(Outgoing((location_channel(trip_id),), message))
+        await self._send([location_channel(trip_id)], _encode(Kind.LOCATION, str(trip_id), body))
 
     async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
         """`sid` ended (log-out, a replayed refresh token) or, without one, every
         session of `user_id` (deactivated or deleted)."""
         key = f"session:{sid}" if sid else f"user:{user_id}"
         body = {"user_id": user_id, "sid": sid}
-        await self.send(Outgoing((SESSIONS,), _encode(Kind.SESSION_ENDED, key, body)))
+        await self._send([SESSIONS], _encode(Kind.SESSION_ENDED, key, body))
