@@ -68,8 +68,7 @@ class TaxiGraphQL(View):
         return orjson.loads(data)
 
     def encode_json(self, data: object) -> str:
-        # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
-        # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
+        # The view's responses (GET, multipart); its base class wants str.
         return orjson.dumps(data).decode()
 
     async def render_graphql_ide(self, request: Request) -> Response:
