@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from taxi.domain.events import Publisher
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
+    from taxi.domain.routes import Router
     from taxi.transport.live.hub import Hub
     from taxi.transport.sockets import SocketRegistry
 
@@ -39,6 +40,7 @@ class Services:
     trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
+    router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)
     documents: Documents
 
 

@@ -9,11 +9,12 @@ from strawberry.tools import merge_types
 
 from taxi.api.resolvers.accounts import AccountMutation, AccountQuery
 from taxi.api.resolvers.drivers import DriverMutation, DriverQuery
+from taxi.api.resolvers.rides import RideMutation, RideQuery
 from taxi.api.resolvers.subscriptions import Subscription
 from taxi.api.resolvers.trips import TripMutation, TripQuery
 
-Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery))
-Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation))
+Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery, RideQuery))
+Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation, RideMutation))
 
 
 def build_schema() -> strawberry.Schema:
