@@ -92,7 +92,7 @@ class Executor:
             return self._refused(operation_name, "unknown", [error], status=200, no_store=True)
         if not isinstance(text, str) or not text:
             raise BadRequest("No GraphQL query found in the request")
-        prepared = self.documents.get(text)
+        prepared = await self.documents.prepare(text)
         if prepared.parse_errors:
             return self._refused(operation_name, "unknown", self.coded(prepared.parse_errors))
         operation = prepared.operation(operation_name)
@@ -187,7 +187,7 @@ class Executor:
             prepared.document, operation, variables=variables, context=context
         )
         if isinstance(opened, list):
-            return self._refused(name, "subscription", self.coded(opened))
+            return self._refused(name, "subscription", self.coded(opened), validated=True)
         metrics.operation(name=name, kind="subscription", code=OK, seconds=None)
         return Answer(None, None, live=opened)
 
@@ -199,9 +199,15 @@ class Executor:
         *,
         status: int = 400,
         no_store: bool = False,
+        validated: bool = False,
     ) -> Answer:
-        """Refused before anything ran: counted and logged like any operation."""
+        """Refused before anything ran: counted and logged like any operation; only a
+        validated document's name may take a metric label (junk names never crowd out
+        real ones)."""
         code = first_code(errors)
-        metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        if validated:  # e.g. a subscription its resolver refused
+            metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        else:
+            metrics.refused(name=name, kind=kind, code=code)
         operation_line(name if isinstance(name, str) else None, kind, 0.0, [code])
         return Answer(None, errors, status=status, executed=False, no_store=no_store)

@@ -8,6 +8,7 @@ repeated document costs one dictionary lookup."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Any
 
@@ -24,8 +25,11 @@ from taxi.api.schema.limits import MAX_TOKENS, validation_rules
 
 # Distinct document texts kept prepared (an app sends a few dozen).
 ENTRIES = 1024
-# Longer texts are prepared but not kept: the cache's memory stays bounded.
-MAX_KEPT_CHARS = 64 * 1024
+# Longer texts are prepared (on a thread) but not kept: a document is limited in tokens,
+# not characters (one comment can carry the whole body), so 1,024 of them could keep GiBs
+# alive. Every document an app sends is a few KiB. Also the largest text registered as a
+# persisted document (persisted.py).
+MAX_KEPT_CHARS = 16 * 1024
 
 
 class Prepared:
@@ -70,6 +74,14 @@ class DocumentCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    async def prepare(self, text: str) -> Prepared:
+        """`get`, with a text too long to keep prepared on a thread: graphql-core lexes in
+        Python (a 60 KiB name token took 35 ms in one piece); on a thread the GIL changes
+        hands every few ms, so the event loop runs between the slices."""
+        if len(text) <= MAX_KEPT_CHARS:
+            return self.get(text)
+        return await asyncio.to_thread(self._prepare, text)
 
     def get(self, text: str) -> Prepared:
         entries = self._entries

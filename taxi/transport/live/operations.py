@@ -87,6 +87,10 @@ class Operations:
         task = self.running.pop(op_id, None)
         if task is not None:
             task.cancel()
+            # Held until it has unwound (`close` awaits it too): a pending task that
+            # nothing references may be destroyed mid-cleanup.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self.dialect.legacy and not quiet and (record or task):
             await self.outbox.send(p.complete(op_id).encode())
 
