@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taxi.api.build import build_schema
 from taxi.api.context import Services
+from taxi.api.executor import Executor
 from taxi.api.persisted import Documents, load_manifest
 from taxi.api.schema.check import document_checker
 from taxi.core import broadcast as broadcast_mod
@@ -188,12 +189,14 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     if settings.log_json:
         configure_logging(settings.log_level, json=settings.json_logs)
     provider = tracer_provider if tracer_provider is not None else tracing.from_env()
-    schema = build_schema(
+    schema = build_schema()
+    executor = Executor(
+        schema,
         mask_internal=settings.production,
         introspection=settings.introspection,
         tracer=tracing.tracer(provider) if provider is not None else None,
     )
-    live = LiveEndpoint(schema, settings=settings)
+    live = LiveEndpoint(executor, settings=settings)
     valid = document_checker(schema, introspection=settings.introspection)
 
     @asynccontextmanager
@@ -202,7 +205,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             yield
 
     app = Starlette(
-        routes=_routes(settings, schema, live, plans=provider is None),
+        routes=_routes(settings, schema, executor, live),
         middleware=_middleware(settings, provider),
         lifespan=lifespan,
     )
@@ -250,14 +253,12 @@ async def _running(
 
 
 def _routes(
-    settings: Settings, schema: strawberry.Schema, live: LiveEndpoint, *, plans: bool
+    settings: Settings, schema: strawberry.Schema, executor: Executor, live: LiveEndpoint
 ) -> list[BaseRoute]:
-    """`plans`: recognised read-only queries answered by cached plans (taxi/api/schema/plans.py);
-    off under tracing, whose spans follow Strawberry's execution."""
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
-        plans=plans,
+        executor=executor,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
     )

@@ -201,6 +201,7 @@ GO_OFFLINE = "mutation { goOffline { availability } }"
 STATE = "{ driverState { availability } }"
 ACCEPT = "mutation A($id: ID!) { acceptTrip(id: $id) { status } }"
 ONE_PROCESS_TRIALS = 50
+STEP = 8
 
 
 async def availability(client: httpx.AsyncClient, driver: Account) -> str:
@@ -224,10 +225,12 @@ async def test_accept_cancel_and_go_offline_interleaved(client: httpx.AsyncClien
                 await asyncio.sleep(0)  # a loop step: varies the interleaving
             return await gql(client, query, variables, token=who.access)
 
+        # Offsets in units of STEP loop steps: wide enough to span the requests' own
+        # paths to the database whatever their length (the executor shortened them).
         accepted, canceled, offline = await asyncio.gather(
-            after(i % 5, ACCEPT, driver, {"id": trip["id"]}),
-            after(i // 5 % 5, CANCEL_TRIP, rider, {"id": trip["id"]}),
-            after(i // 25 * 3, GO_OFFLINE, driver, {}),
+            after(i % 5 * STEP, ACCEPT, driver, {"id": trip["id"]}),
+            after(i // 5 % 5 * STEP, CANCEL_TRIP, rider, {"id": trip["id"]}),
+            after(i // 25 * 3 * STEP, GO_OFFLINE, driver, {}),
         )
         results = tuple(
             "ok" if "errors" not in b else error_code(b) for b in (accepted, canceled, offline)

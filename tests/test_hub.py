@@ -12,13 +12,15 @@ from typing import Any
 import orjson
 
 from taxi.api.build import build_schema
+from taxi.api.prepared import DocumentCache
+from taxi.api.strategies.live import LiveQueries
+from taxi.api.strawberry_adapter import core_schema
 from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.events import Event
 from taxi.domain.readmodels import TripView, to_json
 from taxi.domain.services.live import Feed
 from taxi.main import create_app
-from taxi.transport.live.execution import GraphQL
 from taxi.transport.live.hub import Hub, Record
 from taxi.transport.live.wire import Outbox
 from tests.helpers import fake_trip
@@ -125,11 +127,12 @@ def trip_of(event: Event) -> TripView:
 
 
 def _record(app: Any, watcher: Watcher, channel: str, see: Any) -> Record:
-    graphql = GraphQL(build_schema(), mask_internal=False, introspection=True)
-    document = graphql.prepare("subscription { tripRequested { id } }")
-    assert not isinstance(document, list)
-    plan = graphql._plan(document, None, None)
-    return Record(watcher, "op", b"", Feed((channel,), see), plan)
+    core = core_schema(build_schema())
+    prepared = DocumentCache(core, introspection=True).get("subscription { tripRequested { id } }")
+    operation = prepared.operation(None)
+    assert prepared.document is not None and operation is not None
+    query = LiveQueries(core).shared(prepared.document, operation, None)
+    return Record(watcher, "op", b"", Feed((channel,), see), query)
 
 
 async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Settings) -> None:

@@ -19,10 +19,10 @@ from taxi.domain.errors import BadUserInput, RateLimited, ServiceUnavailable, Un
 from taxi.transport.live import protocol as p
 from taxi.transport.live.operations import Operations
 from taxi.transport.live.registry import SocketRegistry, TooManySockets
-from taxi.transport.live.wire import ASGISend, Gone, Outbox
+from taxi.transport.live.wire import ASGISend, Gone, Outbox, unless_gone
 
 if TYPE_CHECKING:
-    from taxi.transport.live.execution import GraphQL
+    from taxi.api.executor import Executor
     from taxi.transport.live.hub import Hub
 
 log = logging.getLogger("taxi.transport.live")
@@ -32,11 +32,6 @@ ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
 # gets an error, the socket stays open.
 MAX_OPERATIONS_PER_SOCKET = 100
 LIMITED = RateLimited.code
-
-
-async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
-    with suppress(Gone):
-        await work
 
 
 class Socket:
@@ -63,7 +58,7 @@ class Socket:
         outbox: Outbox,
         dialect: p.Dialect,
         *,
-        graphql: GraphQL,
+        executor: Executor,
         hub: Hub,
         registry: SocketRegistry,
     ) -> None:
@@ -73,7 +68,7 @@ class Socket:
         self._send = send
         self.outbox = outbox
         self.registry = registry
-        self.operations = Operations(graphql, hub, context, outbox, dialect)
+        self.operations = Operations(executor, hub, context, outbox, dialect)
         self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
@@ -127,7 +122,7 @@ class Socket:
         await self.outbox.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(_unless_gone(work))
+        task = asyncio.create_task(unless_gone(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -40,6 +40,12 @@ class Seam(Protocol):
 
 class Gone(Exception):
     """The socket closed while a frame waited to be written."""
+
+
+async def unless_gone(work: Coroutine[Any, Any, None]) -> None:
+    """`work`, in a task of its own; a socket that closed under it ends it quietly."""
+    with suppress(Gone):
+        await work
 
 
 class Outbox:
