@@ -22,7 +22,7 @@ from taxi.api.persisted import Documents, load_manifest
 from taxi.api.schema.build import build_schema
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
-from taxi.core import gcpolicy, metrics, tracing
+from taxi.core import gcpolicy, metrics, overload, tracing
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -33,6 +33,7 @@ from taxi.domain.events import Publisher
 from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
+from taxi.domain.reports import Reports
 from taxi.transport import pages, sockets
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
@@ -89,6 +90,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
             sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
+            reports=Reports(positions=positions, events=events),
             documents=_documents(settings, client),
         )
 
@@ -179,7 +181,11 @@ async def _running(
     the end, every socket closed (1001) before the hub stops."""
     traced = tracing.instrumented(provider) if provider is not None else nullcontext()
     with traced:
-        async with metrics.flushing(), open_services(settings) as services:
+        async with (
+            metrics.flushing(),
+            overload.measuring(limit=settings.overload_queue_seconds),
+            open_services(settings) as services,
+        ):
             app.state.services = services
             if settings.gc_tuning:
                 gcpolicy.install()
@@ -218,8 +224,13 @@ def _routes(
 
 
 def _middleware(settings: Settings, provider: Any) -> list[Middleware]:
-    """Outermost first: tracing, metrics, request ids, then CORS when origins are set."""
-    middleware = [Middleware(metrics.HttpMetricsMiddleware), Middleware(RequestIdMiddleware)]
+    """Outermost first: tracing, metrics, pending work (taxi.core.overload), request ids,
+    then CORS when origins are set."""
+    middleware = [
+        Middleware(metrics.HttpMetricsMiddleware),
+        Middleware(overload.PendingRequests),
+        Middleware(RequestIdMiddleware),
+    ]
     if provider is not None:
         middleware.insert(0, Middleware(tracing.HttpTracing, provider=provider))
     if settings.origins:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from taxi.domain.events import Publisher
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
+    from taxi.domain.reports import Reports
     from taxi.transport.live.hub import Hub
     from taxi.transport.sockets import SocketRegistry
 
@@ -38,6 +39,7 @@ class Services:
     signups: Limiter  # sign-ups per client address
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
+    reports: Reports  # position reports, batched per loop pass (in front of `positions`)
     documents: Documents
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -141,6 +141,12 @@ class ResilientRedisBackend(BroadcastBackend):
     async def publish(self, channel: str, message: Any) -> None:
         await self._redis.publish(channel, message)
 
+    async def publish_many(self, messages: Sequence[tuple[str, str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
+
     async def next_published(self) -> Event:
         return await self._queue.get()
 
@@ -222,6 +228,17 @@ async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
         yield broadcast
     finally:
         await broadcast.disconnect()
+
+
+async def publish_many(broadcast: Broadcast, messages: Sequence[tuple[str, str]]) -> None:
+    """(channel, message) pairs in one round trip (one pipeline; on a cluster, one per
+    shard involved): the location publishes of a loop pass's position reports."""
+    backend = broadcast._backend
+    if isinstance(backend, ResilientRedisBackend | ShardedRedisBackend):
+        await backend.publish_many(messages)
+        return
+    for channel, message in messages:
+        await broadcast.publish(channel, message)
 
 
 async def ping(broadcast: Broadcast) -> None:

@@ -284,7 +284,7 @@ async def report_location(
     fix = Fix(latitude, longitude, heading, time.time())
     assert user.id is not None
     await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
-    metrics.position()
+    metrics.positions(stored=1, coalesced=0)
     location = fix.view()
     await events.location_reported(trip.id, location, parties=parties)
     return location
