@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -13,14 +12,11 @@ from sqladmin import Admin
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taxi.api.context import Services
 from taxi.api.persisted import Documents, load_manifest
 from taxi.api.schema.build import build_schema
-from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, overload, tracing
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
@@ -34,7 +30,7 @@ from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.reports import Reports
-from taxi.transport import pages, sockets
+from taxi.transport import health, pages, sockets
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
@@ -42,7 +38,6 @@ from taxi.transport.live.hub import Hub
 from taxi.transport.sockets import SocketRegistry
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
-PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
 
 
 @asynccontextmanager
@@ -124,25 +119,6 @@ def _documents(settings: Settings, client: RedisClient | None) -> Documents:
     )
 
 
-async def healthz(request: Request) -> JSONResponse:
-    services: Services = request.app.state.services
-    failed: dict[str, str] = {}
-
-    async def check(name: str, probe: Any) -> None:
-        try:
-            await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure of a probe is "down"
-            failed[name] = type(exc).__name__
-
-    await asyncio.gather(
-        check("database", db_mod.ping(services.engine)),
-        check("broadcast", broadcast_mod.ping(services.broadcast)),
-    )
-    if failed:
-        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ok"})
-
-
 def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
     """`tracer_provider`: an OpenTelemetry TracerProvider (tests pass one with an
     in-memory exporter); by default one from the OTEL_* variables, or none."""
@@ -185,8 +161,10 @@ async def _running(
             metrics.flushing(),
             overload.measuring(limit=settings.overload_queue_seconds),
             open_services(settings) as services,
+            health.checking(settings, services.broadcast) as checker,
         ):
             app.state.services = services
+            app.state.health = checker
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
@@ -216,7 +194,7 @@ def _routes(
     return [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", live),
-        Route("/healthz", healthz),
+        Route("/healthz", health.healthz),
         Route("/metrics", metrics.endpoint),
         Mount("/media", MediaFiles(media), name="media"),
         *pages.routes(),

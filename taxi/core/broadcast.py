@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 2.0
 IDLE_PING = 5.0  # with no channel subscribed, ping this often to notice an outage
+POOL_SIZE = 100  # connections to one Redis per client (redis-py's default)
+POOL_WAIT = 5.0  # seconds a command waits for one of them, then fails (an outage)
 
 
 # What `redis_client` returns: both speak the same commands (keys of one multi-key
@@ -83,15 +85,21 @@ async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
 
 
 def _single(url: str) -> aioredis.Redis:
+    # A pool that waits (bounded) for a free connection: redis-py's default one raises
+    # MaxConnectionsError past POOL_SIZE commands in flight, which dropped publishes at
+    # rush hour (PROTOCOL.md "Overload": pools wait, they do not fail).
     # No silent retries inside redis-py: the loop below must see every disconnect,
     # or it could not tell listeners that they missed messages.
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class ResilientRedisBackend(BroadcastBackend):
