@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 
 import httpx
 import pytest
 
-from taxi.core.logs import JsonFormatter
+from taxi.core.logs import LINES_PER_SECOND, JsonFormatter
 from tests.helpers import account, gql
+from tests.wait import eventually
 
 
 async def test_one_json_line_per_operation_with_the_request_id(
@@ -49,3 +52,40 @@ async def test_mutations_log_their_name_but_never_their_variables(
     assert '"operation": "LogIn"' in text.replace('":"', '": "')
     assert rider.access not in text and rider.refresh not in text
     assert "correct-horse-9" not in text
+
+
+async def test_a_busy_operation_is_logged_in_a_summary_past_its_lines_per_second(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Position reports at rush hour: a line each would cost more than the report."""
+    driver = await account(client, "DRIVER")
+    where = {"latitude": 52.5, "longitude": 13.4}
+    online = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
+    assert "errors" not in await gql(client, online, {"p": where}, token=driver.access)
+    report = "mutation Where($p: LocationInput!) { updatePosition(position: $p) { availability } }"
+    burst = 3 * LINES_PER_SECOND
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="taxi.operation"):
+        started = time.monotonic()
+        for _ in range(burst):
+            assert "errors" not in await gql(client, report, {"p": where}, token=driver.access)
+        seconds = time.monotonic() - started
+        # One more in the next second: the last busy second's tally is summed up then.
+        second = int(time.monotonic())
+        await eventually(lambda: _now(), lambda now: int(now) > second, what="the next second")
+        assert "errors" not in await gql(client, report, {"p": where}, token=driver.access)
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "taxi.operation" and getattr(r, "operation", None) == "Where"
+    ]
+    singles = [line for line in lines if line["msg"] == "operation"]
+    summaries = [line for line in lines if line["msg"] == "operations"]
+    assert len(singles) <= LINES_PER_SECOND * (math.ceil(seconds) + 2), (seconds, len(singles))
+    assert summaries, lines
+    assert all(s["outcome"] == "ok" and s["count"] > 0 for s in summaries), summaries
+    assert len(singles) + sum(s["count"] for s in summaries) == burst + 1
+
+
+async def _now() -> float:
+    return time.monotonic()
