@@ -6,11 +6,11 @@ fresh directory before the workers start; each writes its values there and which
 worker answers `/metrics` reads them all (prometheus-client's multiprocess mode).
 
 The per-frame and per-report counters (deliveries, coalesced, dropped, positions, shed)
-are the hot path: a frame costs
-a few microseconds, and a Prometheus counter increment 0.66 µs (one process) to 1.5 µs
-(multiprocess, a locked write to a memory-mapped file). Those hooks only add to a plain
-int (75 ns); `flush()` moves the ints into the counters at every scrape and, with several
-workers, every FLUSH_SECONDS (a worker's tally is that much behind at worst)."""
+are the hot path: a frame costs a few microseconds, and a Prometheus counter increment
+0.66 µs (one process) to 1.5 µs (multiprocess, a locked write to a memory-mapped file).
+Those hooks only add to a plain int (75 ns); `flush()` moves the ints into the counters
+at every scrape and, with several workers, every FLUSH_SECONDS (a worker's tally is that
+much behind at worst)."""
 
 from __future__ import annotations
 
