@@ -5,12 +5,12 @@ processes (`taxi serve --workers N`): `taxi serve` points PROMETHEUS_MULTIPROC_D
 fresh directory before the workers start; each writes its values there and whichever
 worker answers `/metrics` reads them all (prometheus-client's multiprocess mode).
 
-The per-frame and per-report counters (deliveries, coalesced, dropped, positions, shed)
-are the hot path: a frame costs a few microseconds, and a Prometheus counter increment
-0.66 µs (one process) to 1.5 µs (multiprocess, a locked write to a memory-mapped file).
-Those hooks only add to a plain int (75 ns); `flush()` moves the ints into the counters
-at every scrape and, with several workers, every FLUSH_SECONDS (a worker's tally is that
-much behind at worst)."""
+The per-frame and per-operation counters (deliveries, coalesced, dropped, positions,
+shed, operations) are the hot path: a frame costs a few microseconds, and a Prometheus
+counter increment 0.66 µs (one process) to 1.5 µs (multiprocess, a locked write to a
+memory-mapped file). Those hooks only add to a plain int (75 ns); `flush()` moves the
+ints into the counters at every scrape and, with several workers, every FLUSH_SECONDS (a
+worker's tally is that much behind at worst)."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ _dropped = 0
 _positions = 0
 _reports_coalesced = 0
 _shed: dict[str, int] = {}  # by operation: four names (taxi.domain.admission)
+_operations: dict[tuple[str, str, str], int] = {}  # by (operation, type, code)
 _names: set[str] = set()
 
 
@@ -193,7 +194,8 @@ def operation_name(name: object) -> str:
 
 def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
     label = operation_name(name)
-    OPERATIONS.labels(label, kind, code).inc()
+    key = (label, kind, code)  # bounded: names (above), types and codes are few
+    _operations[key] = _operations.get(key, 0) + 1
     if seconds is not None:
         OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
@@ -229,6 +231,8 @@ def flush() -> None:
         REPORTS_COALESCED.inc(n)
     for operation in list(_shed):
         SHED.labels(operation).inc(_shed.pop(operation))
+    for labels in list(_operations):
+        OPERATIONS.labels(*labels).inc(_operations.pop(labels))
 
 
 @asynccontextmanager
