@@ -202,13 +202,9 @@ def _routes(
 
 
 def _middleware(settings: Settings, provider: Any) -> list[Middleware]:
-    """Outermost first: tracing, metrics, pending work (taxi.core.overload), request ids,
-    then CORS when origins are set."""
-    middleware = [
-        Middleware(metrics.HttpMetricsMiddleware),
-        Middleware(overload.PendingRequests),
-        Middleware(RequestIdMiddleware),
-    ]
+    """Outermost first: tracing, metrics (and pending work), request ids, then CORS when
+    origins are set."""
+    middleware = [Middleware(metrics.HttpMetricsMiddleware), Middleware(RequestIdMiddleware)]
     if provider is not None:
         middleware.insert(0, Middleware(tracing.HttpTracing, provider=provider))
     if settings.origins:

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taxi.core.overload import LOAD
 from taxi.core.tasks import background
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -107,10 +108,9 @@ SHED = Counter(
 _delivered = 0
 _coalesced = 0
 _dropped = 0
-_positions = 0
-_reports_coalesced = 0
-_shed: dict[str, int] = {}  # by operation: four names (taxi.domain.admission)
-_operations: dict[tuple[str, str, str], int] = {}  # by (operation, type, code)
+# Per report or operation: (counter, its labels) -> what is not in the counter yet. Bounded:
+# operation names are (operation_name), types, codes and shed operations are few.
+_pending: dict[tuple[Counter, tuple[str, ...]], int] = {}
 _names: set[str] = set()
 
 
@@ -166,15 +166,19 @@ def wave(*, offers: int) -> None:
     OFFERS.inc(offers)
 
 
+def _tally(counter: Counter, labels: tuple[str, ...] = (), n: int = 1) -> None:
+    key = (counter, labels)
+    _pending[key] = _pending.get(key, 0) + n
+
+
 def positions(*, stored: int, coalesced: int) -> None:
     """One batch of position reports: `stored` processed, `coalesced` superseded."""
-    global _positions, _reports_coalesced
-    _positions += stored
-    _reports_coalesced += coalesced
+    _tally(POSITIONS, n=stored)
+    _tally(REPORTS_COALESCED, n=coalesced)
 
 
 def shed(operation: str) -> None:
-    _shed[operation] = _shed.get(operation, 0) + 1
+    _tally(SHED, (operation,))
 
 
 def operation_name(name: object) -> str:
@@ -194,8 +198,7 @@ def operation_name(name: object) -> str:
 
 def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
     label = operation_name(name)
-    key = (label, kind, code)  # bounded: names (above), types and codes are few
-    _operations[key] = _operations.get(key, 0) + 1
+    _tally(OPERATIONS, (label, kind, code))
     if seconds is not None:
         OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
@@ -213,7 +216,7 @@ def instrument_engine(engine: Any) -> None:
 
 
 def flush() -> None:
-    global _delivered, _coalesced, _dropped, _positions, _reports_coalesced
+    global _delivered, _coalesced, _dropped
     if _delivered:
         n, _delivered = _delivered, 0
         DELIVERIES.inc(n)
@@ -223,16 +226,11 @@ def flush() -> None:
     if _dropped:
         n, _dropped = _dropped, 0
         DROPPED.inc(n)
-    if _positions:
-        n, _positions = _positions, 0
-        POSITIONS.inc(n)
-    if _reports_coalesced:
-        n, _reports_coalesced = _reports_coalesced, 0
-        REPORTS_COALESCED.inc(n)
-    for operation in list(_shed):
-        SHED.labels(operation).inc(_shed.pop(operation))
-    for labels in list(_operations):
-        OPERATIONS.labels(*labels).inc(_operations.pop(labels))
+    for key in list(_pending):
+        counter, labels = key
+        n = _pending.pop(key)
+        if n:
+            (counter.labels(*labels) if labels else counter).inc(n)
 
 
 @asynccontextmanager
@@ -303,7 +301,8 @@ def _route(path: str) -> str:
 
 
 class HttpMetricsMiddleware:
-    """Counts every HTTP response by method, route and status (WebSockets: SOCKETS)."""
+    """Counts every HTTP response by method, route and status (WebSockets: SOCKETS), and
+    each request as pending work while it runs (taxi.core.overload)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -313,6 +312,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500  # an app that raised before answering
+        LOAD.started()  # pending work until answered (taxi.core.overload)
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -323,4 +323,5 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            LOAD.finished()
             HTTP_REQUESTS.labels(scope["method"], _route(scope["path"]), str(status)).inc()

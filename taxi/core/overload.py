@@ -2,7 +2,8 @@
 
 One process, one event loop, one measure, kept cheap enough to consult per operation:
 
-- `pending`: queries and mutations admitted (HTTP or WebSocket) and not yet answered;
+- `pending`: HTTP requests and socket operations admitted and not yet answered (counted by
+  taxi.core.metrics.HttpMetricsMiddleware and taxi.transport.live.operations);
 - `cost`: recent CPU seconds per answered operation (the process's CPU time over the
   operations answered meanwhile, sampled every SAMPLE seconds, smoothed);
 - `lag`: how late the sampler woke up, i.e. how long ready work already waits for the
@@ -18,8 +19,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taxi.core.tasks import background
 
@@ -103,20 +102,3 @@ async def measuring(*, limit: float) -> AsyncIterator[Load]:
             yield LOAD
     finally:
         _users -= 1
-
-
-class PendingRequests:
-    """ASGI middleware: an HTTP request is pending work from its first byte to its answer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        LOAD.started()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            LOAD.finished()
