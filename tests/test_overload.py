@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,13 @@ REPORTS = 40  # one driver's burst: five times the socket's executing limit
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Own position keys: user ids restart in every test, positions are shared Redis."""
+    """Own position keys: user ids restart in every test, positions are shared Redis; one
+    user's many sockets."""
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
             "channel_prefix": f"overload-{uuid.uuid4().hex[:10]}",
+            "max_sockets_per_user": 100,
         }
     )
 
@@ -265,3 +268,30 @@ async def _flood(server: TaxiServer, client: httpx.AsyncClient, riders: list[Acc
         work = [request(r) for r in tally.waiting] + [log_in(r) for r in riders]
         await asyncio.gather(*work, health())
     return tally
+
+
+NEARBY = """query Near($near: PointInput!) {
+  nearbyCars(near: $near, radiusMeters: 1000, first: 5) { distanceMeters } }"""
+SOCKETS = 40  # each with its eight turns busy: 320 Redis commands at once, 100 connections
+
+
+async def test_operations_beyond_the_redis_pool_wait_for_a_connection(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """More concurrent Redis work than pooled connections: each waits its turn (the
+    default pool raised MaxConnectionsError, answered as SERVICE_UNAVAILABLE)."""
+    async with server.http() as client:
+        rider = await account(client)
+    near = {"near": {"latitude": 10.0, "longitude": 10.0}}
+    async with AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(session(server.ws_url, rider.access, interleaved=True))
+            for _ in range(SOCKETS)
+        ]
+        for ws in sockets:
+            for i in range(MAX_EXECUTING):
+                await ws.subscribe(str(i), NEARBY, near)
+        for ws in sockets:
+            for i in range(MAX_EXECUTING):
+                assert (await ws.next(str(i)))["nearbyCars"] == []
+                await ws.complete(str(i))
