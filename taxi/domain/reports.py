@@ -68,13 +68,18 @@ class Reports:
             batch = [(driver, self._waiting.pop(driver)) for driver in drivers]
             try:
                 await self._send(batch)
-            except REDIS_ERRORS as exc:
+            except BaseException as exc:
+                # Every caller of the batch hears of it (none may hang); a Redis outage
+                # ends only this batch, anything else (a bug, shutdown) the flusher too.
                 for _, waiting in batch:
-                    if not waiting.future.done():
+                    if waiting.future.done():
+                        continue
+                    if isinstance(exc, Exception):
                         waiting.future.set_exception(exc)
-            finally:
-                for _, waiting in batch:
-                    waiting.future.cancel()  # not answered (a bug, or shutdown): no hang
+                    else:
+                        waiting.future.cancel()
+                if not isinstance(exc, REDIS_ERRORS):
+                    raise
 
     async def _send(self, batch: list[tuple[int, _Waiting]]) -> None:
         reports = [Report(driver, w.fix, w.online) for driver, w in batch]
