@@ -1,6 +1,7 @@
-"""Rush hour (issue 11): `python -m bench.rush [--drivers D --trips T --rate R --seconds S]`,
+"""Rush hour (issues 11, 21): `python -m bench.rush [--drivers D --trips T --rate R --seconds S]`,
 also the last phase of `python -m bench`; `--sweep 2500,5000,7500,10000` finds the
-largest D that meets the goals (shorter windows, no bare run: one row per D).
+largest D that meets the goals (shorter windows, no bare run: one row per D), then runs
+that D in full with the overload phase (twice its load).
 
 A 20 x 20 km city. One server process on core 0 (PostgreSQL + Redis, production
 settings), this generator on core 1. D online drivers each send `updatePosition` every
@@ -227,7 +228,13 @@ async def sweep(opts: argparse.Namespace) -> dict[str, Any]:
         rows.append(rush_report.sweep_row(result))
         sys.stdout.write(rush_report.sweep_table(rows[-1:], header=len(rows) == 1))
         sys.stdout.flush()
-    return {"sweep": rows, "largest_d_meeting_goals": rush_report.largest(rows)}
+    largest = rush_report.largest(rows)
+    results: dict[str, Any] = {"sweep": rows, "largest_d_meeting_goals": largest}
+    if largest is not None and opts.overload_seconds > 0:
+        # The largest sustainable D in full (window, bare ceiling), then the overload
+        # phase at twice its load.
+        results["at_largest"] = await main(argparse.Namespace(**{**vars(opts), "drivers": largest}))
+    return results
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -283,6 +290,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             f"\nlargest D meeting every goal ({opts.sweep_seconds:.0f} s measured per D): "
             f"{results['largest_d_meeting_goals']}\n"
         )
+        if "at_largest" in results:
+            summary += rush_report.table(results["at_largest"])
     else:
         results = uvloop.run(main(opts))
         text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
