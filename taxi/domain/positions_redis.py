@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from taxi.core.broadcast import RedisClient
 from taxi.domain.positions import (
     Availability,
@@ -128,9 +130,13 @@ class RedisPositions:
             fix = r.fix
             lat = geo_latitude(fix.latitude)
             args += (r.driver_id, fix.encode(), fix.longitude, lat, fix.at, 1 if r.online else 0)
-        states = await self._report(
-            keys=[self.state, self.fixes, self.avail, self.seen, self.trips], args=args
-        )
+        keys = (self.state, self.fixes, self.avail, self.seen, self.trips)
+        try:
+            # EVALSHA directly: the script object's call checks `isinstance(client,
+            # Pipeline)` against a runtime Protocol first, ~1 % of a report's CPU.
+            states = await self.redis.evalsha(self._report.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            states = await self._report(keys=list(keys), args=args)  # loads it, once
         return [_status(raw) for raw in states]
 
     async def go_offline(self, *, driver_id: int) -> DriverStatus:
