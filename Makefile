@@ -61,4 +61,4 @@ bench-rush: $(STAMP)
 	$(BIN)/python -m bench.rush --sweep 2500,5000,7500,10000 --out bench/results/rush-sweep-$$(date +%Y%m%d-%H%M).json
 
 clean:
-	rm -rf $(VENV) taxi.core.db media .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) taxi.db media .pytest_cache .mypy_cache .ruff_cache

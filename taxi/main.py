@@ -38,6 +38,7 @@ from taxi.transport.live.hub import Hub
 from taxi.transport.sockets import SocketRegistry
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
+TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
 
 
 @asynccontextmanager
@@ -82,6 +83,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 "signup",
                 max_attempts=settings.signup_max_per_hour,
                 window=SIGNUP_WINDOW,
+            ),
+            trip_requests=_limiter(
+                settings,
+                client,
+                "trips",
+                max_attempts=settings.trip_requests_per_10_min,
+                window=TRIP_REQUEST_WINDOW,
             ),
             sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,

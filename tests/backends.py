@@ -60,6 +60,8 @@ def base_settings(**overrides: Any) -> Settings:
         "channel_prefix": SESSION_PREFIX,
         # Tests sign many users up from one address; tests of the limit lower it.
         "signup_max_per_hour": TEST_SIGNUP_LIMIT,
+        # Tests request many trips per rider; tests of the limit lower it.
+        "trip_requests_per_10_min": TEST_SIGNUP_LIMIT,
     }
     values.update(overrides)
     return Settings(**values)

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
 from taxi.core.cluster import startup_nodes
@@ -74,6 +74,15 @@ def pg_database() -> Iterator[str]:
         in_thread(lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
 
 
+@pytest.fixture
+async def pg_engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the session's PostgreSQL database, for tests that read the rows
+    server processes wrote."""
+    engine = create_async_engine(pg_database)
+    yield engine
+    await engine.dispose()
+
+
 def in_thread(fn: Callable[[], object]) -> None:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(fn).result()
@@ -100,7 +109,7 @@ def redis_cluster_url() -> str:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "taxi.core.db"
+    path = tmp_path_factory.mktemp("template") / "taxi.db"
     upgrade(base_settings(database_url=f"sqlite+aiosqlite:///{path}"))
     return path
 
@@ -121,7 +130,7 @@ async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> AsyncIterator[Backend]:
     if request.param == "embedded":
-        db = tmp_path / "taxi.core.db"
+        db = tmp_path / "taxi.db"
         shutil.copy(sqlite_template, db)
         yield Backend("embedded", f"sqlite+aiosqlite:///{db}", None)
         return

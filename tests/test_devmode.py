@@ -100,7 +100,7 @@ def test_the_cli_logs_text_in_development_and_json_in_production(
         **os.environ,
         "TAXI_ENV": env,
         "JWT_SECRET": "s" * 48,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'taxi.core.db'}",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'taxi.db'}",
     }
     environ.pop("REDIS_URL", None)
     done = subprocess.run(

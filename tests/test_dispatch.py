@@ -15,7 +15,7 @@ from sqlmodel import col
 from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.models import DispatchWave, Trip, TripOffer
-from taxi.domain.positions import METERS_PER_DEGREE
+from taxi.domain.positions import METERS_PER_DEGREE, distance
 from tests.backends import base_settings
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -195,11 +195,15 @@ async def test_nearby_cars_nearest_first_bounded(client: httpx.AsyncClient) -> N
     trip = await request_trip(client, rider)
     await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, busy)
 
+    def shown(meters: float) -> int:
+        """The distance nearbyCars shows: to the car's point rounded to ~100 m."""
+        return round(distance(*BASE, round(north(meters)["latitude"], 3), BASE[1]))
+
     cars = (await ok(client, NEARBY, {"near": north(0), "r": 1000}, rider))["nearbyCars"]
-    assert [round(c["distanceMeters"]) for c in cars] == [100, 500, 900]
+    assert [round(c["distanceMeters"]) for c in cars] == [shown(100), shown(500), shown(900)]
     assert set(cars[0]) == {"distanceMeters", "location"}  # anonymous by shape
     two = await ok(client, NEARBY, {"near": north(0), "r": 5000, "first": 2}, rider)
-    assert [round(c["distanceMeters"]) for c in two["nearbyCars"]] == [100, 500]
+    assert [round(c["distanceMeters"]) for c in two["nearbyCars"]] == [shown(100), shown(500)]
     for variables, field in (({"r": 10_001}, "radiusMeters"), ({"first": 51}, "first")):
         body = await gql(client, NEARBY, {"near": north(0), **variables}, token=rider.access)
         assert error_code(body) == "BAD_USER_INPUT"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxi.domain import events
 from taxi.domain.positions import METERS_PER_DEGREE
@@ -58,13 +58,6 @@ async def cluster(pg_database: str, tmp_path: Path) -> AsyncIterator[list[TaxiSe
         yield servers
 
 
-@pytest.fixture
-async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(pg_database)
-    yield engine
-    await engine.dispose()
-
-
 def north(meters: float) -> dict[str, float]:
     return {"latitude": 48.0 + meters / METERS_PER_DEGREE, "longitude": 11.0}
 
@@ -87,7 +80,7 @@ async def next_wave(engine: AsyncEngine, trip_id: str) -> int:
 
 
 async def test_waves_survive_a_killed_process_exactly_once(
-    cluster: list[TaxiServer], engine: AsyncEngine
+    cluster: list[TaxiServer], pg_engine: AsyncEngine
 ) -> None:
     a, b = cluster
     rider = await account(a.http)
@@ -105,18 +98,18 @@ async def test_waves_survive_a_killed_process_exactly_once(
         body = await gql(a.http, REQUEST, {"input": where}, token=rider.access)
         trip_id = body["data"]["requestTrip"]["id"]
         ids = [int(d.id) for d in drivers]
-        await eventually(lambda: offers(engine, trip_id), lambda o: len(o) >= 2, within=DEADLINE)
+        await eventually(lambda: offers(pg_engine, trip_id), lambda o: len(o) >= 2, within=DEADLINE)
         await asyncio.to_thread(a.proc.stop, kill=True)  # between waves
 
         want = [(wave, driver) for wave, driver in enumerate(ids)]
         await eventually(
-            lambda: offers(engine, trip_id), lambda o: len(o) >= len(RINGS), within=DEADLINE
+            lambda: offers(pg_engine, trip_id), lambda o: len(o) >= len(RINGS), within=DEADLINE
         )
         # Two more waves found nobody: nothing was offered twice, nothing skipped.
         await eventually(
-            lambda: next_wave(engine, trip_id), lambda w: w >= len(RINGS) + 2, within=DEADLINE
+            lambda: next_wave(pg_engine, trip_id), lambda w: w >= len(RINGS) + 2, within=DEADLINE
         )
-        assert await offers(engine, trip_id) == want
+        assert await offers(pg_engine, trip_id) == want
         # The last wave ran on b after a died, and reached the driver's socket there.
         got = await ws.next("req", within=DEADLINE)
         assert got["tripRequested"]["id"] == trip_id

@@ -286,7 +286,10 @@ async def test_deactivated_user_is_refused_everywhere(server: LiveServer) -> Non
         async with session(server.ws_url, driver.access) as ws:
             await ws.subscribe("1", TRIP_REQUESTED)
             assert await deactivate_user(
-                db=services.db, events=services.events, user_id=int(driver.id)
+                db=services.db,
+                events=services.events,
+                positions=services.positions,
+                user_id=int(driver.id),
             )
             # An acceptTrip sent over the open socket right away does not run: it is
             # refused, or the socket is closed (4403) before it is read.
@@ -311,7 +314,9 @@ async def test_deleted_users_id_and_tokens_are_never_reused(
 ) -> None:
     services = app.state.services
     old = await account(client)
-    assert await delete_user(db=services.db, events=services.events, user_id=int(old.id))
+    assert await delete_user(
+        db=services.db, events=services.events, positions=services.positions, user_id=int(old.id)
+    )
     assert error_code(await gql(client, ME, token=old.access)) == "UNAUTHENTICATED"
     new = await account(client)
     assert int(new.id) > int(old.id)

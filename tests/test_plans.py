@@ -154,7 +154,12 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
     # deactivated user, is refused exactly as the full path refuses it.
     assert (await gql(client, LOG_OUT, {"r": rider.refresh}))["data"]["logOut"] is True
     services = app.state.services
-    await sessions.deactivate_user(db=services.db, events=services.events, user_id=int(driver.id))
+    await sessions.deactivate_user(
+        db=services.db,
+        events=services.events,
+        positions=services.positions,
+        user_id=int(driver.id),
+    )
     for who in (rider, driver):
         planned, body = await both(TRIPS, None, who)
         assert not planned, body

@@ -37,6 +37,7 @@ class Services:
     hub: Hub
     limiter: Limiter  # log-in attempts per normalized username
     signups: Limiter  # sign-ups per client address
+    trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     reports: Reports  # position reports, batched per loop pass (in front of `positions`)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.core.db"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./taxi.db"
 # HS256 keys shorter than the hash output can be brute-forced offline from one token.
 MIN_JWT_SECRET_BYTES = 32
 
@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_failure_window: int = 300
     signup_max_per_hour: int = Field(default=20, gt=0)
+    # Per rider (PROTOCOL.md "Abuse limits"): each request offers the trip to drivers.
+    trip_requests_per_10_min: int = Field(default=10, gt=0)
     max_sockets_per_user: int = Field(default=20, gt=0)
     # Comma-separated proxy addresses whose X-Forwarded-For is believed (uvicorn's
     # forwarded_allow_ips); unset: none, the peer address is the client's.

@@ -25,6 +25,7 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker
+from taxi.domain import availability
 from taxi.domain.events import Publisher
 from taxi.domain.models import DispatchWave, Trip, TripOffer, TripStatus, utcnow
 from taxi.domain.positions import PositionStore
@@ -55,18 +56,28 @@ async def offer_wave(
     """Record wave `wave` of `trip` (in the caller's transaction): the nearest fresh,
     available drivers within the wave's radius that were not offered it yet."""
     assert trip.pick_up_latitude is not None and trip.pick_up_longitude is not None
-    offered = await session.scalars(
-        select(col(TripOffer.driver_id)).where(col(TripOffer.trip_id) == trip.id)
+    offered = frozenset(
+        await session.scalars(
+            select(col(TripOffer.driver_id)).where(col(TripOffer.trip_id) == trip.id)
+        )
     )
-    found = await positions.nearest(
-        latitude=trip.pick_up_latitude,
-        longitude=trip.pick_up_longitude,
-        radius=radius(settings, wave),
-        count=settings.dispatch_batch_size,
-        fresh_after=time.time() - settings.position_ttl,
-        exclude=frozenset(offered),
-    )
-    drivers = [n.driver_id for n in found]
+    unfit: set[int] = set()
+    # The store may still list a driver the rows exclude (deactivated, or an accept that
+    # committed a moment ago): the rows win. One more search looks past them.
+    for _ in range(2):
+        found = await positions.nearest(
+            latitude=trip.pick_up_latitude,
+            longitude=trip.pick_up_longitude,
+            radius=radius(settings, wave),
+            count=settings.dispatch_batch_size,
+            fresh_after=time.time() - settings.position_ttl,
+            exclude=offered | unfit,
+        )
+        rejected = await availability.unfit(session, (n.driver_id for n in found))
+        if not rejected:
+            break
+        unfit |= rejected
+    drivers = [n.driver_id for n in found if n.driver_id not in unfit]
     session.add_all(TripOffer(trip_id=trip.id, driver_id=d, wave=wave) for d in drivers)
     return drivers
 

@@ -3,19 +3,23 @@ design (PROTOCOL.md): never a PostgreSQL row per report. This module holds the s
 shapes and the in-process store of the embedded default; taxi/domain/positions_redis.py holds
 the Redis one (GEOADD/GEOSEARCH), used whenever REDIS_URL is set.
 
-Availability lives here too, not in the database: it changes with every trip, a lost
-value heals itself (a driver goes online again, the next trip sets it), and the
-per-report path must know it without a SQL read. The trip lifecycle (the database)
-stays the authority for who drives what; this is the cache dispatch needs."""
+Availability is kept here too (the per-report path must know it without a SQL read), but
+PostgreSQL is the truth: a driver is ON_TRIP exactly while a trip they accepted is STARTED
+or IN_PROGRESS there, and this store follows the rows (taxi/domain/availability.py says
+how). Its trip changes are written so that their order does not matter: a trip started
+here after it ended (a late after-commit step) is refused by a tombstone of that
+(driver, trip), one started before a later goOffline by the driver's epoch, and a driver
+holds a set of trips, so that a late step of one trip never overwrites another."""
 
 from __future__ import annotations
 
 import enum
 import math
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -30,6 +34,9 @@ METERS_PER_DEGREE = EARTH_RADIUS * math.pi / 180
 GEO_MAX_LATITUDE = 85.05112878
 # The in-process grid: cells of 0.01 degree (~1.1 km north-south).
 CELL = 0.01
+# How long an ended (driver, trip) is remembered, so that its late start is refused: far
+# longer than any request's after-commit step can be delayed; pruned after.
+ENDED_KEEP = 3600.0
 
 
 class Availability(enum.Enum):
@@ -80,6 +87,8 @@ class DriverStatus:
     availability: Availability
     trip_id: uuid.UUID | None = None
     rider_id: int | None = None  # the trip's rider: who may watch the car
+    # Bumped by every goOffline: a trip start read before it cannot land after it.
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +115,21 @@ class PositionStore(Protocol):
         """Record positions (one driver at most once): each driver's state, in order.
         One call per event-loop pass (taxi/domain/reports.py), one round trip."""
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        """OFFLINE, position forgotten; unchanged (ON_TRIP) while driving a trip."""
+    async def go_offline(self, *, driver_id: int) -> None:
+        """OFFLINE, position and trips forgotten, epoch bumped: whatever the state. The
+        caller decides whether the driver may (taxi/domain/availability.py)."""
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]: ...
 
     async def start_trip(
-        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None
-    ) -> None: ...
+        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+    ) -> bool:
+        """ON_TRIP, unless this (driver, trip) ended already or the driver's epoch is no
+        longer `epoch` (read before the accept committed); True when applied."""
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
-        """AVAILABLE again (at the last position), the trip's location forgotten."""
+        """The trip leaves the driver (remembered as ended); with no trip left, AVAILABLE
+        again at the last position. The trip's location is forgotten."""
 
     async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
         """reportLocation: the trip's driverLocation (and the driver's position)."""
@@ -136,7 +149,12 @@ class PositionStore(Protocol):
         """AVAILABLE drivers with a position newer than `fresh_after`, nearest first."""
 
     async def prune(self, *, fresh_after: float) -> int:
-        """Drop stale positions from the index (they are filtered anyway); returns how many."""
+        """Drop stale positions from the index (they are filtered anyway), and ended trips
+        older than ENDED_KEEP; returns how many positions."""
+
+
+_MISSING = object()
+_OFFLINE = DriverStatus(Availability.OFFLINE)
 
 
 def _cell(latitude: float, longitude: float) -> tuple[int, int]:
@@ -148,7 +166,10 @@ class MemoryPositions:
     search looks at the cells within the radius, not at every driver."""
 
     def __init__(self) -> None:
-        self._state: dict[int, DriverStatus] = {}
+        self._state: dict[int, DriverStatus] = {}  # online drivers, derived from below
+        self._on: dict[int, dict[uuid.UUID, int | None]] = {}  # driver -> trip -> rider
+        self._epochs: dict[int, int] = {}
+        self._ended: dict[tuple[int, uuid.UUID], float] = {}
         self._fixes: dict[int, Fix] = {}
         self._cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
         self._indexed: dict[int, tuple[int, int]] = {}  # available driver -> their cell
@@ -165,7 +186,7 @@ class MemoryPositions:
             self._cells[cell].add(driver_id)
 
     def _status(self, driver_id: int) -> DriverStatus:
-        return self._state.get(driver_id, DriverStatus(Availability.OFFLINE))
+        return self._state.get(driver_id, _OFFLINE)
 
     async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
         return [self._report(r.driver_id, r.fix, r.online) for r in reports]
@@ -183,28 +204,40 @@ class MemoryPositions:
             self._trips[state.trip_id] = fix
         return state
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        state = self._status(driver_id)
-        if state.availability is Availability.ON_TRIP:
-            return state
+    async def go_offline(self, *, driver_id: int) -> None:
         self._state.pop(driver_id, None)
+        self._on.pop(driver_id, None)
         self._fixes.pop(driver_id, None)
         self._index(driver_id, None)
-        return DriverStatus(Availability.OFFLINE)
+        self._epochs[driver_id] = self._epochs.get(driver_id, 0) + 1
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
-        state = self._status(driver_id)
+        state = replace(self._status(driver_id), epoch=self._epochs.get(driver_id, 0))
         fix = self._fixes.get(driver_id) if state.availability is not Availability.OFFLINE else None
         return state, fix
 
-    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
+    async def start_trip(
+        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+    ) -> bool:
+        if (driver_id, trip_id) in self._ended or self._epochs.get(driver_id, 0) != epoch:
+            return False
+        trips = self._on.setdefault(driver_id, {})
+        trips[trip_id] = rider_id
         self._state[driver_id] = DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
         self._index(driver_id, None)
+        return True
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         self._trips.pop(trip_id, None)
-        if self._status(driver_id).trip_id != trip_id:
+        self._ended[(driver_id, trip_id)] = time.time()
+        trips = self._on.get(driver_id, {})
+        if trips.pop(trip_id, _MISSING) is _MISSING:
             return
+        if trips:  # another trip (a late start of an older one): the newest stays shown
+            newest, rider = next(reversed(trips.items()))
+            self._state[driver_id] = DriverStatus(Availability.ON_TRIP, newest, rider)
+            return
+        del self._on[driver_id]
         self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
         self._index(driver_id, self._fixes.get(driver_id))
 
@@ -252,6 +285,8 @@ class MemoryPositions:
         return found[:count]
 
     async def prune(self, *, fresh_after: float) -> int:
+        horizon = time.time() - ENDED_KEEP
+        self._ended = {k: at for k, at in self._ended.items() if at >= horizon}
         stale = [d for d in self._indexed if self._fixes[d].at < fresh_after]
         for driver in stale:
             self._index(driver, None)

@@ -1,20 +1,23 @@
 """The position store on Redis (REDIS_URL): GEOADD/GEOSEARCH over available drivers, a
 sorted set of when each was last seen (freshness), hashes of state and last positions.
 
-Every key shares one hash tag, `{<prefix>:geo}`, so each script below touches one
-Redis Cluster slot; and each change is one script, one round trip, atomic: a report
-can never index a driver that went offline or on a trip meanwhile."""
+Every key shares one hash tag, `{<prefix>:geo}`, and each change is one script
+(taxi/domain/positions_scripts.py), one round trip, atomic: a report can never index a
+driver that went offline or on a trip meanwhile."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from taxi.core.broadcast import RedisClient
 from taxi.domain.positions import (
+    ENDED_KEEP,
     Availability,
     DriverStatus,
     Fix,
@@ -23,81 +26,11 @@ from taxi.domain.positions import (
     distance,
     geo_latitude,
 )
+from taxi.domain.positions_scripts import END, OFFLINE, PRUNE, REPORT, START
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
 # dropped after), and doubles the count until it has enough or the radius is exhausted.
 SEARCH_SLACK = 8
-
-# KEYS: state, fixes, avail (geo), seen (zset), trips. ARGV: groups of six per report:
-# driver, fix, lon, lat, at, online (1/0). Returns each driver's state: "A" (available),
-# "T:<trip id>:<rider id>" (on a trip), "" (offline: nothing stored).
-REPORT = """
-local out = {}
-for i = 1, #ARGV, 6 do
-  local d, f = ARGV[i], ARGV[i + 1]
-  local s = redis.call('HGET', KEYS[1], d)
-  if not s and ARGV[i + 5] == '1' then
-    s = 'A'
-    redis.call('HSET', KEYS[1], d, s)
-  end
-  if not s then
-    s = ''
-  else
-    redis.call('HSET', KEYS[2], d, f)
-    if s == 'A' then
-      redis.call('GEOADD', KEYS[3], ARGV[i + 2], ARGV[i + 3], d)
-      redis.call('ZADD', KEYS[4], ARGV[i + 4], d)
-    else
-      redis.call('HSET', KEYS[5], string.match(s, '^T:([^:]+)'), f)
-    end
-  end
-  out[#out + 1] = s
-end
-return out
-"""
-
-# KEYS: state, fixes, avail, seen. ARGV: driver.
-OFFLINE = """
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if s and s ~= 'A' then return s end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-return false
-"""
-
-# KEYS: state, avail, seen. ARGV: driver, trip, rider.
-START = """
-redis.call('HSET', KEYS[1], ARGV[1], 'T:' .. ARGV[2] .. ':' .. ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-"""
-
-# KEYS: state, fixes, avail, seen, trips. ARGV: driver, trip.
-END = """
-redis.call('HDEL', KEYS[5], ARGV[2])
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if not s or string.match(s, '^T:([^:]+)') ~= ARGV[2] then return end
-redis.call('HSET', KEYS[1], ARGV[1], 'A')
-local f = redis.call('HGET', KEYS[2], ARGV[1])
-if f then
-  local lat, lon, _, at = string.match(f, '^([^,]*),([^,]*),([^,]*),([^,]*)$')
-  lat = math.max(-85.05112878, math.min(85.05112878, tonumber(lat)))
-  redis.call('GEOADD', KEYS[3], lon, lat, ARGV[1])
-  redis.call('ZADD', KEYS[4], at, ARGV[1])
-end
-"""
-
-# KEYS: avail, seen. ARGV: fresh_after.
-PRUNE = """
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
-if #stale > 0 then
-  redis.call('ZREM', KEYS[1], unpack(stale))
-  redis.call('ZREM', KEYS[2], unpack(stale))
-end
-return #stale
-"""
 
 
 def _status(raw: str | None) -> DriverStatus:
@@ -105,7 +38,7 @@ def _status(raw: str | None) -> DriverStatus:
         return DriverStatus(Availability.OFFLINE)
     if raw == "A":
         return DriverStatus(Availability.AVAILABLE)
-    _, trip, rider = raw.split(":")
+    trip, rider = raw[2:].split(",", 1)[0].split(":")
     return DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None)
 
 
@@ -115,6 +48,7 @@ class RedisPositions:
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"
         self.seen, self.trips = f"{tag}:seen", f"{tag}:trips"
+        self.epochs, self.ended = f"{tag}:epoch", f"{tag}:ended"
         self._report = redis.register_script(REPORT)
         self._offline = redis.register_script(OFFLINE)
         self._start = redis.register_script(START)
@@ -139,32 +73,35 @@ class RedisPositions:
             states = await self._report(keys=list(keys), args=args)  # loads it, once
         return [_status(raw) for raw in states]
 
-    async def go_offline(self, *, driver_id: int) -> DriverStatus:
-        raw = await self._offline(
-            keys=[self.state, self.fixes, self.avail, self.seen], args=[driver_id]
+    async def go_offline(self, *, driver_id: int) -> None:
+        await self._offline(
+            keys=[self.state, self.fixes, self.avail, self.seen, self.epochs], args=[driver_id]
         )
-        return _status(raw)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.state, str(driver_id))
             pipe.hget(self.fixes, str(driver_id))
-            raw, fix = await pipe.execute()
-        state = _status(raw)
+            pipe.hget(self.epochs, str(driver_id))
+            raw, fix, epoch = await pipe.execute()
+        state = replace(_status(raw), epoch=int(epoch or 0))
         if state.availability is Availability.OFFLINE or fix is None:
             return state, None
         return state, Fix.decode(fix)
 
-    async def start_trip(self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None) -> None:
-        await self._start(
-            keys=[self.state, self.avail, self.seen],
-            args=[driver_id, str(trip_id), rider_id or 0],
+    async def start_trip(
+        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+    ) -> bool:
+        applied = await self._start(
+            keys=[self.state, self.avail, self.seen, self.epochs, self.ended],
+            args=[driver_id, str(trip_id), rider_id or 0, epoch],
         )
+        return bool(applied)
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         await self._end(
-            keys=[self.state, self.fixes, self.avail, self.seen, self.trips],
-            args=[driver_id, str(trip_id)],
+            keys=[self.state, self.fixes, self.avail, self.seen, self.trips, self.ended],
+            args=[driver_id, str(trip_id), time.time()],
         )
 
     async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
@@ -233,5 +170,7 @@ class RedisPositions:
         return found
 
     async def prune(self, *, fresh_after: float) -> int:
-        removed: Any = await self._prune(keys=[self.avail, self.seen], args=[fresh_after])
+        removed: Any = await self._prune(
+            keys=[self.avail, self.seen, self.ended], args=[fresh_after, time.time() - ENDED_KEEP]
+        )
         return int(removed)

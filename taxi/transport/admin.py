@@ -102,7 +102,12 @@ class UserAdmin(ModelView, model=User):
         services = _services(request)
         for pk in request.query_params.get("pks", "").split(","):
             if pk.isdigit():
-                await deactivate_user(db=services.db, events=services.events, user_id=int(pk))
+                await deactivate_user(
+                    db=services.db,
+                    events=services.events,
+                    positions=services.positions,
+                    user_id=int(pk),
+                )
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), 302)
 
 

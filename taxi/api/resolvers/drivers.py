@@ -75,7 +75,9 @@ class DriverMutation:
     async def go_offline(self, info: Info) -> DriverState:
         ctx = info.context
         return DriverState.of(
-            await drivers.go_offline(positions=ctx.services.positions, user=await ctx.user())
+            await drivers.go_offline(
+                db=ctx.db, positions=ctx.services.positions, user=await ctx.user()
+            )
         )
 
     @mutation(

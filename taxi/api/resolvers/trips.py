@@ -150,6 +150,7 @@ class TripMutation:
             events=ctx.services.events,
             positions=ctx.services.positions,
             settings=ctx.settings,
+            limiter=ctx.services.trip_requests,
             user=await ctx.user(),
             pick_up=input.pick_up_address,
             drop_off=input.drop_off_address,

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from taxi.core.config import Settings
+from taxi.core.db import SessionMaker
+from taxi.domain import availability
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden
 from taxi.domain.models import User, UserGroup
-from taxi.domain.positions import Availability, Fix, PositionStore
+from taxi.domain.positions import Availability, Fix, PositionStore, distance
 from taxi.domain.readmodels import LocationView
 from taxi.domain.reports import Reports
 from taxi.domain.services.trips import location_errors
 
 MAX_NEARBY_RADIUS = 10_000
 MAX_NEARBY = 50
+# nearbyCars is anonymous (PROTOCOL.md): coordinates to 3 decimals (~100 m), report times
+# to the minute and no heading, so that a car cannot be followed report by report.
+NEARBY_DECIMALS = 3
+NEARBY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,9 @@ async def update_position(
     return StateView(state.availability, fix.view())
 
 
-async def go_offline(*, positions: PositionStore, user: User) -> StateView:
-    state = await positions.go_offline(driver_id=_driver(user))
-    if state.availability is Availability.ON_TRIP:
-        raise Conflict("You are driving a trip; finish it first.")
+async def go_offline(*, db: SessionMaker, positions: PositionStore, user: User) -> StateView:
+    """CONFLICT while the rows hold a trip the driver drives (taxi/domain/availability.py)."""
+    await availability.go_offline(db=db, positions=positions, driver_id=_driver(user))
     return StateView(Availability.OFFLINE, None)
 
 
@@ -109,4 +115,19 @@ async def nearby_cars(
         count=first,
         fresh_after=time.time() - settings.position_ttl,
     )
-    return [CarView(n.fix.view(), n.distance) for n in found]
+    cars = [_anonymous(n.fix, latitude, longitude) for n in found]
+    return sorted(cars, key=lambda c: c.distance)
+
+
+def _anonymous(fix: Fix, latitude: float, longitude: float) -> CarView:
+    """The car as nearbyCars shows it; its distance is from the rounded point, or the
+    exact one could be recovered from several queries (trilateration)."""
+    lat, lon = round(fix.latitude, NEARBY_DECIMALS), round(fix.longitude, NEARBY_DECIMALS)
+    minute = fix.at - fix.at % NEARBY_SECONDS
+    location = LocationView(
+        latitude=lat,
+        longitude=lon,
+        heading=None,
+        recorded_at=datetime.fromtimestamp(minute, UTC),
+    )
+    return CarView(location, distance(latitude, longitude, lat, lon))

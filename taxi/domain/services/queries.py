@@ -10,7 +10,7 @@ import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_
@@ -50,15 +50,19 @@ def encode_cursor(created: datetime, trip_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Only a position `encode_cursor` wrote: a foreign or forged text, or one naming a
+    time the database cannot take (year 1 at +14:00 is before year 1 in UTC), is
+    BAD_USER_INPUT, never an error from the database."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, trip_id = raw.split("|", 1)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive")
-        return when, uuid.UUID(trip_id)
+        when, tid = datetime.fromisoformat(created), uuid.UUID(trip_id)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
         raise BadUserInput("Invalid cursor.", fields={"after": ["Invalid cursor."]}) from exc
+    # Written from a row: UTC, and exactly this text (what re-encodes to it).
+    if when.utcoffset() != timedelta(0) or encode_cursor(when, tid) != cursor:
+        raise BadUserInput("Invalid cursor.", fields={"after": ["Invalid cursor."]})
+    return when, tid
 
 
 async def list_trips(

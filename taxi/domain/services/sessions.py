@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.core.db import SessionMaker, affected
+from taxi.domain import availability
 from taxi.domain.events import Publisher
 from taxi.domain.models import AuthSession, RefreshToken, User, UserGroup, utcnow
+from taxi.domain.positions import PositionStore
 
 
 async def start(session: AsyncSession, *, user_id: int) -> str:
@@ -108,9 +110,12 @@ async def load_signed_in(session: AsyncSession, *, user_id: int, sid: str) -> Us
     return row[0] if row else None
 
 
-async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
-    """For admins: the user can no longer log in, and every token and open socket of
-    theirs is refused within a second, in every process. True when the user existed."""
+async def deactivate_user(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user_id: int
+) -> bool:
+    """For admins: the user can no longer log in, every token and open socket of theirs
+    is refused within a second, in every process, and a driver leaves dispatch at once
+    (no offer, no nearbyCars entry). True when the user existed."""
     async with db() as session, session.begin():
         found = await affected(
             session, update(User).where(col(User.id) == user_id).values(is_active=False)
@@ -120,14 +125,24 @@ async def deactivate_user(*, db: SessionMaker, events: Publisher, user_id: int) 
             .where(col(AuthSession.user_id) == user_id, col(AuthSession.revoked_at).is_(None))
             .values(revoked_at=utcnow())
         )
+    await _leave_dispatch(positions, user_id)
     await events.session_ended(user_id=user_id)
     return bool(found)
 
 
-async def delete_user(*, db: SessionMaker, events: Publisher, user_id: int) -> bool:
+async def delete_user(
+    *, db: SessionMaker, events: Publisher, positions: PositionStore, user_id: int
+) -> bool:
     """For admins: delete the user (sessions and tokens cascade; their trips keep a
-    NULL rider/driver) and close their sockets everywhere."""
+    NULL rider/driver), take them out of dispatch and close their sockets everywhere."""
     async with db() as session, session.begin():
         found = await affected(session, delete(User).where(col(User.id) == user_id))
+    await _leave_dispatch(positions, user_id)
     await events.session_ended(user_id=user_id)
     return bool(found)
+
+
+async def _leave_dispatch(positions: PositionStore, user_id: int) -> None:
+    """After commit: out of the position store. Should the store be unreachable, the
+    offer path still skips an inactive user (taxi/domain/availability.py `unfit`)."""
+    await availability.after_commit("leaving dispatch", positions.go_offline(driver_id=user_id))

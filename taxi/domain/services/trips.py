@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +21,9 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import dispatch
-from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound
+from taxi.core.ratelimit import Limiter
+from taxi.domain import availability, dispatch
+from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
 from taxi.domain.offers import offered_clause, visible_clause
@@ -40,15 +40,6 @@ NEXT_STATUS = {
     TripStatus.STARTED: TripStatus.IN_PROGRESS,
     TripStatus.IN_PROGRESS: TripStatus.COMPLETED,
 }
-
-
-async def _after_commit(what: str, change: Awaitable[None]) -> None:
-    """A store change that follows a committed trip change: the commit stands whatever
-    happens here (the state heals with the driver's next goOnline or trip)."""
-    try:
-        await change
-    except STORE_DOWN as exc:
-        log.warning("position store unreachable; %s not recorded: %r", what, exc)
 
 
 async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
@@ -87,15 +78,21 @@ async def request_trip(
     events: Publisher,
     positions: PositionStore,
     settings: Settings,
+    limiter: Limiter,
     user: User,
     pick_up: str,
     drop_off: str,
     coordinates: Coordinates = Coordinates(),
 ) -> TripView:
+    """`limiter`: requests per rider (TRIP_REQUESTS_PER_10_MIN); each one reaches
+    drivers, so a rider requesting and canceling cannot flood them with offers."""
     if user.group is not UserGroup.RIDER:
         raise Forbidden("Only riders can request trips.")
     if errors := _address_errors(pick_up, drop_off) | coordinates.errors():
         raise BadUserInput("Invalid input.", fields=errors)
+    limit_key = str(user.id)
+    if not await limiter.allow(limit_key):
+        raise RateLimited("Too many trip requests; try again in a few minutes.")
     (plat, plon), (dlat, dlon) = (
         (coordinates.pick_up or (None, None)),
         (coordinates.drop_off or (None, None)),
@@ -127,6 +124,7 @@ async def request_trip(
                 await session.flush()
             view = await _view(session, trip.id, positions)
     except IntegrityError as exc:
+        await limiter.refund(limit_key)  # nothing was created, nobody offered anything
         raise Conflict("You already have an active trip.") from exc
     if coordinates.pick_up is not None:
         metrics.wave(offers=len(offered))
@@ -179,6 +177,13 @@ async def accept_trip(
                 raise Forbidden("Only drivers can accept trips.")
             if trip.status is not TripStatus.REQUESTED:
                 raise Conflict("This trip is no longer requested.")
+            assert user.id is not None
+            epoch = await availability.hold(
+                session,
+                positions=positions,
+                driver_id=user.id,
+                dispatched=trip.pick_up_latitude is not None,
+            )
             view = await _apply(
                 session,
                 trip,
@@ -188,10 +193,8 @@ async def accept_trip(
             )
     except IntegrityError as exc:
         raise Conflict("You already have a trip under way.") from exc
-    assert user.id is not None
-    await _after_commit(
-        "ON_TRIP",
-        positions.start_trip(driver_id=user.id, trip_id=view.id, rider_id=view.rider_id),
+    await availability.started(
+        positions, driver_id=user.id, trip_id=view.id, rider_id=view.rider_id, epoch=epoch
     )
     await events.trip_changed(view, kind=Kind.ACCEPTED, left_pool=True)
     return view
@@ -223,9 +226,7 @@ async def update_trip_status(
 async def _ended(positions: PositionStore, view: TripView) -> None:
     """After commit: a driver whose trip ended is AVAILABLE again."""
     if view.status not in ACTIVE_STATUSES and view.driver_id is not None:
-        await _after_commit(
-            "end of trip", positions.end_trip(driver_id=view.driver_id, trip_id=view.id)
-        )
+        await availability.ended(positions, driver_id=view.driver_id, trip_id=view.id)
 
 
 async def cancel_trip(
