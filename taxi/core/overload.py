@@ -40,6 +40,9 @@ class Load:
     __slots__ = ("_cpu", "_done_at", "_late", "_since", "cost", "done", "limit", "pending")
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.pending = 0
         self.done = 0
         self.cost = 0.0
@@ -96,6 +99,10 @@ _users = 0
 async def measuring(*, limit: float) -> AsyncIterator[Load]:
     """For the app's lifespan: the sampler runs while any app of this process runs."""
     global _users
+    if _users == 0:
+        # A fresh start: what an earlier loop left (tests run many apps in one process, and
+        # a closed loop never runs its tasks' `finally`) is not this one's work.
+        LOAD.reset()
     LOAD.limit = limit
     _users += 1
     try:
