@@ -49,7 +49,7 @@ schema: $(STAMP)
 	$(BIN)/taxi print-schema > schema.graphql
 
 contract:
-	cp ../shared/api/schema.graphql ../shared/api/dispatch.graphql ../shared/api/PROTOCOL.md api/
+	cp ../shared/api/schema.graphql ../shared/api/dispatch.graphql ../shared/api/rides.graphql ../shared/api/PROTOCOL.md api/
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

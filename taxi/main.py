@@ -30,6 +30,7 @@ from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.reports import Reports
+from taxi.domain.routes import Estimator, Router
 from taxi.transport import health, pages, sockets
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
@@ -49,11 +50,20 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         metrics.instrument_engine(engine)
         broadcast = await stack.enter_async_context(open_broadcast(settings))
         client = await stack.enter_async_context(_maybe_redis(settings))
+        estimator = Estimator.of(settings)
+        arrival = settings.arrival_meters
         positions: PositionStore = (
-            MemoryPositions()
+            MemoryPositions(estimator=estimator, arrival_meters=arrival)
             if client is None
-            else RedisPositions(client, prefix=settings.channel_prefix)
+            else RedisPositions(
+                client,
+                prefix=settings.channel_prefix,
+                estimator=estimator,
+                arrival_meters=arrival,
+            )
         )
+        router = Router(url=settings.router_url, estimator=estimator)
+        stack.push_async_callback(router.aclose)
         events = Publisher(broadcast, prefix=settings.channel_prefix)
         await stack.enter_async_context(
             dispatch.running(db=sessions, positions=positions, events=events, settings=settings)
@@ -94,6 +104,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
             reports=Reports(positions=positions, events=events),
+            router=router,
             documents=_documents(settings, client),
         )
 

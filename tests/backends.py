@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from redis import asyncio as aioredis
 from sqlalchemy import make_url
 
 from taxi.core.config import Settings, normalize_database_url
@@ -76,3 +77,17 @@ class Backend:
     @property
     def real(self) -> bool:
         return self.name == "real"
+
+
+async def drop_keys(redis_url: str, prefix: str) -> int:
+    """Delete every key a test's `prefix` (its CHANNEL_PREFIX) left on the shared Redis:
+    `<prefix>:...` (limits, documents) and `{<prefix>:geo}:...` (positions). Returns how
+    many."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = []
+        for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
+            keys += [key async for key in client.scan_iter(pattern)]
+        return int(await client.delete(*keys)) if keys else 0
+    finally:
+        await client.aclose()

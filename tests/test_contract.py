@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "api" / "schema.graphql"
 # Its dispatch additions, written as `extend` of schema.graphql: served together with it.
 DISPATCH = ROOT / "api" / "dispatch.graphql"
+# Fares and the ride's life, extending both.
+RIDES = ROOT / "api" / "rides.graphql"
 
 
 def _default(arg: GraphQLField | GraphQLArgument | GraphQLInputField) -> str | None:
@@ -96,10 +98,13 @@ def differences(contract: GraphQLSchema, served: GraphQLSchema) -> list[str]:
 
 @pytest.fixture(scope="module")
 def contract() -> GraphQLSchema:
-    for path in (CONTRACT, DISPATCH):
+    for path in (CONTRACT, DISPATCH, RIDES):
         if not path.exists():
             pytest.fail(f"the contract is missing: {path}")
-    return extend_schema(build_schema(CONTRACT.read_text()), parse(DISPATCH.read_text()))
+    schema = build_schema(CONTRACT.read_text())
+    for extension in (DISPATCH, RIDES):
+        schema = extend_schema(schema, parse(extension.read_text()))
+    return schema
 
 
 def test_dispatch_additions_are_part_of_the_contract(contract: GraphQLSchema) -> None:
@@ -109,6 +114,19 @@ def test_dispatch_additions_are_part_of_the_contract(contract: GraphQLSchema) ->
     assert "DriverAvailability" in contract.type_map
     base = build_schema(CONTRACT.read_text())
     assert "type Point: missing" in differences(contract, base)
+
+
+def test_rides_additions_are_part_of_the_contract(contract: GraphQLSchema) -> None:
+    """rides.graphql extended both files: without it the served schema would differ."""
+    trip = contract.type_map["Trip"]
+    assert isinstance(trip, GraphQLObjectType) and "fare" in trip.fields
+    nearby = contract.type_map["NearbyCar"]
+    assert isinstance(nearby, GraphQLObjectType) and "etaSeconds" in nearby.fields
+    without = extend_schema(build_schema(CONTRACT.read_text()), parse(DISPATCH.read_text()))
+    found = differences(contract, without)
+    assert "type FareQuote: missing" in found
+    assert "Mutation.releaseTrip: missing" in found
+    assert "RequestTripInput.quoteId: missing" in found
 
 
 def test_every_contract_element_is_served_exactly(contract: GraphQLSchema) -> None:

@@ -291,7 +291,10 @@ async def test_without_pick_up_every_driver_sees_it(client: httpx.AsyncClient, a
     for driver in (far, offline):
         assert (await ok(client, TRIP, {"id": trip["id"]}, driver))["trip"]["id"] == trip["id"]
     async with app.state.services.db() as s:
-        assert (await s.scalars(select(DispatchWave))).all() == []
+        # No waves: its schedule holds only its expiry (PROTOCOL.md, DISPATCH_TIMEOUT_SECONDS).
+        (row,) = (await s.scalars(select(DispatchWave))).all()
+        assert row.due_at == row.expires_at
+        assert (await s.scalars(select(TripOffer))).all() == []
 
 
 # -- live: offers reach only the offered, positions reach the rider ----------------------------

@@ -147,7 +147,11 @@ async def test_deactivated_driver_gets_no_offer_nor_nearby_entry(
     gone, kept = await online(client, at(100)), await online(client, at(200))
     assert len((await ok(client, NEARBY, {"near": at(0)}, rider))["nearbyCars"]) == 2
     assert await sessions.deactivate_user(
-        db=services.db, events=services.events, positions=services.positions, user_id=int(gone.id)
+        db=services.db,
+        events=services.events,
+        positions=services.positions,
+        settings=services.settings,
+        user_id=int(gone.id),
     )
     cars = (await ok(client, NEARBY, {"near": at(0)}, rider))["nearbyCars"]
     assert [round(c["distanceMeters"], -2) for c in cars] == [200]

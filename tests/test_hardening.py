@@ -289,6 +289,7 @@ async def test_deactivated_user_is_refused_everywhere(server: LiveServer) -> Non
                 db=services.db,
                 events=services.events,
                 positions=services.positions,
+                settings=services.settings,
                 user_id=int(driver.id),
             )
             # An acceptTrip sent over the open socket right away does not run: it is
@@ -315,7 +316,11 @@ async def test_deleted_users_id_and_tokens_are_never_reused(
     services = app.state.services
     old = await account(client)
     assert await delete_user(
-        db=services.db, events=services.events, positions=services.positions, user_id=int(old.id)
+        db=services.db,
+        events=services.events,
+        positions=services.positions,
+        settings=services.settings,
+        user_id=int(old.id),
     )
     assert error_code(await gql(client, ME, token=old.access)) == "UNAUTHENTICATED"
     new = await account(client)

@@ -147,6 +147,8 @@ async def test_a_socket_executes_eight_operations_at_once_then_the_rest_in_order
 # -- a flooded `taxi serve` process ----------------------------------------------------
 
 RIDERS = 60
+ESTIMATE = """query Quote($a: PointInput!, $b: PointInput!) {
+  estimateFare(pickUp: $a, dropOff: $b) { id } }"""
 ROUNDS = 10  # floods at most; shedding shows in the first few
 
 
@@ -209,7 +211,7 @@ async def test_a_flooded_process_sheds_new_work_and_keeps_what_it_accepted(
     assert tally.shed["requestTrip"] >= 1, tally
     assert tally.accepted, tally
     assert tally.healthy and all(status == 200 for status in tally.healthy), tally
-    for operation in ("requestTrip", "logIn"):
+    for operation in tally.shed:
         shed = value(after, "taxi_shed_total", operation=operation)
         shed -= value(before, "taxi_shed_total", operation=operation)
         assert shed == tally.shed[operation], (operation, shed, tally)
@@ -235,7 +237,7 @@ class Tally:
     def __init__(self, riders: list[Account]) -> None:
         self.waiting = list(riders)  # riders whose request has not been accepted yet
         self.accepted: list[str] = []  # trip ids
-        self.shed = {"requestTrip": 0, "logIn": 0}
+        self.shed = {"requestTrip": 0, "logIn": 0, "estimateFare": 0}
         self.healthy: list[int] = []
 
     def __repr__(self) -> str:
@@ -243,8 +245,8 @@ class Tally:
 
 
 async def _flood(server: TaxiServer, client: httpx.AsyncClient, riders: list[Account]) -> Tally:
-    """Rounds of every waiting rider's requestTrip and a logIn each, all at once, with
-    /healthz asked in the middle: until some requestTrip was shed (bounded)."""
+    """Rounds of every waiting rider's requestTrip, a logIn and an estimateFare each, all
+    at once, with /healthz asked in the middle: until some requestTrip was shed (bounded)."""
     tally = Tally(riders)
 
     async def request(rider: Account) -> None:
@@ -260,6 +262,17 @@ async def _flood(server: TaxiServer, client: httpx.AsyncClient, riders: list[Acc
         if _shed(body) is not None:
             tally.shed["logIn"] += 1
 
+    async def estimate(rider: Account) -> None:
+        where = {
+            "a": {"latitude": 52.5, "longitude": 13.4},
+            "b": {"latitude": 52.6, "longitude": 13.5},
+        }
+        body = await gql(client, ESTIMATE, where, token=rider.access)
+        if _shed(body) is not None:
+            tally.shed["estimateFare"] += 1
+        else:
+            assert body["data"]["estimateFare"]["id"], body
+
     async def health() -> None:
         tally.healthy.append((await server.health()).status_code)
 
@@ -267,6 +280,7 @@ async def _flood(server: TaxiServer, client: httpx.AsyncClient, riders: list[Acc
         if tally.shed["requestTrip"] or not tally.waiting:
             break
         work = [request(r) for r in tally.waiting] + [log_in(r) for r in riders]
+        work += [estimate(r) for r in riders]
         await asyncio.gather(*work, health())
     return tally
 

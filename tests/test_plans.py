@@ -158,6 +158,7 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
         db=services.db,
         events=services.events,
         positions=services.positions,
+        settings=services.settings,
         user_id=int(driver.id),
     )
     for who in (rider, driver):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
     from taxi.domain.reports import Reports
+    from taxi.domain.routes import Router
     from taxi.transport.live.hub import Hub
     from taxi.transport.sockets import SocketRegistry
 
@@ -41,6 +42,7 @@ class Services:
     sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     reports: Reports  # position reports, batched per loop pass (in front of `positions`)
+    router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)
     documents: Documents
 
 

@@ -111,6 +111,21 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=10, gt=0)
     dispatch_wave_seconds: float = Field(default=15.0, gt=0)
     position_ttl: float = Field(default=60.0, gt=0)
+    # The ride's life (PROTOCOL.md "Fares and the ride's life"). Money in minor units.
+    fare_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    fare_base: int = Field(default=250, ge=0)
+    fare_per_km: int = Field(default=120, ge=0)
+    fare_per_minute: int = Field(default=30, ge=0)
+    fare_minimum: int = Field(default=700, ge=0)
+    fare_surge_max: float = Field(default=3.0, ge=1.0)
+    fare_quote_ttl: float = Field(default=300.0, gt=0)
+    fare_no_show_fee: int = Field(default=500, ge=0)
+    route_factor: float = Field(default=1.3, ge=1.0)
+    city_speed_kmh: float = Field(default=25.0, gt=0)
+    router_url: str | None = None
+    dispatch_timeout_seconds: float = Field(default=180.0, gt=0)
+    arrival_meters: float = Field(default=50.0, gt=0)
+    no_show_seconds: float = Field(default=300.0, ge=0)
     # Every broadcast channel is `<prefix>:<name>`: deployments sharing a Redis stay apart.
     channel_prefix: str = Field(default="taxi", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Development only, when JWT_SECRET is unset: the signing key kept in this file (0600),

@@ -77,11 +77,13 @@ async def started(
     trip_id: uuid.UUID,
     rider_id: int | None,
     epoch: int | None,
+    pick_up: tuple[float, float] | None = None,
 ) -> None:
-    """After the accept's commit: ON_TRIP in the store, unless the trip ended meanwhile."""
+    """After the accept's commit: ON_TRIP in the store, unless the trip ended meanwhile;
+    heading for `pick_up` (its arrival and ETAs)."""
     if epoch is not None:
         start = positions.start_trip(
-            driver_id=driver_id, trip_id=trip_id, rider_id=rider_id, epoch=epoch
+            driver_id=driver_id, trip_id=trip_id, rider_id=rider_id, epoch=epoch, pick_up=pick_up
         )
         await after_commit("ON_TRIP", start)
 

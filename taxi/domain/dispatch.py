@@ -1,10 +1,14 @@
-"""Waves of offers (PROTOCOL.md "Dispatch near the pick-up").
+"""Waves of offers (PROTOCOL.md "Dispatch near the pick-up") and the expiry of requests
+nobody took ("Fares and the ride's life").
 
 The first wave is recorded in the transaction that creates the trip. Each later one is
 a row of `dispatch_wave` (the durable schedule): a per-process worker claims due rows
 with FOR UPDATE SKIP LOCKED, records the wave's offers and advances the row in one
 transaction, then publishes. A process killed mid-wave rolls back and another one runs
-that wave; a committed wave is never run again. (SQLite serves one process: no SKIP
+that wave; a committed wave is never run again. The same row carries the request's
+expiry: the pass that finds it past `expires_at` cancels the trip (NO_DRIVER_FOUND) in
+that transaction, so that happens once too, whichever process claims it, also after a
+restart. (SQLite serves one process: no SKIP
 LOCKED there, and its single writer serialises the same steps.)"""
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from taxi.core import metrics
 from taxi.core.config import Settings
-from taxi.core.db import SessionMaker
-from taxi.domain import availability
-from taxi.domain.events import Publisher
-from taxi.domain.models import DispatchWave, Trip, TripOffer, TripStatus, utcnow
+from taxi.core.db import SessionMaker, affected
+from taxi.domain import arrivals, availability
+from taxi.domain.events import Kind, Publisher
+from taxi.domain.models import CancelReason, DispatchWave, Trip, TripOffer, TripStatus, utcnow
 from taxi.domain.positions import PositionStore
 from taxi.domain.services import reads
 
@@ -82,10 +86,36 @@ async def offer_wave(
     return drivers
 
 
-def schedule(session: AsyncSession, *, settings: Settings, trip: Trip) -> None:
-    """The trip's second wave, due one interval from now."""
-    due = utcnow() + timedelta(seconds=settings.dispatch_wave_seconds)
-    session.add(DispatchWave(trip_id=trip.id, wave=1, due_at=due))
+async def schedule(
+    session: AsyncSession, *, settings: Settings, trip: Trip, again: bool = False
+) -> None:
+    """A requested (or released: `again`) trip's schedule: its second wave one interval
+    from now (dispatched trips), its expiry DISPATCH_TIMEOUT_SECONDS from now (every
+    trip). A release replaces the row the trip had."""
+    now = utcnow()
+    expires = now + timedelta(seconds=settings.dispatch_timeout_seconds)
+    due = expires
+    if trip.pick_up_latitude is not None:
+        due = min(due, now + timedelta(seconds=settings.dispatch_wave_seconds))
+    if again:
+        await session.execute(delete(DispatchWave).where(col(DispatchWave.trip_id) == trip.id))
+    session.add(DispatchWave(trip_id=trip.id, wave=1, due_at=due, expires_at=expires))
+
+
+async def _expire(session: AsyncSession, trip: Trip) -> bool:
+    """Cancel a request nobody took; False when it changed meanwhile (it stays as it is)."""
+    now = utcnow()
+    canceled = (
+        update(Trip)
+        .where(col(Trip.id) == trip.id, col(Trip.status) == TripStatus.REQUESTED)
+        .values(
+            status=TripStatus.CANCELED,
+            cancel_reason=CancelReason.NO_DRIVER_FOUND,
+            ended_at=now,
+            updated=now,
+        )
+    )
+    return await affected(session, canceled) == 1
 
 
 async def run_due(
@@ -93,6 +123,7 @@ async def run_due(
 ) -> int:
     """Run every due wave this process can claim; returns how many ran."""
     published = []
+    expired = []
     waves: list[int] = []  # offers per wave run, counted once committed
     async with db() as session, session.begin():
         now = utcnow()
@@ -110,16 +141,25 @@ async def run_due(
             if trip is None or trip.status is not TripStatus.REQUESTED:
                 await session.delete(row)
                 continue
+            expires = row.expires_at
+            if expires is not None and expires <= now:
+                if await _expire(session, trip):
+                    expired.append(trip.id)
+                await session.delete(row)
+                continue
+            row.due_at = expires or now + timedelta(seconds=settings.dispatch_wave_seconds)
+            if trip.pick_up_latitude is None:
+                continue  # in every driver's pool: only its expiry is scheduled
             drivers = await offer_wave(
                 session, positions=positions, settings=settings, trip=trip, wave=row.wave
             )
             row.wave += 1
-            row.due_at = now + timedelta(seconds=settings.dispatch_wave_seconds)
+            row.due_at = min(row.due_at, now + timedelta(seconds=settings.dispatch_wave_seconds))
             waves.append(len(drivers))
             if drivers:
                 published.append((trip, drivers))
         await session.flush()
-        ids = [t.id for t, _ in published]
+        ids = [t.id for t, _ in published] + expired
         loaded = (
             await reads.load(session, [col(Trip.id).in_(ids)], positions=positions) if ids else None
         )
@@ -128,6 +168,8 @@ async def run_due(
         metrics.wave(offers=offers)
     for trip, drivers in published:
         await events.offered(views[trip.id], drivers)
+    for trip_id in expired:
+        await events.trip_changed(views[trip_id], kind=Kind.EXPIRED, left_pool=True)
     return len(rows)
 
 
@@ -153,6 +195,7 @@ async def running(
         while not stop.is_set():
             try:
                 await run_due(db=db, positions=positions, events=events, settings=settings)
+                await arrivals.record(db=db, positions=positions, events=events)
                 passes += 1
                 if passes % PRUNE_EVERY == 0:
                     await positions.prune(fresh_after=time.time() - settings.position_ttl)

@@ -33,6 +33,9 @@ class Kind(StrEnum):
     OFFERED = "offered"  # a dispatch wave offered the trip to a driver (their channel)
     ACCEPTED = "accepted"
     STATUS = "status"  # the driver moved the trip on
+    ARRIVED = "arrived"  # the driver reached the pick-up
+    RELEASED = "released"  # the driver gave the trip back: REQUESTED again
+    EXPIRED = "expired"  # nobody took it in time: CANCELED (NO_DRIVER_FOUND)
     CANCELED = "canceled"
     RATED = "rated"
     LOCATION = "location"  # a position of the trip's car
@@ -152,7 +155,7 @@ class Publisher:
         channels = [trip_channel(trip.id), TRIPS]
         # A dispatched trip is never in the common pool: its offers travel on the
         # offered drivers' own channels (offered()), so traffic grows with them only.
-        if (kind is Kind.REQUESTED or left_pool) and trip.offered is None:
+        if (kind in (Kind.REQUESTED, Kind.RELEASED) or left_pool) and trip.offered is None:
             channels.append(POOL)
         await self._send(channels, message)
 

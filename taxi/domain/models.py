@@ -37,14 +37,14 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _enum(cls: type[enum.Enum]) -> sa.Enum:
+def _enum(cls: type[enum.Enum], length: int = 16) -> sa.Enum:
     # Stored as the lower/upper-case value text, not a native PG enum: migrations stay
     # identical on both backends and adding a value needs no ALTER TYPE.
     return sa.Enum(
         cls,
         native_enum=False,
         create_constraint=False,
-        length=16,
+        length=length,
         values_callable=lambda e: [m.value for m in e],
     )
 
@@ -63,6 +63,13 @@ class TripStatus(str, enum.Enum):
 
 
 ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGRESS)
+
+
+class CancelReason(str, enum.Enum):
+    RIDER_CANCELED = "RIDER_CANCELED"
+    NO_DRIVER_FOUND = "NO_DRIVER_FOUND"
+    RIDER_NO_SHOW = "RIDER_NO_SHOW"
+    ACCOUNT_DEACTIVATED = "ACCOUNT_DEACTIVATED"
 
 
 class User(SQLModel, table=True):
@@ -132,6 +139,10 @@ class Trip(SQLModel, table=True):
         sa.Index("ix_trip_rider_created", "rider_id", "created", "id"),
         sa.Index("ix_trip_driver_created", "driver_id", "created", "id"),
         sa.Index("ix_trip_status_created", "status", "created", "id"),
+        # Demand near a pick-up (surge): the trips requested in the last minutes.
+        sa.Index("ix_trip_created", "created"),
+        # A driver's earnings: their trips by completion time.
+        sa.Index("ix_trip_driver_ended", "driver_id", "ended_at"),
         # The database, not Python, keeps a rider to one active trip and a driver to
         # one trip under way: a concurrent second one fails on these partial indexes.
         _unique_while("uq_trip_rider_active", "rider_id", ("REQUESTED", "STARTED", "IN_PROGRESS")),
@@ -157,6 +168,17 @@ class Trip(SQLModel, table=True):
     driver_longitude: float | None = None
     driver_heading: float | None = None
     driver_located_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The ride's life (rides.graphql). Money in minor units of FARE_CURRENCY.
+    cancel_reason: CancelReason | None = Field(default=None, sa_type=_enum(CancelReason, length=24))
+    arrived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    picked_up_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # IN_PROGRESS
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # COMPLETED/CANCELED
+    fare_surge: float = 1.0
+    fare_currency: str = Field(default="EUR", max_length=3)  # FARE_CURRENCY when requested
+    fare_quoted: int | None = None  # the quote's price, held
+    quoted_meters: int | None = None  # the quote's route length (the 25 % rule)
+    fare_final: int | None = None
+    driven_meters: int | None = None  # summed from positions while IN_PROGRESS
 
 
 class TripOffer(SQLModel, table=True):
@@ -172,9 +194,10 @@ class TripOffer(SQLModel, table=True):
 
 
 class DispatchWave(SQLModel, table=True):
-    """The durable schedule: a dispatched trip's next wave and when it is due. The row is
-    claimed and advanced in the transaction that records the wave's offers, so each wave
-    happens once whatever the number of processes (taxi/domain/dispatch.py)."""
+    """The durable schedule: a requested trip's next wave (or its expiry) and when it is
+    due. The row is claimed and advanced in the transaction that records the wave's
+    offers, so each wave happens once whatever the number of processes
+    (taxi/domain/dispatch.py)."""
 
     __tablename__ = "dispatch_wave"
     __table_args__ = (sa.Index("ix_dispatch_wave_due", "due_at"),)
@@ -182,3 +205,6 @@ class DispatchWave(SQLModel, table=True):
     trip_id: uuid.UUID = Field(foreign_key="trip.id", primary_key=True, ondelete="CASCADE")
     wave: int
     due_at: datetime = Field(sa_type=UTCDateTime)
+    # Still REQUESTED then: CANCELED with NO_DRIVER_FOUND (DISPATCH_TIMEOUT_SECONDS after the
+    # request or the release). Every trip has a row, dispatched or not.
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -10,21 +10,25 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from taxi.domain.models import Trip, TripOffer, TripStatus, UserGroup
 from taxi.domain.readmodels import TripView
 
+# The wave of a driver's offer row once they gave the trip back (releaseTrip): the row
+# stays, so no later wave offers it to them again, but it is no offer.
+RELEASED_WAVE = -1
+
 
 def offered_clause(driver_id: int | None) -> ColumnElement[bool]:
-    """In the driver's pool, whatever the status: every driver's when not dispatched,
-    else the offered ones'."""
-    offered = exists().where(
-        col(TripOffer.trip_id) == col(Trip.id), col(TripOffer.driver_id) == driver_id
-    )
-    return or_(col(Trip.pick_up_latitude).is_(None), offered)
+    """In the driver's pool, whatever the status: every driver's when not dispatched
+    (but the one who gave it back), else the offered ones'."""
+    mine = (col(TripOffer.trip_id) == col(Trip.id), col(TripOffer.driver_id) == driver_id)
+    offered = exists().where(*mine, col(TripOffer.wave) >= 0)
+    released = exists().where(*mine, col(TripOffer.wave) == RELEASED_WAVE)
+    return or_(and_(col(Trip.pick_up_latitude).is_(None), not_(released)), offered)
 
 
 class Viewer(Protocol):
@@ -57,20 +61,30 @@ def can_see(user_id: int, group: UserGroup, trip: TripView) -> bool:
 
 def was_offered(driver_id: int, trip: TripView) -> bool:
     """`offered_clause` on a view."""
+    if driver_id in trip.released:
+        return False
     return trip.offered is None or driver_id in trip.offered
+
+
+Sets = dict[uuid.UUID, tuple[int, ...]]
 
 
 async def offered_sets(
     session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[int, ...]]:
-    """Offered drivers of the dispatched trips `trip_ids`, in one query."""
-    out: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
+) -> tuple[Sets, Sets]:
+    """The offered drivers and the drivers who gave it back, of each of `trip_ids`, in
+    one query."""
+    offered: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
+    released: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
     if trip_ids:
         rows = await session.execute(
-            select(col(TripOffer.trip_id), col(TripOffer.driver_id)).where(
+            select(col(TripOffer.trip_id), col(TripOffer.driver_id), col(TripOffer.wave)).where(
                 col(TripOffer.trip_id).in_(trip_ids)
             )
         )
-        for trip_id, driver_id in rows:
-            out[trip_id].append(driver_id)
-    return {k: tuple(sorted(v)) for k, v in out.items()}
+        for trip_id, driver_id, wave in rows:
+            (released if wave == RELEASED_WAVE else offered)[trip_id].append(driver_id)
+    return (
+        {k: tuple(sorted(v)) for k, v in offered.items()},
+        {k: tuple(sorted(v)) for k, v in released.items() if v},
+    )

@@ -21,9 +21,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taxi.domain.readmodels import LocationView
+
+if TYPE_CHECKING:
+    from taxi.domain.routes import Estimator
 
 # Redis computes GEO distances on this sphere; the in-process store uses the same one,
 # so both backends rank drivers alike.
@@ -43,6 +46,18 @@ class Availability(enum.Enum):
     OFFLINE = "OFFLINE"
     AVAILABLE = "AVAILABLE"
     ON_TRIP = "ON_TRIP"
+
+
+class Stage(enum.Enum):
+    """Where a trip's car is heading, kept per trip beside its positions: each report
+    gets its ETA, the arrival and the driven distance without a SQL read."""
+
+    PICK_UP = "P"  # STARTED, not yet arrived
+    ARRIVED = "A"  # STARTED, within ARRIVAL_METERS of the pick-up once
+    DROP_OFF = "D"  # IN_PROGRESS: reports add to the driven distance
+
+
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,11 @@ class DriverStatus:
     rider_id: int | None = None  # the trip's rider: who may watch the car
     # Bumped by every goOffline: a trip start read before it cannot land after it.
     epoch: int = 0
+    # The trip's stage and next stop (when it has one), as of this report; `arrived`: this
+    # very report reached the pick-up (once per trip).
+    stage: Stage | None = None
+    target: Point | None = None
+    arrived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,12 @@ def geo_latitude(latitude: float) -> float:
 
 
 class PositionStore(Protocol):
+    """Also carries how ETAs are estimated and how close counts as arrived: everything that
+    reads positions (trip reads, reports, nearbyCars) has the store at hand."""
+
+    estimator: Estimator
+    arrival_meters: float
+
     async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
         """Record positions (one driver at most once): each driver's state, in order.
         One call per event-loop pass (taxi/domain/reports.py), one round trip."""
@@ -122,17 +148,39 @@ class PositionStore(Protocol):
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]: ...
 
     async def start_trip(
-        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        epoch: int,
+        pick_up: Point | None = None,
     ) -> bool:
         """ON_TRIP, unless this (driver, trip) ended already or the driver's epoch is no
-        longer `epoch` (read before the accept committed); True when applied."""
+        longer `epoch` (read before the accept committed); True when applied. The trip
+        heads for `pick_up` (unless it has a stage already)."""
+
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
+        """IN_PROGRESS: heading for the drop-off; the driven distance counts from here."""
 
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         """The trip leaves the driver (remembered as ended); with no trip left, AVAILABLE
-        again at the last position. The trip's location is forgotten."""
+        again at the last position. The trip's location, stage, driven distance and
+        pending arrival are forgotten."""
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        """reportLocation: the trip's driverLocation (and the driver's position)."""
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
+        """reportLocation: the trip's driverLocation (and the driver's position), with the
+        same stage rules as a report; returns the trip's stage."""
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        """Metres driven so far while IN_PROGRESS."""
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        """Trips whose car reached the pick-up, not yet recorded (`arrival_recorded`)."""
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None: ...
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]: ...
 
@@ -165,7 +213,12 @@ class MemoryPositions:
     """The embedded default (one process): dicts and a grid of ~1 km cells, so a
     search looks at the cells within the radius, not at every driver."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, estimator: Estimator, arrival_meters: float) -> None:
+        self.estimator = estimator
+        self.arrival_meters = arrival_meters
+        self._stages: dict[uuid.UUID, tuple[Stage, Point | None]] = {}
+        self._driven: dict[uuid.UUID, float] = {}
+        self._arrivals: set[uuid.UUID] = set()
         self._state: dict[int, DriverStatus] = {}  # online drivers, derived from below
         self._on: dict[int, dict[uuid.UUID, int | None]] = {}  # driver -> trip -> rider
         self._epochs: dict[int, int] = {}
@@ -201,8 +254,24 @@ class MemoryPositions:
         if state.availability is Availability.AVAILABLE:
             self._index(driver_id, fix)
         elif state.trip_id is not None:
-            self._trips[state.trip_id] = fix
+            state = self._on_trip(state, state.trip_id, fix)
         return state
+
+    def _on_trip(self, state: DriverStatus, trip_id: uuid.UUID, fix: Fix) -> DriverStatus:
+        """A position of a trip's car: the driven distance, or the arrival (the Redis
+        store's ON_TRIP script is the same rule)."""
+        previous = self._trips.get(trip_id)
+        self._trips[trip_id] = fix
+        stage, target = self._stages.get(trip_id, (None, None))
+        if stage is Stage.DROP_OFF and previous is not None:
+            step = distance(previous.latitude, previous.longitude, fix.latitude, fix.longitude)
+            self._driven[trip_id] = self._driven.get(trip_id, 0.0) + step
+        elif stage is Stage.PICK_UP and target is not None:
+            if distance(fix.latitude, fix.longitude, *target) <= self.arrival_meters:
+                self._stages[trip_id] = (Stage.ARRIVED, target)
+                self._arrivals.add(trip_id)
+                return replace(state, stage=Stage.ARRIVED, target=target, arrived=True)
+        return replace(state, stage=stage, target=target)
 
     async def go_offline(self, *, driver_id: int) -> None:
         self._state.pop(driver_id, None)
@@ -217,18 +286,42 @@ class MemoryPositions:
         return state, fix
 
     async def start_trip(
-        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        epoch: int,
+        pick_up: Point | None = None,
     ) -> bool:
         if (driver_id, trip_id) in self._ended or self._epochs.get(driver_id, 0) != epoch:
             return False
         trips = self._on.setdefault(driver_id, {})
         trips[trip_id] = rider_id
+        self._stages.setdefault(trip_id, (Stage.PICK_UP, pick_up))
         self._state[driver_id] = DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
         self._index(driver_id, None)
         return True
 
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
+        self._stages[trip_id] = (Stage.DROP_OFF, drop_off)
+        self._driven[trip_id] = 0.0
+        self._arrivals.discard(trip_id)
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        return self._driven.get(trip_id, 0.0)
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        return list(self._arrivals)[:limit]
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None:
+        self._arrivals.difference_update(trip_ids)
+
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         self._trips.pop(trip_id, None)
+        self._stages.pop(trip_id, None)
+        self._driven.pop(trip_id, None)
+        self._arrivals.discard(trip_id)
         self._ended[(driver_id, trip_id)] = time.time()
         trips = self._on.get(driver_id, {})
         if trips.pop(trip_id, _MISSING) is _MISSING:
@@ -241,9 +334,11 @@ class MemoryPositions:
         self._state[driver_id] = DriverStatus(Availability.AVAILABLE)
         self._index(driver_id, self._fixes.get(driver_id))
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        self._trips[trip_id] = fix
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
         self._fixes[driver_id] = fix
+        return self._on_trip(DriverStatus(Availability.ON_TRIP, trip_id), trip_id, fix)
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         return {t: self._trips[t] for t in trip_ids if t in self._trips}

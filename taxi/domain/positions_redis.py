@@ -22,11 +22,14 @@ from taxi.domain.positions import (
     DriverStatus,
     Fix,
     Nearby,
+    Point,
     Report,
+    Stage,
     distance,
     geo_latitude,
 )
-from taxi.domain.positions_scripts import END, OFFLINE, PRUNE, REPORT, START
+from taxi.domain.positions_scripts import DRIVE, END, OFFLINE, PRUNE, REPORT, START, TRIP_FIX
+from taxi.domain.routes import Estimator
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
 # dropped after), and doubles the count until it has enough or the radius is exhausted.
@@ -38,18 +41,44 @@ def _status(raw: str | None) -> DriverStatus:
         return DriverStatus(Availability.OFFLINE)
     if raw == "A":
         return DriverStatus(Availability.AVAILABLE)
-    trip, rider = raw[2:].split(",", 1)[0].split(":")
-    return DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None)
+    trips, _, stage = raw.partition("|")
+    trip, rider = trips[2:].split(",", 1)[0].split(":")
+    return _staged(DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None), stage)
+
+
+def _staged(state: DriverStatus, raw: str) -> DriverStatus:
+    """`state` with the trip's stage as the ON_TRIP script answers it ("P:<lat>:<lon>",
+    "!" appended on arrival; "" without a stage)."""
+    if not raw:
+        return state
+    arrived = raw.endswith("!")
+    stage, lat, lon = raw.rstrip("!").split(":")
+    target = (float(lat), float(lon)) if lat and lon else None
+    return replace(state, stage=Stage(stage), target=target, arrived=arrived)
+
+
+def _point(point: Point | None) -> list[str]:
+    return ["", ""] if point is None else [repr(point[0]), repr(point[1])]
 
 
 class RedisPositions:
-    def __init__(self, redis: RedisClient, *, prefix: str) -> None:
+    def __init__(
+        self, redis: RedisClient, *, prefix: str, estimator: Estimator, arrival_meters: float
+    ) -> None:
         self.redis = redis
+        self.estimator = estimator
+        self.arrival_meters = arrival_meters
         tag = f"{{{prefix}:geo}}"
         self.state, self.fixes, self.avail = f"{tag}:state", f"{tag}:fix", f"{tag}:avail"
         self.seen, self.trips = f"{tag}:seen", f"{tag}:trips"
         self.epochs, self.ended = f"{tag}:epoch", f"{tag}:ended"
+        # Per trip: its stage and next stop, metres driven, an arrival to record.
+        self.stages, self.driven_key = f"{tag}:stage", f"{tag}:driven"
+        self.arrivals_key = f"{tag}:arrivals"
+        self._ride = [self.stages, self.driven_key, self.arrivals_key]
         self._report = redis.register_script(REPORT)
+        self._trip_fix = redis.register_script(TRIP_FIX)
+        self._drive = redis.register_script(DRIVE)
         self._offline = redis.register_script(OFFLINE)
         self._start = redis.register_script(START)
         self._end = redis.register_script(END)
@@ -59,12 +88,12 @@ class RedisPositions:
         """The reports of one loop pass (thousands of drivers, each every few seconds) in
         one script call, one round trip, one pooled connection: per report, Redis and
         redis-py cost a fraction of a call each."""
-        args: list[Any] = []
+        args: list[Any] = [self.arrival_meters]
         for r in reports:
             fix = r.fix
             lat = geo_latitude(fix.latitude)
             args += (r.driver_id, fix.encode(), fix.longitude, lat, fix.at, 1 if r.online else 0)
-        keys = (self.state, self.fixes, self.avail, self.seen, self.trips)
+        keys = (self.state, self.fixes, self.avail, self.seen, self.trips, *self._ride)
         try:
             # EVALSHA directly: the script object's call checks `isinstance(client,
             # Pipeline)` against a runtime Protocol first, ~1 % of a report's CPU.
@@ -90,25 +119,57 @@ class RedisPositions:
         return state, Fix.decode(fix)
 
     async def start_trip(
-        self, *, driver_id: int, trip_id: uuid.UUID, rider_id: int | None, epoch: int
+        self,
+        *,
+        driver_id: int,
+        trip_id: uuid.UUID,
+        rider_id: int | None,
+        epoch: int,
+        pick_up: Point | None = None,
     ) -> bool:
         applied = await self._start(
-            keys=[self.state, self.avail, self.seen, self.epochs, self.ended],
-            args=[driver_id, str(trip_id), rider_id or 0, epoch],
+            keys=[self.state, self.avail, self.seen, self.epochs, self.ended, self.stages],
+            args=[driver_id, str(trip_id), rider_id or 0, epoch, *_point(pick_up)],
         )
         return bool(applied)
 
+    async def drive(self, *, trip_id: uuid.UUID, drop_off: Point | None) -> None:
+        await self._drive(keys=self._ride, args=[str(trip_id), *_point(drop_off)])
+
     async def end_trip(self, *, driver_id: int, trip_id: uuid.UUID) -> None:
         await self._end(
-            keys=[self.state, self.fixes, self.avail, self.seen, self.trips, self.ended],
+            keys=[
+                self.state,
+                self.fixes,
+                self.avail,
+                self.seen,
+                self.trips,
+                self.ended,
+                *self._ride,
+            ],
             args=[driver_id, str(trip_id), time.time()],
         )
 
-    async def set_trip_location(self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.trips, str(trip_id), fix.encode())
-            pipe.hset(self.fixes, str(driver_id), fix.encode())
-            await pipe.execute()
+    async def set_trip_location(
+        self, *, driver_id: int, trip_id: uuid.UUID, fix: Fix
+    ) -> DriverStatus:
+        raw: Any = await self._trip_fix(
+            keys=[self.fixes, self.trips, *self._ride],
+            args=[driver_id, str(trip_id), fix.encode(), self.arrival_meters],
+        )
+        return _staged(DriverStatus(Availability.ON_TRIP, trip_id), str(raw or ""))
+
+    async def driven(self, *, trip_id: uuid.UUID) -> float:
+        raw = await self.redis.hget(self.driven_key, str(trip_id))
+        return float(raw) if raw else 0.0
+
+    async def arrivals(self, *, limit: int) -> list[uuid.UUID]:
+        raw: Any = await self.redis.srandmember(self.arrivals_key, limit)
+        return [uuid.UUID(str(t)) for t in raw or ()]
+
+    async def arrival_recorded(self, *, trip_ids: list[uuid.UUID]) -> None:
+        if trip_ids:
+            await self.redis.srem(self.arrivals_key, *(str(t) for t in trip_ids))
 
     async def trip_locations(self, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
         if not trip_ids:

@@ -5,16 +5,62 @@ so each script touches one Redis Cluster slot.
 A driver's `state` is `A` (available) or `T:` and the trips they drive, newest first
 (`T:<trip>:<rider>,<trip>:<rider>`); `epoch` counts their goOfflines; `ended` is a
 sorted set of `<driver>:<trip>` by when it ended. START, END and OFFLINE are the
-order-independent trip changes that taxi/domain/positions.py describes."""
+order-independent trip changes that taxi/domain/positions.py describes.
+
+Per trip, beside its last position (`trips`): its `stage` (`P`, `A` or `D`, and the next
+stop: `P:<lat>:<lon>`), the metres `driven` while IN_PROGRESS, and whether its arrival
+waits to be recorded (`arrivals`, a set)."""
 
 from __future__ import annotations
 
-# KEYS: state, fixes, avail (geo), seen (zset), trips. ARGV: groups of six per report:
-# driver, fix, lon, lat, at, online (1/0). Returns each driver's state: "A" (available),
-# "T:..." (on trips: the newest is the one reported to), "" (offline: nothing stored).
-REPORT = """
+# A position of a trip's car (MemoryPositions._on_trip is the same rule): while heading
+# for the drop-off the step from the previous position adds to the driven distance; while
+# heading for the pick-up, the first position within `arrival` metres of it turns the
+# stage to arrived and queues the trip for the arrival's record, once. Returns the
+# trip's stage, with "!" appended when this position arrived ("" without a stage).
+# (The sphere of taxi.domain.positions.distance.)
+ON_TRIP = """
+local function dist(lat1, lon1, lat2, lon2)
+  local r = math.pi / 180
+  local a = math.sin((lat2 - lat1) * r / 2) ^ 2
+    + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
+  return 2 * 6372797.560856 * math.asin(math.min(1, math.sqrt(a)))
+end
+local function at(fix)
+  local lat, lon = string.match(fix, '^([^,]*),([^,]*),')
+  return tonumber(lat), tonumber(lon)
+end
+local function on_trip(trips, stages, driven, arrivals, arrival, trip, f)
+  local prev = redis.call('HGET', trips, trip)
+  redis.call('HSET', trips, trip, f)
+  local st = redis.call('HGET', stages, trip)
+  if not st then return '' end
+  local stage, tlat, tlon = string.match(st, '^(%a):([^:]*):([^:]*)$')
+  local lat, lon = at(f)
+  if stage == 'D' and prev then
+    local plat, plon = at(prev)
+    redis.call('HINCRBYFLOAT', driven, trip, dist(plat, plon, lat, lon))
+  elseif stage == 'P' and tlat ~= ''
+    and dist(lat, lon, tonumber(tlat), tonumber(tlon)) <= arrival then
+    st = 'A:' .. tlat .. ':' .. tlon
+    redis.call('HSET', stages, trip, st)
+    redis.call('SADD', arrivals, trip)
+    return st .. '!'
+  end
+  return st
+end
+"""
+
+# KEYS: state, fixes, avail (geo), seen (zset), trips, stages, driven, arrivals. ARGV:
+# arrival metres, then groups of six per report: driver, fix, lon, lat, at, online (1/0).
+# Returns each driver's state: "A" (available), "T:...|<stage>" (on trips: the newest is
+# the one reported to, ON_TRIP's answer after the bar), "" (offline: nothing stored).
+REPORT = (
+    ON_TRIP
+    + """
+local arrival = tonumber(ARGV[1])
 local out = {}
-for i = 1, #ARGV, 6 do
+for i = 2, #ARGV, 6 do
   local d, f = ARGV[i], ARGV[i + 1]
   local s = redis.call('HGET', KEYS[1], d)
   if not s and ARGV[i + 5] == '1' then
@@ -29,13 +75,15 @@ for i = 1, #ARGV, 6 do
       redis.call('GEOADD', KEYS[3], ARGV[i + 2], ARGV[i + 3], d)
       redis.call('ZADD', KEYS[4], ARGV[i + 4], d)
     else
-      redis.call('HSET', KEYS[5], string.match(s, '^T:([^:]+)'), f)
+      local trip = string.match(s, '^T:([^:]+)')
+      s = s .. '|' .. on_trip(KEYS[5], KEYS[6], KEYS[7], KEYS[8], arrival, trip, f)
     end
   end
   out[#out + 1] = s
 end
 return out
 """
+)
 
 # KEYS: state, fixes, avail, seen, epoch. ARGV: driver.
 OFFLINE = """
@@ -46,8 +94,25 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 """
 
-# KEYS: state, avail, seen, epoch, ended. ARGV: driver, trip, rider, epoch. Returns 1
-# when applied.
+# KEYS: fixes, trips, stages, driven, arrivals. ARGV: driver, trip, fix, arrival metres.
+# Returns ON_TRIP's answer.
+TRIP_FIX = (
+    ON_TRIP
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return on_trip(KEYS[2], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[4]), ARGV[2], ARGV[3])
+"""
+)
+
+# KEYS: stages, driven, arrivals. ARGV: trip, drop-off lat, drop-off lon.
+DRIVE = """
+redis.call('HSET', KEYS[1], ARGV[1], 'D:' .. ARGV[2] .. ':' .. ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], 0)
+redis.call('SREM', KEYS[3], ARGV[1])
+"""
+
+# KEYS: state, avail, seen, epoch, ended, stages. ARGV: driver, trip, rider, epoch,
+# pick-up lat, pick-up lon. Returns 1 when applied.
 START = """
 if redis.call('ZSCORE', KEYS[5], ARGV[1] .. ':' .. ARGV[2]) then return 0 end
 if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') ~= tonumber(ARGV[4]) then return 0 end
@@ -64,12 +129,17 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], s)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HSETNX', KEYS[6], ARGV[2], 'P:' .. ARGV[5] .. ':' .. ARGV[6])
 return 1
 """
 
-# KEYS: state, fixes, avail, seen, trips, ended. ARGV: driver, trip, now.
+# KEYS: state, fixes, avail, seen, trips, ended, stages, driven, arrivals. ARGV: driver,
+# trip, now.
 END = """
 redis.call('HDEL', KEYS[5], ARGV[2])
+redis.call('HDEL', KEYS[7], ARGV[2])
+redis.call('HDEL', KEYS[8], ARGV[2])
+redis.call('SREM', KEYS[9], ARGV[2])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1] .. ':' .. ARGV[2])
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if not s or string.sub(s, 1, 2) ~= 'T:' then return end

@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 import orjson
 import strawberry
 
-from taxi.domain.models import TripStatus, UserGroup
+from taxi.domain.models import CancelReason, TripStatus, UserGroup
 
 T = TypeVar("T")
 
 # The model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
 strawberry.enum(UserGroup, name="UserGroup")
 strawberry.enum(TripStatus, name="TripStatus")
+strawberry.enum(CancelReason, name="CancelReason", description="Why a trip was CANCELED.")
 
 
 @strawberry.type(name="User")
@@ -57,6 +58,53 @@ class LocationView:
         description="Degrees clockwise from north, when the device knows it."
     )
     recorded_at: datetime
+    eta_seconds: int | None = strawberry.field(
+        default=None,
+        description=(
+            "On a trip's driverLocation stream: seconds to the trip's next stop (pick-up while "
+            "STARTED, drop-off while IN_PROGRESS); null elsewhere."
+        ),
+    )
+
+
+@strawberry.type(
+    name="Money",
+    description=(
+        "An amount of money in minor units (cents), so that no price is ever a rounded float."
+    ),
+)
+class MoneyView:
+    amount: int = strawberry.field(description="Minor units of `currency` (e.g. 1240 for 12.40).")
+    currency: str = strawberry.field(description="ISO 4217 code (FARE_CURRENCY), e.g. EUR.")
+
+    @classmethod
+    def of(cls, amount: int | None, currency: str) -> MoneyView | None:
+        return None if amount is None else cls(amount=amount, currency=currency)
+
+
+@strawberry.type(name="Fare", description="What a trip costs.")
+class FareView:
+    quoted: MoneyView | None = strawberry.field(
+        description=(
+            "The up-front price held by the quote the trip was requested with; null without a "
+            "quote."
+        )
+    )
+    final: MoneyView | None = strawberry.field(
+        description=(
+            "What the rider pays: set when the trip is COMPLETED (or CANCELED with a fee), "
+            "null before."
+        )
+    )
+    distance_meters: int | None = strawberry.field(
+        description=(
+            "Driven while IN_PROGRESS, metres (from the reported positions); null before COMPLETED."
+        )
+    )
+    duration_seconds: int | None = strawberry.field(
+        description="IN_PROGRESS to COMPLETED, seconds; null before COMPLETED."
+    )
+    surge: float
 
 
 @strawberry.type(name="Point", description="A point on the map (WGS 84 degrees).")
@@ -100,9 +148,34 @@ class TripView:
     drop_off: PointView | None = strawberry.field(
         default=None, description="Drop-off coordinates, when the request gave them."
     )
+    fare: FareView | None = None
+    cancel_reason: CancelReason | None = strawberry.field(
+        default=None, description="Why the trip was CANCELED; null otherwise."
+    )
+    arrived_at: datetime | None = strawberry.field(
+        default=None,
+        description=(
+            "When the driver first came within ARRIVAL_METERS of the pick-up while STARTED; "
+            "null before."
+        ),
+    )
+    pick_up_eta_seconds: int | None = strawberry.field(
+        default=None,
+        description=(
+            "While STARTED and not yet arrived: seconds until the driver reaches the pick-up, "
+            "from the last position."
+        ),
+    )
+    drop_off_eta_seconds: int | None = strawberry.field(
+        default=None,
+        description="While IN_PROGRESS: seconds until the drop-off, from the last position.",
+    )
     # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
     # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never served.
     offered: strawberry.Private[tuple[int, ...] | None] = None
+    # Drivers who gave the trip back (releaseTrip): never in their pool again, dispatched or
+    # not. Never served.
+    released: strawberry.Private[tuple[int, ...]] = ()
 
     @property
     def rider_id(self) -> int | None:

@@ -84,8 +84,13 @@ class Reports:
     async def _send(self, batch: list[tuple[int, _Waiting]]) -> None:
         reports = [Report(driver, w.fix, w.online) for driver, w in batch]
         states = await self.positions.report_many(reports)
+        # Each frame carries the ETA to the trip's next stop, known from the store's state.
         located = [
-            Located(state.trip_id, w.fix.view(), (state.rider_id, driver))
+            Located(
+                state.trip_id,
+                self.positions.estimator.located(location=w.fix.view(), stop=state.target),
+                (state.rider_id, driver),
+            )
             for (driver, w), state in zip(batch, states, strict=True)
             if state.trip_id is not None
         ]

@@ -106,6 +106,7 @@ class UserAdmin(ModelView, model=User):
                     db=services.db,
                     events=services.events,
                     positions=services.positions,
+                    settings=services.settings,
                     user_id=int(pk),
                 )
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), 302)

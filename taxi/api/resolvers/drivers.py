@@ -31,6 +31,9 @@ class NearbyCar:
     distance_meters: float = strawberry.field(
         description="Great-circle distance from the point asked about, in metres."
     )
+    eta_seconds: int = strawberry.field(
+        description="Seconds for this car to reach the point asked about."
+    )
 
 
 def _heading(position: LocationInput) -> float | None:
@@ -53,7 +56,10 @@ class DriverQuery:
             radius=2000 if radius_meters is None else radius_meters,
             first=10 if first is None else first,
         )
-        return [NearbyCar(location=c.location, distance_meters=c.distance) for c in cars]
+        return [
+            NearbyCar(location=c.location, distance_meters=c.distance, eta_seconds=c.eta_seconds)
+            for c in cars
+        ]
 
     @field(description="Drivers: their own dispatch state.")
     async def driver_state(self, info: Info) -> DriverState:

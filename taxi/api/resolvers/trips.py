@@ -40,6 +40,13 @@ class RequestTripInput:
         ),
     )
     drop_off: PointInput | None = strawberry.UNSET
+    quote_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "A FareQuote id, unexpired, for the same pick-up and drop-off (within "
+            "ARRIVAL_METERS): the trip's up-front price."
+        ),
+    )
 
 
 @strawberry.input
@@ -158,6 +165,7 @@ class TripMutation:
                 pick_up=input.pick_up.pair() if input.pick_up else None,
                 drop_off=input.drop_off.pair() if input.drop_off else None,
             ),
+            quote_id=input.quote_id or None,
         )
 
     @mutation(
@@ -175,7 +183,13 @@ class TripMutation:
     async def update_trip_status(
         self, info: Info, id: strawberry.ID, status: TripStatus
     ) -> TripView:
-        return await _change(info, trips.update_trip_status, trip_id=id, status=status)
+        return await _change(
+            info,
+            trips.update_trip_status,
+            trip_id=id,
+            status=status,
+            settings=info.context.settings,
+        )
 
     @mutation(description="The trip's rider: cancel while REQUESTED or STARTED.")
     async def cancel_trip(self, info: Info, id: strawberry.ID) -> TripView:

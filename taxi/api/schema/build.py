@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext
 
 from taxi.api.resolvers.accounts import AccountMutation, AccountQuery
 from taxi.api.resolvers.drivers import DriverMutation, DriverQuery
+from taxi.api.resolvers.rides import RideMutation, RideQuery
 from taxi.api.resolvers.subscriptions import Subscription
 from taxi.api.resolvers.trips import TripMutation, TripQuery
 from taxi.api.schema.errors import ErrorCodes
@@ -27,8 +28,8 @@ from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validatio
 from taxi.api.schema.observe import Observe
 from taxi.core.logs import OperationLog
 
-Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery))
-Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation))
+Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery, RideQuery))
+Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation, RideMutation))
 
 
 class _Schema(strawberry.Schema):

@@ -16,7 +16,8 @@ from taxi.domain.models import User, UserGroup
 from taxi.domain.positions import Availability, Fix, PositionStore, distance
 from taxi.domain.readmodels import LocationView
 from taxi.domain.reports import Reports
-from taxi.domain.services.trips import location_errors
+from taxi.domain.routes import Estimator
+from taxi.domain.services.points import location_errors
 
 MAX_NEARBY_RADIUS = 10_000
 MAX_NEARBY = 50
@@ -88,6 +89,7 @@ async def go_offline(*, db: SessionMaker, positions: PositionStore, user: User) 
 class CarView:
     location: LocationView
     distance: float
+    eta_seconds: int
 
 
 async def nearby_cars(
@@ -115,13 +117,14 @@ async def nearby_cars(
         count=first,
         fresh_after=time.time() - settings.position_ttl,
     )
-    cars = [_anonymous(n.fix, latitude, longitude) for n in found]
+    cars = [anonymous(n.fix, latitude, longitude, positions.estimator) for n in found]
     return sorted(cars, key=lambda c: c.distance)
 
 
-def _anonymous(fix: Fix, latitude: float, longitude: float) -> CarView:
-    """The car as nearbyCars shows it; its distance is from the rounded point, or the
-    exact one could be recovered from several queries (trilateration)."""
+def anonymous(fix: Fix, latitude: float, longitude: float, estimator: Estimator) -> CarView:
+    """The car as nearbyCars (and a quote's pick-up ETA) shows it; its distance and ETA are
+    from the rounded point, or the exact one could be recovered from several queries
+    (trilateration)."""
     lat, lon = round(fix.latitude, NEARBY_DECIMALS), round(fix.longitude, NEARBY_DECIMALS)
     minute = fix.at - fix.at % NEARBY_SECONDS
     location = LocationView(
@@ -130,4 +133,5 @@ def _anonymous(fix: Fix, latitude: float, longitude: float) -> CarView:
         heading=None,
         recorded_at=datetime.fromtimestamp(minute, UTC),
     )
-    return CarView(location, distance(latitude, longitude, lat, lon))
+    eta = estimator.route(start=(lat, lon), end=(latitude, longitude)).seconds
+    return CarView(location, distance(latitude, longitude, lat, lon), eta)

@@ -15,7 +15,7 @@ from taxi.core.db import SessionMaker
 from taxi.domain import events
 from taxi.domain.errors import Forbidden, NotFound
 from taxi.domain.events import Event, Kind
-from taxi.domain.models import Trip, User, UserGroup
+from taxi.domain.models import Trip, TripStatus, User, UserGroup
 from taxi.domain.offers import can_see, was_offered
 from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import LocationView, TripView
@@ -95,13 +95,20 @@ def check_driver(user: User) -> None:
 
 
 def _requested(event: Event) -> TripView | None:
-    # "requested" on the common pool, "offered" on the driver's own channel.
-    return event.trip if event.kind in (Kind.REQUESTED, Kind.OFFERED) else None
+    # "requested" (or "released": back in the pool) on the common pool, "offered" on the
+    # driver's own channel.
+    return event.trip if event.kind in (Kind.REQUESTED, Kind.RELEASED, Kind.OFFERED) else None
 
 
 def watch_requests(*, user: User) -> Feed[TripView]:
     assert user.id is not None
-    return Feed((events.POOL, events.driver_channel(user.id)), _requested)
+    uid = user.id
+
+    def see(event: Event) -> TripView | None:
+        view = _requested(event)
+        return None if view is None or uid in view.released else view
+
+    return Feed((events.POOL, events.driver_channel(uid)), see)
 
 
 def _is_party(user: User, trip: TripView | Trip) -> bool:
@@ -126,7 +133,14 @@ def watch_location(
         view = await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
         if not _is_party(user, view):
             raise NotFound("Trip not found.")
-        return view.driver_location
+        if view.driver_location is None:
+            return None
+        # As every frame: the ETA to the next stop (the pick-up while STARTED).
+        stop = view.pick_up if view.status is TripStatus.STARTED else view.drop_off
+        return positions.estimator.located(
+            location=view.driver_location,
+            stop=None if stop is None else (stop.latitude, stop.longitude),
+        )
 
     def see(event: Event) -> LocationView:
         # A location event names who may watch (rider, driver), not the whole trip.

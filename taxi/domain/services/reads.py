@@ -19,7 +19,8 @@ from sqlalchemy.sql.expression import FromClause
 from taxi.domain.models import Trip, TripStatus
 from taxi.domain.offers import offered_sets
 from taxi.domain.positions import Fix, PositionStore
-from taxi.domain.readmodels import PointView, TripView
+from taxi.domain.readmodels import FareView, MoneyView, PointView, TripView
+from taxi.domain.routes import Estimator
 from taxi.domain.services import users
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,16 @@ TRIPS: FromClause = Trip.metadata.tables["trip"]
 # TripView's fields read from `trip` as they are; the others are derived in `_view`.
 COLUMNS = tuple(name for name in TripView.__dataclass_fields__ if name in TRIPS.c)
 POINTS = ("pick_up_latitude", "pick_up_longitude", "drop_off_latitude", "drop_off_longitude")
+# What `fare` and the ETAs are derived from.
+RIDE = (
+    "fare_surge",
+    "fare_currency",
+    "fare_quoted",
+    "fare_final",
+    "driven_meters",
+    "picked_up_at",
+    "ended_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,7 @@ def _build(
         .cte("ratings")
     )
     wanted: list[ColumnElement[Any]] = [
-        *(page.c[n] for n in (*COLUMNS, *POINTS)),
+        *(page.c[n] for n in (*COLUMNS, *POINTS, *RIDE)),
         *users.columns(_RIDER, "r_"),
         *users.columns(_DRIVER, "d_"),
         ratings.c.avg,
@@ -132,25 +143,66 @@ async def load(
         counted = int(rows[0]["total"])
     else:  # an empty page (past the end): the count alone
         counted = await connection.scalar(counting, values)
-    dispatched = [r["id"] for r in rows if r["pick_up_latitude"] is not None]
-    offered = await offered_sets(connection, dispatched)
+    # Offers matter for dispatched trips; a trip given back, for any trip still requested.
+    wanted = [
+        r["id"]
+        for r in rows
+        if r["pick_up_latitude"] is not None or r["status"] is TripStatus.REQUESTED
+    ]
+    offered, released = await offered_sets(connection, wanted)
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
-    return Loaded([_view(r, offered, fixes) for r in rows], more, counted and int(counted))
+    views = [_view(r, offered, released, fixes, positions.estimator) for r in rows]
+    return Loaded(views, more, counted and int(counted))
 
 
 def _view(
-    row: RowMapping, offered: dict[uuid.UUID, tuple[int, ...]], fixes: dict[uuid.UUID, Fix]
+    row: RowMapping,
+    offered: dict[uuid.UUID, tuple[int, ...]],
+    released: dict[uuid.UUID, tuple[int, ...]],
+    fixes: dict[uuid.UUID, Fix],
+    estimator: Estimator,
 ) -> TripView:
     trip_id = row["id"]
     fix = fixes.get(trip_id)
+    pick_up = PointView.of(row["pick_up_latitude"], row["pick_up_longitude"])
+    drop_off = PointView.of(row["drop_off_latitude"], row["drop_off_longitude"])
+    status = row["status"]
+    # The next stop's ETA from the car's last position (STARTED: until it arrived).
+    heading_for = (
+        pick_up
+        if status is TripStatus.STARTED and row["arrived_at"] is None
+        else drop_off
+        if status is TripStatus.IN_PROGRESS
+        else None
+    )
+    eta = None
+    if fix is not None and heading_for is not None:
+        eta = estimator.eta(fix=fix, stop=(heading_for.latitude, heading_for.longitude))
     return TripView(
         **{name: row[name] for name in COLUMNS},
         rider=None if row["r_id"] is None else users.view(row, "r_"),
         driver=None if row["d_id"] is None else users.view(row, "d_", row["avg"], row["n"]),
         driver_location=None if fix is None else fix.view(),
-        pick_up=PointView.of(row["pick_up_latitude"], row["pick_up_longitude"]),
-        drop_off=PointView.of(row["drop_off_latitude"], row["drop_off_longitude"]),
-        offered=offered.get(trip_id),
+        pick_up=pick_up,
+        drop_off=drop_off,
+        offered=offered.get(trip_id) if pick_up is not None else None,
+        released=released.get(trip_id, ()),
+        fare=_fare(row),
+        pick_up_eta_seconds=eta if status is TripStatus.STARTED else None,
+        drop_off_eta_seconds=eta if status is TripStatus.IN_PROGRESS else None,
+    )
+
+
+def _fare(row: RowMapping) -> FareView:
+    currency = row["fare_currency"]
+    picked_up, ended = row["picked_up_at"], row["ended_at"]
+    completed = row["status"] is TripStatus.COMPLETED and picked_up and ended
+    return FareView(
+        quoted=MoneyView.of(row["fare_quoted"], currency),
+        final=MoneyView.of(row["fare_final"], currency),
+        distance_meters=row["driven_meters"] if completed else None,
+        duration_seconds=round((ended - picked_up).total_seconds()) if completed else None,
+        surge=row["fare_surge"],
     )
 
 

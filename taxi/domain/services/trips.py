@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -25,11 +24,25 @@ from taxi.core.ratelimit import Limiter
 from taxi.domain import availability, dispatch
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
 from taxi.domain.events import Kind, Publisher
-from taxi.domain.models import ACTIVE_STATUSES, Trip, TripStatus, User, UserGroup, utcnow
+from taxi.domain.fares import MAX_METERS, Tariff
+from taxi.domain.models import (
+    ACTIVE_STATUSES,
+    CancelReason,
+    Trip,
+    TripStatus,
+    User,
+    UserGroup,
+    utcnow,
+)
 from taxi.domain.offers import offered_clause, visible_clause
 from taxi.domain.positions import Fix, PositionStore
-from taxi.domain.readmodels import LocationView, TripView
+from taxi.domain.quotes import Quote
+from taxi.domain.readmodels import LocationView, PointView, TripView
 from taxi.domain.services import reads
+from taxi.domain.services.points import NO_COORDINATES
+from taxi.domain.services.points import Coordinates as Coordinates
+from taxi.domain.services.points import location_errors as location_errors
+from taxi.domain.services.pricing import market
 from taxi.domain.services.queries import parse_trip_id
 from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
 
@@ -57,21 +70,6 @@ def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:
     return errors
 
 
-@dataclass(frozen=True)
-class Coordinates:
-    """A request's optional pick-up and drop-off points (latitude, longitude)."""
-
-    pick_up: tuple[float, float] | None = None
-    drop_off: tuple[float, float] | None = None
-
-    def errors(self) -> dict[str, list[str]]:
-        errors: dict[str, list[str]] = {}
-        for name, point in (("pickUp", self.pick_up), ("dropOff", self.drop_off)):
-            if point is not None and (problems := location_errors(*point, None)):
-                errors[name] = [f"{k}: {m}" for k, ms in problems.items() for m in ms]
-        return errors
-
-
 async def request_trip(
     *,
     db: SessionMaker,
@@ -82,14 +80,26 @@ async def request_trip(
     user: User,
     pick_up: str,
     drop_off: str,
-    coordinates: Coordinates = Coordinates(),
+    coordinates: Coordinates = NO_COORDINATES,
+    quote_id: str | None = None,
 ) -> TripView:
     """`limiter`: requests per rider (TRIP_REQUESTS_PER_10_MIN); each one reaches
-    drivers, so a rider requesting and canceling cannot flood them with offers."""
-    if user.group is not UserGroup.RIDER:
+    drivers, so a rider requesting and canceling cannot flood them with offers.
+    `quote_id`: a FareQuote's, whose price the trip holds."""
+    if user.group is not UserGroup.RIDER or user.id is None:
         raise Forbidden("Only riders can request trips.")
     if errors := _address_errors(pick_up, drop_off) | coordinates.errors():
         raise BadUserInput("Invalid input.", fields=errors)
+    quote = None
+    if quote_id is not None:
+        assert settings.jwt_secret is not None
+        quote = Quote.verify(quote_id, secret=settings.jwt_secret)
+        quote.check(
+            rider=user.id,
+            pick_up=coordinates.pick_up,
+            drop_off=coordinates.drop_off,
+            within=settings.arrival_meters,
+        )
     limit_key = str(user.id)
     if not await limiter.allow(limit_key):
         raise RateLimited("Too many trip requests; try again in a few minutes.")
@@ -105,10 +115,20 @@ async def request_trip(
         pick_up_longitude=plon,
         drop_off_latitude=dlat,
         drop_off_longitude=dlon,
+        fare_currency=settings.fare_currency,
     )
+    if quote is not None:
+        # The quote's price is held, at the quote's surge.
+        trip.fare_quoted, trip.quoted_meters, trip.fare_surge = (
+            quote.price,
+            quote.meters,
+            quote.surge,
+        )
     offered: list[int] = []
     try:
         async with db() as session, session.begin():
+            if quote is None and coordinates.pick_up is not None:
+                trip.fare_surge = await _surge(session, positions, settings, coordinates.pick_up)
             session.add(trip)
             await session.flush()
             if coordinates.pick_up is not None:
@@ -120,8 +140,8 @@ async def request_trip(
                     )
                 except STORE_DOWN as exc:
                     log.warning("position store unreachable; first wave empty: %r", exc)
-                dispatch.schedule(session, settings=settings, trip=trip)
-                await session.flush()
+            await dispatch.schedule(session, settings=settings, trip=trip)
+            await session.flush()
             view = await _view(session, trip.id, positions)
     except IntegrityError as exc:
         await limiter.refund(limit_key)  # nothing was created, nobody offered anything
@@ -131,6 +151,18 @@ async def request_trip(
     await events.trip_changed(view, kind=Kind.REQUESTED)
     await events.offered(view, offered)
     return view
+
+
+async def _surge(
+    session: AsyncSession, positions: PositionStore, settings: Settings, point: tuple[float, float]
+) -> float:
+    """A request without a quote pays the surge of the moment it was made (1.0 while the
+    position store is unreachable: the request itself still goes through)."""
+    try:
+        return (await market(session, positions=positions, settings=settings, point=point)).surge
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; no surge: %r", exc)
+        return 1.0
 
 
 async def _load(session: AsyncSession, trip_id: str, visible: ColumnElement[bool]) -> Trip:
@@ -194,7 +226,12 @@ async def accept_trip(
     except IntegrityError as exc:
         raise Conflict("You already have a trip under way.") from exc
     await availability.started(
-        positions, driver_id=user.id, trip_id=view.id, rider_id=view.rider_id, epoch=epoch
+        positions,
+        driver_id=user.id,
+        trip_id=view.id,
+        rider_id=view.rider_id,
+        epoch=epoch,
+        pick_up=_point(view.pick_up),
     )
     await events.trip_changed(view, kind=Kind.ACCEPTED, left_pool=True)
     return view
@@ -205,22 +242,59 @@ async def update_trip_status(
     db: SessionMaker,
     events: Publisher,
     positions: PositionStore,
+    settings: Settings,
     user: User,
     trip_id: str,
     status: TripStatus,
 ) -> TripView:
+    driven = None
+    if status is TripStatus.COMPLETED:
+        # Summed beside the positions while IN_PROGRESS; written once, here.
+        driven = await _driven(positions, parse_trip_id(trip_id))
     async with db() as session, session.begin():
         trip = await _load_for_change(session, user, trip_id)
         if trip.driver_id != user.id:
             raise Forbidden("Only the trip's driver can change its status.")
         if NEXT_STATUS.get(trip.status) is not status:
             raise Conflict(f"A {trip.status.value} trip cannot become {status.value}.")
-        view = await _apply(
-            session, trip, expect=trip.status, values={"status": status}, positions=positions
-        )
+        now = utcnow()
+        values: dict[str, Any] = {"status": status}
+        if status is TripStatus.IN_PROGRESS:
+            values["picked_up_at"] = now
+        else:
+            meters = min(
+                round(driven if driven is not None else trip.quoted_meters or 0), MAX_METERS
+            )
+            seconds = round((now - (trip.picked_up_at or now)).total_seconds())
+            final = Tariff.of(settings).final(
+                quoted=trip.fare_quoted,
+                quoted_meters=trip.quoted_meters,
+                surge=trip.fare_surge,
+                driven_meters=meters,
+                seconds=seconds,
+            )
+            values |= {"ended_at": now, "driven_meters": meters, "fare_final": final}
+        view = await _apply(session, trip, expect=trip.status, values=values, positions=positions)
+    if status is TripStatus.IN_PROGRESS:
+        drive = positions.drive(trip_id=view.id, drop_off=_point(view.drop_off))
+        await availability.after_commit("drop-off stage", drive)
     await _ended(positions, view)
     await events.trip_changed(view, kind=Kind.STATUS)
     return view
+
+
+async def _driven(positions: PositionStore, trip_id: uuid.UUID) -> float | None:
+    """Metres driven, None while the store is unreachable (the quote's distance stands in:
+    a completion is never refused for want of Redis)."""
+    try:
+        return await positions.driven(trip_id=trip_id)
+    except STORE_DOWN as exc:
+        log.warning("position store unreachable; driven distance unknown: %r", exc)
+        return None
+
+
+def _point(point: PointView | None) -> tuple[float, float] | None:
+    return None if point is None else (point.latitude, point.longitude)
 
 
 async def _ended(positions: PositionStore, view: TripView) -> None:
@@ -239,25 +313,16 @@ async def cancel_trip(
         if trip.status not in (TripStatus.REQUESTED, TripStatus.STARTED):
             raise Conflict(f"A {trip.status.value} trip cannot be canceled.")
         was = trip.status
-        view = await _apply(
-            session, trip, expect=was, values={"status": TripStatus.CANCELED}, positions=positions
-        )
+        now = utcnow()
+        canceled = {
+            "status": TripStatus.CANCELED,
+            "cancel_reason": CancelReason.RIDER_CANCELED,
+            "ended_at": now,
+        }
+        view = await _apply(session, trip, expect=was, values=canceled, positions=positions)
     await _ended(positions, view)
     await events.trip_changed(view, kind=Kind.CANCELED, left_pool=was is TripStatus.REQUESTED)
     return view
-
-
-def location_errors(
-    latitude: float, longitude: float, heading: float | None
-) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    if not -90 <= latitude <= 90:
-        errors["latitude"] = ["Must be between -90 and 90."]
-    if not -180 <= longitude <= 180:
-        errors["longitude"] = ["Must be between -180 and 180."]
-    if heading is not None and not 0 <= heading < 360:
-        errors["heading"] = ["Must be at least 0 and less than 360."]
-    return errors
 
 
 async def report_location(
@@ -284,9 +349,11 @@ async def report_location(
         parties = (trip.rider_id, trip.driver_id)
     fix = Fix(latitude, longitude, heading, time.time())
     assert user.id is not None
-    await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
+    state = await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
     metrics.positions(stored=1, coalesced=0)
-    location = fix.view()
+    # The ETA rides on the frame (the store knows the next stop: no read for it).
+    stop = state.target if state.trip_id == trip.id else None
+    location = positions.estimator.located(location=fix.view(), stop=stop)
     await events.location_reported(trip.id, location, parties=parties)
     return location
 

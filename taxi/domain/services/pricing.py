@@ -1,0 +1,126 @@
+"""estimateFare and the surge near a pick-up: demand (trips requested in the last
+minutes near it, from the database) against supply (AVAILABLE drivers within
+DISPATCH_RADIUS_METERS, from the position store). Both are shared state, so every
+process computes the same surge for the same moment."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from taxi.core.config import Settings
+from taxi.core.db import SessionMaker
+from taxi.domain.errors import BadUserInput, Forbidden
+from taxi.domain.fares import Tariff
+from taxi.domain.models import Trip, User, UserGroup, utcnow
+from taxi.domain.positions import METERS_PER_DEGREE, PositionStore
+from taxi.domain.quotes import Quote
+from taxi.domain.routes import Router
+from taxi.domain.services.drivers import anonymous
+from taxi.domain.services.points import Coordinates
+
+# "The last few minutes" of demand.
+DEMAND_WINDOW = timedelta(minutes=5)
+# Drivers counted as supply at most (and reported as carsNearby): past this many, the
+# ratio only matters in rush hours that dwarf it, and the search stays bounded.
+SUPPLY_CAP = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """Demand against supply near a point, now."""
+
+    surge: float
+    cars: int
+    nearest_eta: int | None  # the nearest available car's ETA to the point
+
+
+async def market(
+    session: AsyncSession,
+    *,
+    positions: PositionStore,
+    settings: Settings,
+    point: tuple[float, float],
+) -> Market:
+    radius = settings.dispatch_radius_meters
+    # A box around the circle (index on `created`, then the box): near enough for a ratio.
+    dlat = radius / METERS_PER_DEGREE
+    dlon = radius / (METERS_PER_DEGREE * max(math.cos(math.radians(point[0])), 1e-6))
+    demand = await session.scalar(
+        select(func.count())
+        .select_from(Trip)
+        .where(
+            col(Trip.created) >= utcnow() - DEMAND_WINDOW,
+            col(Trip.pick_up_latitude).between(point[0] - dlat, point[0] + dlat),
+            col(Trip.pick_up_longitude).between(point[1] - dlon, point[1] + dlon),
+        )
+    )
+    cars = await positions.nearest(
+        latitude=point[0],
+        longitude=point[1],
+        radius=radius,
+        count=SUPPLY_CAP,
+        fresh_after=time.time() - settings.position_ttl,
+    )
+    surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=len(cars))
+    # As nearbyCars shows the car (rounded): an exact ETA would give its exact distance.
+    nearest = anonymous(cars[0].fix, *point, positions.estimator) if cars else None
+    return Market(
+        surge=surge, cars=len(cars), nearest_eta=None if nearest is None else nearest.eta_seconds
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteView:
+    id: str
+    quote: Quote
+    currency: str
+    cars: int
+    pick_up_eta: int | None
+    expires_at: datetime
+
+
+async def estimate_fare(
+    *,
+    db: SessionMaker,
+    positions: PositionStore,
+    router: Router,
+    settings: Settings,
+    user: User,
+    pick_up: tuple[float, float],
+    drop_off: tuple[float, float],
+) -> QuoteView:
+    if user.group is not UserGroup.RIDER or user.id is None:
+        raise Forbidden("Only riders can ask for a fare.")
+    if errors := Coordinates(pick_up=pick_up, drop_off=drop_off).errors():
+        raise BadUserInput("Invalid input.", fields=errors)
+    route = await router.route(start=pick_up, end=drop_off)
+    async with db() as session:
+        now = await market(session, positions=positions, settings=settings, point=pick_up)
+    tariff = Tariff.of(settings)
+    expires = time.time() + settings.fare_quote_ttl
+    quote = Quote(
+        rider=user.id,
+        pick_up=pick_up,
+        drop_off=drop_off,
+        meters=route.meters,
+        seconds=route.seconds,
+        surge=now.surge,
+        price=tariff.price(meters=route.meters, seconds=route.seconds, surge=now.surge),
+        expires=expires,
+    )
+    assert settings.jwt_secret is not None
+    return QuoteView(
+        id=quote.sign(secret=settings.jwt_secret),
+        quote=quote,
+        currency=tariff.currency,
+        cars=now.cars,
+        pick_up_eta=now.nearest_eta,
+        expires_at=datetime.fromtimestamp(expires, UTC),
+    )
