@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,15 @@ def tools() -> tuple[str, str]:
     pytest.skip(message)
 
 
-async def run(*cmd: str, limit: float, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run `cmd` in tests/js without blocking the event loop the server runs in."""
+async def run(
+    *cmd: str,
+    limit: float,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], Awaitable[None]] | None = None,
+) -> tuple[int, str]:
+    """Run `cmd` in tests/js without blocking the event loop the server runs in. With
+    `on_line`, each line of output is handed to it as it comes: a script asks the test
+    for what only the server side can do (e.g. deactivate a user) and waits for it."""
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         cwd=JS_DIR,
@@ -37,15 +45,26 @@ async def run(*cmd: str, limit: float, env: dict[str, str] | None = None) -> tup
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if on_line is not None:
+                await on_line(line.rstrip("\n"))
+        await proc.wait()
+
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
+        await asyncio.wait_for(read(), limit)
     except TimeoutError:
         proc.kill()
-        out, _ = await proc.communicate()
-        text = out.decode(errors="replace")
-        pytest.fail(f"{' '.join(cmd)} did not finish within {limit:.0f} s:\n{text}")
+        await proc.wait()
+        pytest.fail(f"{' '.join(cmd)} did not finish within {limit:.0f} s:\n{''.join(lines)}")
     assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    return proc.returncode, "".join(lines)
 
 
 def installed() -> bool:

@@ -102,14 +102,18 @@ async def test_the_app_loads_only_its_own_assets(client: httpx.AsyncClient) -> N
 
 async def test_app_config_has_the_map_settings(client: httpx.AsyncClient) -> None:
     body = (await client.get("/app/config.json")).json()
-    assert body == {"center": {"latitude": 52.52, "longitude": 13.405}, "tileUrl": None}
+    assert body == {
+        "center": {"latitude": 52.52, "longitude": 13.405},
+        "tileUrl": None,
+        "noShowSeconds": 300.0,
+    }
 
 
 async def test_tile_url_reaches_the_app() -> None:
     from taxi.main import create_app
 
     settings: Settings = base_settings(
-        tile_url="https://tiles.example/{z}/{x}/{y}.png", map_center="40.7,-74.0"
+        tile_url="https://tiles.example/{z}/{x}/{y}.png", map_center="40.7,-74.0", no_show_seconds=2
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
@@ -118,4 +122,5 @@ async def test_tile_url_reaches_the_app() -> None:
     assert body == {
         "center": {"latitude": 40.7, "longitude": -74.0},
         "tileUrl": "https://tiles.example/{z}/{x}/{y}.png",
+        "noShowSeconds": 2.0,
     }

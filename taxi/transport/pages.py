@@ -51,11 +51,16 @@ def _app_route(role: str) -> Route:
 
 
 async def app_config(request: Request) -> JSONResponse:
-    """What the web app cannot know by itself: where its map starts and where tiles come from."""
+    """What the web app cannot know by itself: where its map starts, where tiles come from,
+    and how long a driver waits at the pick-up before a no-show may be reported."""
     settings: Settings = request.app.state.settings
     latitude, longitude = settings.map_center_point
     return JSONResponse(
-        {"center": {"latitude": latitude, "longitude": longitude}, "tileUrl": settings.tile_url}
+        {
+            "center": {"latitude": latitude, "longitude": longitude},
+            "tileUrl": settings.tile_url,
+            "noShowSeconds": settings.no_show_seconds,
+        }
     )
 
 

@@ -1,9 +1,15 @@
-// A map drawn by the app on a <canvas>: Web Mercator at a fixed zoom, a grid of named streets
-// (works with no internet), or real tiles underneath when the server sets TILE_URL.
+// The map on a <canvas>: Web Mercator at a fixed zoom around a centre, markers and cars on
+// it (drawn by paint.js). A click picks a point; so does the keyboard: the focused map moves
+// a cursor one block per arrow key and Enter (or Space) picks the corner under it. On a
+// phone the panel is a sheet over the map's lower part: the part it covers is left out
+// when centring (coveredBy).
+import * as paint from "./paint.js";
+import { address, corner, snap, streetIndex } from "./streets.js";
+
 const TILE = 256;
-const STREET_LAT = 0.002; // a street every ~220 m north-south
-const STREET_LNG = 0.003; // and every ~200 m east-west (at mid latitudes)
-const AVENUES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const MIN_ZOOM = 13;
+const MARGIN = 34; // pixels kept clear around a point that must be seen (a pin is ~25 high)
+const STEPS = { ArrowUp: [1, 0], ArrowDown: [-1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
 
 function world(lat, lng, zoom) {
   const scale = TILE * 2 ** zoom;
@@ -23,75 +29,109 @@ function unworld(x, y, zoom) {
   };
 }
 
-function ordinal(n) {
-  const s = ["th", "st", "nd", "rd"];
-  const v = Math.abs(n) % 100;
-  return n + (s[(v - 20) % 10] || s[v] || s[0]);
-}
-
-export function streetIndex(p) {
-  return { i: Math.round(p.latitude / STREET_LAT), j: Math.round(p.longitude / STREET_LNG) };
-}
-
-export function snap(p) {
-  const { i, j } = streetIndex(p);
-  return { latitude: +(i * STREET_LAT).toFixed(6), longitude: +(j * STREET_LNG).toFixed(6) };
-}
-
-function streetName(i) {
-  return `${ordinal(((i % 200) + 200) % 200)} Street`;
-}
-
-function avenueName(j) {
-  return `${AVENUES[((j % 26) + 26) % 26]} Avenue`;
-}
-
-// The nearest corner's name, as an address.
-export function address(p) {
-  const { i, j } = streetIndex(p);
-  return `${streetName(i)} & ${avenueName(j)}`;
-}
-
-// Metres between two points (haversine).
-export function distance(a, b) {
-  const r = 6371000;
-  const rad = Math.PI / 180;
-  const dLat = (b.latitude - a.latitude) * rad;
-  const dLng = (b.longitude - a.longitude) * rad;
-  const h =
-    Math.sin(dLat / 2) ** 2 +
-    Math.cos(a.latitude * rad) * Math.cos(b.latitude * rad) * Math.sin(dLng / 2) ** 2;
-  return 2 * r * Math.asin(Math.sqrt(h));
-}
-
-// A route along the streets: east-west first, then north-south.
-export function route(from, to) {
-  return [from, { latitude: from.latitude, longitude: to.longitude }, to];
-}
-
 export class MapView {
   constructor(canvas, { center, tileUrl = null, zoom = 15 }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
-    this.center = center;
+    this.center = center; // where the view is centred: moves to show points (fit)
+    this.home = center; // the city's centre (MAP_CENTER): its places are placed from it
     this.zoom = zoom;
+    this.maxZoom = zoom; // fit zooms out (to MIN_ZOOM) and back in, never further in
     this.tileUrl = tileUrl;
     this.tiles = new Map();
     this.markers = {}; // name -> {point, color, label}
     this.cars = []; // other cars: [{latitude, longitude, heading}]
     this.path = null;
     this.onClick = null;
+    this.cursor = null; // the keyboard's corner while the map has focus
+    this.cover = null; // an element over the map's lower part (the phone's sheet)
+    canvas.tabIndex = 0;
     canvas.addEventListener("click", (e) => {
       const rect = canvas.getBoundingClientRect();
       const p = this.toPoint(e.clientX - rect.left, e.clientY - rect.top);
       if (this.onClick) this.onClick(p);
     });
+    canvas.addEventListener("keydown", (e) => this.key(e));
+    // The cursor shows for keyboard focus only (a click focuses the map too).
+    canvas.addEventListener("focus", () => canvas.matches(":focus-visible") && this.moveCursor(0, 0));
+    canvas.addEventListener("blur", () => {
+      this.cursor = null;
+      this.draw();
+    });
     new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  // Shows every one of `points` (a typed address far away, a car leaving the view): when
+  // one is out of view, or the view is zoomed out further than they need, it centres on
+  // their middle at the closest zoom (down to MIN_ZOOM) at which they all fit.
+  fit(points) {
+    const all = points.filter(Boolean);
+    if (!all.length) return;
+    const visible = this.canvas.height - this.covered();
+    const out = all.some((p) => {
+      const { x, y } = this.toPixel(p);
+      return x < MARGIN || y < MARGIN || x > this.canvas.width - MARGIN || y > visible - MARGIN;
+    });
+    let zoom = this.maxZoom;
+    while (zoom > MIN_ZOOM && !this.fits(all, zoom, visible)) zoom -= 1;
+    if (!out && zoom <= this.zoom) return;
+    const lats = all.map((p) => p.latitude);
+    const lngs = all.map((p) => p.longitude);
+    this.zoom = zoom;
+    this.center = {
+      latitude: (Math.min(...lats) + Math.max(...lats)) / 2,
+      longitude: (Math.min(...lngs) + Math.max(...lngs)) / 2,
+    };
+    this.draw();
+  }
+
+  fits(points, zoom, visible) {
+    const xs = points.map((p) => world(p.latitude, p.longitude, zoom).x);
+    const ys = points.map((p) => world(p.latitude, p.longitude, zoom).y);
+    const w = Math.max(...xs) - Math.min(...xs);
+    const h = Math.max(...ys) - Math.min(...ys);
+    return w <= this.canvas.width - 2 * MARGIN && h <= visible - 2 * MARGIN;
+  }
+
+  coveredBy(el) {
+    this.cover = el;
+    new ResizeObserver(() => this.draw()).observe(el);
+  }
+
+  // Pixels of the canvas's bottom hidden under the cover.
+  covered() {
+    if (!this.cover || this.cover.hidden) return 0;
+    const map = this.canvas.getBoundingClientRect();
+    const cover = this.cover.getBoundingClientRect();
+    const overlapsWidth = cover.left <= map.left + 1 && cover.right >= map.right - 1;
+    return overlapsWidth ? Math.max(0, Math.min(map.bottom, cover.bottom) - Math.max(map.top, cover.top)) : 0;
+  }
+
+  key(e) {
+    const step = STEPS[e.key];
+    if (step && !this.cursor) {
+      e.preventDefault();
+      this.moveCursor(0, 0);
+    } else if (step) {
+      e.preventDefault();
+      this.moveCursor(...step);
+    } else if ((e.key === "Enter" || e.key === " ") && this.cursor && this.onClick) {
+      e.preventDefault();
+      this.onClick(this.cursor);
+    }
+  }
+
+  moveCursor(di, dj) {
+    const { i, j } = streetIndex(this.cursor || snap(this.center));
+    this.cursor = corner(i + di, j + dj);
+    this.canvas.setAttribute("aria-label", `Map, cursor at ${address(this.cursor, this.home)}: arrow keys move it, Enter picks it`);
+    this.draw();
   }
 
   origin() {
     const c = world(this.center.latitude, this.center.longitude, this.zoom);
-    return { x: c.x - this.canvas.width / 2, y: c.y - this.canvas.height / 2 };
+    const visible = this.canvas.height - this.covered();
+    return { x: c.x - this.canvas.width / 2, y: c.y - visible / 2 };
   }
 
   toPixel(p) {
@@ -122,112 +162,15 @@ export class MapView {
     }
     ctx.fillStyle = "#eef0e6";
     ctx.fillRect(0, 0, w, h);
-    if (this.tileUrl) this.drawTiles();
-    else this.drawStreets();
-    if (this.path) this.drawPath(this.path);
-    for (const car of this.cars) this.drawCar(car, "#6b7280");
+    if (this.tileUrl) paint.tiles(this);
+    else paint.streets(this);
+    paint.placeNames(this);
+    if (this.path) paint.path(this, this.path);
+    for (const other of this.cars) paint.car(this, other, "#6b7280");
     // Pins first, then cars: a car waiting at its pick-up stays visible.
     const markers = Object.entries(this.markers);
-    for (const [name, m] of markers) if (!name.startsWith("car")) this.drawPin(m.point, m.color, m.label);
-    for (const [name, m] of markers) if (name.startsWith("car")) this.drawCar(m.point, m.color);
-  }
-
-  drawTiles() {
-    const o = this.origin();
-    const z = this.zoom;
-    for (let tx = Math.floor(o.x / TILE); tx * TILE < o.x + this.canvas.width; tx++) {
-      for (let ty = Math.floor(o.y / TILE); ty * TILE < o.y + this.canvas.height; ty++) {
-        const src = this.tileUrl.replace("{z}", z).replace("{x}", tx).replace("{y}", ty);
-        let img = this.tiles.get(src);
-        if (!img) {
-          img = new Image();
-          img.onload = () => this.draw();
-          img.src = src;
-          this.tiles.set(src, img);
-        }
-        if (img.complete && img.naturalWidth) this.ctx.drawImage(img, tx * TILE - o.x, ty * TILE - o.y);
-      }
-    }
-  }
-
-  drawStreets() {
-    const { ctx } = this;
-    const w = this.canvas.width;
-    const h = this.canvas.height;
-    const nw = this.toPoint(0, 0);
-    const se = this.toPoint(w, h);
-    const streets = [];
-    const avenues = [];
-    for (let i = Math.floor(se.latitude / STREET_LAT); i <= Math.ceil(nw.latitude / STREET_LAT); i++) {
-      streets.push([i, this.toPixel({ latitude: i * STREET_LAT, longitude: nw.longitude }).y]);
-    }
-    for (let j = Math.floor(nw.longitude / STREET_LNG); j <= Math.ceil(se.longitude / STREET_LNG); j++) {
-      avenues.push([j, this.toPixel({ latitude: nw.latitude, longitude: j * STREET_LNG }).x]);
-    }
-    ctx.fillStyle = "#ffffff";
-    for (const [, y] of streets) ctx.fillRect(0, y - 4, w, 8);
-    for (const [, x] of avenues) ctx.fillRect(x - 4, 0, 8, h);
-    // Names go on the blocks beside the roads, after every road is drawn.
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.fillStyle = "#6b7280";
-    const labelX = avenues.length > 1 ? avenues[0][1] + 8 : 6;
-    for (const [i, y] of streets) ctx.fillText(streetName(i), Math.max(6, labelX), y - 7);
-    for (const [j, x] of avenues) {
-      ctx.save();
-      ctx.translate(x - 7, h - 6);
-      ctx.rotate(-Math.PI / 2);
-      ctx.fillText(avenueName(j), 0, 0);
-      ctx.restore();
-    }
-  }
-
-  drawPath(points) {
-    const { ctx } = this;
-    ctx.strokeStyle = "#2563eb";
-    ctx.lineWidth = 4;
-    ctx.setLineDash([8, 6]);
-    ctx.beginPath();
-    points.forEach((p, k) => {
-      const { x, y } = this.toPixel(p);
-      if (k) ctx.lineTo(x, y);
-      else ctx.moveTo(x, y);
-    });
-    ctx.stroke();
-    ctx.setLineDash([]);
-  }
-
-  drawPin(p, color, label) {
-    const { ctx } = this;
-    const { x, y } = this.toPixel(p);
-    ctx.fillStyle = color;
-    ctx.beginPath();
-    ctx.arc(x, y - 14, 11, 0, 2 * Math.PI);
-    ctx.moveTo(x - 7, y - 7);
-    ctx.lineTo(x, y);
-    ctx.lineTo(x + 7, y - 7);
-    ctx.fill();
-    ctx.fillStyle = "#fff";
-    ctx.font = "bold 12px system-ui, sans-serif";
-    ctx.textAlign = "center";
-    ctx.fillText(label, x, y - 10);
-    ctx.textAlign = "start";
-  }
-
-  drawCar(p, color) {
-    const { ctx } = this;
-    const { x, y } = this.toPixel(p);
-    ctx.save();
-    ctx.translate(x, y);
-    ctx.rotate((((p.heading || 0) - 90) * Math.PI) / 180);
-    ctx.fillStyle = color;
-    ctx.strokeStyle = "#111827";
-    ctx.lineWidth = 1;
-    ctx.beginPath();
-    ctx.roundRect(-11, -6, 22, 12, 3);
-    ctx.fill();
-    ctx.stroke();
-    ctx.fillStyle = "#bfdbfe";
-    ctx.fillRect(3, -4, 5, 8);
-    ctx.restore();
+    for (const [name, m] of markers) if (!name.startsWith("car")) paint.pin(this, m.point, m.color, m.label);
+    for (const [name, m] of markers) if (name.startsWith("car")) paint.car(this, m.point, m.color);
+    if (this.cursor) paint.cursor(this, this.cursor, address(this.cursor, this.home));
   }
 }

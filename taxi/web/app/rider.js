@@ -1,103 +1,112 @@
-// The rider page: nearby cars, pick-up and drop-off on the map, request, watch, rate.
-import { $, config, gql, show, signIn, status, subscribe, wireLogOut } from "./common.js";
-import { MapView, address, distance, snap } from "./map.js";
+// The rider page: cars nearby and the price before requesting; pick-up and drop-off typed,
+// clicked or picked with the keyboard; request with the quote; watch, rate, plan again.
+import { config, gql, subscribe } from "./api.js";
+import { AddressField } from "./addresses.js";
+import { showUser, signIn } from "./auth.js";
+import { MapView } from "./map.js";
+import { Quote, showCars } from "./quote.js";
+import { TRIP, announce, driverLine, receipt, showDistance, showEta, statusLine } from "./ride.js";
+import { route, snap } from "./streets.js";
+import { $, onClick, say, show, status } from "./ui.js";
 
 const CARS_EVERY_MS = 3000;
-const TRIP = `id status pickUpAddress dropOffAddress rating
-  pickUp { latitude longitude } dropOff { latitude longitude }
-  driver { id username firstName }
-  driverLocation { latitude longitude heading }`;
-const NEARBY = `query Nearby($near: PointInput!) {
-  nearbyCars(near: $near, radiusMeters: 5000, first: 20) { distanceMeters location { latitude longitude heading } } }`;
 const ACTIVE = `query Active { trips(status: [REQUESTED, STARTED, IN_PROGRESS], first: 1) { edges { node { ${TRIP} } } } }`;
 const REQUEST = `mutation Request($input: RequestTripInput!) { requestTrip(input: $input) { ${TRIP} } }`;
 const CANCEL = `mutation Cancel($id: ID!) { cancelTrip(id: $id) { ${TRIP} } }`;
 const RATE = `mutation Rate($id: ID!, $rating: Int!) { rateTrip(id: $id, rating: $rating) { ${TRIP} } }`;
 const WATCH = `subscription Watch($id: ID!) { tripUpdated(id: $id) { ${TRIP} } }`;
-const FOLLOW = `subscription Follow($tripId: ID!) { driverLocation(tripId: $tripId) { latitude longitude heading } }`;
-
-const HERE_METERS = 30; // closer than this, the car is "here"
-const SAYS = {
-  REQUESTED: "Looking for a driver…",
-  STARTED: "Your driver is on the way",
-  IN_PROGRESS: "On the way to the drop-off",
-  COMPLETED: "You have arrived. How was it?",
-  CANCELED: "The ride was canceled",
-};
+const FOLLOW = `subscription Follow($tripId: ID!) { driverLocation(tripId: $tripId) { latitude longitude heading etaSeconds } }`;
+const PIN = { pickUp: ["#059669", "P", "pick-up"], dropOff: ["#dc2626", "D", "drop-off"] };
 
 const settings = await config();
 const map = new MapView($("#map"), { center: settings.center, tileUrl: settings.tileUrl });
+map.coveredBy($("aside"));
+const quote = new Quote();
 const plan = { pickUp: null, dropOff: null };
+const fields = {
+  pickUp: new AddressField($("#pick-up"), { center: settings.center, onPick: (p) => setPin("pickUp", p) }),
+  dropOff: new AddressField($("#drop-off"), { center: settings.center, onPick: (p) => setPin("dropOff", p) }),
+};
+let next = "pickUp"; // what the map sets next
 let trip = null;
 let stops = [];
 let carTimer = null;
+
+const fail = (err) => status(err.message, true);
 
 function stopWatching() {
   for (const stop of stops) stop();
   stops = [];
 }
 
-function setPin(kind, point) {
-  plan[kind] = point;
-  map.set(kind, point, kind === "pickUp" ? "#059669" : "#dc2626", kind === "pickUp" ? "P" : "D");
-  $(kind === "pickUp" ? "#pick-up" : "#drop-off").value = point ? address(point) : "";
-  $("#request").disabled = !(plan.pickUp && plan.dropOff);
+function pointAt(kind) {
+  next = kind;
+  $("#pin-next").textContent = PIN[kind][2];
 }
 
-async function showCars() {
-  const near = plan.pickUp || settings.center;
-  const data = await gql(NEARBY, { near: { latitude: near.latitude, longitude: near.longitude } });
-  map.cars = data.nearbyCars.map((c) => c.location);
-  map.draw();
-  const n = data.nearbyCars.length;
-  $("#cars").textContent = n
-    ? `${n} car${n > 1 ? "s" : ""} nearby, the nearest ${Math.round(data.nearbyCars[0].distanceMeters)} m away.`
-    : "No cars nearby right now.";
+// After a pin is set the map sets the one still missing, or else the other one.
+function setPin(kind, point, { quiet = false } = {}) {
+  plan[kind] = point;
+  const [color, label] = PIN[kind];
+  map.set(kind, point, color, label);
+  map.fit([plan.pickUp, plan.dropOff]);
+  fields[kind].show(point);
+  pointAt(!plan.pickUp ? "pickUp" : !plan.dropOff ? "dropOff" : kind === "pickUp" ? "dropOff" : "pickUp");
+  $("#request").disabled = !(plan.pickUp && plan.dropOff);
+  quote.clear();
+  if (quiet) return;
+  if (plan.pickUp && plan.dropOff) quote.ask(plan.pickUp, plan.dropOff).catch(fail);
+  else showCars(map, plan.pickUp || settings.center).catch(fail);
 }
 
 function planning() {
   trip = null;
+  status("");
   stopWatching();
   show($("#plan"), true);
   show($("#ride"), false);
   map.path = null;
   map.set("car", null);
+  setPin("dropOff", null, { quiet: true });
   setPin("pickUp", null);
-  setPin("dropOff", null);
-  showCars().catch((e) => status(e.message, true));
-  carTimer = setInterval(() => showCars().catch((e) => status(e.message, true)), CARS_EVERY_MS);
+  clearInterval(carTimer);
+  carTimer = setInterval(() => {
+    // The quote says how many cars are near; until there is one, the list stays fresh.
+    if (!quote.current) showCars(map, plan.pickUp || settings.center).catch(fail);
+    else if (quote.expiring()) quote.ask(plan.pickUp, plan.dropOff).catch(fail);
+  }, CARS_EVERY_MS);
 }
 
 function render(t) {
+  announce(trip, t);
   trip = t;
   $("#ride").dataset.trip = t.id;
   show($("#plan"), false);
   show($("#ride"), true);
-  $("#trip-status").textContent = SAYS[t.status];
+  say($("#trip-status"), statusLine(t));
   $("#trip-status").dataset.status = t.status;
-  $("#trip-driver").textContent = t.driver ? `Driver: ${t.driver.firstName} (${t.driver.username})` : "";
+  $("#trip-status").dataset.reason = t.cancelReason || "";
+  $("#trip-status").dataset.arrived = t.arrivedAt ? "yes" : "no";
+  driverLine(t);
+  showEta(t, t.status === "IN_PROGRESS" ? t.dropOffEtaSeconds : t.pickUpEtaSeconds);
+  receipt(t);
   show($("#cancel"), t.status === "REQUESTED" || t.status === "STARTED");
   show($("#rate"), t.status === "COMPLETED" && t.rating == null);
   show($("#again"), t.status === "CANCELED" || (t.status === "COMPLETED" && t.rating != null));
-  if (t.rating != null) $("#trip-status").textContent = `You rated this ride ${t.rating}★. Thank you!`;
-  if (t.pickUp) map.set("pickUp", t.pickUp, "#059669", "P");
-  if (t.dropOff) map.set("dropOff", t.dropOff, "#dc2626", "D");
-  if (t.driverLocation) moveCar(t.driverLocation);
-  else $("#trip-distance").textContent = "";
+  if (t.pickUp) map.set("pickUp", t.pickUp, ...PIN.pickUp.slice(0, 2));
+  if (t.dropOff) map.set("dropOff", t.dropOff, ...PIN.dropOff.slice(0, 2));
+  if (!t.driver) map.set("car", null);
+  moveCar(t.driverLocation);
 }
 
 function moveCar(location) {
-  map.set("car", location, "#fbbf24");
-  const target = trip && trip.status === "IN_PROGRESS" ? trip.dropOff : trip && trip.pickUp;
-  const live = trip && (trip.status === "STARTED" || trip.status === "IN_PROGRESS");
-  if (target && live) {
-    const meters = Math.round(distance(location, target));
-    const what = trip.status === "IN_PROGRESS" ? "the drop-off" : "you";
-    $("#trip-distance").textContent = `The car is ${meters} m from ${what}.`;
-    if (trip.status === "STARTED" && meters < HERE_METERS) $("#trip-status").textContent = "Your driver is here";
-  } else if (trip) {
-    $("#trip-distance").textContent = "";
-  }
+  const target = trip.status === "IN_PROGRESS" ? trip.dropOff : trip.status === "STARTED" ? trip.pickUp : null;
+  map.path = location && target ? route(location, target) : null;
+  if (location) map.set("car", location, "#fbbf24");
+  else map.draw();
+  map.fit([location, target]);
+  showDistance(trip, location);
+  if (location && location.etaSeconds != null) showEta(trip, location.etaSeconds);
 }
 
 function follow(t) {
@@ -110,58 +119,52 @@ function follow(t) {
   );
 }
 
+// The map sets the field last visited.
+$("#pick-up").addEventListener("focus", () => pointAt("pickUp"));
+$("#drop-off").addEventListener("focus", () => pointAt("dropOff"));
+
 map.onClick = (point) => {
-  if (trip) return;
-  const kind = document.querySelector("input[name=pin]:checked").value;
-  setPin(kind, snap(point));
-  if (kind === "pickUp") document.querySelector("input[name=pin][value=dropOff]").checked = true;
+  if (!trip) setPin(next, snap(point));
 };
 
-$("#request").addEventListener("click", async () => {
-  try {
-    const data = await gql(REQUEST, {
-      input: {
-        pickUpAddress: $("#pick-up").value,
-        dropOffAddress: $("#drop-off").value,
-        pickUp: plan.pickUp,
-        dropOff: plan.dropOff,
-      },
-    });
-    status("");
-    follow(data.requestTrip);
-  } catch (err) {
-    status(err.code === "CONFLICT" ? "You already have a ride under way." : err.message, true);
+onClick($("#request"), "Requesting…", async () => {
+  const shown = quote.current;
+  const q = await quote.fresh(plan.pickUp, plan.dropOff);
+  // A quote that expired meanwhile may come back at another price: the rider sees it first.
+  if (shown && q && q.price.amount !== shown.price.amount) {
+    status("The price has changed (see above): request again to accept it.", true);
+    return;
   }
-});
+  const input = {
+    pickUpAddress: $("#pick-up").value,
+    dropOffAddress: $("#drop-off").value,
+    pickUp: plan.pickUp,
+    dropOff: plan.dropOff,
+    quoteId: q ? q.id : null,
+  };
+  const data = await gql(REQUEST, { input });
+  status("");
+  follow(data.requestTrip);
+}, (err) => (err.code === "CONFLICT" ? "You already have a ride under way." : err.message));
 
-$("#cancel").addEventListener("click", async () => {
-  try {
-    render((await gql(CANCEL, { id: trip.id })).cancelTrip);
-  } catch (err) {
-    status(err.message, true);
-  }
-});
+onClick($("#cancel"), "Canceling…", async () => render((await gql(CANCEL, { id: trip.id })).cancelTrip));
 
 for (const button of document.querySelectorAll("[data-rating]")) {
-  button.addEventListener("click", async () => {
-    try {
-      render((await gql(RATE, { id: trip.id, rating: Number(button.dataset.rating) })).rateTrip);
-    } catch (err) {
-      status(err.message, true);
-    }
+  onClick(button, "…", async () => {
+    render((await gql(RATE, { id: trip.id, rating: Number(button.dataset.rating) })).rateTrip);
   });
 }
 
-$("#again").addEventListener("click", planning);
+$("#again").addEventListener("click", () => {
+  planning();
+  $("#pick-up").focus();
+});
 
 map.draw();
-wireLogOut();
 // Failures at start (a server without the dispatch API, a lost session) show on the page.
 (async () => {
-  const user = await signIn("RIDER");
-  $("#who").textContent = user.username;
-  show($("#log-out"), true);
+  showUser(await signIn("RIDER"));
   const active = (await gql(ACTIVE)).trips.edges;
   if (active.length) follow(active[0].node);
   else planning();
-})().catch((err) => status(err.message, true));
+})().catch(fail);
