@@ -230,6 +230,7 @@ class Run:
                 "BENCH_CHANNEL_PREFIX": self.prefix,
                 "CHANNEL_PREFIX": self.prefix,
                 "SIGNUP_MAX_PER_HOUR": "100000000",
+                "LOGIN_MAX_PER_ADDRESS": "100000000",
                 "TRIP_REQUESTS_PER_10_MIN": "100000000",
                 # The fan-out opens up to 10,000 sockets from a few accounts' tokens (one
                 # connection_init each, as many phones would): lift the per-user cap.

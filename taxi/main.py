@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from taxi.api.context import Services
 from taxi.api.persisted import Documents, load_manifest
 from taxi.api.schema.build import build_schema
+from taxi.api.schema.check import document_checker
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, overload, tracing
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
@@ -26,6 +27,7 @@ from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.core.tasks import background
 from taxi.domain import dispatch
 from taxi.domain.events import Publisher
+from taxi.domain.logins import ADDRESS_WINDOW, LoginLimits
 from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
@@ -43,8 +45,11 @@ TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Everything that connects somewhere, opened and closed together."""
+async def open_services(
+    settings: Settings, *, valid: Callable[[str], bool]
+) -> AsyncIterator[Services]:
+    """Everything that connects somewhere, opened and closed together. `valid`: whether
+    a document validates against the schema (what persisted documents must pass)."""
     async with AsyncExitStack() as stack:
         engine, sessions = await stack.enter_async_context(db_mod.open_database(settings))
         metrics.instrument_engine(engine)
@@ -80,12 +85,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 maxsize=settings.subscriber_queue_size,
                 mask_internal=settings.production,
             ),
-            limiter=_limiter(
-                settings,
-                client,
-                "login",
-                max_attempts=settings.login_max_failures,
-                window=settings.login_failure_window,
+            logins=LoginLimits(
+                by_name=_limiter(
+                    settings,
+                    client,
+                    "login",
+                    max_attempts=settings.login_max_failures,
+                    window=settings.login_failure_window,
+                ),
+                by_address=_limiter(
+                    settings,
+                    client,
+                    "login-address",
+                    max_attempts=settings.login_max_per_address,
+                    window=ADDRESS_WINDOW,
+                ),
             ),
             signups=_limiter(
                 settings,
@@ -105,7 +119,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             positions=positions,
             reports=Reports(positions=positions, events=events),
             router=router,
-            documents=_documents(settings, client),
+            documents=_documents(settings, client, valid),
         )
 
 
@@ -128,13 +142,18 @@ def _limiter(
     return RedisLimiter(client, prefix=prefix, max_attempts=max_attempts, window=window)
 
 
-def _documents(settings: Settings, client: RedisClient | None) -> Documents:
+def _documents(
+    settings: Settings, client: RedisClient | None, valid: Callable[[str], bool]
+) -> Documents:
     path = settings.persisted_documents_file
     return Documents(
         mode=settings.persisted_documents,
+        valid=valid,
         manifest=load_manifest(path) if path else None,
         redis=client,
         prefix=settings.channel_prefix,
+        max_documents=settings.persisted_max_documents,
+        max_bytes=settings.persisted_max_bytes,
     )
 
 
@@ -152,10 +171,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         tracer=tracing.tracer(provider) if provider is not None else None,
     )
     live = LiveEndpoint(schema, settings=settings)
+    valid = document_checker(schema, introspection=settings.introspection)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _running(app, settings, provider=provider, live=live, admin=admin):
+        async with _running(app, settings, provider=provider, live=live, admin=admin, valid=valid):
             yield
 
     app = Starlette(
@@ -170,7 +190,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
 
 @asynccontextmanager
 async def _running(
-    app: Starlette, settings: Settings, *, provider: Any, live: LiveEndpoint, admin: Admin
+    app: Starlette,
+    settings: Settings,
+    *,
+    provider: Any,
+    live: LiveEndpoint,
+    admin: Admin,
+    valid: Callable[[str], bool],
 ) -> AsyncIterator[None]:
     """The app's lifetime: the services open, and sockets of ended sessions closed; at
     the end, every socket closed (1001) before the hub stops."""
@@ -179,7 +205,7 @@ async def _running(
         async with (
             metrics.flushing(),
             overload.measuring(limit=settings.overload_queue_seconds),
-            open_services(settings) as services,
+            open_services(settings, valid=valid) as services,
             health.checking(settings, services.broadcast) as checker,
         ):
             app.state.services = services

@@ -59,8 +59,10 @@ def base_settings(**overrides: Any) -> Settings:
         "database_url": "sqlite+aiosqlite:///./unused.db",
         # Its own channels: other runs on a shared Redis are invisible to this one.
         "channel_prefix": SESSION_PREFIX,
-        # Tests sign many users up from one address; tests of the limit lower it.
+        # Tests sign many users up and log them in from one address; tests of the
+        # limits lower them.
         "signup_max_per_hour": TEST_SIGNUP_LIMIT,
+        "login_max_per_address": TEST_SIGNUP_LIMIT,
         # Tests request many trips per rider; tests of the limit lower it.
         "trip_requests_per_10_min": TEST_SIGNUP_LIMIT,
     }

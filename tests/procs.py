@@ -187,6 +187,7 @@ async def taxi_servers(
         PASSWORD_HASHING="fast",
         PYTHONUNBUFFERED="1",
         SIGNUP_MAX_PER_HOUR="1000000",
+        LOGIN_MAX_PER_ADDRESS="1000000",
         TRIP_REQUESTS_PER_10_MIN="1000000",
     )
     env.update(extra_env or {})

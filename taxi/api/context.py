@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from taxi.core.db import SessionMaker
     from taxi.core.ratelimit import Limiter
     from taxi.domain.events import Publisher
+    from taxi.domain.logins import LoginLimits
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
     from taxi.domain.reports import Reports
@@ -36,7 +37,7 @@ class Services:
     broadcast: Broadcast
     events: Publisher
     hub: Hub
-    limiter: Limiter  # log-in attempts per normalized username
+    logins: LoginLimits  # logIn and /admin/login (taxi/domain/logins.py)
     signups: Limiter  # sign-ups per client address
     trip_requests: Limiter  # requestTrip per rider
     sockets: SocketRegistry  # this process's signed-in sockets
@@ -65,11 +66,6 @@ class Context:
     @property
     def db(self) -> SessionMaker:
         return self.services.db
-
-    def forget_user(self) -> None:
-        """Authenticate again on the next `user()` (a new token on the same socket)."""
-        self._user = None
-        self._auth_error = None
 
     def revoke(self) -> None:
         """The session or user ended (taxi/transport/sockets.py): refuse every further operation."""

@@ -4,11 +4,12 @@
 (`PERSISTED_DOCUMENTS=only`: the manifest's documents and nothing else).
 
 `resolve` is the one place a request's document is decided, for HTTP (POST and GET)
-and for a WebSocket `subscribe`. Registered documents live in Redis when it is
-configured (every process sees what any of them registered; one key per document, so a
-cluster client works too), with a TTL that is renewed on use; in process memory (an
-LRU) otherwise. Each process also keeps an LRU of what it resolved: a document never
-changes under its hash, so that cache cannot go stale."""
+and for a WebSocket `subscribe`. A document is registered only once it parses and
+validates against the schema (junk with its real hash stored 60 KiB per request, for a
+week, unauthenticated), in a store bounded in documents and bytes, least recently used
+evicted first (taxi/core/textstore.py): Redis when it is configured (every process sees
+what any of them registered), process memory otherwise. Each process also keeps an LRU
+of what it resolved: a document never changes under its hash, so it cannot go stale."""
 
 from __future__ import annotations
 
@@ -16,21 +17,25 @@ import hashlib
 import json
 import logging
 import re
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from taxi.api.schema.doccache import MAX_CACHED_CHARS
+from taxi.core.broadcast import RedisClient
+from taxi.core.textstore import MemoryTextStore, RedisTextStore
 from taxi.domain.errors import AppError
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
-LOCAL_ENTRIES = 1000  # per-process LRU (and the whole store without Redis)
+LOCAL_ENTRIES = 1000  # per-process LRU in front of Redis
 TTL_SECONDS = 7 * 24 * 3600  # a registered document unused this long is forgotten
-MAX_DOCUMENT_BYTES = 64 * 1024  # larger documents are run, never registered
+MAX_DOCUMENT_BYTES = MAX_CACHED_CHARS  # larger documents are run, never registered
+_DOWN = (RedisError, RedisClusterException, OSError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -64,55 +69,62 @@ def load_manifest(path: Path) -> dict[str, str]:
 
 
 class Documents:
-    """The store and the rules, one per process (taxi.main opens it)."""
+    """The store and the rules, one per process (taxi.main opens it). `valid`: whether
+    a document parses and validates against the schema (taxi/api/schema/check.py)."""
 
     def __init__(
         self,
         *,
         mode: str,
+        valid: Callable[[str], bool],
         manifest: dict[str, str] | None = None,
-        redis: Any = None,
+        redis: RedisClient | None = None,
         prefix: str = "taxi",
+        max_documents: int = 10_000,
+        max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.mode = mode
+        self.valid = valid
         self.manifest = manifest or {}
-        self.redis = redis
-        self.prefix = prefix
-        self._local: OrderedDict[str, str] = OrderedDict()
-
-    def _key(self, digest: str) -> str:
-        return f"{self.prefix}:pq:{digest}"
-
-    def _remember(self, digest: str, document: str) -> None:
-        self._local[digest] = document
-        self._local.move_to_end(digest)
-        if len(self._local) > LOCAL_ENTRIES:
-            self._local.popitem(last=False)
+        self.shared = (
+            None
+            if redis is None
+            else RedisTextStore(
+                redis,
+                namespace=f"{prefix}:pq",
+                max_entries=max_documents,
+                max_bytes=max_bytes,
+                ttl=TTL_SECONDS,
+            )
+        )
+        entries = max_documents if self.shared is None else min(LOCAL_ENTRIES, max_documents)
+        self.local = MemoryTextStore(max_entries=entries, max_bytes=max_bytes)
 
     async def _get(self, digest: str) -> str | None:
-        if (document := self._local.get(digest)) is not None:
-            self._local.move_to_end(digest)
+        if (document := self.local.get(digest)) is not None:
             return document
-        if self.redis is None:
+        if self.shared is None:
             return None
         try:
-            found: str | None = await self.redis.getex(self._key(digest), ex=TTL_SECONDS)
-        except (RedisError, OSError) as exc:
+            found = await self.shared.get(digest)
+        except _DOWN as exc:
             # Not found is safe: the client sends the document again.
             log.warning("persisted documents: redis unavailable: %r", exc)
             return None
         if found is not None:
-            self._remember(digest, found)
+            self.local.put(digest, found)
         return found
 
     async def _put(self, digest: str, document: str) -> None:
-        if len(document) > MAX_DOCUMENT_BYTES or digest in self._local:
+        if len(document) > MAX_DOCUMENT_BYTES or digest in self.local:
             return
-        self._remember(digest, document)
-        if self.redis is not None:
+        if not self.valid(document):
+            return  # stores nothing; the executor answers with why it is invalid
+        self.local.put(digest, document)
+        if self.shared is not None:
             try:
-                await self.redis.set(self._key(digest), document, ex=TTL_SECONDS)
-            except (RedisError, OSError) as exc:
+                await self.shared.put(digest, document)
+            except _DOWN as exc:
                 log.warning("persisted documents: redis unavailable: %r", exc)
 
     async def resolve(self, *, query: object, extensions: object) -> object:

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = 64 * 1024
     login_max_failures: int = 5
     login_failure_window: int = 300
+    # logIn attempts per client address per minute, whatever usernames (PROTOCOL.md).
+    login_max_per_address: int = Field(default=30, gt=0)
+    # Persisted documents: the shared store's bounds (oldest evicted first).
+    persisted_max_documents: int = Field(default=10_000, gt=0)
+    persisted_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     signup_max_per_hour: int = Field(default=20, gt=0)
     # Per rider (PROTOCOL.md "Abuse limits"): each request offers the trip to drivers.
     trip_requests_per_10_min: int = Field(default=10, gt=0)

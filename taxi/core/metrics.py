@@ -42,7 +42,10 @@ from taxi.core.tasks import background
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
 # Operation names come from clients: past this many distinct ones per process, "other".
+# Only names of documents that validated (or were recognised) take one of these slots:
+# 210 junk names in refused documents crowded real operations out as "other".
 MAX_OPERATION_NAMES = 200
+UNVALIDATED = "unvalidated"  # a new name in a document that was refused before it ran
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 # Requests are labelled by route, never by raw path (unbounded).
 _ROUTES = ("/graphql", "/healthz", "/metrics")
@@ -181,7 +184,8 @@ def shed(operation: str) -> None:
     _tally(SHED, (operation,))
 
 
-def operation_name(name: object) -> str:
+def operation_name(name: object, *, validated: bool = True) -> str:
+    """The label for `name`: a slot is taken only by a name of a validated document."""
     if not name:
         return "anonymous"
     if not isinstance(name, str):  # a client's operationName may be any JSON value
@@ -190,6 +194,8 @@ def operation_name(name: object) -> str:
         return name
     if not _NAME.fullmatch(name):
         return "invalid"
+    if not validated:
+        return UNVALIDATED
     if len(_names) >= MAX_OPERATION_NAMES:
         return "other"
     _names.add(name)
@@ -197,19 +203,40 @@ def operation_name(name: object) -> str:
 
 
 def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
+    """An operation whose document validated (or was recognised) ran or was refused."""
     label = operation_name(name)
     _tally(OPERATIONS, (label, kind, code))
     if seconds is not None:
         OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
 
+def refused(*, name: object, kind: str, code: str) -> None:
+    """An operation refused before its document validated: its name takes no slot."""
+    OPERATIONS.labels(operation_name(name, validated=False), kind, code).inc()
+
+
 def instrument_engine(engine: Any) -> None:
-    """Connections in use, from the pool's own checkout/checkin events."""
+    """Connections in use, from the pool's own checkout/checkin events. Counted per
+    pool record: a request cancelled while it checked a connection out (a client that
+    stopped its operation at once) got a checkin without a checkout, and the gauge
+    drifted below zero."""
     from sqlalchemy import event
 
     pool = engine.sync_engine.pool
-    event.listen(pool, "checkout", lambda *_: DB_IN_USE.inc())
-    event.listen(pool, "checkin", lambda *_: DB_IN_USE.dec())
+    out: set[int] = set()  # id() of the pool records checked out
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        if id(record) not in out:
+            out.add(id(record))
+            DB_IN_USE.inc()
+
+    def checkin(_dbapi: Any, record: Any) -> None:
+        if id(record) in out:
+            out.discard(id(record))
+            DB_IN_USE.dec()
+
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
 
 
 # --- collection --------------------------------------------------------------------

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from passlib.context import CryptContext
@@ -22,6 +26,7 @@ from taxi.domain.errors import Unauthenticated
 from taxi.domain.models import RefreshToken, User, utcnow
 from taxi.domain.passwords import MAX_LENGTH as MAX_PASSWORD
 
+T = TypeVar("T")
 ALGORITHM = "HS256"
 # `sid`: the session (family) a token belongs to; see taxi/domain/services/sessions.py.
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "token_type", "sid"]
@@ -43,9 +48,33 @@ def _dummy_hash(fast: bool) -> str:
     return hashed
 
 
+# Hashes run on threads of their own at a lower CPU priority: a hash costs ~130 ms of
+# CPU on four argon2 lanes, and a flood of log-ins on equal terms took the cores from the
+# event loop (/healthz at 0.5-1 s). On Linux the nice value is per thread and argon2's
+# lane threads inherit it, so hashing gets what the loop leaves. As many threads as a
+# process checks passwords at once (taxi/domain/logins.py).
+HASHING_THREADS = 2
+HASHING_NICE = 10
+
+
+def _lower_priority() -> None:
+    with suppress(OSError, AttributeError):  # not Linux, or not allowed: equal terms
+        os.setpriority(os.PRIO_PROCESS, 0, HASHING_NICE)  # 0: this thread, on Linux
+
+
+_hashing = ThreadPoolExecutor(
+    max_workers=HASHING_THREADS, thread_name_prefix="taxi-hash", initializer=_lower_priority
+)
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_hashing, fn, *args)
+
+
 async def hash_password(password: str, *, fast: bool = False) -> str:
-    # A hash costs ~130 ms of CPU; argon2 releases the GIL, so a thread keeps the loop free.
-    return await asyncio.to_thread(password_context(fast).hash, password)
+    # argon2 releases the GIL: the loop stays free while a thread hashes.
+    hashed: str = await _off_loop(password_context(fast).hash, password)
+    return hashed
 
 
 def _verify(password: str, hashed: str | None, fast: bool) -> tuple[bool, str | None]:
@@ -67,7 +96,7 @@ async def verify_password(
     password: str, hashed: str | None, *, fast: bool = False
 ) -> tuple[bool, str | None]:
     """(ok, new_hash_or_None)."""
-    return await asyncio.to_thread(_verify, password, hashed, fast)
+    return await _off_loop(_verify, password, hashed, fast)
 
 
 def user_claims(user: User, media_url: str | None) -> dict[str, Any]:

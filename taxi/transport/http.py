@@ -202,7 +202,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
         except persisted.Refused as exc:
             # Never cached by a CDN: the client registers the document next.
             kwargs["sub_response"].headers["Cache-Control"] = "no-store"
-            metrics.operation(name=data.operation_name, kind="unknown", code=exc.code, seconds=None)
+            metrics.refused(name=data.operation_name, kind="unknown", code=exc.code)
             error = GraphQLError(exc.message, extensions={"code": exc.code})
             return ExecutionResult(data=None, errors=[error])
         if _is_subscription(data.query, data.operation_name):

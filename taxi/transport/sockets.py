@@ -51,8 +51,7 @@ class SocketRegistry:
         self._by_user: dict[int, set[Closable]] = {}
 
     def add(self, ws: Closable, *, user_id: int, sid: str, revoke: Callable[[], None]) -> None:
-        """Raises TooManySockets when the user is at the cap (this socket aside: a
-        legacy client may send connection_init again)."""
+        """Raises TooManySockets when the user is at the cap (this socket aside)."""
         self.discard(ws)
         mine = self._by_user.setdefault(user_id, set())
         if len(mine) >= self.max_per_user:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.file_uploads import Upload
 
+from taxi.api.context import Context
 from taxi.api.schema.types import AuthPayload, Info, field, mutation
 from taxi.domain.admission import admit
 from taxi.domain.errors import BadUserInput
@@ -33,6 +34,12 @@ async def _read_upload(upload: object, limit: int) -> bytes | None:
     # Read one byte past the limit: enough to know it is too large, never the whole file.
     data: bytes = await read(limit + 1)
     return data
+
+
+def _client(ctx: Context) -> str | None:
+    """The peer, or X-Forwarded-For from a TRUSTED_PROXIES peer (uvicorn's proxy
+    headers handling rewrites `client` only for those)."""
+    return ctx.request.client.host if ctx.request.client else None
 
 
 def _payload(result: accounts.AuthResult) -> AuthPayload:
@@ -65,9 +72,8 @@ class AccountMutation:
             group=input.group,
             photo=photo,
             signups=ctx.services.signups,
-            # The peer, or X-Forwarded-For from a TRUSTED_PROXIES peer (uvicorn's
-            # proxy headers handling rewrites `client` only for those).
-            client=ctx.request.client.host if ctx.request.client else None,
+            limits=ctx.services.logins,
+            client=_client(ctx),
         )
         return view
 
@@ -79,9 +85,10 @@ class AccountMutation:
             await accounts.log_in(
                 db=ctx.db,
                 settings=ctx.settings,
-                limiter=ctx.services.limiter,
+                limits=ctx.services.logins,
                 username=username,
                 password=password,
+                client=_client(ctx),
             )
         )
 

@@ -7,13 +7,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -23,6 +17,7 @@ from taxi.api.resolvers.drivers import DriverMutation, DriverQuery
 from taxi.api.resolvers.rides import RideMutation, RideQuery
 from taxi.api.resolvers.subscriptions import Subscription
 from taxi.api.resolvers.trips import TripMutation, TripQuery
+from taxi.api.schema.doccache import BoundedParserCache, BoundedValidationCache
 from taxi.api.schema.errors import ErrorCodes
 from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 from taxi.api.schema.observe import Observe
@@ -50,8 +45,8 @@ def build_schema(
         lambda: ErrorCodes(mask_internal=mask_internal),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: AddValidationRules(rules),
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
+        lambda: BoundedParserCache(maxsize=1024),
+        lambda: BoundedValidationCache(maxsize=1024),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

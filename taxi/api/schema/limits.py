@@ -8,6 +8,7 @@ from typing import Any
 from graphql import (
     ArgumentNode,
     ASTValidationRule,
+    DocumentNode,
     GraphQLError,
     IntValueNode,
     ListValueNode,
@@ -16,10 +17,12 @@ from graphql import (
     ValidationContext,
     ValidationRule,
 )
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator
 
 from taxi.api.schema import inputs
+from taxi.api.schema.size import oversize
 from taxi.domain.services.queries import MAX_FIRST
 
 MAX_DEPTH = 10
@@ -73,6 +76,34 @@ class NonEmptySelectionSets(ValidationRule):
             self.report_error(GraphQLError("A selection set may not be empty.", node))
 
 
+class DocumentSize(ValidationRule):
+    """A document over the size limits (taxi/api/schema/size.py) stops the validation
+    before any other rule walks it: graphql-core's overlapping-fields check is quadratic
+    and strawberry's depth and alias counts exponential in the fragments, and every one
+    of them runs without an account."""
+
+    def enter_document(self, node: DocumentNode, *_args: Any) -> None:
+        problem = oversize(node)
+        if problem is not None:
+            # The one way a rule can end graphql-core's walk (as its error limit does):
+            # validate() catches it and returns it as the document's error.
+            raise ValidationAbortedError(problem, node)
+
+
+def _sized(rule: type[ValidationRule]) -> type[ValidationRule]:
+    """A rule that does its work when constructed (before the walk that DocumentSize
+    ends), run only on documents within the size limits."""
+
+    class Sized(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            if oversize(context.document) is None:
+                rule(context)
+
+    Sized.__name__ = f"Sized{rule.__name__}"
+    return Sized
+
+
 def _safe_depth_rule(max_depth: int) -> type[ValidationRule]:
     """strawberry's QueryDepthLimiter rule, minus its crashes (an INTERNAL_SERVER_ERROR for
     a client's fault): its walk raises on an empty selection set (ValueError) or an
@@ -96,9 +127,10 @@ def validation_rules(*, max_depth: int, max_aliases: int) -> list[type[ASTValida
     rules: it never hit (every request validated again), and each live subscription
     kept ~7 KiB of rule classes alive."""
     return [
+        DocumentSize,
         NonEmptySelectionSets,
-        _safe_depth_rule(max_depth),
-        create_alias_validator(max_aliases),
+        _sized(_safe_depth_rule(max_depth)),
+        _sized(create_alias_validator(max_aliases)),
         MaxPageSize,
         InputLiterals,
     ]

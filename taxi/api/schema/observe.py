@@ -48,6 +48,7 @@ class Observe(SchemaExtension):
     def __init__(self, *, tracer: Any = None) -> None:
         self.tracer = tracer
         self._live: list[str] = []
+        self._validated = False  # on_execute ran: the document parsed and validated
 
     def on_operation(self) -> Iterator[None]:
         start = time.perf_counter()
@@ -82,12 +83,16 @@ class Observe(SchemaExtension):
         # A subscription's operation lasts as long as the stream: no latency.
         seconds = None if kind == "subscription" else time.perf_counter() - start
         name = ctx.operation_name
-        metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
-        return kind, metrics.operation_name(name), code
+        if self._validated:
+            metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
+        else:  # junk names never take a label slot from real operations
+            metrics.refused(name=name, kind=kind, code=code)
+        return kind, metrics.operation_name(name, validated=self._validated), code
 
     def on_execute(self) -> Iterator[None]:
-        # Parsed by now. A subscription is live from here until its operation ends
-        # (on_operation's exit: the stream ended or was stopped).
+        # Parsed and validated by now. A subscription is live from here until its
+        # operation ends (on_operation's exit: the stream ended or was stopped).
+        self._validated = True
         self._live = _root_fields(self.execution_context)
         for field in self._live:
             metrics.subscription_started(field)

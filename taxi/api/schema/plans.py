@@ -63,6 +63,7 @@ from strawberry.schema.types import base_scalars
 
 from taxi.api.context import Context
 from taxi.api.resolvers.trips import checked_trips_page, one_trip, trips_page
+from taxi.api.schema.doccache import MAX_CACHED_CHARS
 from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 from taxi.core import metrics
 from taxi.core.logs import operation_line
@@ -134,6 +135,8 @@ class Plans:
         self._plans: OrderedDict[str, Plan | None] = OrderedDict()
 
     def plan(self, query: str) -> Plan | None:
+        if len(query) > MAX_CACHED_CHARS:
+            return None  # never a recognised read; not a key to keep (doccache.py)
         if query in self._plans:
             self._plans.move_to_end(query)
             return self._plans[query]

@@ -12,9 +12,10 @@ from sqlmodel import col
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker
 from taxi.core.ratelimit import Limiter
-from taxi.domain import auth, passwords, photos, usernames
+from taxi.domain import auth, logins, passwords, photos, usernames
 from taxi.domain.errors import BadUserInput, RateLimited, Unauthenticated
 from taxi.domain.events import Publisher
+from taxi.domain.logins import LoginLimits
 from taxi.domain.models import User, UserGroup
 from taxi.domain.readmodels import UserView, media_url
 from taxi.domain.services import sessions
@@ -76,6 +77,7 @@ async def sign_up(
     group: UserGroup,
     photo: bytes | None,
     signups: Limiter,
+    limits: LoginLimits,
     client: str | None,
 ) -> UserView:
     username = username.strip()
@@ -102,7 +104,9 @@ async def sign_up(
     if errors:
         raise BadUserInput("Invalid input.", fields=errors)
 
-    hashed = await auth.hash_password(password1, fast=settings.password_hashing == "fast")
+    # A hash costs what a check does (argon2id, 64 MiB): it takes one of the same slots.
+    async with logins.password_check(limits):
+        hashed = await auth.hash_password(password1, fast=settings.password_hashing == "fast")
     rel = photos.save(settings.media_root, image) if image is not None else None
     user = User(
         username=username,
@@ -134,44 +138,65 @@ async def _find_user(session: AsyncSession, username: str) -> User | None:
     return (await session.scalars(select(User).where(col(User.username_key) == key))).first()
 
 
-async def log_in(
-    *, db: SessionMaker, settings: Settings, limiter: Limiter, username: str, password: str
-) -> AuthResult:
-    # Counted before the hash is checked, per normalized name: `CAROLx` and `carolx`
-    # are one account, and concurrent attempts cannot all slip under the limit.
-    key = usernames.normalize(username)
-    if not await limiter.allow(key):
-        raise RateLimited("Too many failed log-in attempts; try again later.")
+async def verify_credentials(
+    *,
+    db: SessionMaker,
+    settings: Settings,
+    limits: LoginLimits,
+    username: str,
+    password: str,
+    client: str | None,
+) -> User:
+    """The active user this username and password name, under the log-in limits that
+    logIn and the admin's log-in share (taxi/domain/logins.py): counted before the hash
+    is checked, so concurrent attempts cannot all slip under them. Unauthenticated,
+    RateLimited, BadUserInput or ServiceUnavailable otherwise."""
+    attempt = await logins.check_login_attempt(limits=limits, username=username, client=client)
     fast = settings.password_hashing == "fast"
-    checked = False
+    looked_up = False
     try:
         # No connection is held during the ~130 ms hash.
         async with db() as session:
             user = await _find_user(session, username)
-        live = user if user is not None and user.is_active else None
+        looked_up = True
+    finally:
+        if not looked_up:  # the database is down: no password was checked, not a guess
+            await logins.refund(limits=limits, attempt=attempt)
+    live = user if user is not None and user.is_active else None
+    # Still counted when no slot frees up in time: a flood must not earn itself retries.
+    async with logins.password_check(limits):
         ok, new_hash = await auth.verify_password(
             password, live.password if live else None, fast=fast
         )
-        checked = True
-    finally:
-        if not checked:
-            # No password was checked (the database is down): not a guess. Counting
-            # it would lock the owner out for a window after the outage.
-            await limiter.refund(key)
     if not ok or live is None or live.id is None:
         raise Unauthenticated(INVALID_CREDENTIALS)
-    async with db() as session, session.begin():
-        if new_hash:
+    if new_hash:
+        async with db() as session, session.begin():
             live.password = new_hash
             session.add(live)  # detached since the look-up: attach it for the UPDATE
+    await logins.succeeded(limits=limits, attempt=attempt)
+    return live
+
+
+async def log_in(
+    *,
+    db: SessionMaker,
+    settings: Settings,
+    limits: LoginLimits,
+    username: str,
+    password: str,
+    client: str | None,
+) -> AuthResult:
+    live = await verify_credentials(
+        db=db, settings=settings, limits=limits, username=username, password=password, client=client
+    )
+    assert live.id is not None  # verified users are stored ones
+    async with db() as session, session.begin():
         view = await user_view(session, live)
         sid = await sessions.start(session, user_id=live.id)
         pair = await auth.issue_tokens(
             session, user=live, settings=settings, photo_url=media_url(live.photo), sid=sid
         )
-    # The right password for this very account: its own count starts again (a success
-    # on any other account never touches it).
-    await limiter.reset(key)
     return AuthResult(access=pair.access, refresh=pair.refresh, user=view)
 
 

@@ -37,6 +37,7 @@ from graphql import (
 from redis.exceptions import RedisError
 
 from taxi.api.context import Context
+from taxi.api.schema.doccache import MAX_CACHED_CHARS
 from taxi.core import metrics
 from taxi.core.logs import operation_line
 from taxi.domain.errors import AppError
@@ -66,6 +67,8 @@ _plans: OrderedDict[str, Plan | None] = OrderedDict()
 
 
 def plan(query: str) -> Plan | None:
+    if len(query) > MAX_CACHED_CHARS:
+        return None  # never a position report; not a key to keep (doccache.py)
     if query in _plans:
         _plans.move_to_end(query)
         return _plans[query]

@@ -101,7 +101,8 @@ class Hub:
         self.maxsize = maxsize  # per socket: frames kept for a socket that cannot take them
         self._channels: dict[str, _Channel] = {}
         self._lock = asyncio.Lock()
-        self._stopping: set[asyncio.Task[None]] = set()
+        # Per channel, the task stopping its last pump (until that pump unsubscribed).
+        self._stopping: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
         self.failed = 0
 
@@ -113,12 +114,18 @@ class Hub:
         """Register `record` on its feed's channels, each backend subscription live
         before this returns: the caller reads the current state next, and nothing
         committed in between slips past (it is held, then replayed by `release`)."""
-        async with self._lock:
-            for channel in record.feed.channels:
-                ch = self._channels.get(channel)
-                if ch is None:
-                    ch = await self._open(channel)
-                ch.records[record] = None
+        try:
+            async with self._lock:
+                for channel in record.feed.channels:
+                    ch = self._channels.get(channel)
+                    if ch is None:
+                        ch = await self._open(channel)
+                    ch.records[record] = None
+        except BaseException:
+            # Cancelled (the client stopped it 0-8 ms after starting it) or refused
+            # halfway through a feed's channels: none of them keeps the record.
+            self.remove(record)
+            raise
 
     @asynccontextmanager
     async def subscribe(self, *channels: str) -> AsyncIterator[Listener]:
@@ -141,14 +148,48 @@ class Hub:
                     self._leave(channel, ch, listener)
 
     async def _open(self, channel: str) -> _Channel:
+        # A pump of this channel still stopping unsubscribes when it ends: a new one
+        # subscribing meanwhile would be unsubscribed by it on the backend.
+        if (old := self._stopping.get(channel)) is not None:
+            await asyncio.wait({old})
         ch = _Channel()
         ready = asyncio.Event()
         ch.task = asyncio.create_task(self._pump(channel, ch, ready))
-        await ready.wait()
+        try:
+            await ready.wait()
+        except asyncio.CancelledError:
+            # The caller went away while the backend subscribed: the pump must not be
+            # left running with no channel entry (it leaked, subscribed, for good).
+            self._retire(channel, ch.task, ready)
+            raise
         if ch.task.done():
             ch.task.result()  # re-raise why the backend refused
         self._channels[channel] = ch
         return ch
+
+    def _retire(
+        self, channel: str, pump: asyncio.Task[None], ready: asyncio.Event | None = None
+    ) -> None:
+        """Stop `pump` once it is subscribed (`ready`; None: it is): broadcaster's
+        `subscribe` cancelled halfway through raised KeyError and left its bookkeeping
+        behind. Kept referenced (a pending task nobody holds is destroyed) until it
+        has unsubscribed."""
+
+        async def stop() -> None:
+            if ready is not None:
+                await ready.wait()
+            pump.cancel()
+            with suppress(asyncio.CancelledError):
+                await pump
+
+        task = asyncio.create_task(stop())
+        self._stopping[channel] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._stopping.get(channel) is task:
+                del self._stopping[channel]
+
+        task.add_done_callback(done)
 
     def release(self, record: Record) -> None:
         """The first state is out: replay what was held, then deliver live."""
@@ -171,19 +212,15 @@ class Hub:
             return
         del self._channels[channel]
         assert ch.task is not None
-        ch.task.cancel()
-        self._stopping.add(ch.task)
-        ch.task.add_done_callback(self._stopping.discard)
+        self._retire(channel, ch.task)
 
     async def close(self) -> None:
-        for ch in list(self._channels.values()):
+        for channel, ch in list(self._channels.items()):
             assert ch.task is not None
-            ch.task.cancel()
-            self._stopping.add(ch.task)
+            self._retire(channel, ch.task)
         self._channels.clear()
-        for task in list(self._stopping):
-            with suppress(asyncio.CancelledError):
-                await task
+        if stopping := list(self._stopping.values()):
+            await asyncio.wait(stopping)
 
     async def _pump(self, channel: str, ch: _Channel, ready: asyncio.Event) -> None:
         try:

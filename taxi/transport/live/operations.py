@@ -99,6 +99,10 @@ class Operations:
         task = self.running.pop(op_id, None)
         if task is not None:
             task.cancel()
+            # Held until it has unwound (`close` awaits it too): a pending task that
+            # nothing references may be destroyed mid-cleanup.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self.dialect.legacy and not quiet and (record or task):
             await self.outbox.send(p.complete(op_id).encode())
 
@@ -127,11 +131,15 @@ class Operations:
         await self.outbox.send(p.error(op_id, self._errors(exc), self.dialect).encode())
 
     async def _refuse(
-        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str
+        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str, valid: bool
     ) -> None:
-        """The operation ends before it runs: an `error` message, the socket stays open."""
+        """The operation ends before it runs: an `error` message, the socket stays open.
+        `valid`: its document validated (only then may its name become a label)."""
         code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-        metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        if valid:
+            metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        else:
+            metrics.refused(name=name, kind=kind, code=code)
         await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
 
     async def _run(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -144,7 +152,7 @@ class Operations:
             if not isinstance(query, str):
                 raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
         except persisted.Refused as exc:
-            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown")
+            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown", valid=False)
             return
         prefix = p.frame_prefix(op_id, self.dialect)
         # Position reports skip the GraphQL execution (taxi/transport/live/fastpath.py).
@@ -154,7 +162,7 @@ class Operations:
             return
         prepared = graphql.prepare(query)
         if isinstance(prepared, list):
-            await self._refuse(op_id, prepared, name=name, kind="unknown")
+            await self._refuse(op_id, prepared, name=name, kind="unknown", valid=False)
             return
         if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
             ctx = self.context
@@ -164,7 +172,7 @@ class Operations:
             return
         opened = await graphql.open(prepared, variables=variables, name=name, context=self.context)
         if isinstance(opened, list):
-            await self._refuse(op_id, opened, name=name, kind="subscription")
+            await self._refuse(op_id, opened, name=name, kind="subscription", valid=True)
             return
         live, plan = opened
         record = Record(self, op_id, prefix, live.feed, plan)

@@ -31,6 +31,11 @@ INIT_TIMEOUT = 4408
 DUPLICATE_ID = 4409
 TOO_MANY = 4429  # a second connection_init, or over MAX_SOCKETS_PER_USER
 
+# An operation id is kept per subscription and echoed in every frame: a client-chosen
+# 60 KB id cost ~120 KB per subscription and CPU per event (PROTOCOL.md: at most 128).
+MAX_ID_LENGTH = 128
+ID_TOO_LONG = f"Operation id longer than {MAX_ID_LENGTH} characters"
+
 ACK = '{"type":"connection_ack"}'
 PONG = '{"type":"pong"}'
 KEEP_ALIVE = '{"type":"ka"}'
@@ -77,14 +82,18 @@ def _optional(payload: Message, key: str, kind: type | tuple[type, ...]) -> bool
 
 
 def problem(message: Message, dialect: Dialect) -> str | None:
-    """Why `message` is malformed (transport: close 4400; legacy: ignored), or None."""
+    """Why `message` is malformed (transport: close 4400; legacy: ignored, except an
+    over-long id, which closes both), or None."""
     kind = message["type"]
     if kind == "connection_init":
         if not _optional(message, "payload", dict):
             return "Invalid connection init payload"
         return None
-    if kind in (dialect.start, dialect.stop) and not isinstance(message.get("id"), str):
-        return "Failed to parse message"
+    if kind in (dialect.start, dialect.stop):
+        if not isinstance(op_id := message.get("id"), str):
+            return "Failed to parse message"
+        if len(op_id) > MAX_ID_LENGTH:
+            return ID_TOO_LONG
     if kind == dialect.start:
         payload = message.get("payload")
         if not (

@@ -148,7 +148,7 @@ class Socket:
             return  # legacy: ignored, as subscriptions-transport-ws does
         kind = message["type"]
         if (problem := p.problem(message, d)) is not None:
-            if not d.legacy:
+            if not d.legacy or problem == p.ID_TOO_LONG:
                 await self.close(p.BAD_REQUEST, problem)
             elif kind == "connection_init":
                 await self.outbox.send(b'{"type":"connection_error"}')
@@ -171,7 +171,10 @@ class Socket:
 
     async def _connection_init(self, params: dict[str, Any]) -> None:
         legacy = self.dialect.legacy
-        if self.init_received and not legacy:
+        if self.init_received:
+            # Both dialects: a socket's identity never changes once acknowledged (a
+            # legacy client re-initialising with another user's token kept the first
+            # user's subscriptions delivering past that user's log-out).
             await self.close(p.TOO_MANY, "Too many initialisation requests")
             return
         self.init_received = True
@@ -180,8 +183,6 @@ class Socket:
         ctx = self.context
         ctx.connection_params = params
         ctx.token = auth.token_from_connection_params(params)
-        # Legacy graphql-ws lets a client send connection_init again: that token counts.
-        ctx.forget_user()
         try:
             await ctx.user()
             assert ctx.token is not None
