@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -20,6 +21,7 @@ from taxi.api.schema.build import build_schema
 from taxi.api.schema.check import document_checker
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, overload, tracing
+from taxi.core.backends import describe
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -39,6 +41,8 @@ from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
 from taxi.transport.sockets import SocketRegistry
+
+log = logging.getLogger(__name__)
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
@@ -184,6 +188,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.backends = describe(settings)
     admin = mount_admin(app, settings)
     return app
 
@@ -213,6 +218,7 @@ async def _running(
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
+            log.info("taxi is up: %s", app.state.backends.line())
             try:
                 follow = sockets.follow(services.hub, services.sockets)
                 async with background(follow, name="taxi-sessions-follow"):

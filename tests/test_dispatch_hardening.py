@@ -22,7 +22,7 @@ from taxi.core.config import Settings
 from taxi.domain.models import TripOffer, User
 from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.services import sessions
-from tests.backends import base_settings
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import CANCEL_TRIP, Account, account, error_code, gql, ok
 
 BASE = (52.52, 13.40)
@@ -41,7 +41,7 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"dispatch-hard-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("dispatch-hard"),
             "trip_requests_per_10_min": TRIP_LIMIT,
         }
     )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from bench.rush_load import UPDATE_QUERY as BENCH_UPDATE
 from taxi.core.config import Settings
 from taxi.transport.live import fastpath
-from tests.backends import base_settings
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import account, gql
 from tests.live import LiveServer
 from tests.ws import WsClient, session
@@ -32,7 +31,7 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"fast-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("fast"),
         }
     )
 

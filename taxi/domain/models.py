@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 from taxi.domain.usernames import normalize
 
@@ -179,6 +179,16 @@ class Trip(SQLModel, table=True):
     quoted_meters: int | None = None  # the quote's route length (the 25 % rule)
     fare_final: int | None = None
     driven_meters: int | None = None  # summed from positions while IN_PROGRESS
+    # For the admin's trip list (names beside the ids). `raise`: never loaded by
+    # accident; a reader asks for them (selectinload), as the admin does.
+    # (The target is named here: SQLModel cannot read `User | None` as a postponed
+    # annotation.)
+    rider: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.rider_id]", lazy="raise")
+    )
+    driver: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.driver_id]", lazy="raise")
+    )
 
 
 class TripOffer(SQLModel, table=True):

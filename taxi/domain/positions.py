@@ -200,6 +200,9 @@ class PositionStore(Protocol):
         """Drop stale positions from the index (they are filtered anyway), and ended trips
         older than ENDED_KEEP; returns how many positions."""
 
+    async def online(self) -> int:
+        """How many drivers are not OFFLINE (available or on a trip): the admin's figure."""
+
 
 _MISSING = object()
 _OFFLINE = DriverStatus(Availability.OFFLINE)
@@ -279,6 +282,9 @@ class MemoryPositions:
         self._fixes.pop(driver_id, None)
         self._index(driver_id, None)
         self._epochs[driver_id] = self._epochs.get(driver_id, 0) + 1
+
+    async def online(self) -> int:
+        return len(self._state)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         state = replace(self._status(driver_id), epoch=self._epochs.get(driver_id, 0))

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
+from taxi.core.backends import Backends
 from taxi.core.config import Settings
 
 DEADLINE = 0.08  # seconds: a probe slower than this is answered from the last one
@@ -88,6 +89,10 @@ async def checking(settings: Settings, broadcast: Broadcast) -> AsyncIterator[He
 async def healthz(request: Request) -> JSONResponse:
     health: Health = request.app.state.health
     failed = await health.failed()
+    # The kinds only (no addresses): an unauthenticated probe learns what, not where.
+    backends: Backends = request.app.state.backends
+    running = {"database": backends.database, "broadcast": backends.broadcast}
     if failed:
-        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body = {"status": "unavailable", "failed": failed, "backends": running}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "backends": running})

@@ -13,7 +13,7 @@ from typing import Protocol, cast
 
 import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import MaskErrors
@@ -55,7 +55,9 @@ def is_outage(exc: BaseException) -> bool:
             or "connect" in type(exc.orig).__name__.lower()
             or _is_outage_text(str(exc.orig))
         )
-    return isinstance(exc, (OSError, TimeoutError, PoolTimeout, RedisError, ConnectionError))
+    # RedisClusterException (a slot without an owner mid-failover) is not a RedisError.
+    outages = (OSError, TimeoutError, PoolTimeout, RedisError, RedisClusterException)
+    return isinstance(exc, outages)
 
 
 def _is_outage_text(text: str) -> bool:

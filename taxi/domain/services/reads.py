@@ -11,11 +11,11 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
+from taxi.core.cluster import REDIS_ERRORS
 from taxi.domain.models import Trip, TripStatus
 from taxi.domain.offers import offered_sets
 from taxi.domain.positions import Fix, PositionStore
@@ -25,8 +25,9 @@ from taxi.domain.services import users
 
 log = logging.getLogger(__name__)
 
-# What an unreachable position store raises (Redis, or its socket).
-STORE_DOWN = (RedisError, OSError)
+# What an unreachable position store raises (Redis, or its socket; on a Redis Cluster
+# mid-failover also RedisClusterException, e.g. SlotNotCoveredError, not a RedisError).
+STORE_DOWN = REDIS_ERRORS
 UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 TRIPS: FromClause = Trip.metadata.tables["trip"]
 # TripView's fields read from `trip` as they are; the others are derived in `_view`.
