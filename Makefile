@@ -50,6 +50,8 @@ check: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/vulture --min-confidence 80 $(SRC) scripts/readme_files.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix $(SRC)

@@ -43,6 +43,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
+    # The protocols by name (taxi.transport.server's HTTP and WEBSOCKET), not imported: this
+    # process only supervises the workers, and importing the transport would register this
+    # process's own metrics (taxi.core.metrics) beside theirs.
     uvicorn.run(
         "taxi.main:create_app",
         log_config=None,  # ours: JSON or text lines with request ids (taxi.core.logs)
@@ -115,7 +118,7 @@ def _createsuperuser(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _print_schema(_args: argparse.Namespace, _settings: Settings) -> None:
-    from taxi.api.schema.build import print_schema
+    from taxi.api.build import print_schema
 
     sys.stdout.write(print_schema())
 

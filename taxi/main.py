@@ -15,9 +15,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from taxi.api.build import build_schema
 from taxi.api.context import Services
 from taxi.api.persisted import Documents, load_manifest
-from taxi.api.schema.build import build_schema
 from taxi.api.schema.check import document_checker
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, overload, tracing
@@ -27,20 +27,20 @@ from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.core.tasks import background
-from taxi.domain import dispatch
 from taxi.domain.events import Publisher
 from taxi.domain.logins import ADDRESS_WINDOW, LoginLimits
-from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.reports import Reports
 from taxi.domain.routes import Estimator, Router
-from taxi.transport import health, pages, sockets
+from taxi.domain.services import dispatch
+from taxi.transport import health, pages
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
-from taxi.transport.sockets import SocketRegistry
+from taxi.transport.live.registry import SocketRegistry, follow
+from taxi.transport.media import MediaFiles
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,6 @@ async def open_services(
             db=sessions,
             broadcast=broadcast,
             events=events,
-            hub=Hub(
-                broadcast,
-                prefix=settings.channel_prefix,
-                maxsize=settings.subscriber_queue_size,
-                mask_internal=settings.production,
-            ),
             logins=LoginLimits(
                 by_name=_limiter(
                     settings,
@@ -119,7 +113,6 @@ async def open_services(
                 max_attempts=settings.trip_requests_per_10_min,
                 window=TRIP_REQUEST_WINDOW,
             ),
-            sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
             reports=Reports(positions=positions, events=events),
             router=router,
@@ -188,6 +181,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.live = live
     app.state.backends = describe(settings)
     admin = mount_admin(app, settings)
     return app
@@ -218,14 +212,21 @@ async def _running(
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
+            hub = Hub(
+                services.broadcast,
+                prefix=settings.channel_prefix,
+                maxsize=settings.subscriber_queue_size,
+                mask_internal=settings.production,
+            )
+            registry = SocketRegistry(max_per_user=settings.max_sockets_per_user)
+            live.start(hub=hub, registry=registry)
             log.info("taxi is up: %s", app.state.backends.line())
             try:
-                follow = sockets.follow(services.hub, services.sockets)
-                async with background(follow, name="taxi-sessions-follow"):
+                async with background(follow(hub, registry), name="taxi-sessions-follow"):
                     yield
             finally:
                 await live.close_sockets()
-                await services.hub.close()
+                await hub.close()
 
 
 def _routes(

@@ -101,8 +101,8 @@ async def test_a_second_connection_init_never_changes_hands(
         assert await ws.closed(4429) == "Too many initialisation requests"
     assert (await gql(http, LOG_OUT, {"r": a.refresh}))["data"]["logOut"] is True
     # Nothing of A's is left registered on this process.
-    assert server.app.state.services.sockets.count(int(a.id)) == 0
-    assert server.app.state.services.sockets.count(int(b.id)) == 0
+    assert server.app.state.live.registry.count(int(a.id)) == 0
+    assert server.app.state.live.registry.count(int(b.id)) == 0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from taxi.api.schema.build import build_schema
+from taxi.api.build import build_schema
 from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.events import Event
@@ -138,7 +138,7 @@ async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Setti
     with its error; the pump and the others go on."""
     app: Any = create_app(settings)
     async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
+        hub: Hub = app.state.live.hub
         channel = f"test:{uuid.uuid4()}"
         good, bad = Watcher(), Watcher()
 
@@ -171,7 +171,7 @@ async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> N
     app: Any = create_app(settings.model_copy(update={"subscriber_queue_size": 8}))
     async with app.router.lifespan_context(app):
         services = app.state.services
-        hub: Hub = services.hub
+        hub: Hub = app.state.live.hub
         assert hub.maxsize == 8
         # A channel of its own, so nothing else can overflow the reading socket.
         channel = f"test:{uuid.uuid4()}"
@@ -226,7 +226,7 @@ async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> 
     subscription; the channel stays open while it listens and closes after."""
     app: Any = create_app(settings)
     async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
+        hub: Hub = app.state.live.hub
         one, two = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
         async with hub.subscribe(one, two) as listener:
             assert hub.watchers(one) == hub.watchers(two) == 1

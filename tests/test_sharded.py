@@ -104,7 +104,7 @@ async def test_channels_spread_over_shards_and_heal_after_a_manual_failover(
     settings = base_settings(redis_cluster_url=rc.url)
     channels = [f"taxi-test:{uuid.uuid4().hex}:{i}" for i in range(12)]
     async with open_broadcast(settings) as broadcast, AsyncExitStack() as stack:
-        assert isinstance(broadcast._backend, ShardedRedisBackend)
+        assert isinstance(broadcast.backend, ShardedRedisBackend)
         queues = {}
         for channel in channels:
             queues[channel] = await stack.enter_async_context(listening(broadcast, channel))

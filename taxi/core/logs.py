@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
 
 request_id: ContextVar[str | None] = ContextVar("taxi_request_id", default=None)
 
@@ -137,25 +136,6 @@ class RequestIdMiddleware:
             await self.app(scope, receive, wrapped)
         finally:
             request_id.reset(token)
-
-
-class OperationLog(SchemaExtension):
-    """One line per GraphQL operation: name, type, duration and outcome."""
-
-    def on_operation(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        ctx = self.execution_context
-        result = ctx.result
-        errors = getattr(result, "errors", None) or ctx.pre_execution_errors or []
-        codes = sorted(
-            {str((getattr(e, "extensions", None) or {}).get("code", "ERROR")) for e in errors}
-        )
-        try:
-            kind = ctx.operation_type.value
-        except RuntimeError:
-            kind = "unknown"
-        operation_line(ctx.operation_name, kind, time.perf_counter() - start, codes)
 
 
 # A busy operation (position reports: thousands a second at rush hour) would spend more on

@@ -85,7 +85,8 @@ RESYNC_EVENT = Event(Kind.RESYNC, RESYNC, {})
 # two deployments (or test runs) sharing one Redis never see each other's events.
 POOL = "pool"  # trips entering or leaving the pool of requested trips
 TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibility)
-# Ended sessions and users: every process closes its matching sockets (taxi/transport/sockets.py).
+# Ended sessions and users: every process closes its matching sockets
+# (taxi/transport/live/registry.py).
 SESSIONS = "sessions"
 
 

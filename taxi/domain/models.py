@@ -63,6 +63,8 @@ class TripStatus(str, enum.Enum):
 
 
 ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGRESS)
+# A driver is on the trip: its position is the trip's (driverLocation), availability ON_TRIP.
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 
 
 class CancelReason(str, enum.Enum):
@@ -207,7 +209,7 @@ class DispatchWave(SQLModel, table=True):
     """The durable schedule: a requested trip's next wave (or its expiry) and when it is
     due. The row is claimed and advanced in the transaction that records the wave's
     offers, so each wave happens once whatever the number of processes
-    (taxi/domain/dispatch.py)."""
+    (taxi/domain/services/dispatch.py)."""
 
     __tablename__ = "dispatch_wave"
     __table_args__ = (sa.Index("ix_dispatch_wave_due", "due_at"),)

@@ -23,7 +23,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from taxi.core.cluster import REDIS_ERRORS
 from taxi.domain.readmodels import LocationView
+
+# What an unreachable position store raises (Redis, or its socket; on a Redis Cluster
+# mid-failover also RedisClusterException, e.g. SlotNotCoveredError, not a RedisError).
+STORE_DOWN = REDIS_ERRORS
 
 if TYPE_CHECKING:
     from taxi.domain.routes import Estimator

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import availability, dispatch
+from taxi.domain import availability
 from taxi.domain.errors import Conflict, Forbidden
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import (
@@ -28,9 +28,9 @@ from taxi.domain.models import (
     utcnow,
 )
 from taxi.domain.offers import RELEASED_WAVE
-from taxi.domain.positions import PositionStore
+from taxi.domain.positions import STORE_DOWN, PositionStore
 from taxi.domain.readmodels import TripView
-from taxi.domain.services.reads import STORE_DOWN
+from taxi.domain.services import dispatch
 from taxi.domain.services.trips import _apply, _ended, _load_for_change, _view
 
 

@@ -21,12 +21,13 @@ from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
 from taxi.core.ratelimit import Limiter
-from taxi.domain import availability, dispatch
+from taxi.domain import availability
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.fares import MAX_METERS, Tariff
 from taxi.domain.models import (
     ACTIVE_STATUSES,
+    UNDER_WAY,
     CancelReason,
     Trip,
     TripStatus,
@@ -35,16 +36,15 @@ from taxi.domain.models import (
     utcnow,
 )
 from taxi.domain.offers import offered_clause, visible_clause
-from taxi.domain.positions import Fix, PositionStore
+from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.readmodels import LocationView, PointView, TripView
-from taxi.domain.services import reads
+from taxi.domain.services import dispatch, reads
 from taxi.domain.services.points import NO_COORDINATES
 from taxi.domain.services.points import Coordinates as Coordinates
 from taxi.domain.services.points import location_errors as location_errors
 from taxi.domain.services.pricing import market
 from taxi.domain.services.queries import parse_trip_id
-from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
 
 log = logging.getLogger(__name__)
 

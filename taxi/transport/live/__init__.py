@@ -7,5 +7,6 @@
 - execution.py  — GraphQL: validate once, queries via Strawberry, each event executed once
 - hub.py        — one broadcast subscription per channel; per event filter + shared frame
 - wire.py       — a socket's outbound frames: written now, or newest-per-trip, bounded
+- registry.py   — this process's signed-in sockets: per-user cap, closed when a session ends
 - taxi/transport/server.py (uvicorn protocol) — the frame-write seam to the transport
 """

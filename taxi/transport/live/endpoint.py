@@ -17,14 +17,19 @@ from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.transport.live import protocol as p
 from taxi.transport.live.execution import GraphQL
+from taxi.transport.live.hub import Hub
+from taxi.transport.live.registry import SocketRegistry
 from taxi.transport.live.socket import Socket
-from taxi.transport.live.wire import Outbox
-from taxi.transport.server import FRAMES
+from taxi.transport.live.wire import FRAMES, Outbox
 
 log = logging.getLogger("taxi.transport.live")
 
 
 class LiveEndpoint:
+    # This process's fan-out and signed-in sockets, from the app's lifespan (`start`).
+    hub: Hub
+    registry: SocketRegistry
+
     def __init__(self, schema: strawberry.Schema, *, settings: Settings) -> None:
         self.settings = settings
         self.graphql = GraphQL(
@@ -33,6 +38,10 @@ class LiveEndpoint:
         self.origins = {o for o in map(normalize_origin, settings.origins) if o}
         self.any_origin = "*" in settings.origins
         self.sockets: set[Socket] = set()
+
+    def start(self, *, hub: Hub, registry: SocketRegistry) -> None:
+        self.hub = hub
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "websocket"
@@ -45,8 +54,17 @@ class LiveEndpoint:
             return
         services: Services = scope["app"].state.services
         seam = scope.get("extensions", {}).get(FRAMES)
-        outbox = Outbox(send, seam, maxsize=services.hub.maxsize)
-        socket = Socket(self, Context(services=services, request=conn), send, outbox, dialect)
+        outbox = Outbox(send, seam, maxsize=self.hub.maxsize)
+        context = Context(services=services, request=conn)
+        socket = Socket(
+            context,
+            send,
+            outbox,
+            dialect,
+            graphql=self.graphql,
+            hub=self.hub,
+            registry=self.registry,
+        )
         self.sockets.add(socket)
         metrics.socket_opened()
         try:

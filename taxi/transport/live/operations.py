@@ -57,10 +57,10 @@ class Operations:
     )
 
     def __init__(
-        self, graphql: GraphQL, context: Context, outbox: Outbox, dialect: p.Dialect
+        self, graphql: GraphQL, hub: Hub, context: Context, outbox: Outbox, dialect: p.Dialect
     ) -> None:
         self.graphql = graphql
-        self.hub: Hub = context.services.hub
+        self.hub = hub
         self.context = context
         self.outbox = outbox
         self.dialect = dialect

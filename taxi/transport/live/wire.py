@@ -21,6 +21,8 @@ from taxi.core import metrics
 
 log = logging.getLogger("taxi.transport.live")
 
+# The scope extension under which the server offers its seam (taxi/transport/server.py).
+FRAMES = "taxi.frames"
 Key = tuple[str, str]  # (operation id, what the frame is about: a trip id)
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 

@@ -21,7 +21,7 @@ from taxi.api.schema.doccache import BoundedParserCache, BoundedValidationCache
 from taxi.api.schema.errors import ErrorCodes
 from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
 from taxi.api.schema.observe import Observe
-from taxi.core.logs import OperationLog
+from taxi.api.schema.oplog import OperationLog
 
 Query = merge_types("Query", (AccountQuery, TripQuery, DriverQuery, RideQuery))
 Mutation = merge_types("Mutation", (AccountMutation, TripMutation, DriverMutation, RideMutation))

@@ -29,11 +29,11 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import arrivals, availability
+from taxi.domain import availability
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import CancelReason, DispatchWave, Trip, TripOffer, TripStatus, utcnow
 from taxi.domain.positions import PositionStore
-from taxi.domain.services import reads
+from taxi.domain.services import arrivals, reads
 
 log = logging.getLogger(__name__)
 
