@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 SRC := $(wildcard taxi tests bench)
 
-.PHONY: run createsuperuser test check format bench schema contract clean lock upgrade
+.PHONY: run createsuperuser test check format bench bench-rush schema contract clean lock upgrade
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "taxi needs Python 3.11+"; exit 1; }
@@ -65,6 +65,12 @@ contract:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Issue 21 at full scale, on a quiet machine (~30 min): D=10,000 with the bare endpoint's
+# ceiling and the overload phase, then the sweep, its largest D in full and at twice its load.
+bench-rush: $(STAMP)
+	$(BIN)/python -m bench.rush --out bench/results/rush-$$(date +%Y%m%d-%H%M).json
+	$(BIN)/python -m bench.rush --sweep 2500,5000,7500,10000 --out bench/results/rush-sweep-$$(date +%Y%m%d-%H%M).json
 
 clean:
 	rm -rf $(VENV) taxi.db media .pytest_cache .mypy_cache .ruff_cache

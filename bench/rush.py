@@ -1,6 +1,7 @@
-"""Rush hour (issue 11): `python -m bench.rush [--drivers D --trips T --rate R --seconds S]`,
+"""Rush hour (issues 11, 21): `python -m bench.rush [--drivers D --trips T --rate R --seconds S]`,
 also the last phase of `python -m bench`; `--sweep 2500,5000,7500,10000` finds the
-largest D that meets the goals (shorter windows, no bare run: one row per D).
+largest D that meets the goals (shorter windows, no bare run: one row per D), then runs
+that D in full with the overload phase (twice its load).
 
 A 20 x 20 km city. One server process on core 0 (PostgreSQL + Redis, production
 settings), this generator on core 1. D online drivers each send `updatePosition` every
@@ -35,7 +36,7 @@ import uvloop
 from bench import rush_report
 from bench.net import HTTP
 from bench.prepare import ROOT, Database, Server, plain_dsn
-from bench.proc import raise_open_files
+from bench.proc import cpu_seconds, raise_open_files
 from bench.profile import spied, spy_on
 from bench.rush_bare_load import Bare
 from bench.rush_load import Rush
@@ -73,12 +74,14 @@ async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dic
     window = await watch.end()
     stats.measuring = False
     profile = await spied(spy, opts.profile)
+    overload = await run_overload(opts, rush, watch) if opts.overload_seconds > 0 else None
     rush.stop.set()
     await turning
     observed = await watch.finish()
     for sock in socks:
         sock.close()
     return {
+        **({"overload": overload} if overload else {}),
         **stats.summary(),
         "position_reports": stats.reports,
         "position_reports_sent": stats.sent,
@@ -88,6 +91,49 @@ async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dic
         **observed,
         "errors": dict(stats.errors),
         **({"profile": profile} if profile else {}),
+    }
+
+
+async def run_overload(opts: argparse.Namespace, rush: Rush, watch: Watch) -> dict[str, Any]:
+    """Twice the load for --overload-seconds from the same sockets (every car reports
+    twice as often, requests come twice as fast), then back to the steady load: what
+    was accepted and how fast, what was shed and how fast, memory, and how long until
+    reports are answered within the steady p99 (or the 50 ms goal) again."""
+    steady_p99 = rush.stats.summary().get("updatePosition_rtt", {}).get("p99_ms") or 50.0
+    stats = rush.stats = Stats()
+    say(f"overload: twice the load for {opts.overload_seconds:.0f} s")
+    started, cpu = time.monotonic() - watch.t0, cpu_seconds(watch.pid)
+    rush.wheel.doubled = True
+    rush.pace(2 * opts.rate)
+    stats.start()
+    await asyncio.sleep(opts.overload_seconds)
+    stats.measuring = False
+    cpu = cpu_seconds(watch.pid) - cpu
+    ended = time.monotonic() - watch.t0
+    rush.wheel.doubled = False
+    rush.pace(opts.rate)
+    rush.recovery, rush.dropped_at = [], time.monotonic()
+    say(f"overload: back to the steady load, watching {opts.recovery_seconds:.0f} s")
+    await asyncio.sleep(opts.recovery_seconds)
+    bound = max(steady_p99, 50.0) / 1000
+    late = [at for at, rtt in rush.recovery if rtt > bound]
+    rss = [mib for t, mib in watch.rss if started <= t <= ended]
+    return {
+        **stats.summary(),
+        "seconds": opts.overload_seconds,
+        "position_reports": stats.reports,
+        "position_reports_sent": stats.sent,
+        "cpu_us_per_report": cpu / max(stats.reports, 1) * 1e6,
+        "errors": dict(stats.errors),
+        "rss_max_mib": max(rss, default=None),
+        "recovered_within_ms": bound * 1000,
+        # Seconds after the drop until every report sent later came back within bound
+        # (None: not within --recovery-seconds).
+        "recovered_after_s": (
+            round(max(late, default=0.0), 1)
+            if rush.recovery and (not late or max(late) < opts.recovery_seconds - 2)
+            else None
+        ),
     }
 
 
@@ -174,13 +220,21 @@ async def sweep(opts: argparse.Namespace) -> dict[str, Any]:
     """One run per D (--sweep), each measured --sweep-seconds, without the bare run."""
     rows = []
     for drivers in (int(d) for d in opts.sweep.split(",")):
-        one = argparse.Namespace(**{**vars(opts), "drivers": drivers, "no_bare": True})
+        one = argparse.Namespace(
+            **{**vars(opts), "drivers": drivers, "no_bare": True, "overload_seconds": 0}
+        )
         one.seconds = opts.sweep_seconds
         result = await main(one)
         rows.append(rush_report.sweep_row(result))
         sys.stdout.write(rush_report.sweep_table(rows[-1:], header=len(rows) == 1))
         sys.stdout.flush()
-    return {"sweep": rows, "largest_d_meeting_goals": rush_report.largest(rows)}
+    largest = rush_report.largest(rows)
+    results: dict[str, Any] = {"sweep": rows, "largest_d_meeting_goals": largest}
+    if largest is not None and opts.overload_seconds > 0:
+        # The largest sustainable D in full (window, bare ceiling), then the overload
+        # phase at twice its load.
+        results["at_largest"] = await main(argparse.Namespace(**{**vars(opts), "drivers": largest}))
+    return results
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,6 +245,18 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=180.0, help="measured duration")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--no-bare", action="store_true", help="skip the bare endpoint run")
+    parser.add_argument(
+        "--overload-seconds",
+        type=float,
+        default=60.0,
+        help="after the window: twice the load this long (0: no overload phase)",
+    )
+    parser.add_argument(
+        "--recovery-seconds",
+        type=float,
+        default=20.0,
+        help="after the overload phase: the steady load again, watched this long",
+    )
     parser.add_argument(
         "--gc",
         choices=["tuned", "default"],
@@ -224,6 +290,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             f"\nlargest D meeting every goal ({opts.sweep_seconds:.0f} s measured per D): "
             f"{results['largest_d_meeting_goals']}\n"
         )
+        if "at_largest" in results:
+            summary += rush_report.table(results["at_largest"])
     else:
         results = uvloop.run(main(opts))
         text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()

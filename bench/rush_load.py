@@ -51,6 +51,9 @@ class Rush:
         self.requested = 0
         self.requests_from: float | None = None
         self.stop = asyncio.Event()
+        # After the overload phase: (seconds since the load dropped, report round trip).
+        self.recovery: list[tuple[float, float]] | None = None
+        self.dropped_at = 0.0
 
     async def run(self) -> None:
         await self.wheel.turn(self.stop, self._tick, self._requests, self.stats)
@@ -66,10 +69,13 @@ class Rush:
         car.sock.op(UPDATE, POSITION % (car.lat, car.lon), (self._reported, now))
 
     def _reported(self, sent: float, msg: dict[str, Any]) -> None:
-        self.stats.add("updatePosition_rtt", time.monotonic() - sent)
+        rtt = time.monotonic() - sent
+        self.stats.add("updatePosition_rtt", rtt)
         self.stats.reports += self.stats.measuring
         if (code := failure(msg)) is not None:
             self.stats.error(f"updatePosition {code}")
+        if self.recovery is not None and sent >= self.dropped_at:
+            self.recovery.append((sent - self.dropped_at, rtt))
 
     def on_location(self, car: Car, msg: dict[str, Any]) -> None:
         lat = msg["payload"]["data"]["driverLocation"]["latitude"]
@@ -82,6 +88,11 @@ class Rush:
     def start_requests(self, requesters: list[GqlSocket]) -> None:
         self.requesters, self.requested = requesters, 0
         self.requests_from = time.monotonic()
+
+    def pace(self, rate: float) -> None:
+        """Requests at `rate` from now on, by the riders who have not requested yet."""
+        self.start_requests(self.requesters[self.requested :])
+        self.rate = rate
 
     def _requests(self, now: float) -> None:
         if self.requests_from is None:
@@ -96,7 +107,7 @@ class Rush:
                 b'{"i":{"pickUpAddress":"rush %.6f","dropOffAddress":"Hour",'
                 b'"pickUp":{"latitude":%.7f,"longitude":%.7f}}}' % (time.monotonic(), lat, lon)
             )
-            rider.op(REQUEST, where, (self._answered, "requestTrip"))
+            rider.op(REQUEST, where, (self._requested, time.monotonic()))
 
     def on_offer(self, sock: GqlSocket, msg: dict[str, Any]) -> None:
         offer = msg["payload"]["data"]["tripRequested"]
@@ -135,6 +146,16 @@ class Rush:
         elif status == b"IN_PROGRESS":
             asyncio.get_running_loop().call_later(LEG, self._step, job, b"COMPLETED")
 
-    def _answered(self, what: str, msg: dict[str, Any]) -> None:
-        if (code := failure(msg)) is not None:
-            self.stats.error(f"{what} {code}")
+    def _requested(self, sent: float, msg: dict[str, Any]) -> None:
+        """Accepted, or shed (SERVICE_UNAVAILABLE with retryAfter: PROTOCOL.md "Overload")."""
+        rtt = time.monotonic() - sent
+        code = failure(msg)
+        if code is None:
+            self.stats.add("requestTrip_rtt", rtt)
+            return
+        self.stats.error(f"requestTrip {code}")
+        if code == "SERVICE_UNAVAILABLE":
+            self.stats.add("shed_rtt", rtt)
+            errors = msg["payload"] if msg["type"] == "error" else msg["payload"]["errors"]
+            if "retryAfter" not in (errors[0].get("extensions") or {}):
+                self.stats.error("requestTrip shed without retryAfter")

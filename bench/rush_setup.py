@@ -141,7 +141,9 @@ async def seed(dsn: str, secret: str, opts: Any) -> dict[str, list[str]]:
     conn = await asyncpg.connect(dsn)
     try:
         tokens: dict[str, list[str]] = {}
-        count = int(opts.rate * opts.seconds) + 10
+        # The window's requests, twice the rate in the overload phase, then the recovery's.
+        later = 2 * opts.overload_seconds + opts.recovery_seconds
+        count = int(opts.rate * (opts.warmup + opts.seconds + later)) + 10
         for name, group, n in (
             ("drivers", "driver", opts.drivers),
             ("busy", "driver", opts.trips),

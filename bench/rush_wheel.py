@@ -91,16 +91,21 @@ class Stats:
 
 
 class Wheel:
-    """Who reports in which tick of the 4 s cycle (2 s cars sit in two slots)."""
+    """Who reports in which tick of the 4 s cycle (2 s cars sit in two slots). `doubled`:
+    everyone also reports half-way between their own ticks (the overload phase: twice
+    the load from the same sockets)."""
 
     def __init__(self) -> None:
         self.slots: list[list[Any]] = [[] for _ in range(SLOTS)]
+        self.halfway: list[list[Any]] = [[] for _ in range(SLOTS)]
+        self.doubled = False
 
     def add(self, who: Any, every: float) -> None:
         first = random.randrange(SLOTS)
         step = round(every / TICK)
         for slot in range(first % step, SLOTS, step):
             self.slots[slot].append(who)
+            self.halfway[(slot + step // 2) % SLOTS].append(who)
 
     async def turn(self, stop: asyncio.Event, each: Any, then: Any, lag: Stats) -> None:
         """Calls `each(who, now)` for everyone due, then `then(now)`, tick after tick,
@@ -111,6 +116,9 @@ class Wheel:
             now = time.monotonic()
             for who in self.slots[tick % SLOTS]:
                 each(who, now)
+            if self.doubled:
+                for who in self.halfway[tick % SLOTS]:
+                    each(who, now)
             then(now)
             tick += 1
             late = loop.time() - (start + tick * TICK)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
@@ -14,8 +13,6 @@ from sqladmin import Admin
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taxi.api.build import build_schema
@@ -23,10 +20,9 @@ from taxi.api.context import Services
 from taxi.api.executor import Executor
 from taxi.api.persisted import Documents, load_manifest
 from taxi.api.schema.check import document_checker
-from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
-from taxi.core import gcpolicy, metrics, tracing
-from taxi.core.backends import Backends, describe
+from taxi.core import gcpolicy, metrics, overload, tracing
+from taxi.core.backends import describe
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
@@ -36,9 +32,10 @@ from taxi.domain.events import Publisher
 from taxi.domain.logins import ADDRESS_WINDOW, LoginLimits
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
+from taxi.domain.reports import Reports
 from taxi.domain.routes import Estimator, Router
 from taxi.domain.services import dispatch
-from taxi.transport import pages
+from taxi.transport import health, pages
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
@@ -50,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
-PROBE_TIMEOUT = 3  # /healthz: a backend slower than this is down
 
 
 @asynccontextmanager
@@ -119,6 +115,7 @@ async def open_services(
                 window=TRIP_REQUEST_WINDOW,
             ),
             positions=positions,
+            reports=Reports(positions=positions, events=events),
             router=router,
             documents=_documents(settings, client, valid),
         )
@@ -156,29 +153,6 @@ def _documents(
         max_documents=settings.persisted_max_documents,
         max_bytes=settings.persisted_max_bytes,
     )
-
-
-async def healthz(request: Request) -> JSONResponse:
-    services: Services = request.app.state.services
-    failed: dict[str, str] = {}
-
-    async def check(name: str, probe: Any) -> None:
-        try:
-            await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure of a probe is "down"
-            failed[name] = type(exc).__name__
-
-    await asyncio.gather(
-        check("database", db_mod.ping(services.engine)),
-        check("broadcast", broadcast_mod.ping(services.broadcast)),
-    )
-    # The kinds only (no addresses): an unauthenticated probe learns what, not where.
-    backends: Backends = request.app.state.backends
-    running = {"database": backends.database, "broadcast": backends.broadcast}
-    if failed:
-        body = {"status": "unavailable", "failed": failed, "backends": running}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ok", "backends": running})
 
 
 def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
@@ -230,8 +204,14 @@ async def _running(
     the end, every socket closed (1001) before the hub stops."""
     traced = tracing.instrumented(provider) if provider is not None else nullcontext()
     with traced:
-        async with metrics.flushing(), open_services(settings, valid=valid) as services:
+        async with (
+            metrics.flushing(),
+            overload.measuring(limit=settings.overload_queue_seconds),
+            open_services(settings, valid=valid) as services,
+            health.checking(settings, services.broadcast) as checker,
+        ):
             app.state.services = services
+            app.state.health = checker
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
@@ -267,7 +247,7 @@ def _routes(
     return [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", live),
-        Route("/healthz", healthz),
+        Route("/healthz", health.healthz),
         Route("/metrics", metrics.endpoint),
         Mount("/media", MediaFiles(media), name="media"),
         *pages.routes(),
@@ -275,7 +255,8 @@ def _routes(
 
 
 def _middleware(settings: Settings, provider: Any) -> list[Middleware]:
-    """Outermost first: tracing, metrics, request ids, then CORS when origins are set."""
+    """Outermost first: tracing, metrics (and pending work), request ids, then CORS when
+    origins are set."""
     middleware = [Middleware(metrics.HttpMetricsMiddleware), Middleware(RequestIdMiddleware)]
     if provider is not None:
         middleware.insert(0, Middleware(tracing.HttpTracing, provider=provider))

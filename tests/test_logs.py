@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 
 import httpx
 import pytest
 
 from taxi.core import metrics
-from taxi.core.logs import JsonFormatter
+from taxi.core.logs import LINES_PER_SECOND, JsonFormatter
 from tests.helpers import account, endpoint, gql
 from tests.live import LiveServer
+from tests.wait import eventually
 from tests.ws import session
 
 ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
@@ -90,3 +93,38 @@ async def test_position_reports_are_tallied_not_logged_each(
     assert [(getattr(r, "operation", None), getattr(r, "count", None)) for r in tallied] == [
         (label, 3)
     ]
+
+
+async def test_a_busy_operation_is_logged_in_a_summary_past_its_lines_per_second(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any operation sent in bursts (position reports are tallied by the executor
+    instead, above): a line each would cost more than the operation."""
+    rider = await account(client, "RIDER")
+    busy = "query Where { me { id } }"
+    burst = 3 * LINES_PER_SECOND
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="taxi.operation"):
+        started = time.monotonic()
+        for _ in range(burst):
+            assert "errors" not in await gql(client, busy, token=rider.access)
+        seconds = time.monotonic() - started
+        # One more in the next second: the last busy second's tally is summed up then.
+        second = int(time.monotonic())
+        await eventually(lambda: _now(), lambda now: int(now) > second, what="the next second")
+        assert "errors" not in await gql(client, busy, token=rider.access)
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "taxi.operation" and getattr(r, "operation", None) == "Where"
+    ]
+    singles = [line for line in lines if line["msg"] == "operation"]
+    summaries = [line for line in lines if line["msg"] == "operations"]
+    assert len(singles) <= LINES_PER_SECOND * (math.ceil(seconds) + 2), (seconds, len(singles))
+    assert summaries, lines
+    assert all(s["outcome"] == "ok" and s["count"] > 0 for s in summaries), summaries
+    assert len(singles) + sum(s["count"] for s in summaries) == burst + 1
+
+
+async def _now() -> float:
+    return time.monotonic()

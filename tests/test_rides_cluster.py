@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taxi.core.cluster import cluster_client
 from taxi.domain import events
-from taxi.domain.positions import METERS_PER_DEGREE, Fix
+from taxi.domain.positions import METERS_PER_DEGREE, DriverStatus, Fix, Report
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.routes import Estimator
 from tests.backends import REDIS_URL, sub_prefix
@@ -262,17 +262,18 @@ async def test_the_ride_stages_on_a_redis_cluster(redis_cluster_url: str) -> Non
     def at(meters: float) -> Fix:
         return Fix(north(meters)["latitude"], 9.0, None, time.time())
 
+    async def report(fix: Fix, *, online: bool = False) -> DriverStatus:
+        (state,) = await store.report_many([Report(driver, fix, online)])
+        return state
+
     try:
-        await store.report(driver_id=driver, fix=at(300), online=True)
+        await report(at(300), online=True)
         state, _ = await store.status(driver_id=driver)
         await store.start_trip(
             driver_id=driver, trip_id=trip_id, rider_id=3, epoch=state.epoch, pick_up=pair(0)
         )
-        assert not (await store.report(driver_id=driver, fix=at(100), online=False)).arrived
-        arrived = [
-            (await store.report(driver_id=driver, fix=at(m), online=False)).arrived
-            for m in (40, 20, 30)
-        ]
+        assert not (await report(at(100))).arrived
+        arrived = [(await report(at(m))).arrived for m in (40, 20, 30)]
         assert arrived == [True, False, False]
         assert await store.arrivals(limit=10) == [trip_id]
         await store.drive(trip_id=trip_id, drop_off=pair(2000))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from taxi.domain.logins import LoginLimits
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
+    from taxi.domain.reports import Reports
     from taxi.domain.routes import Router
 
 
@@ -38,6 +39,7 @@ class Services:
     signups: Limiter  # sign-ups per client address
     trip_requests: Limiter  # requestTrip per rider
     positions: PositionStore
+    reports: Reports  # position reports, batched per loop pass (in front of `positions`)
     router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)
     documents: Documents
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 2.0
 IDLE_PING = 5.0  # with no channel subscribed, ping this often to notice an outage
+POOL_SIZE = 100  # connections to one Redis per client (redis-py's default)
+POOL_WAIT = 5.0  # seconds a command waits for one of them, then fails (an outage)
 
 
 # What `redis_client` returns: both speak the same commands (keys of one multi-key
@@ -82,15 +84,21 @@ async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
 
 
 def _single(url: str) -> aioredis.Redis:
+    # A pool that waits (bounded) for a free connection: redis-py's default one raises
+    # MaxConnectionsError past POOL_SIZE commands in flight, which dropped publishes at
+    # rush hour (PROTOCOL.md "Overload": pools wait, they do not fail).
     # No silent retries inside redis-py: the loop below must see every disconnect,
     # or it could not tell listeners that they missed messages.
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class ResilientRedisBackend(BroadcastBackend):
@@ -139,6 +147,12 @@ class ResilientRedisBackend(BroadcastBackend):
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._redis.publish(channel, message)
+
+    async def publish_many(self, messages: Sequence[tuple[str, str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
 
     async def next_published(self) -> Event:
         return await self._queue.get()
@@ -230,6 +244,17 @@ async def open_broadcast(settings: Settings) -> AsyncIterator[Channels]:
         yield broadcast
     finally:
         await broadcast.disconnect()
+
+
+async def publish_many(broadcast: Broadcast, messages: Sequence[tuple[str, str]]) -> None:
+    """(channel, message) pairs in one round trip (one pipeline; on a cluster, one per
+    shard involved): the location publishes of a loop pass's position reports."""
+    backend = broadcast._backend
+    if isinstance(backend, ResilientRedisBackend | ShardedRedisBackend):
+        await backend.publish_many(messages)
+        return
+    for channel, message in messages:
+        await broadcast.publish(channel, message)
 
 
 async def ping(broadcast: Broadcast) -> None:

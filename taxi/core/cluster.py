@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -202,6 +203,15 @@ class ShardedRedisBackend(BroadcastBackend):
         except RedisClusterException as exc:
             # Callers (events.Publisher) handle RedisError: a slot without an owner
             # mid-failover is the same "not published" to them.
+            raise RedisConnectionError(str(exc)) from exc
+
+    async def publish_many(self, messages: Sequence[tuple[str, str]]) -> None:
+        try:
+            async with self._cluster.pipeline() as pipe:
+                for channel, message in messages:
+                    pipe.spublish(channel, message)
+                await pipe.execute()
+        except RedisClusterException as exc:
             raise RedisConnectionError(str(exc)) from exc
 
     async def next_published(self) -> Event:

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     ws_keepalive_seconds: float = 10.0
     ws_init_timeout_seconds: float = 3.0
     subscriber_queue_size: int = 64
+    # Past this many seconds of queued work, new requestTrip/signUp/logIn/estimateFare
+    # are turned away with retryAfter (taxi.core.overload).
+    overload_queue_seconds: float = Field(default=2.0, gt=0)
     # Dispatch near the pick-up (PROTOCOL.md): waves of offers to the nearest drivers.
     dispatch_radius_meters: int = Field(default=3000, gt=0)
     dispatch_max_radius_meters: int = Field(default=12000, gt=0)

@@ -30,7 +30,18 @@ async def affected(session: AsyncSession, statement: UpdateBase) -> int:
     return result.rowcount
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+# Requests wait this long (seconds) for a pooled connection when all are checked out,
+# then fail with SERVICE_UNAVAILABLE: bounded, never at once (PROTOCOL.md "Overload").
+POOL_WAIT = 5
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
+
+
+def create_engine(
+    settings: Settings, *, pool_size: int = POOL_SIZE, max_overflow: int = POOL_OVERFLOW
+) -> AsyncEngine:
+    """`pool_size`/`max_overflow`: PostgreSQL connections kept, and opened beyond them
+    under load (the health probe keeps one of its own)."""
     # Looked up on the module at call time: OpenTelemetry's SQLAlchemy instrumentation
     # (taxi.core.tracing) traces engines by wrapping it there.
     create_async_engine = sa_asyncio.create_async_engine
@@ -45,9 +56,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # A statement's parameters (password hashes, tokens' ids, user input) never
         # appear in an exception's text, hence in no error message or log line.
         hide_parameters=True,
-        pool_size=10,
-        max_overflow=20,
-        pool_timeout=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=POOL_WAIT,
         # Bounded: a frozen database must fail requests fast (SERVICE_UNAVAILABLE), not hang
         # them; every query here is small and indexed.
         connect_args={"timeout": 5, "command_timeout": 5},

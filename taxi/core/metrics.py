@@ -5,11 +5,12 @@ processes (`taxi serve --workers N`): `taxi serve` points PROMETHEUS_MULTIPROC_D
 fresh directory before the workers start; each writes its values there and whichever
 worker answers `/metrics` reads them all (prometheus-client's multiprocess mode).
 
-The per-frame counters (deliveries, coalesced, dropped) are the hot path: a frame costs
-a few microseconds, and a Prometheus counter increment 0.66 µs (one process) to 1.5 µs
-(multiprocess, a locked write to a memory-mapped file). Those hooks only add to a plain
-int (75 ns); `flush()` moves the ints into the counters at every scrape and, with several
-workers, every FLUSH_SECONDS (a worker's tally is that much behind at worst)."""
+The per-frame and per-operation counters (deliveries, coalesced, dropped, positions,
+shed, operations) are the hot path: a frame costs a few microseconds, and a Prometheus
+counter increment 0.66 µs (one process) to 1.5 µs (multiprocess, a locked write to a
+memory-mapped file). Those hooks only add to a plain int (75 ns); `flush()` moves the
+ints into the counters at every scrape and, with several workers, every FLUSH_SECONDS (a
+worker's tally is that much behind at worst)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taxi.core.overload import LOAD
 from taxi.core.tasks import background
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -94,11 +96,24 @@ DB_IN_USE = Gauge(
 WAVES = Counter("taxi_dispatch_waves", "Dispatch waves sent (offers of a trip to drivers).")
 OFFERS = Counter("taxi_dispatch_offers", "Trip offers made to drivers by dispatch waves.")
 POSITIONS = Counter("taxi_positions", "Driver positions reported.")
+REPORTS_COALESCED = Counter(
+    "taxi_positions_coalesced",
+    "Position reports answered with a newer report's result of the same driver, never "
+    "processed on their own (newest wins under load).",
+)
+SHED = Counter(
+    "taxi_shed",
+    "New operations turned away with SERVICE_UNAVAILABLE and retryAfter (a saturated process).",
+    ["operation"],
+)
 
 # Hot-path tallies (see the module docstring).
 _delivered = 0
 _coalesced = 0
 _dropped = 0
+# Per report or operation: (counter, its labels) -> what is not in the counter yet. Bounded:
+# operation names are (operation_name), types, codes and shed operations are few.
+_pending: dict[tuple[Counter, tuple[str, ...]], int] = {}
 _names: set[str] = set()
 
 
@@ -154,8 +169,19 @@ def wave(*, offers: int) -> None:
     OFFERS.inc(offers)
 
 
-def position() -> None:
-    POSITIONS.inc()
+def _tally(counter: Counter, labels: tuple[str, ...] = (), n: int = 1) -> None:
+    key = (counter, labels)
+    _pending[key] = _pending.get(key, 0) + n
+
+
+def positions(*, stored: int, coalesced: int) -> None:
+    """One batch of position reports: `stored` processed, `coalesced` superseded."""
+    _tally(POSITIONS, n=stored)
+    _tally(REPORTS_COALESCED, n=coalesced)
+
+
+def shed(operation: str) -> None:
+    _tally(SHED, (operation,))
 
 
 def operation_name(name: object, *, validated: bool = True) -> str:
@@ -179,7 +205,7 @@ def operation_name(name: object, *, validated: bool = True) -> str:
 def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
     """An operation whose document validated (or was recognised) ran or was refused."""
     label = operation_name(name)
-    OPERATIONS.labels(label, kind, code).inc()
+    _tally(OPERATIONS, (label, kind, code))
     if seconds is not None:
         OPERATION_SECONDS.labels(label, kind).observe(seconds)
 
@@ -227,6 +253,11 @@ def flush() -> None:
     if _dropped:
         n, _dropped = _dropped, 0
         DROPPED.inc(n)
+    for key in list(_pending):
+        counter, labels = key
+        n = _pending.pop(key)
+        if n:
+            (counter.labels(*labels) if labels else counter).inc(n)
 
 
 @asynccontextmanager
@@ -297,7 +328,8 @@ def _route(path: str) -> str:
 
 
 class HttpMetricsMiddleware:
-    """Counts every HTTP response by method, route and status (WebSockets: SOCKETS)."""
+    """Counts every HTTP response by method, route and status (WebSockets: SOCKETS), and
+    each request as pending work while it runs (taxi.core.overload)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -307,6 +339,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500  # an app that raised before answering
+        LOAD.started()  # pending work until answered (taxi.core.overload)
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -317,4 +350,5 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            LOAD.finished()
             HTTP_REQUESTS.labels(scope["method"], _route(scope["path"]), str(status)).inc()

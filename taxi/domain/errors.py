@@ -53,3 +53,17 @@ class RateLimited(AppError):
 class ServiceUnavailable(AppError):
     code = "SERVICE_UNAVAILABLE"
     default_message = "A backend is unreachable right now; retry later."
+
+
+class Overloaded(ServiceUnavailable):
+    """New work turned away while the process is saturated (taxi.domain.admission)."""
+
+    default_message = "The service is saturated; retry after `retryAfter` seconds."
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        return {**super().extensions, "retryAfter": self.retry_after}

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -19,6 +20,7 @@ import orjson
 from broadcaster import Broadcast
 from redis.exceptions import RedisError
 
+from taxi.core.broadcast import publish_many
 from taxi.core.cluster import RESYNC as RESYNC
 from taxi.domain.readmodels import LocationView, TripView, from_json, to_json
 
@@ -87,6 +89,15 @@ TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibilit
 # Ended sessions and users: every process closes its matching sockets
 # (taxi/transport/live/registry.py).
 SESSIONS = "sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A position of a trip's car, and who may watch it (rider, driver)."""
+
+    trip_id: uuid.UUID
+    location: LocationView
+    parties: tuple[int | None, ...]
 
 
 def trip_channel(trip_id: uuid.UUID | str) -> str:
@@ -188,8 +199,27 @@ class Publisher:
     ) -> None:
         """A position of the trip's car; `parties` (rider, driver) may watch it. No trip
         state: the per-report path reads nothing from the database."""
-        body = {"parties": parties, "location": location}
-        await self._send([location_channel(trip_id)], _encode(Kind.LOCATION, str(trip_id), body))
+        await self.locations_reported([Located(trip_id, location, parties)])
+
+    async def locations_reported(self, located: Sequence[Located]) -> None:
+        """Positions of several trips' cars (one loop pass's reports) in one round trip."""
+        if not located:
+            return
+        messages = [
+            (
+                full_channel(self.prefix, location_channel(one.trip_id)),
+                _encode(
+                    Kind.LOCATION,
+                    str(one.trip_id),
+                    {"parties": one.parties, "location": one.location},
+                ),
+            )
+            for one in located
+        ]
+        try:
+            await publish_many(self.broadcast, messages)
+        except (RedisError, OSError) as exc:
+            log.warning("publishing %d locations failed: %r", len(messages), exc)
 
     async def session_ended(self, *, user_id: int, sid: str | None = None) -> None:
         """`sid` ended (log-out, a replayed refresh token) or, without one, every

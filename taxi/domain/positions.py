@@ -18,6 +18,7 @@ import math
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -92,6 +93,16 @@ class Fix:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """A position to record. `online` turns an OFFLINE driver AVAILABLE (goOnline);
+    without it an OFFLINE driver stays OFFLINE and nothing is stored."""
+
+    driver_id: int
+    fix: Fix
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DriverStatus:
     availability: Availability
     trip_id: uuid.UUID | None = None
@@ -131,9 +142,9 @@ class PositionStore(Protocol):
     estimator: Estimator
     arrival_meters: float
 
-    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
-        """Record a position. `online` turns an OFFLINE driver AVAILABLE (goOnline);
-        without it an OFFLINE driver stays OFFLINE and nothing is stored."""
+    async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
+        """Record positions (one driver at most once): each driver's state, in order.
+        One call per event-loop pass (taxi/domain/reports.py), one round trip."""
 
     async def go_offline(self, *, driver_id: int) -> None:
         """OFFLINE, position and trips forgotten, epoch bumped: whatever the state. The
@@ -238,7 +249,10 @@ class MemoryPositions:
     def _status(self, driver_id: int) -> DriverStatus:
         return self._state.get(driver_id, _OFFLINE)
 
-    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
+    async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
+        return [self._report(r.driver_id, r.fix, r.online) for r in reports]
+
+    def _report(self, driver_id: int, fix: Fix, online: bool) -> DriverStatus:
         state = self._status(driver_id)
         if state.availability is Availability.OFFLINE:
             if not online:

@@ -7,6 +7,7 @@ from strawberry.file_uploads import Upload
 
 from taxi.api.context import Context
 from taxi.api.schema.types import AuthPayload, Info, field, mutation
+from taxi.domain.admission import admit
 from taxi.domain.errors import BadUserInput
 from taxi.domain.models import UserGroup
 from taxi.domain.readmodels import UserView
@@ -57,6 +58,7 @@ class AccountQuery:
 class AccountMutation:
     @strawberry.mutation
     async def sign_up(self, info: Info, input: SignUpInput) -> UserView:
+        admit("signUp")
         ctx = info.context
         photo = await _read_upload(input.photo, ctx.settings.max_upload_bytes)
         view = await accounts.sign_up(
@@ -77,6 +79,7 @@ class AccountMutation:
 
     @strawberry.mutation
     async def log_in(self, info: Info, username: str, password: str) -> AuthPayload:
+        admit("logIn")
         ctx = info.context
         return _payload(
             await accounts.log_in(

@@ -100,8 +100,7 @@ async def _report(info: Info, position: LocationInput, *, online: bool) -> Drive
     ctx = info.context
     return DriverState.of(
         await drivers.update_position(
-            positions=ctx.services.positions,
-            events=ctx.services.events,
+            reports=ctx.services.reports,
             user=await ctx.user(),
             latitude=position.latitude,
             longitude=position.longitude,

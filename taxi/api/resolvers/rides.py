@@ -9,6 +9,7 @@ import strawberry
 
 from taxi.api.resolvers.trips import PointInput
 from taxi.api.schema.types import Info, field, mutation
+from taxi.domain.admission import admit
 from taxi.domain.readmodels import MoneyView, PointView, TripView
 from taxi.domain.services import earnings, pricing, rides
 
@@ -73,6 +74,7 @@ class RideQuery:
     async def estimate_fare(
         self, info: Info, pick_up: PointInput, drop_off: PointInput
     ) -> FareQuote:
+        admit("estimateFare")
         ctx = info.context
         quote = await pricing.estimate_fare(
             db=ctx.db,

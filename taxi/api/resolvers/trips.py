@@ -10,6 +10,7 @@ import strawberry
 from taxi.api.context import Context
 from taxi.api.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
 from taxi.domain import auth
+from taxi.domain.admission import admit
 from taxi.domain.models import TripStatus
 from taxi.domain.readmodels import LocationView, TripView
 from taxi.domain.services import queries, trips
@@ -149,6 +150,7 @@ async def one_trip(ctx: Context, trip_id: str) -> TripView:
 class TripMutation:
     @mutation(description="Riders: ask for a ride. Every driver is told at once.")
     async def request_trip(self, info: Info, input: RequestTripInput) -> TripView:
+        admit("requestTrip")
         ctx = info.context
         return await trips.request_trip(
             db=ctx.db,

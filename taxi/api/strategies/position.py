@@ -88,8 +88,7 @@ class PositionReport:
         try:
             user = await context.user()
             state = await drivers.update_position(
-                positions=context.services.positions,
-                events=context.services.events,
+                reports=context.services.reports,
                 user=user,
                 latitude=position[0],
                 longitude=position[1],

@@ -1,6 +1,6 @@
 """Drivers' dispatch state (goOnline, goOffline, updatePosition, driverState) and
-nearbyCars. The per-report path touches only the position store (one round trip) and,
-while the driver drives a trip, that trip's location channel: no SQL at all."""
+nearbyCars. The per-report path touches only the position store and, while the driver drives
+a trip, that trip's location channel (both batched per loop pass): no SQL at all."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker
 from taxi.domain import availability
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden
-from taxi.domain.events import Publisher
 from taxi.domain.models import User, UserGroup
-from taxi.domain.positions import Availability, DriverStatus, Fix, PositionStore, distance
+from taxi.domain.positions import Availability, Fix, PositionStore, distance
 from taxi.domain.readmodels import LocationView
+from taxi.domain.reports import Reports
 from taxi.domain.routes import Estimator
 from taxi.domain.services.points import location_errors
 
@@ -59,8 +58,7 @@ async def driver_state(*, positions: PositionStore, settings: Settings, user: Us
 
 async def update_position(
     *,
-    positions: PositionStore,
-    events: Publisher,
+    reports: Reports,
     user: User,
     latitude: float,
     longitude: float,
@@ -70,24 +68,15 @@ async def update_position(
     """updatePosition (and goOnline, with `online`): CONFLICT while OFFLINE, since the
     input is fine but the driver's state does not take positions (nothing is stored)."""
     driver = _driver(user)
-    fix = _fix(latitude, longitude, heading)
-    state = await positions.report(driver_id=driver, fix=fix, online=online)
+    # Reports of one loop pass share a round trip; a newer report of the same driver
+    # that arrives while this one waits wins, and this one answers with its result
+    # (taxi/domain/reports.py). The trip's watchers get the position from there.
+    state, fix = await reports.report(
+        driver_id=driver, fix=_fix(latitude, longitude, heading), online=online
+    )
     if state.availability is Availability.OFFLINE:
         raise Conflict("Go online first: positions are taken from online drivers only.")
-    metrics.position()
-    location = fix.view()
-    if state.trip_id is not None:
-        # The frame carries the ETA to the trip's next stop, known from the store's state.
-        frame = positions.estimator.located(location=location, stop=state.target)
-        await _to_watchers(events, state, driver, frame)
-    return StateView(state.availability, location)
-
-
-async def _to_watchers(
-    events: Publisher, state: DriverStatus, driver: int, location: LocationView
-) -> None:
-    assert state.trip_id is not None
-    await events.location_reported(state.trip_id, location, parties=(state.rider_id, driver))
+    return StateView(state.availability, fix.view())
 
 
 async def go_offline(*, db: SessionMaker, positions: PositionStore, user: User) -> StateView:

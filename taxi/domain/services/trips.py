@@ -352,7 +352,7 @@ async def report_location(
     fix = Fix(latitude, longitude, heading, time.time())
     assert user.id is not None
     state = await positions.set_trip_location(driver_id=user.id, trip_id=trip.id, fix=fix)
-    metrics.position()
+    metrics.positions(stored=1, coalesced=0)
     # The ETA rides on the frame (the store knows the next stop: no read for it).
     stop = state.target if state.trip_id == trip.id else None
     location = positions.estimator.located(location=fix.view(), stop=stop)

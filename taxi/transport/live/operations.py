@@ -22,6 +22,7 @@ from taxi.api.executor import Executor
 from taxi.api.schema.errors import is_outage
 from taxi.api.strategies.live import LiveQuery
 from taxi.core import metrics
+from taxi.core.overload import LOAD
 from taxi.domain.errors import AppError, NotFound
 from taxi.transport.live import protocol as p
 from taxi.transport.live.hub import Hub, Record
@@ -30,11 +31,15 @@ from taxi.transport.live.wire import Gone, Outbox, unless_gone
 log = logging.getLogger("taxi.transport.live")
 
 REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
+# Queries and mutations executing at once per socket (PROTOCOL.md "Overload"); later ones
+# wait their turn in order, still counted against the 100 in flight.
+MAX_EXECUTING = 8
 
 
 class Operations:
     __slots__ = (
         "_tasks",
+        "_turns",
         "closed",
         "context",
         "dialect",
@@ -56,6 +61,7 @@ class Operations:
         self.records: dict[str, Record] = {}
         self.running: dict[str, asyncio.Task[None]] = {}  # being set up, or running
         self._tasks: set[asyncio.Task[None]] = set()  # re-reads after a reconnect
+        self._turns = asyncio.Semaphore(MAX_EXECUTING)  # FIFO: waiters wake in order
         self.closed = False
 
     def __contains__(self, op_id: str) -> bool:
@@ -95,8 +101,10 @@ class Operations:
             await self.outbox.send(p.complete(op_id).encode())
 
     async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        LOAD.started()  # queued work, waiting for its turn included (taxi.core.overload)
         try:
-            await self._run(op_id, payload)
+            async with self._turns:
+                await self._run(op_id, payload)
         except Gone:
             pass  # the socket closed under the operation: its receive loop cleans up
         except Exception as exc:  # noqa: BLE001 - an operation's failure ends it alone
@@ -104,6 +112,7 @@ class Operations:
                 with suppress(Gone):
                     await self._fail(op_id, exc)
         finally:
+            LOAD.finished()
             if self.running.get(op_id) is asyncio.current_task():
                 del self.running[op_id]
 

@@ -1,0 +1,102 @@
+"""Position reports handled per event-loop pass: newest wins per driver, one store call
+and one publish round trip for all of them.
+
+A city's drivers report every few seconds each; at rush hour thousands of reports
+arrive in one loop pass. They wait here until the pass ends, then go to the position
+store in one call (one Redis script, one round trip) and the locations of the cars
+driving trips go to their riders in one more (one pipeline). Under overload a driver's
+reports pile up: a report still waiting when a newer one from the same driver arrives
+is answered with the newer one's result and never processed on its own (PROTOCOL.md
+"Overload"), so a backlog costs one store write per driver, not one per report."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from itertools import islice
+
+from taxi.core import metrics
+from taxi.core.cluster import REDIS_ERRORS
+from taxi.domain.events import Located, Publisher
+from taxi.domain.positions import Availability, DriverStatus, Fix, PositionStore, Report
+
+# Reports sent in one store call at most (a Redis script's arguments); more wait for the
+# next call, in the same flush.
+MAX_BATCH = 500
+
+Outcome = tuple[DriverStatus, Fix]  # the driver's state and the position recorded
+
+
+@dataclass(slots=True)
+class _Waiting:
+    fix: Fix
+    online: bool
+    future: asyncio.Future[Outcome]
+    superseded: int = 0  # older reports folded into this one
+
+
+class Reports:
+    """One per process (Services.reports), in front of the position store."""
+
+    def __init__(self, *, positions: PositionStore, events: Publisher) -> None:
+        self.positions = positions
+        self.events = events
+        self._waiting: dict[int, _Waiting] = {}  # by driver, in arrival order
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> Outcome:
+        """Records `fix` (or a newer one of the same driver, whose outcome this is then)."""
+        waiting = self._waiting.get(driver_id)
+        if waiting is None:
+            future = asyncio.get_running_loop().create_future()
+            waiting = self._waiting[driver_id] = _Waiting(fix, online, future)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+        else:
+            # Newest wins; a goOnline among them still turns the driver AVAILABLE.
+            waiting.fix = fix
+            waiting.online = waiting.online or online
+            waiting.superseded += 1
+        # Shielded: one caller going away (its socket closed) must not cancel the
+        # outcome the others wait for.
+        return await asyncio.shield(waiting.future)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the reports of this loop pass join
+        while self._waiting:
+            drivers = list(islice(self._waiting, MAX_BATCH))
+            batch = [(driver, self._waiting.pop(driver)) for driver in drivers]
+            try:
+                await self._send(batch)
+            except BaseException as exc:
+                # Every caller of the batch hears of it (none may hang); a Redis outage
+                # ends only this batch, anything else (a bug, shutdown) the flusher too.
+                for _, waiting in batch:
+                    if waiting.future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        waiting.future.set_exception(exc)
+                    else:
+                        waiting.future.cancel()
+                if not isinstance(exc, REDIS_ERRORS):
+                    raise
+
+    async def _send(self, batch: list[tuple[int, _Waiting]]) -> None:
+        reports = [Report(driver, w.fix, w.online) for driver, w in batch]
+        states = await self.positions.report_many(reports)
+        # Each frame carries the ETA to the trip's next stop, known from the store's state.
+        located = [
+            Located(
+                state.trip_id,
+                self.positions.estimator.located(location=w.fix.view(), stop=state.target),
+                (state.rider_id, driver),
+            )
+            for (driver, w), state in zip(batch, states, strict=True)
+            if state.trip_id is not None
+        ]
+        # The riders' cars move before their drivers hear back (as one report did).
+        await self.events.locations_reported(located)
+        stored = sum(1 for state in states if state.availability is not Availability.OFFLINE)
+        metrics.positions(stored=stored, coalesced=sum(w.superseded for _, w in batch))
+        for (_, waiting), state in zip(batch, states, strict=True):
+            waiting.future.set_result((state, waiting.fix))

@@ -1,0 +1,363 @@
+"""Overload (PROTOCOL.md "Overload"), as clients see it over real sockets: a driver's
+waiting reports answered with the newest one's result, eight operations at once per
+socket and the rest in order, and a flooded `taxi serve` process that turns new
+requestTrip/logIn away with SERVICE_UNAVAILABLE + retryAfter while it keeps every
+request it accepted and answers /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taxi.core.config import Settings
+from taxi.core.db import POOL_OVERFLOW, POOL_SIZE
+from taxi.transport.live.operations import MAX_EXECUTING
+from tests.backends import REDIS_URL, Backend, base_settings
+from tests.helpers import (
+    CANCEL_TRIP,
+    LOG_IN,
+    ME,
+    PASSWORD,
+    REQUEST_TRIP,
+    Account,
+    account,
+    gql,
+    request_trip,
+)
+from tests.live import LiveServer
+from tests.metrics_scrape import scrape, value
+from tests.procs import TaxiServer, taxi_servers
+from tests.wait import eventually
+from tests.ws import session
+
+ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
+UPDATE = """mutation Update($p: LocationInput!) {
+  updatePosition(position: $p) { availability position { latitude longitude } } }"""
+STATE = "{ driverState { availability position { latitude longitude } } }"
+REPORTS = 40  # one driver's burst: five times the socket's executing limit
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Own position keys: user ids restart in every test, positions are shared Redis; one
+    user's many sockets."""
+    return base_settings(
+        **{
+            **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
+            "channel_prefix": f"overload-{uuid.uuid4().hex[:10]}",
+            "max_sockets_per_user": 100,
+        }
+    )
+
+
+def _latitude(i: int) -> float:
+    return 50 + i / 1000
+
+
+def _index(latitude: float) -> int:
+    return round((latitude - 50) * 1000)
+
+
+async def test_a_drivers_waiting_reports_are_answered_with_the_newest(
+    server: LiveServer,
+) -> None:
+    async with server.http() as client:
+        driver = await account(client, "DRIVER")
+        where = {"latitude": _latitude(0), "longitude": 10.0}
+        await gql(client, ONLINE, {"p": where}, token=driver.access)
+        before = await scrape(client)
+        async with session(server.ws_url, driver.access, interleaved=True) as ws:
+            # One burst: the reports wait together, eight of them executing at a time.
+            for i in range(REPORTS):
+                await ws.subscribe(str(i), UPDATE, {"p": {**where, "latitude": _latitude(i)}})
+            answered = {}
+            for i in range(REPORTS):
+                data = await ws.next(str(i))
+                await ws.complete(str(i))
+                assert data["updatePosition"]["availability"] == "AVAILABLE"
+                answered[i] = _index(data["updatePosition"]["position"]["latitude"])
+        # Each report's answer is its own position or a newer one's, never an older one.
+        assert all(newest >= i for i, newest in answered.items()), answered
+        superseded = [i for i, newest in answered.items() if newest != i]
+        assert superseded, "no report was answered with a newer one's result"
+        assert answered[REPORTS - 1] == REPORTS - 1
+        state = await gql(client, STATE, token=driver.access)
+        assert _index(state["data"]["driverState"]["position"]["latitude"]) == REPORTS - 1
+        after = await scrape(client)
+    # Superseded reports were never processed on their own: counted, not stored.
+    coalesced = "taxi_positions_coalesced_total"
+    assert value(after, coalesced) - value(before, coalesced) == len(superseded)
+    stored = value(after, "taxi_positions_total") - value(before, "taxi_positions_total")
+    assert stored == REPORTS - len(superseded)
+
+
+async def test_a_socket_executes_eight_operations_at_once_then_the_rest_in_order(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """Cancels of one trip wait on its row, locked here: the first eight fill the
+    socket's turns, and the socket's next operation waits for one of them to end."""
+    async with server.http() as client:
+        rider = await account(client)
+        trip = await request_trip(client, rider)
+    engine = create_async_engine(real_backend.database_url)
+    try:
+        async with (
+            engine.connect() as lock,
+            session(server.ws_url, rider.access, interleaved=True) as ws,
+            session(server.ws_url, rider.access) as other,
+        ):
+            locked = await lock.begin()
+            await lock.execute(text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), trip)
+            cancels = [f"cancel{i}" for i in range(MAX_EXECUTING)]
+            for op in cancels[:-1]:
+                await ws.subscribe(op, CANCEL_TRIP, {"id": trip["id"]})
+            # Seven held: the eighth turn is free, so this one is answered meanwhile.
+            await ws.subscribe("me-first", ME)
+            assert (await ws.next("me-first"))["me"]["username"] == rider.username
+            await ws.complete("me-first")
+            await ws.subscribe(cancels[-1], CANCEL_TRIP, {"id": trip["id"]})
+            await ws.subscribe("me-later", ME)  # all eight turns held: it waits
+            # The server answers other sockets meanwhile (it is not stuck) ...
+            await other.subscribe("me", ME)
+            assert (await other.next("me"))["me"]["username"] == rider.username
+            await locked.rollback()
+            # ... and the waiting query runs only after one of the eight ended.
+            first = await ws.recv()
+            assert first["id"] in cancels, first
+            rest = [await ws.recv() for _ in range(2 * (MAX_EXECUTING + 1) - 1)]
+    finally:
+        await engine.dispose()
+    results = [m for m in [first, *rest] if m["type"] == "next"]
+    assert {m["id"] for m in results} == {*cancels, "me-later"}, results
+    won = [m["payload"] for m in results if m["id"] in cancels and m["payload"]["data"]]
+    assert len(won) == 1, results  # one cancel won; the others found it canceled
+    assert won[0]["data"]["cancelTrip"]["status"] == "CANCELED"
+    codes = [e["extensions"]["code"] for m in results for e in m["payload"].get("errors", ())]
+    assert codes == ["CONFLICT"] * (MAX_EXECUTING - 1), results
+
+
+# -- a flooded `taxi serve` process ----------------------------------------------------
+
+RIDERS = 60
+ESTIMATE = """query Quote($a: PointInput!, $b: PointInput!) {
+  estimateFare(pickUp: $a, dropOff: $b) { id } }"""
+ROUNDS = 10  # floods at most; shedding shows in the first few
+
+
+def _shed(body: dict[str, Any]) -> int | None:
+    """retryAfter of a shed answer (checked to be exactly that), None for data."""
+    if "errors" not in body:
+        return None
+    (error,) = body["errors"]
+    extensions = error["extensions"]
+    assert extensions.keys() == {"code", "retryAfter"}, body
+    assert extensions["code"] == "SERVICE_UNAVAILABLE", body
+    retry = extensions["retryAfter"]
+    assert isinstance(retry, int) and retry >= 1, body
+    return retry
+
+
+async def _patient_account(client: httpx.AsyncClient) -> Account:
+    """A rider, signed up as a phone would: retried while the server sheds."""
+
+    async def attempt() -> Account | None:
+        try:
+            return await account(client)
+        except AssertionError as exc:
+            if "SERVICE_UNAVAILABLE" in str(exc):
+                return None
+            raise
+
+    found = await eventually(attempt, what="an account while the server sheds")
+    assert found is not None
+    return found
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_flooded_process_sheds_new_work_and_keeps_what_it_accepted(
+    pg_database: str, tmp_path: Path
+) -> None:
+    env = {"OVERLOAD_QUEUE_SECONDS": "0.25"}
+    async with taxi_servers(
+        ["flooded"],
+        database_url=pg_database,
+        redis_url=REDIS_URL,
+        log_dir=tmp_path,
+        extra_env=env,
+    ) as (server,):
+        limits = httpx.Limits(max_connections=4 * RIDERS)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+            riders = [await _patient_account(client) for _ in range(RIDERS)]
+            before = await scrape(client)
+            tally = await _flood(server, client, riders)
+            after = await scrape(client)
+            # Shedding ends with the flood: new work is taken again.
+            late = await _patient_account(client)
+            body = await eventually(
+                lambda: gql(client, REQUEST_TRIP, _trip_input(), token=late.access),
+                lambda b: _shed(b) is None,
+                what="requestTrip taken again after the flood",
+            )
+    assert tally.shed["requestTrip"] >= 1, tally
+    assert tally.accepted, tally
+    assert tally.healthy and all(status == 200 for status in tally.healthy), tally
+    for operation in tally.shed:
+        shed = value(after, "taxi_shed_total", operation=operation)
+        shed -= value(before, "taxi_shed_total", operation=operation)
+        assert shed == tally.shed[operation], (operation, shed, tally)
+    # Every accepted request committed; nothing shed did.
+    engine = create_async_engine(pg_database)
+    try:
+        async with engine.connect() as conn:
+            ids = [int(r.id) for r in [*riders, late]]
+            rows = await conn.execute(
+                text("SELECT id::text FROM trip WHERE rider_id = ANY(:ids)"), {"ids": ids}
+            )
+            committed = {row[0] for row in rows}
+    finally:
+        await engine.dispose()
+    assert committed == {*tally.accepted, body["data"]["requestTrip"]["id"]}
+
+
+def _trip_input() -> dict[str, Any]:
+    return {"input": {"pickUpAddress": "Flood street 1", "dropOffAddress": "Calm avenue 2"}}
+
+
+class Tally:
+    def __init__(self, riders: list[Account]) -> None:
+        self.waiting = list(riders)  # riders whose request has not been accepted yet
+        self.accepted: list[str] = []  # trip ids
+        self.shed = {"requestTrip": 0, "logIn": 0, "estimateFare": 0}
+        self.healthy: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"accepted {len(self.accepted)}, shed {self.shed}, healthz {self.healthy}"
+
+
+async def _flood(server: TaxiServer, client: httpx.AsyncClient, riders: list[Account]) -> Tally:
+    """Rounds of every waiting rider's requestTrip, a logIn and an estimateFare each, all
+    at once, with /healthz asked in the middle: until some requestTrip was shed (bounded)."""
+    tally = Tally(riders)
+
+    async def request(rider: Account) -> None:
+        body = await gql(client, REQUEST_TRIP, _trip_input(), token=rider.access)
+        if _shed(body) is not None:
+            tally.shed["requestTrip"] += 1
+            return
+        tally.accepted.append(body["data"]["requestTrip"]["id"])
+        tally.waiting.remove(rider)
+
+    async def log_in(rider: Account) -> None:
+        body = await gql(client, LOG_IN, {"username": rider.username, "password": PASSWORD})
+        if _shed(body) is not None:
+            tally.shed["logIn"] += 1
+
+    async def estimate(rider: Account) -> None:
+        where = {
+            "a": {"latitude": 52.5, "longitude": 13.4},
+            "b": {"latitude": 52.6, "longitude": 13.5},
+        }
+        body = await gql(client, ESTIMATE, where, token=rider.access)
+        if _shed(body) is not None:
+            tally.shed["estimateFare"] += 1
+        else:
+            assert body["data"]["estimateFare"]["id"], body
+
+    async def health() -> None:
+        tally.healthy.append((await server.health()).status_code)
+
+    for _ in range(ROUNDS):
+        if tally.shed["requestTrip"] or not tally.waiting:
+            break
+        work = [request(r) for r in tally.waiting] + [log_in(r) for r in riders]
+        work += [estimate(r) for r in riders]
+        await asyncio.gather(*work, health())
+    return tally
+
+
+NEARBY = """query Near($near: PointInput!) {
+  nearbyCars(near: $near, radiusMeters: 1000, first: 5) { distanceMeters } }"""
+SOCKETS = 40  # each with its eight turns busy: 320 Redis commands at once, 100 connections
+
+
+async def test_operations_beyond_the_redis_pool_wait_for_a_connection(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """More concurrent Redis work than pooled connections: each waits its turn (the
+    default pool raised MaxConnectionsError, answered as SERVICE_UNAVAILABLE)."""
+    async with server.http() as client:
+        rider = await account(client)
+    near = {"near": {"latitude": 10.0, "longitude": 10.0}}
+    async with AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(session(server.ws_url, rider.access, interleaved=True))
+            for _ in range(SOCKETS)
+        ]
+        for ws in sockets:
+            for i in range(MAX_EXECUTING):
+                await ws.subscribe(str(i), NEARBY, near)
+        for ws in sockets:
+            for i in range(MAX_EXECUTING):
+                assert (await ws.next(str(i)))["nearbyCars"] == []
+                await ws.complete(str(i))
+
+
+LOCK_WAITS = """SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+
+
+async def test_healthz_answers_while_every_pooled_connection_is_busy(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """Cancels of one locked trip hold every connection of the requests' pool; /healthz
+    still answers 200 (its probe has a connection of its own: a busy process is not a
+    dead one). Before, its ping queued behind them and answered 503 "database"."""
+    pooled = POOL_SIZE + POOL_OVERFLOW
+    async with server.http() as client:
+        rider = await account(client)
+        trip = await request_trip(client, rider)
+        engine = create_async_engine(real_backend.database_url)
+        try:
+            async with AsyncExitStack() as stack:
+                lock = await stack.enter_async_context(engine.connect())
+                locked = await lock.begin()
+                await lock.execute(text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), trip)
+                sockets = []
+                for _ in range(-(-pooled // MAX_EXECUTING)):
+                    ws = await stack.enter_async_context(
+                        session(server.ws_url, rider.access, interleaved=True)
+                    )
+                    sockets.append(ws)
+                    for i in range(MAX_EXECUTING):
+                        await ws.subscribe(str(i), CANCEL_TRIP, {"id": trip["id"]})
+                async with engine.connect() as probe:
+
+                    async def waiting() -> int:
+                        return int((await probe.execute(text(LOCK_WAITS))).scalar_one())
+
+                    await eventually(waiting, lambda n: n >= pooled, what="the pool all busy")
+                health = await client.get("/healthz")
+                assert health.status_code == 200, health.text
+                assert health.json()["status"] == "ok", health.text
+                await locked.rollback()
+                answers = [
+                    (await ws.message(str(i)))["payload"]
+                    for ws in sockets
+                    for i in range(MAX_EXECUTING)
+                ]
+        finally:
+            await engine.dispose()
+    # Every cancel answered: one won, the others found the trip canceled.
+    assert sum(1 for a in answers if a["data"]) == 1, answers
+    codes = {e["extensions"]["code"] for a in answers for e in a.get("errors", ())}
+    assert codes == {"CONFLICT"}, answers
