@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from taxi.core.config import Settings
-from taxi.domain.services.sessions import deactivate_user
+from taxi.domain.services.deactivation import deactivate_user
 from tests.backends import CI, Backend, sub_prefix
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools

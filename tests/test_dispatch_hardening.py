@@ -21,7 +21,7 @@ from sqlmodel import col
 from taxi.core.config import Settings
 from taxi.domain.models import TripOffer, User
 from taxi.domain.positions import METERS_PER_DEGREE, distance
-from taxi.domain.services import sessions
+from taxi.domain.services import deactivation
 from tests.backends import base_settings, sub_prefix
 from tests.helpers import CANCEL_TRIP, Account, account, error_code, gql, ok
 
@@ -146,7 +146,7 @@ async def test_deactivated_driver_gets_no_offer_nor_nearby_entry(
     rider = await account(client)
     gone, kept = await online(client, at(100)), await online(client, at(200))
     assert len((await ok(client, NEARBY, {"near": at(0)}, rider))["nearbyCars"]) == 2
-    assert await sessions.deactivate_user(
+    assert await deactivation.deactivate_user(
         db=services.db,
         events=services.events,
         positions=services.positions,

@@ -26,7 +26,7 @@ from taxi.api.schema.errors import with_codes
 from taxi.core.config import Settings, SettingsError
 from taxi.domain import auth
 from taxi.domain.models import Trip, TripStatus, User, UserGroup
-from taxi.domain.services.sessions import deactivate_user, delete_user
+from taxi.domain.services.deactivation import deactivate_user, delete_user
 from taxi.main import create_app
 from tests.backends import Backend, base_settings, sub_prefix
 from tests.helpers import (

@@ -13,7 +13,7 @@ from graphql import ExecutionResult
 
 from taxi.api.context import Context
 from taxi.api.strategies.reads import Plan
-from taxi.domain.services import sessions
+from taxi.domain.services import deactivation
 from tests.helpers import LOG_OUT, Account, account, endpoint, error_code, gql, request_trip
 
 NODE = """id created updated pickUpAddress dropOffAddress status rating
@@ -146,7 +146,7 @@ async def test_planned_queries_answer_as_the_full_path(
     # deactivated user, is refused exactly as the full path refuses it.
     assert (await gql(client, LOG_OUT, {"r": rider.refresh}))["data"]["logOut"] is True
     services = app.state.services
-    await sessions.deactivate_user(
+    await deactivation.deactivate_user(
         db=services.db,
         events=services.events,
         positions=services.positions,

@@ -23,7 +23,7 @@ from taxi.domain.models import Trip, TripOffer
 from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Estimator
-from taxi.domain.services import sessions
+from taxi.domain.services import deactivation
 from tests.backends import base_settings, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
@@ -553,7 +553,7 @@ async def test_deactivation_ends_or_releases_open_trips(server: LiveServer) -> N
     services = server.app.state.services
 
     async def deactivate(who: Account, *, delete: bool = False) -> None:
-        end = sessions.delete_user if delete else sessions.deactivate_user
+        end = deactivation.delete_user if delete else deactivation.deactivate_user
         assert await end(
             db=services.db,
             events=services.events,

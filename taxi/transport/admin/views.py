@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
 from taxi.domain.models import Trip, TripStatus, User
-from taxi.domain.services.sessions import deactivate_user, reactivate_user
+from taxi.domain.services.deactivation import deactivate_user, reactivate_user
 from taxi.transport.admin.staff import require_csrf, services_of
 
 
