@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 SRC := $(wildcard taxi tests bench)
 
-.PHONY: run test check format bench schema contract clean lock upgrade
+.PHONY: run createsuperuser test check format bench schema contract clean lock upgrade
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "taxi needs Python 3.11+"; exit 1; }
@@ -29,9 +29,19 @@ upgrade:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	UPGRADE=1 bash scripts/lock
 
+# `make run PORT=9000 HOST=0.0.0.0` (or the same in the environment).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 run: $(STAMP)
 	$(BIN)/taxi migrate
-	$(BIN)/taxi serve --host 127.0.0.1 --port 8000
+	$(BIN)/taxi serve --host $(HOST) --port $(PORT)
+
+# `make createsuperuser` asks for a name and a password (twice); any `taxi` command runs
+# as `.venv/bin/taxi COMMAND` (see `.venv/bin/taxi --help`).
+createsuperuser: $(STAMP)
+	$(BIN)/taxi migrate
+	$(BIN)/taxi createsuperuser
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -40,6 +50,8 @@ check: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/vulture --min-confidence 80 $(SRC) scripts/readme_files.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix $(SRC)

@@ -27,63 +27,19 @@ events are published at rising rates until p99 passes 1 s (sustained delivery)."
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import platform
-import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
-from importlib import metadata
-from pathlib import Path
-from typing import Any
 
-import asyncpg
-import orjson
 import uvloop
-from redis import asyncio as aioredis
 
-from bench import report
-from bench.gclog import annotate_gc
-from bench.net import HTTP
-from bench.prepare import (
-    ROOT,
-    Database,
-    FanoutCast,
-    Server,
-    account,
-    channels,
-    fanout_cast,
-    plain_dsn,
-    seed_http,
-    seed_race,
-)
+from bench import report, rush, rush_report
+from bench.meta import save
+from bench.prepare import ROOT
 from bench.proc import raise_open_files
+from bench.profile import profile
+from bench.run import Run
 
-RESULTS = Path(__file__).resolve().parent / "results"
-# Events per second into the sustained-delivery subscribers (1,000 of them).
-SUSTAINED_RATES = [1, 1.5, 2, 3, 5, 10, 20, 35, 50, 75, 100]
 PHASES = ("http", "fanout", "race", "rush")
-PACKAGES = [
-    "strawberry-graphql",
-    "graphql-core",
-    "starlette",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "websockets",
-    "sqlalchemy",
-    "sqlmodel",
-    "asyncpg",
-    "broadcaster",
-    "redis",
-    "orjson",
-    "pydantic",
-    "pyjwt",
-]
 
 
 def options(argv: list[str] | None) -> argparse.Namespace:
@@ -128,311 +84,11 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _host() -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "packages": versions,
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "kernel": platform.release(),
-        "git": git,
-        "open_files": raise_open_files(),
-    }
-
-
-async def environment(admin_dsn: str, redis_url: str) -> dict[str, Any]:
-    """Python, packages, cores, CPU, kernel, the services' versions, the git state."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        pg = await conn.fetchval("SHOW server_version")
-    finally:
-        await conn.close()
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        redis_version = (await redis.info("server"))["redis_version"]
-    finally:
-        await redis.aclose()
-    return {**_host(), "postgresql": pg, "redis": redis_version}
-
-
-class Run:
-    def __init__(self, opts: argparse.Namespace) -> None:
-        self.opts = opts
-        self.steps = [int(s) for s in opts.steps.split(",")]
-        self.admin_dsn = plain_dsn(
-            os.environ.get("BENCH_ADMIN_DATABASE_URL")
-            or os.environ.get("DATABASE_URL")
-            or "postgresql://root@127.0.0.1:5432/test"
-        )
-        self.redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        self.db = Database(self.admin_dsn)
-        self.secret = secrets.token_urlsafe(48)
-        self.prefix = f"bench-{os.getpid()}-{secrets.token_hex(3)}"
-        self.tmp = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
-        self.servers: list[Server] = []
-        self.results: dict[str, Any] = {"http": {}, "fanout": {}}
-        self.source = self._source(opts.ref)
-
-    def _source(self, ref: str | None) -> Path:
-        """Where the servers import taxi from: the working tree, or an export of `ref`
-        (with this bench/ beside it) so a run can measure committed code."""
-        if not ref:
-            return ROOT
-        src = self.tmp / "src"
-        src.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", ref, "taxi"], cwd=ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-        shutil.copytree(
-            ROOT / "bench", src / "bench", ignore=shutil.ignore_patterns("results", "__pycache__")
-        )
-        return src
-
-    def source_label(self) -> str:
-        if self.opts.ref is None:
-            return "working tree"
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", self.opts.ref], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return f"git archive {self.opts.ref} ({sha})"
-
-    def server_env(self, *, redis: bool = True) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "REDIS_URL", "PGDATABASE", "ALLOWED_ORIGINS"}
-        }
-        env.update(
-            {
-                "DATABASE_URL": self.db.sqlalchemy_url,
-                "JWT_SECRET": self.secret,
-                "ACCESS_TOKEN_TTL": "3600",
-                "TAXI_ENV": "production",
-                "MEDIA_ROOT": str(self.tmp / "media"),
-                "BENCH_CHANNEL_PREFIX": self.prefix,
-                "CHANNEL_PREFIX": self.prefix,
-                "SIGNUP_MAX_PER_HOUR": "100000000",
-                "LOGIN_MAX_PER_ADDRESS": "100000000",
-                "TRIP_REQUESTS_PER_10_MIN": "100000000",
-                # The fan-out opens up to 10,000 sockets from a few accounts' tokens (one
-                # connection_init each, as many phones would): lift the per-user cap.
-                "MAX_SOCKETS_PER_USER": "1000000",
-                "PYTHONPATH": str(self.source),
-            }
-        )
-        if redis:
-            env["REDIS_URL"] = self.redis_url
-        return env
-
-    async def server(self, kind: str, core: int = 0, *, redis: bool = True) -> Server:
-        name = f"{kind}-{len(self.servers)}"
-        env = self.server_env(redis=redis)
-        server = Server(kind, core, env, self.tmp / f"{name}.log", source=self.source)
-        self.servers.append(server)
-        await server.start()
-        return server
-
-    async def loadgen(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
-        config, out, log = (self.tmp / f"{name}{ext}" for ext in (".json", ".out.json", ".log"))
-        config.write_bytes(orjson.dumps(cfg))
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *("taskset", "-c", "1", sys.executable, "-m", "bench.loadgen"),
-            *(str(config), str(out), str(log)),
-            cwd=ROOT,
-        )
-        code = await proc.wait()
-        if code != 0:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"loadgen {name} failed ({code}):\n{tail}")
-        result: dict[str, Any] = orjson.loads(out.read_bytes())
-        result["wall_s"] = round(time.monotonic() - started, 1)
-        progress(f"{name}: {result['wall_s']} s")
-        return result
-
-    def fanout_cfg(self, server: Server, cast: FanoutCast, *, sustained: bool = True) -> Any:
-        trip_channel, pool_channel = channels(self.source, self.prefix, cast.trip_id)
-        return {
-            "scenario": "fanout",
-            "kind": server.kind,
-            "port": server.port,
-            "pid": server.pid,
-            "redis_url": self.redis_url,
-            "trip_id": cast.trip_id,
-            "trip_channel": trip_channel,
-            "pool_channel": pool_channel,
-            "driver_token": cast.driver.token,
-            "rider_token": cast.rider.token,
-            "requester_token": cast.requester.token,
-            "steps": self.steps,
-            "sustained": {
-                "n": min(1000, self.steps[0]),
-                "rates": SUSTAINED_RATES if sustained else [],
-                "seconds": self.opts.sustained_seconds,
-            },
-        }
-
-    def http_cfg(self, server: Server, path: str, method: str, token: str) -> Any:
-        return {
-            "scenario": "http",
-            "port": server.port,
-            "pid": server.pid,
-            "method": method,
-            "path": path,
-            "token": token,
-            "concurrency": 50,
-            "warmup_s": 2.0,
-            "seconds": self.opts.http_seconds,
-        }
-
-    async def main(self) -> dict[str, Any]:
-        self.results["meta"] = await environment(self.admin_dsn, self.redis_url)
-        self.results["meta"]["taxi_source"] = self.source_label()
-        progress(f"database {self.db.name}, taxi from {self.source_label()}, logs in {self.tmp}")
-        try:
-            await self.db.create(self.source)
-            await self._measure()
-        finally:
-            for server in self.servers:
-                await server.stop()
-            await self.db.drop()
-        return self.results
-
-    async def _measure(self) -> None:
-        opts = self.opts
-        phases = set(opts.only.split(","))
-        taxi = await self.server("taxi")
-        http = HTTP(taxi.port)
-        kinds = ["taxi", "ceiling"] + (["memory"] if opts.memory_row else [])
-        kinds += ["frozen"] if opts.gc_freeze_row else []
-        casts = {kind: await fanout_cast(http) for kind in kinds} if "fanout" in phases else {}
-        rider = await account(http, "RIDER")
-        await http.close()
-        await seed_http(self.db.dsn, rider.id)
-        race_tokens, race_trips = await seed_race(self.db.dsn, self.secret, 100)
-        progress("accounts and rows ready")
-
-        if "http" in phases:
-            self.results["http"]["taxi"] = await self.loadgen(
-                "http-taxi", self.http_cfg(taxi, "/graphql", "POST", rider.token)
-            )
-        if "fanout" in phases:
-            self.results["fanout"]["taxi"] = await self.loadgen(
-                "fanout-taxi", self.fanout_cfg(taxi, casts["taxi"])
-            )
-        await taxi.stop()
-        if "fanout" in phases:
-            annotate_gc(self.results["fanout"]["taxi"]["events"], taxi.log)
-
-        if phases & {"http", "fanout"}:
-            ceiling = await self.server("ceiling")
-            if "http" in phases:
-                self.results["http"]["bare"] = await self.loadgen(
-                    "http-bare",
-                    self.http_cfg(ceiling, "/bare/trips?first=20", "GET", rider.token),
-                )
-                self.results["http"]["same_rows"] = same_rows(self.results["http"])
-            if "fanout" in phases:
-                self.results["fanout"]["ceiling"] = await self.loadgen(
-                    "fanout-ceiling", self.fanout_cfg(ceiling, casts["ceiling"])
-                )
-            await ceiling.stop()
-            if "fanout" in phases:
-                annotate_gc(self.results["fanout"]["ceiling"]["events"], ceiling.log)
-
-        if opts.memory_row and "fanout" in phases:
-            mem = await self.server("taxi", redis=False)
-            self.results["fanout"]["memory"] = await self.loadgen(
-                "fanout-memory", self.fanout_cfg(mem, casts["memory"], sustained=False)
-            )
-            await mem.stop()
-            annotate_gc(self.results["fanout"]["memory"]["events"], mem.log)
-
-        if opts.gc_freeze_row and "fanout" in phases:
-            frozen = await self.server("taxi")
-            cfg = {**self.fanout_cfg(frozen, casts["frozen"]), "gc_freeze": True}
-            self.results["fanout"]["frozen"] = await self.loadgen("fanout-frozen", cfg)
-            await frozen.stop()
-            annotate_gc(self.results["fanout"]["frozen"]["events"], frozen.log)
-
-        if "race" in phases:
-            a, b = await self.server("taxi", 0), await self.server("taxi", 1)
-            self.results["race"] = await self.loadgen(
-                "race",
-                {
-                    "scenario": "race",
-                    "ports": [a.port, b.port],
-                    "driver_tokens": race_tokens,
-                    "trip_ids": race_trips,
-                },
-            )
-            await a.stop()
-            await b.stop()
-
-
-def same_rows(http: dict[str, Any]) -> str:
-    """Do both endpoints answer with the same data? (floats compared to 1e-9)"""
-    answers = [http[k].pop("sample", None) for k in ("taxi", "bare")]
-    if any(a is None or "data" not in a for a in answers):
-        return f"no: {answers}"
-
-    def norm(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: norm(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [norm(v) for v in value]
-        if isinstance(value, float):
-            return round(value, 9)
-        return value
-
-    ours, bare = (norm(a["data"]) for a in answers)
-    if ours == bare:
-        edges = ours["trips"]["edges"]
-        return f"yes ({len(edges)} trips, totalCount {ours['trips']['totalCount']})"
-    return "NO: the answers differ"
-
-
-def progress(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
-def save_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def save(results: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{save_stamp()}.json"
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
     opts = options(argv)
     raise_open_files()
     started = time.monotonic()
     if opts.command == "profile":
-        from bench.profile import profile
-
         results = uvloop.run(profile(Run(opts)))
         path = save(results, "profile")
         sys.stdout.write(report.profile_table(results))
@@ -440,8 +96,6 @@ def main(argv: list[str] | None = None) -> None:
         phases = set(opts.only.split(","))
         results = uvloop.run(Run(opts).main()) if phases - {"rush"} else {"meta": {}}
         if "rush" in phases:
-            from bench import rush, rush_report
-
             argv = ["--drivers", str(opts.rush_drivers), "--trips", str(opts.rush_trips)]
             argv += ["--rate", str(opts.rush_rate), "--seconds", str(opts.rush_seconds)]
             results["rush"] = uvloop.run(rush.main(rush.options(argv)))

@@ -1,4 +1,4 @@
-"""`python -m bench.capacity`: the figures behind README's capacity model, on a private
+"""`python -m bench.capacity`: the figures behind docs/performance.md's capacity model, on a private
 Redis Cluster (3 primaries + 3 replicas, tests/rcluster.py) and a throw-away database.
 
 1. Fan-out, 1 vs 2 server processes: N sockets subscribed to `tripUpdated` of one
@@ -30,11 +30,13 @@ import orjson
 import uvloop
 from redis.asyncio.cluster import RedisCluster
 
+from bench.gqlws import connect
 from bench.loadgen import SUB_UPDATED, bounded
-from bench.net import HTTP, WS, ws_connect
+from bench.net import HTTP, WS
 from bench.prepare import ROOT, Database, Server, fanout_cast, plain_dsn
 from bench.proc import cpu_seconds, raise_open_files, rss_kib, settle
 from taxi.core.cluster import ShardedRedisBackend, cluster_client
+from tests import gqlws
 from tests.rcluster import private_cluster
 
 UPDATE = (
@@ -141,11 +143,8 @@ class Run:
 
         async def one(i: int) -> None:
             server = servers[i % len(servers)]
-            ws = await ws_connect(server.port, "/graphql", i, "graphql-transport-ws")
-            ws.send({"type": "connection_init", "payload": {"authToken": cast.driver.token}})
-            assert (await ws.recv_json())["type"] == "connection_ack"
-            payload = {"query": SUB_UPDATED, "variables": {"id": cast.trip_id}}
-            ws.send({"id": "u", "type": "subscribe", "payload": payload})
+            ws = await connect(server.port, cast.driver.token, i)
+            ws.send(gqlws.subscribe("u", SUB_UPDATED, {"id": cast.trip_id}))
             first = await ws.recv_json()
             assert first["type"] == "next", first
             sockets[i] = ws

@@ -1,7 +1,7 @@
-"""graphql-transport-ws for the rush-hour generator, on bench.net's lean WebSocket:
-connection_init, operations as pre-encoded frames, answers dispatched by operation id
-to callbacks (no future or task per message; `call`, for the setup's awaited calls,
-has one)."""
+"""graphql-transport-ws sessions for the load generators, on bench.net's lean WebSocket and
+in the project's one client vocabulary (tests/gqlws.py, also under the tests' client):
+connection_init, operations as pre-encoded frames, answers dispatched by operation id to
+callbacks (no future or task per message; `call`, for the setup's awaited calls, has one)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,30 @@ from typing import Any
 import orjson
 
 from bench.net import WS, ws_connect
+from tests import gqlws
+from tests.gqlws import Template, failure, template
 
-SUBPROTOCOL = "graphql-transport-ws"
+__all__ = ["GqlSocket", "Template", "failure", "handshake", "template"]
 ACK_TIMEOUT = 30.0
-PONG = b'{"type":"pong"}'
+PONG = orjson.dumps(gqlws.PONG)
 CLOSED = {"message": "socket closed", "extensions": {"code": "CLOSED"}}
 # (callback, its first argument); the callback gets (argument, message)
 Handler = tuple[Callable[[Any, dict[str, Any]], None], Any]
-Template = tuple[bytes, bytes]
 
 
-def template(query: str) -> Template:
-    """The frame of `query` around its id and variables: head, id, mid, variables, }}."""
-    mid = b'","type":"subscribe","payload":{"query":' + orjson.dumps(query) + b',"variables":'
-    return b'{"id":"', mid
+async def connect(port: int, token: str, index: int = 0) -> WS:
+    """A lean socket past connection_ack (answers read from its inbox: no sink set)."""
+    ws = await ws_connect(port, "/graphql", index, gqlws.TRANSPORT)
+    await handshake(ws, token)
+    return ws
 
 
-def failure(msg: dict[str, Any]) -> str | None:
-    """The error code (or message) of a failed answer, None when it succeeded."""
-    if msg["type"] == "error":
-        errors = msg["payload"]
-    else:
-        errors = msg["payload"].get("errors")
-        if not errors:
-            return None
-    first = errors[0]
-    return str(first.get("extensions", {}).get("code", first.get("message")))
+async def handshake(ws: WS, token: str) -> None:
+    ws.send(gqlws.authenticated(token))
+    ack = await ws.recv_json(ACK_TIMEOUT)
+    if ack != gqlws.ACK:
+        ws.close()
+        raise ConnectionError(f"no connection_ack: {ack}")
 
 
 class GqlSocket:
@@ -54,8 +52,8 @@ class GqlSocket:
 
     @classmethod
     async def open(cls, port: int, token: str, index: int = 0) -> GqlSocket:
-        sock = cls(await ws_connect(port, "/graphql", index, SUBPROTOCOL))
-        sock.ws.send({"type": "connection_init", "payload": {"authToken": token}})
+        sock = cls(await ws_connect(port, "/graphql", index, gqlws.TRANSPORT))
+        sock.ws.send(gqlws.authenticated(token))
         try:
             await asyncio.wait_for(sock.ack, ACK_TIMEOUT)
         except BaseException:
@@ -90,7 +88,7 @@ class GqlSocket:
             callback(arg, {"type": "error", "id": op, "payload": [CLOSED]})
 
     def _send(self, tpl: Template, op: str, variables: bytes) -> None:
-        self.ws.send(b"".join((tpl[0], op.encode(), tpl[1], variables, b"}}")))
+        self.ws.send(gqlws.framed(tpl, op, variables))
 
     def op(self, tpl: Template, variables: bytes, handler: Handler) -> None:
         """Sends `tpl`'s operation with `variables` (JSON); its answer goes to `handler`."""

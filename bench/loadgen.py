@@ -24,8 +24,10 @@ import orjson
 import uvloop
 from redis import asyncio as aioredis
 
+from bench.gqlws import connect
 from bench.net import HTTP, WS, error_code, gql_data, ws_connect
 from bench.proc import cpu_seconds, raise_open_files, rss_kib, settle
+from tests import gqlws
 
 TRIP_FIELDS = """id created updated pickUpAddress dropOffAddress status rating
 rider { id username firstName lastName group photoUrl rating }
@@ -130,13 +132,7 @@ class Fanout:
 
         async def one(i: int) -> None:
             if self.graphql:
-                ws = await ws_connect(
-                    self.port, "/graphql", first_index + i, "graphql-transport-ws"
-                )
-                ws.send({"type": "connection_init", "payload": {"authToken": token}})
-                ack = await ws.recv_json()
-                if ack.get("type") != "connection_ack":
-                    raise RuntimeError(f"no connection_ack: {ack}")
+                ws = await connect(self.port, token, first_index + i)
             else:
                 ws = await ws_connect(self.port, "/ceiling", first_index + i)
             made[i] = ws
@@ -157,13 +153,7 @@ class Fanout:
             query, variables = (
                 (SUB_UPDATED, {"id": self.trip}) if which == "u" else (SUB_REQUESTED, {})
             )
-            ws.send(
-                {
-                    "id": which,
-                    "type": "subscribe",
-                    "payload": {"query": query, "variables": variables},
-                }
-            )
+            ws.send(gqlws.subscribe(which, query, variables))
             if which == "u":  # tripUpdated sends the current state first
                 first = await ws.recv_json()
                 if first.get("type") != "next" or first["payload"].get("errors"):

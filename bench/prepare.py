@@ -194,7 +194,9 @@ async def fanout_cast(http: HTTP) -> FanoutCast:
 
 def channels(source: Path, prefix: str, trip_id: str) -> tuple[str, str]:
     """(the trip's channel, the pool channel) as named on Redis by the taxi in `source`."""
-    events = (source / "taxi" / "events.py").read_text()
+    # Where events live depends on the commit measured (`--ref`): before the layers, taxi/.
+    found = [source / "taxi" / "domain" / "events.py", source / "taxi" / "events.py"]
+    events = next(p for p in found if p.exists()).read_text()
     if "def full_channel" in events:  # CHANNEL_PREFIX applies to every channel
         return f"{prefix}:trip:{trip_id}", f"{prefix}:pool"
     return f"taxi:trip:{trip_id}", f"{prefix}:pool"  # bench.server renames the pool

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gclog import annotate_gc
+from bench.meta import RESULTS, environment, progress, save_stamp
 from bench.net import HTTP
-from bench.prepare import channels, fanout_cast
+from bench.prepare import fanout_cast
 
 if TYPE_CHECKING:
-    from bench.__main__ import Run
+    from bench.run import Run
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -113,8 +114,6 @@ async def spied(spy: Any, output: Path | None) -> dict[str, Any] | None:
 
 
 async def profile(run: Run) -> dict[str, Any]:
-    from bench.__main__ import RESULTS, progress, save_stamp
-
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.exists():
         raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy (it is in the dev extra)")
@@ -123,8 +122,6 @@ async def profile(run: Run) -> dict[str, Any]:
     opts = run.opts
     meta: dict[str, Any] = {}
     try:
-        from bench.__main__ import environment
-
         meta = await environment(run.admin_dsn, run.redis_url)
         meta["taxi_source"] = run.source_label()
         await run.db.create(run.source)
@@ -132,22 +129,13 @@ async def profile(run: Run) -> dict[str, Any]:
         http = HTTP(server.port)
         cast = await fanout_cast(http)
         await http.close()
-        trip_channel, pool_channel = channels(run.source, run.prefix, cast.trip_id)
         progress(f"profiling N={opts.profile_n:,}")
         out = await run.loadgen(
             "profile",
             {
+                # The fan-out's cast and channels; the profile scenario instead of its steps.
+                **run.fanout_cfg(server, cast, sustained=False),
                 "scenario": "profile",
-                "kind": "taxi",
-                "port": server.port,
-                "pid": server.pid,
-                "redis_url": run.redis_url,
-                "trip_id": cast.trip_id,
-                "trip_channel": trip_channel,
-                "pool_channel": pool_channel,
-                "driver_token": cast.driver.token,
-                "rider_token": cast.rider.token,
-                "requester_token": cast.requester.token,
                 "profile": {
                     "n": opts.profile_n,
                     "events": opts.profile_events,

@@ -111,6 +111,8 @@ def rush_bare_app() -> ASGIApp:
 def main(argv: list[str]) -> None:
     import uvicorn
 
+    from taxi.transport.server import WEBSOCKET
+
     kind, port = argv[0], int(argv[1])
     os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` (taxi.core.gcpolicy)
     settings = Settings()
@@ -125,7 +127,7 @@ def main(argv: list[str]) -> None:
         http="httptools",
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
-        ws="taxi.transport.server:WebSocketProtocol",  # as `taxi serve`: the frame-write seam
+        ws=WEBSOCKET,  # as `taxi serve`: the frame-write seam
         timeout_graceful_shutdown=5,
     )
 

@@ -1,4 +1,4 @@
-"""Refresh README.md's included files: each block between `<!-- file: PATH -->` and
+"""Refresh the client guides' included files (docs/clients.md): each block between `<!-- file: PATH -->` and
 `<!-- /file -->` becomes PATH's current text (tests/test_client_guides.py fails when one is
 stale). Run: `python scripts/readme_files.py`."""
 
@@ -18,5 +18,5 @@ def refresh(text: str) -> str:
 
 
 if __name__ == "__main__":
-    readme = ROOT / "README.md"
-    readme.write_text(refresh(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    guides = ROOT / "docs" / "clients.md"
+    guides.write_text(refresh(guides.read_text(encoding="utf-8")), encoding="utf-8")

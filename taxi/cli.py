@@ -43,6 +43,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings, uvicorn: Any) -> None:
+    # The protocols by name (taxi.transport.server's HTTP and WEBSOCKET), not imported: this
+    # process only supervises the workers, and importing the transport would register this
+    # process's own metrics (taxi.core.metrics) beside theirs.
     uvicorn.run(
         "taxi.main:create_app",
         log_config=None,  # ours: JSON or text lines with request ids (taxi.core.logs)
@@ -73,34 +76,49 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> None:
     upgrade(settings)
 
 
-async def _create_superuser(settings: Settings, username: str, password: str) -> None:
+async def create_superuser(settings: Settings, *, username: str, password: str) -> int:
+    """The new staff user's id; BadUserInput when the name is taken or breaks the rules."""
     from taxi.core.db import open_database
-    from taxi.domain.auth import hash_password
-    from taxi.domain.models import User, UserGroup
+    from taxi.domain.services.staff import create_staff
 
-    async with open_database(settings) as (_engine, sessions), sessions() as session:
-        # The password policy is for sign-ups; an operator choosing a superuser's
-        # password is trusted with it.
-        session.add(
-            User(
-                username=username,
-                first_name=username,
-                last_name="",
-                group=UserGroup.DRIVER,
-                password=await hash_password(password),
-                is_staff=True,
-            )
+    async with open_database(settings) as (_engine, sessions):
+        user = await create_staff(
+            db=sessions,
+            username=username,
+            password=password,
+            fast_hashing=settings.password_hashing == "fast",
         )
-        await session.commit()
+    assert user.id is not None
+    return user.id
 
 
 def _createsuperuser(args: argparse.Namespace, settings: Settings) -> None:
-    password = args.password or getpass.getpass("Password: ")
-    asyncio.run(_create_superuser(settings, args.username, password))
+    from taxi.domain.errors import BadUserInput
+    from taxi.domain.services.staff import problems
+
+    username = (args.username or input("Username: ")).strip()
+    if args.password is not None:
+        password = again = args.password
+    else:
+        # Asked twice, unechoed: a typo here would lock the only admin out.
+        password = getpass.getpass("Password: ")
+        again = getpass.getpass("Password (again): ")
+    wrong = problems(username=username, password=password, again=again)
+    if wrong:
+        sys.exit("taxi: " + " ".join(wrong))
+    try:
+        user_id = asyncio.run(create_superuser(settings, username=username, password=password))
+    except BadUserInput as exc:
+        found = [m for messages in (exc.fields or {}).values() for m in messages]
+        sys.exit(f"taxi: {username!r}: " + " ".join(found or [exc.message]))
+    sys.stdout.write(
+        f"Created staff user {username!r} (id {user_id}): sign in at /admin/ with that "
+        "password. It is not a driver and gets no offers.\n"
+    )
 
 
 def _print_schema(_args: argparse.Namespace, _settings: Settings) -> None:
-    from taxi.api.schema.build import print_schema
+    from taxi.api.build import print_schema
 
     sys.stdout.write(print_schema())
 
@@ -116,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.set_defaults(func=_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     su = sub.add_parser("createsuperuser", help="create a staff user")
-    su.add_argument("--username", required=True)
-    su.add_argument("--password")
+    su.add_argument("--username", help="asked for when not given")
+    su.add_argument("--password", help="for scripts; asked for twice when not given")
     su.set_defaults(func=_createsuperuser)
     sub.add_parser("print-schema", help="print the GraphQL schema").set_defaults(func=_print_schema)
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -17,31 +18,35 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from taxi.api.build import build_schema
 from taxi.api.context import Services
+from taxi.api.executor import Executor
 from taxi.api.persisted import Documents, load_manifest
-from taxi.api.schema.build import build_schema
 from taxi.api.schema.check import document_checker
 from taxi.core import broadcast as broadcast_mod
 from taxi.core import db as db_mod
 from taxi.core import gcpolicy, metrics, tracing
+from taxi.core.backends import Backends, describe
 from taxi.core.broadcast import RedisClient, open_broadcast, open_redis
 from taxi.core.config import Settings
 from taxi.core.logs import RequestIdMiddleware, configure_logging, install_request_ids
 from taxi.core.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from taxi.core.tasks import background
-from taxi.domain import dispatch
 from taxi.domain.events import Publisher
 from taxi.domain.logins import ADDRESS_WINDOW, LoginLimits
-from taxi.domain.photos import MediaFiles
 from taxi.domain.positions import MemoryPositions, PositionStore
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.routes import Estimator, Router
-from taxi.transport import pages, sockets
+from taxi.domain.services import dispatch
+from taxi.transport import pages
 from taxi.transport.admin import attach, mount_admin
 from taxi.transport.http import TaxiGraphQL
 from taxi.transport.live.endpoint import LiveEndpoint
 from taxi.transport.live.hub import Hub
-from taxi.transport.sockets import SocketRegistry
+from taxi.transport.live.registry import SocketRegistry, follow
+from taxi.transport.media import MediaFiles
+
+log = logging.getLogger(__name__)
 
 SIGNUP_WINDOW = 3600  # SIGNUP_MAX_PER_HOUR
 TRIP_REQUEST_WINDOW = 600  # TRIP_REQUESTS_PER_10_MIN
@@ -83,12 +88,6 @@ async def open_services(
             db=sessions,
             broadcast=broadcast,
             events=events,
-            hub=Hub(
-                broadcast,
-                prefix=settings.channel_prefix,
-                maxsize=settings.subscriber_queue_size,
-                mask_internal=settings.production,
-            ),
             logins=LoginLimits(
                 by_name=_limiter(
                     settings,
@@ -119,7 +118,6 @@ async def open_services(
                 max_attempts=settings.trip_requests_per_10_min,
                 window=TRIP_REQUEST_WINDOW,
             ),
-            sockets=SocketRegistry(max_per_user=settings.max_sockets_per_user),
             positions=positions,
             router=router,
             documents=_documents(settings, client, valid),
@@ -174,9 +172,13 @@ async def healthz(request: Request) -> JSONResponse:
         check("database", db_mod.ping(services.engine)),
         check("broadcast", broadcast_mod.ping(services.broadcast)),
     )
+    # The kinds only (no addresses): an unauthenticated probe learns what, not where.
+    backends: Backends = request.app.state.backends
+    running = {"database": backends.database, "broadcast": backends.broadcast}
     if failed:
-        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body = {"status": "unavailable", "failed": failed, "backends": running}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "backends": running})
 
 
 def create_app(settings: Settings | None = None, *, tracer_provider: Any = None) -> Starlette:
@@ -187,12 +189,14 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
     if settings.log_json:
         configure_logging(settings.log_level, json=settings.json_logs)
     provider = tracer_provider if tracer_provider is not None else tracing.from_env()
-    schema = build_schema(
+    schema = build_schema()
+    executor = Executor(
+        schema,
         mask_internal=settings.production,
         introspection=settings.introspection,
         tracer=tracing.tracer(provider) if provider is not None else None,
     )
-    live = LiveEndpoint(schema, settings=settings)
+    live = LiveEndpoint(executor, settings=settings)
     valid = document_checker(schema, introspection=settings.introspection)
 
     @asynccontextmanager
@@ -201,11 +205,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: Any = None)
             yield
 
     app = Starlette(
-        routes=_routes(settings, schema, live, plans=provider is None),
+        routes=_routes(settings, schema, executor, live),
         middleware=_middleware(settings, provider),
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.live = live
+    app.state.backends = describe(settings)
     admin = mount_admin(app, settings)
     return app
 
@@ -229,24 +235,30 @@ async def _running(
             if settings.gc_tuning:
                 gcpolicy.install()
             attach(admin, services)
+            hub = Hub(
+                services.broadcast,
+                prefix=settings.channel_prefix,
+                maxsize=settings.subscriber_queue_size,
+                mask_internal=settings.production,
+            )
+            registry = SocketRegistry(max_per_user=settings.max_sockets_per_user)
+            live.start(hub=hub, registry=registry)
+            log.info("taxi is up: %s", app.state.backends.line())
             try:
-                follow = sockets.follow(services.hub, services.sockets)
-                async with background(follow, name="taxi-sessions-follow"):
+                async with background(follow(hub, registry), name="taxi-sessions-follow"):
                     yield
             finally:
                 await live.close_sockets()
-                await services.hub.close()
+                await hub.close()
 
 
 def _routes(
-    settings: Settings, schema: strawberry.Schema, live: LiveEndpoint, *, plans: bool
+    settings: Settings, schema: strawberry.Schema, executor: Executor, live: LiveEndpoint
 ) -> list[BaseRoute]:
-    """`plans`: recognised read-only queries answered by cached plans (taxi/api/schema/plans.py);
-    off under tracing, whose spans follow Strawberry's execution."""
     graphql = TaxiGraphQL(
         schema,
         settings=settings,
-        plans=plans,
+        executor=executor,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
     )

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from redis import asyncio as aioredis
 from sqlalchemy import make_url
 
 from taxi.core.config import Settings, normalize_database_url
@@ -24,6 +23,12 @@ SESSION_PREFIX = f"taxi-test-{uuid.uuid4().hex[:8]}"
 TEST_SIGNUP_LIMIT = 1_000_000
 HAS_REAL = PG_URL.startswith("postgresql") and REDIS_URL.startswith("redis")
 CONNECT_TIMEOUT = 3
+
+
+def sub_prefix(name: str) -> str:
+    """A key and channel prefix of its own for one test or server, inside this session's
+    (so the session's cleanup finds its keys; tests/redis_keys.py)."""
+    return f"{SESSION_PREFIX}-{name}-{uuid.uuid4().hex[:8]}"
 
 
 def need_real() -> None:
@@ -79,17 +84,3 @@ class Backend:
     @property
     def real(self) -> bool:
         return self.name == "real"
-
-
-async def drop_keys(redis_url: str, prefix: str) -> int:
-    """Delete every key a test's `prefix` (its CHANNEL_PREFIX) left on the shared Redis:
-    `<prefix>:...` (limits, documents) and `{<prefix>:geo}:...` (positions). Returns how
-    many."""
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = []
-        for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
-            keys += [key async for key in client.scan_iter(pattern)]
-        return int(await client.delete(*keys)) if keys else 0
-    finally:
-        await client.aclose()

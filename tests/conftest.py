@@ -6,7 +6,8 @@
 
 Each test session creates its own PostgreSQL database (migrated once) and truncates
 it between tests; SQLite gets a migrated template copied per test. Redis is shared
-and never assumed empty: every test uses fresh usernames and trip ids. What tests
+and never assumed empty: every test uses fresh usernames and trip ids, keeps its keys
+under the session's prefix, and they are deleted after it (tests/redis_keys.py). What tests
 import lives in tests/backends.py, tests/live.py and tests/helpers.py, never here."""
 
 from __future__ import annotations
@@ -33,15 +34,49 @@ from taxi.main import create_app
 from tests.backends import (
     CI,
     CONNECT_TIMEOUT,
+    HAS_REAL,
     PG_URL,
     REDIS_CLUSTER_URL,
     REDIS_URL,
+    SESSION_PREFIX,
     Backend,
     base_settings,
     check_reachable,
     need_real,
 )
 from tests.live import LiveServer, serve
+from tests.redis_keys import delete_keys, left_behind
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_left_clean() -> Iterator[None]:
+    """At the end of the session, nothing of this run is left on the shared Redis or
+    Redis Cluster (tests/redis_keys.py): what is found fails the run, and is deleted."""
+    yield
+    if not (HAS_REAL or REDIS_CLUSTER_URL):
+        return
+    left = left_behind()
+    for url in (REDIS_URL, REDIS_CLUSTER_URL):
+        delete_keys(url)
+    if left:
+        shown = ", ".join(key[:80] for key in left[:10])
+        pytest.fail(f"the tests left {len(left)} Redis keys under {SESSION_PREFIX}: {shown}")
+
+
+@pytest.fixture(autouse=True)
+def redis_cleanup(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the real backends (or the shared cluster), its keys go, as its
+    PostgreSQL rows do: the next test starts from nothing, and nothing outlives the run."""
+    yield
+    callspec = getattr(request.node, "callspec", None)
+    names = request.fixturenames
+    real = "pg_database" in names or (
+        callspec is not None and callspec.params.get("backend") == "real"
+    )
+    if real and HAS_REAL:
+        delete_keys(REDIS_URL)
+    if "redis_cluster_url" in names and REDIS_CLUSTER_URL:
+        delete_keys(REDIS_CLUSTER_URL)
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from starlette.routing import Route
 
 from taxi.domain.models import TripStatus
 from taxi.domain.readmodels import TripView
+from taxi.transport.http import TaxiGraphQL
 
 SIGN_UP = """
 mutation SignUp($input: SignUpInput!) {
@@ -154,3 +156,11 @@ def fake_trip(*, address: str = "A street 1") -> TripView:
         driver_location=None,
         rating=None,
     )
+
+
+def endpoint(app: Any) -> TaxiGraphQL:
+    """The app's HTTP GraphQL endpoint (its `executor` is the WebSocket side's too)."""
+    for route in app.routes:
+        if isinstance(route, Route) and isinstance(route.endpoint, TaxiGraphQL):
+            return route.endpoint
+    raise AssertionError("no GraphQL endpoint")

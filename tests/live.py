@@ -17,10 +17,11 @@ from starlette.applications import Starlette
 from taxi.core.config import Settings
 from taxi.main import create_app
 from taxi.transport.live.hub import Hub, Record
+from taxi.transport.server import WEBSOCKET
 from tests.wait import START, WAIT, eventually
 
 # What `taxi serve` runs: the frame-write seam of taxi/transport/server.py.
-SEAM = "taxi.transport.server:WebSocketProtocol"
+SEAM = WEBSOCKET
 
 
 def free_port() -> int:
@@ -39,13 +40,18 @@ class LiveServer:
     url: str
     ws_url: str
     app: Starlette
+    server: uvicorn.Server
+
+    def shut_down(self) -> None:
+        """Begin uvicorn's graceful shutdown, as SIGTERM would (the context still waits)."""
+        self.server.should_exit = True
 
     def http(self, timeout: float = WAIT) -> httpx.AsyncClient:
         return http_to(self.url, timeout)
 
     @property
     def hub(self) -> Hub:
-        hub: Hub = self.app.state.services.hub
+        hub: Hub = self.app.state.live.hub
         return hub
 
 
@@ -55,7 +61,7 @@ async def watching(app: Starlette, channel: str, count: int = 1) -> None:
     publishes next reaches each one once, as a change. Registered alone is not enough:
     a change landing before the first read came twice, in the state and as itself.
     (Polling: the hub has no event for "someone subscribed", nor should it.)"""
-    hub: Hub = app.state.services.hub
+    hub: Hub = app.state.live.hub
 
     async def live() -> int:
         ch = hub._channels.get(channel)  # the hub's own view; watchers() counts held ones
@@ -66,8 +72,11 @@ async def watching(app: Starlette, channel: str, count: int = 1) -> None:
 
 
 @asynccontextmanager
-async def serve(settings: Settings, *, ws: str = SEAM) -> AsyncIterator[LiveServer]:
-    """A real uvicorn server in this event loop: real sockets, real close codes."""
+async def serve(
+    settings: Settings, *, ws: str = SEAM, http: str = "auto"
+) -> AsyncIterator[LiveServer]:
+    """A real uvicorn server in this event loop: real sockets, real close codes. `ws` and
+    `http` name uvicorn's protocols (taxi.transport.server's are what `taxi serve` runs)."""
     port = free_port()
     app = create_app(settings)
     config = uvicorn.Config(
@@ -78,6 +87,7 @@ async def serve(settings: Settings, *, ws: str = SEAM) -> AsyncIterator[LiveServ
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         ws=ws,
+        http=http,
         lifespan="on",
     )
     srv = uvicorn.Server(config)
@@ -90,7 +100,7 @@ async def serve(settings: Settings, *, ws: str = SEAM) -> AsyncIterator[LiveServ
 
     await eventually(started, within=START, what="uvicorn started")
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql", app)
+        yield LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql", app, srv)
     finally:
         srv.should_exit = True
         await task

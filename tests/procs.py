@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.backends import SESSION_PREFIX
 from tests.live import free_port, http_to
 from tests.wait import START, eventually
 
@@ -40,18 +41,34 @@ def _tail(path: Path, lines: int = 40) -> str:
 class Proc:
     """A subprocess with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log: Path, env: dict[str, str], *, group: bool = False
+    ) -> None:
+        """`group`: the process leads its own process group, and signals go to the whole
+        group (`make` and the commands it runs)."""
         self.name = name
         self.argv = argv
         self.log = log
         self.env = env
+        self.group = group
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.group,
             )
+
+    def _signal(self, popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if self.group:
+            os.killpg(popen.pid, sig)  # the group this test started, and only it
+        else:
+            popen.send_signal(sig)
 
     @property
     def running(self) -> bool:
@@ -63,11 +80,11 @@ class Proc:
             return
         popen, self.popen = self.popen, None
         if popen.poll() is None:
-            popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self._signal(popen, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            popen.kill()
+            self._signal(popen, signal.SIGKILL)
             popen.wait(timeout=timeout)
 
     def failure(self, what: str) -> AssertionError:
@@ -161,6 +178,34 @@ class TaxiServer:
         return body
 
 
+def server_env(
+    *, database_url: str, redis_url: str = "", redis_cluster_url: str = ""
+) -> dict[str, str]:
+    """The environment of a `taxi` process a test starts: this one's, with the test's
+    database, Redis (never the cluster CI exports for the cluster tests, unless asked)
+    and secret, and this session's key prefix."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if redis_cluster_url:
+        env["REDIS_CLUSTER_URL"] = redis_cluster_url
+    env.update(
+        DATABASE_URL=database_url,
+        JWT_SECRET=JWT_SECRET,
+        TAXI_ENV="test",
+        PASSWORD_HASHING="fast",
+        PYTHONUNBUFFERED="1",
+        # Tests sign many users up from one address (the limit is tested elsewhere).
+        SIGNUP_MAX_PER_HOUR="1000000",
+        LOGIN_MAX_PER_ADDRESS="1000000",
+        TRIP_REQUESTS_PER_10_MIN="1000000",
+        # Keys and channels under this test session's prefix (the default, `taxi`, is a
+        # developer's server's: its sign-up counts would be ours).
+        CHANNEL_PREFIX=SESSION_PREFIX,
+    )
+    return env
+
+
 @asynccontextmanager
 async def taxi_servers(
     names: list[str],
@@ -175,20 +220,8 @@ async def taxi_servers(
     """Server processes sharing one database, one Redis (or Redis Cluster) and one JWT
     secret; yields once every one of them answers /healthz with 200. `extra_env` is
     added to their environment."""
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_CLUSTER_URL"}}
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    if redis_cluster_url:
-        env["REDIS_CLUSTER_URL"] = redis_cluster_url
-    env.update(
-        DATABASE_URL=database_url,
-        JWT_SECRET=JWT_SECRET,
-        TAXI_ENV="test",
-        PASSWORD_HASHING="fast",
-        PYTHONUNBUFFERED="1",
-        SIGNUP_MAX_PER_HOUR="1000000",
-        LOGIN_MAX_PER_ADDRESS="1000000",
-        TRIP_REQUESTS_PER_10_MIN="1000000",
+    env = server_env(
+        database_url=database_url, redis_url=redis_url, redis_cluster_url=redis_cluster_url
     )
     env.update(extra_env or {})
     servers: list[TaxiServer] = []

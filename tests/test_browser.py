@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
 from taxi.core.config import Settings
 from taxi.domain.services.sessions import deactivate_user
-from tests.backends import CI, Backend, drop_keys
+from tests.backends import CI, Backend, sub_prefix
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
 
@@ -64,13 +63,10 @@ async def _browse(
     env = {**os.environ, "CHROMIUM": chromium, "STEP_TIMEOUT_MS": "20000", **script_env}
     # Its own channels and position store: drivers that other tests left online at the
     # map's centre (positions outlive a test on the shared Redis) stay out of these rides.
-    update["channel_prefix"] = f"browser-{uuid.uuid4().hex[:8]}"
+    # Its keys go with the session's after the test (tests/redis_keys.py).
+    update["channel_prefix"] = sub_prefix("browser")
     mine = settings.model_copy(update=update)
-    try:
-        code, out = await _serve_and_run(mine, node, shots, env)
-    finally:
-        if mine.redis_url:
-            await drop_keys(mine.redis_url, mine.channel_prefix)
+    code, out = await _serve_and_run(mine, node, shots, env)
     # Beside the screenshots: what the script measured (re-dispatch, expiry, the ETAs).
     (shots / "browser.log").write_text(out, encoding="utf-8")
     assert code == 0, f"node browser.mjs exited with {code}:\n{out}"

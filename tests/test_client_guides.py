@@ -1,5 +1,5 @@
-"""The client guides in README.md cannot rot: each code block there is a file of this repository
-(included verbatim between markers), and each file runs against a live server here.
+"""The client guides in docs/clients.md cannot rot: each code block there is a file of this
+repository (included verbatim between markers), and each file runs against a live server here.
 
 Each guide logs in as a rider, watches a trip with `tripUpdated`, and must ride it through:
 the access token lives 3 s, so the server closes each socket (4403) and the guide must
@@ -29,7 +29,7 @@ from tests.live import serve
 from tests.node import JS_DIR, ensure_node_modules, tools
 
 ROOT = Path(__file__).parent.parent
-README = ROOT / "README.md"
+GUIDE_DOC = ROOT / "docs" / "clients.md"
 GUIDES = {
     "graphql-ws": JS_DIR / "clients" / "graphql-ws.mjs",
     "apollo": JS_DIR / "clients" / "apollo.mjs",
@@ -43,11 +43,13 @@ MARKER = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```\n<!-- /file -->", r
 
 
 def test_readme_blocks_are_the_files() -> None:
-    blocks = dict(MARKER.findall(README.read_text(encoding="utf-8")))
+    blocks = dict(MARKER.findall(GUIDE_DOC.read_text(encoding="utf-8")))
     for path in INCLUDED:
         name = str(path.relative_to(ROOT))
-        assert name in blocks, f"README.md has no block for {name}"
-        assert blocks[name] == path.read_text(encoding="utf-8"), f"README.md's {name} is stale"
+        assert name in blocks, f"docs/clients.md has no block for {name}"
+        assert blocks[name] == path.read_text(encoding="utf-8"), (
+            f"docs/clients.md's {name} is stale (python scripts/readme_files.py)"
+        )
 
 
 class _Output:

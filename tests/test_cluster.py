@@ -22,7 +22,7 @@ from redis import asyncio as aioredis
 
 from taxi.core.cluster import cluster_client
 from taxi.domain import usernames
-from tests.backends import REDIS_URL
+from tests.backends import REDIS_URL, SESSION_PREFIX
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -180,7 +180,7 @@ async def _restart_scenario(redis: RedisServer, a: TaxiServer, b: TaxiServer) ->
         elapsed = time.monotonic() - redis.started_at
         log.info("streams resynced %.2fs after redis-server was restarted", elapsed)
         for server in (a, b):
-            assert await server.wait_health(200) == {"status": "ok"}
+            assert (await server.wait_health(200))["status"] == "ok"
 
         # And live events flow again, both ways (a resync may repeat the last state).
         await report(a, driver, tid, 48.13)
@@ -231,7 +231,7 @@ async def test_login_limit_is_shared_by_processes(cluster: list[TaxiServer]) -> 
     for server in (a, b):
         body = await gql(server.http, LOG_IN, {"username": rider.username, "password": PASSWORD})
         assert error_code(body) == "RATE_LIMITED"
-    key = f"taxi:login:{usernames.normalize(rider.username)}"
+    key = f"{SESSION_PREFIX}:login:{usernames.normalize(rider.username)}"
     client = cluster_client(a.redis) if a.sharded else aioredis.Redis.from_url(a.redis)
     try:
         # Every attempt is counted before any password is checked: 5 + the 2 refused.

@@ -22,8 +22,8 @@ from graphql import (
 )
 from graphql.utilities import ast_from_value
 
-from taxi.api.schema.build import build_schema as build_taxi_schema
-from taxi.api.schema.build import print_schema
+from taxi.api.build import build_schema as build_taxi_schema
+from taxi.api.build import print_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 # The repository's own copy of the contract (api/README.md); `make contract` refreshes it.

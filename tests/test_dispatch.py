@@ -16,7 +16,7 @@ from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.models import DispatchWave, Trip, TripOffer
 from taxi.domain.positions import METERS_PER_DEGREE, distance
-from tests.backends import base_settings
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -63,7 +63,7 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"dispatch-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("dispatch"),
             "dispatch_radius_meters": 1000,
             "dispatch_max_radius_meters": 4000,
             "dispatch_batch_size": 2,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxi.domain import events
 from taxi.domain.positions import METERS_PER_DEGREE
-from tests.backends import REDIS_URL, base_settings
+from tests.backends import REDIS_URL, base_settings, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     TRIP,
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 DEADLINE = 30.0
 RINGS = (100, 200, 300, 400, 500)  # metres from the pick-up; one driver each
-PREFIX = f"dispatch-cluster-{uuid.uuid4().hex[:8]}"
+PREFIX = sub_prefix("dispatch-cluster")
 GO_ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
 REQUEST = """mutation R($input: RequestTripInput!) { requestTrip(input: $input) { id } }"""
 UPDATE = "mutation U($p: LocationInput!) { updatePosition(position: $p) { availability } }"
@@ -124,7 +124,7 @@ async def test_redis_outage_keeps_trips_served(pg_database: str, tmp_path: Path)
             database_url=pg_database,
             redis_url=redis.url,
             media_root=tmp_path / "media",
-            channel_prefix=f"outage-{uuid.uuid4().hex[:8]}",
+            channel_prefix=sub_prefix("outage"),
         )
         async with serve(settings) as live, live.http() as client:
             rider, other = await account(client), await account(client)

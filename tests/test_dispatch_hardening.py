@@ -22,7 +22,7 @@ from taxi.core.config import Settings
 from taxi.domain.models import TripOffer, User
 from taxi.domain.positions import METERS_PER_DEGREE, PositionStore, distance
 from taxi.domain.services import sessions
-from tests.backends import base_settings
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import CANCEL_TRIP, Account, account, error_code, gql, ok
 from tests.wait import WAIT
 
@@ -42,7 +42,7 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"dispatch-hard-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("dispatch-hard"),
             "trip_requests_per_10_min": TRIP_LIMIT,
         }
     )
@@ -202,6 +202,7 @@ GO_OFFLINE = "mutation { goOffline { availability } }"
 STATE = "{ driverState { availability } }"
 ACCEPT = "mutation A($id: ID!) { acceptTrip(id: $id) { status } }"
 ONE_PROCESS_TRIALS = 50
+STEP = 8
 
 
 async def availability(client: httpx.AsyncClient, driver: Account) -> str:
@@ -226,10 +227,12 @@ async def test_accept_cancel_and_go_offline_interleaved(client: httpx.AsyncClien
                 await asyncio.sleep(0)  # a loop step: varies the interleaving
             return await gql(client, query, variables, token=who.access)
 
+        # Offsets in units of STEP loop steps: wide enough to span the requests' own
+        # paths to the database whatever their length (the executor shortened them).
         accepted, canceled, offline = await asyncio.gather(
-            after(i % 5, ACCEPT, driver, {"id": trip["id"]}),
-            after(i // 5 % 5, CANCEL_TRIP, rider, {"id": trip["id"]}),
-            after(i // 25 * 3, GO_OFFLINE, driver, {}),
+            after(i % 5 * STEP, ACCEPT, driver, {"id": trip["id"]}),
+            after(i // 5 % 5 * STEP, CANCEL_TRIP, rider, {"id": trip["id"]}),
+            after(i // 25 * 3 * STEP, GO_OFFLINE, driver, {}),
         )
         await agree(client, driver, rider, trip["id"], outcome(accepted, canceled, offline))
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxi.domain.positions import METERS_PER_DEGREE
-from tests.backends import REDIS_URL
+from tests.backends import REDIS_URL, sub_prefix
 from tests.helpers import ACCEPT_TRIP, CANCEL_TRIP, Account, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers
 from tests.wait import WAIT
@@ -52,7 +52,7 @@ NEAR = {"latitude": 47.0 + 50 / METERS_PER_DEGREE, "longitude": 8.0}
 @pytest.fixture
 async def cluster(pg_database: str, tmp_path: Path) -> AsyncIterator[list[TaxiServer]]:
     env = {
-        "CHANNEL_PREFIX": f"races-{uuid.uuid4().hex[:8]}",
+        "CHANNEL_PREFIX": sub_prefix("races"),
         "DISPATCH_BATCH_SIZE": "1",
         "POSITION_TTL": "3600",
     }

@@ -23,7 +23,7 @@ from taxi.core.broadcast import redis_client
 from taxi.core.config import Settings
 from taxi.domain import usernames
 from taxi.main import create_app
-from tests.backends import Backend, drop_keys
+from tests.backends import Backend
 from tests.helpers import (
     LOG_IN,
     LOG_OUT,
@@ -39,6 +39,7 @@ from tests.helpers import (
 from tests.live import LiveServer
 from tests.metrics_scrape import scrape, value
 from tests.procs import TaxiServer, taxi_servers
+from tests.redis_keys import delete_keys
 from tests.wait import eventually
 from tests.ws import LEGACY, PROTOCOLS, TRANSPORT, session
 
@@ -59,7 +60,7 @@ async def app_client(settings: Settings, **changes: Any) -> AsyncIterator[httpx.
                 yield c
     finally:
         if mine.redis_url and mine.channel_prefix != settings.channel_prefix:
-            await drop_keys(mine.redis_url, mine.channel_prefix)
+            delete_keys(mine.redis_url, mine.channel_prefix)
 
 
 async def apq(client: httpx.AsyncClient, query: str | None, digest: str) -> dict[str, Any]:
@@ -100,8 +101,8 @@ async def test_a_second_connection_init_never_changes_hands(
         assert await ws.closed(4429) == "Too many initialisation requests"
     assert (await gql(http, LOG_OUT, {"r": a.refresh}))["data"]["logOut"] is True
     # Nothing of A's is left registered on this process.
-    assert server.app.state.services.sockets.count(int(a.id)) == 0
-    assert server.app.state.services.sockets.count(int(b.id)) == 0
+    assert server.app.state.live.registry.count(int(a.id)) == 0
+    assert server.app.state.live.registry.count(int(b.id)) == 0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -117,6 +118,34 @@ async def test_published_only_after_commit(
     )
     assert seen and all(published == committed for published, committed in seen)
     assert {s for s, _ in seen} == {"STARTED", "IN_PROGRESS"}
+
+
+async def test_a_changes_publishes_go_out_together(
+    client: httpx.AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requestTrip's messages (the trip's channel, every trip's, the pool) are all in
+    flight at once, not awaited one after another inside the response."""
+    rider = await account(client)
+    broadcast = app.state.services.broadcast
+    real_publish = broadcast.publish
+    in_flight, most = 0, 0
+    together = asyncio.Event()
+
+    async def overlapping_publish(channel: str, message: str) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == 3:
+            together.set()
+        # One after another, a publish would wait here alone until the timeout.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(together.wait(), 2)
+        in_flight -= 1
+        await real_publish(channel, message)
+
+    monkeypatch.setattr(broadcast, "publish", overlapping_publish)
+    await request_trip(client, rider)
+    assert most == 3
 
 
 async def test_no_event_for_a_failed_mutation(client: httpx.AsyncClient, app: Any) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from taxi.domain import events
+from tests.backends import SESSION_PREFIX
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -59,8 +60,8 @@ async def test_primary_failover_under_live_subscriptions(
         tid = trip["id"]
         await ok(a.http, ACCEPT_TRIP, {"id": tid}, driver)
         await report(a, driver, tid, 40.10)
-        trip_channel = events.full_channel("taxi", events.trip_channel(tid))
-        pool_channel = events.full_channel("taxi", events.POOL)
+        trip_channel = events.full_channel(SESSION_PREFIX, events.trip_channel(tid))
+        pool_channel = events.full_channel(SESSION_PREFIX, events.POOL)
 
         async with (
             session(b.ws_url, rider.access, interleaved=True) as rider_ws,
@@ -118,7 +119,7 @@ async def test_primary_failover_under_live_subscriptions(
             streams_in = time.monotonic() - killed_at
             async with asyncio.timeout(RECOVERY_WITHIN):
                 for server in (a, b):
-                    assert await server.wait_health(200) == {"status": "ok"}
+                    assert (await server.wait_health(200))["status"] == "ok"
             healthy_in = time.monotonic() - killed_at
 
             # Live events flow again on the promoted replica, both ways and across

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taxi.transport.live.execution import Plan
+from taxi.api.strategies.live import LiveQuery
 from taxi.transport.live.operations import Operations
 from tests.helpers import ACCEPT_TRIP, account, gql, request_trip
 from tests.live import LiveServer
@@ -25,7 +25,7 @@ async def test_one_execution_per_document_per_event(
     rider, driver = await account(http), await account(http, "DRIVER")
     trip = await request_trip(http, rider)
     counts = {"executed": 0, "framed": 0}
-    payload, deliver = Plan.payload, Operations.deliver
+    payload, deliver = LiveQuery.payload, Operations.deliver
 
     def count_executions(self: Any, *args: Any, **kwargs: Any) -> bytes:
         counts["executed"] += 1
@@ -35,7 +35,7 @@ async def test_one_execution_per_document_per_event(
         counts["framed"] += 1
         deliver(self, *args)
 
-    monkeypatch.setattr(Plan, "payload", count_executions)
+    monkeypatch.setattr(LiveQuery, "payload", count_executions)
     monkeypatch.setattr(Operations, "deliver", count_frames)
 
     async with AsyncExitStack() as stack:

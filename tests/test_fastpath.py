@@ -1,17 +1,21 @@
-"""updatePosition over a socket answered without a GraphQL execution
-(taxi/transport/live/fastpath.py): the same answers, the same errors, as the full path."""
+"""updatePosition over a socket answered by its direct handler
+(taxi/api/strategies/position.py): the same answers, the same errors, as graphql-core's
+execution, and the report stored once (never run twice)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
 from bench.rush_load import UPDATE_QUERY as BENCH_UPDATE
+from taxi.api.build import build_schema
+from taxi.api.prepared import DocumentCache
+from taxi.api.strategies.position import PositionReport
+from taxi.api.strawberry_adapter import core_schema
 from taxi.core.config import Settings
-from taxi.transport.live import fastpath
-from tests.backends import base_settings
+from taxi.domain.services import drivers
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import account, gql
 from tests.live import LiveServer
 from tests.ws import WsClient, session
@@ -32,26 +36,34 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"fast-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("fast"),
         }
     )
 
 
-def test_what_is_planned() -> None:
-    assert fastpath.plan(FAST) is not None
-    assert fastpath.plan(BENCH_UPDATE) is not None
+def test_what_is_recognised() -> None:
+    documents = DocumentCache(core_schema(build_schema()), introspection=True)
+
+    def recognised(query: str) -> bool:
+        prepared = documents.get(query)
+        operation = prepared.operation(None)
+        if operation is None or prepared.validation_errors:
+            return False
+        return PositionReport.recognise(operation) is not None
+
+    assert recognised(FAST)
+    assert recognised(BENCH_UPDATE)
     for other in (
         FULL,
         FAST.replace("mutation", "query"),
         FAST.replace("LocationInput!", "LocationInput"),
         "mutation { updatePosition(position: {latitude: 1, longitude: 2}) { availability } }",
-        FAST + " query Other { me { id } }",
         FAST.replace("lat2: latitude", "latitude: longitude"),  # one key, two fields
         FAST.replace("heading", "heading { x }"),
         FAST.replace("__typename state", "...on DriverState { availability } state"),
         "mutation M($p: LocationInput!) { goOnline(position: $p) { availability } }",
     ):
-        assert fastpath.plan(other) is None, other
+        assert not recognised(other), other
 
 
 async def _run(ws: WsClient, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +75,26 @@ async def _run(ws: WsClient, op: str, query: str, variables: dict[str, Any]) -> 
     return message
 
 
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often the rule ran, and how often the direct handler answered."""
+    counted = {"rule": 0, "direct": 0}
+    rule, direct = drivers.update_position, PositionReport.run
+
+    async def counted_rule(**kwargs: Any) -> Any:
+        counted["rule"] += 1
+        return await rule(**kwargs)
+
+    async def counted_direct(self: PositionReport, *args: Any) -> Any:
+        result = await direct(self, *args)
+        counted["direct"] += result is not None
+        return result
+
+    monkeypatch.setattr(drivers, "update_position", counted_rule)
+    monkeypatch.setattr(PositionReport, "run", counted_direct)
+    return counted
+
+
 def _without_time(message: dict[str, Any]) -> dict[str, Any]:
     data = message["payload"]["data"]
     position = data["car"]["position"]
@@ -70,13 +102,16 @@ def _without_time(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-async def test_answers_like_the_full_path(server: LiveServer) -> None:
+async def test_answers_like_the_full_path(server: LiveServer, calls: dict[str, int]) -> None:
     async with server.http() as client:
         driver = await account(client, "DRIVER")
         await gql(client, ONLINE, {"p": WHERE}, token=driver.access)
+    calls.update(rule=0, direct=0)
     async with session(server.ws_url, driver.access) as ws:
         fast = _without_time(await _run(ws, "1", FAST, {"p": {**WHERE, "latitude": 52}}))
+        assert calls == {"rule": 1, "direct": 1}
         full = _without_time(await _run(ws, "2", FULL, {"p": {**WHERE, "latitude": 52}}))
+        assert calls == {"rule": 2, "direct": 1}
     assert (
         fast["payload"]
         == full["payload"]
@@ -109,14 +144,24 @@ async def test_answers_like_the_full_path(server: LiveServer) -> None:
     ],
 )
 async def test_errors_are_the_full_paths(
-    server: LiveServer, who: str, position: dict[str, Any], code: str | None
+    server: LiveServer,
+    calls: dict[str, int],
+    who: str,
+    position: dict[str, Any],
+    code: str | None,
 ) -> None:
     async with server.http() as client:
         user = await account(client, "RIDER" if who == "rider" else "DRIVER")
         if who == "online":
             await gql(client, ONLINE, {"p": WHERE}, token=user.access)
+    calls.update(rule=0, direct=0)  # going online stored a position too
     async with session(server.ws_url, user.access) as ws:
         fast = await _run(ws, "1", FAST, {"p": position})
+        # The rule ran once (its error answered by the direct handler) or, for input
+        # graphql-core refuses, never: nothing runs twice.
+        ran = calls["rule"]
+        assert ran == (1 if code else 0), calls
+        assert calls["direct"] == ran, calls  # answered: the error payload is its own
         full = await _run(ws, "2", FULL, {"p": position})
     assert fast["type"] == full["type"], (fast, full)
     if fast["type"] == "next":

@@ -28,7 +28,7 @@ from taxi.domain import auth
 from taxi.domain.models import Trip, TripStatus, User, UserGroup
 from taxi.domain.services.sessions import deactivate_user, delete_user
 from taxi.main import create_app
-from tests.backends import Backend, base_settings
+from tests.backends import Backend, base_settings, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -621,7 +621,7 @@ async def test_sign_ups_are_limited_per_address(backend: Backend, tmp_path: Path
         redis_url=backend.redis_url,
         media_root=tmp_path / "media",
         signup_max_per_hour=3,
-        channel_prefix=f"signup-{unique('')[1:]}",
+        channel_prefix=sub_prefix("signup"),
     )
     app = create_app(limited)
     async with app.router.lifespan_context(app):

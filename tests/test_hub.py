@@ -11,14 +11,16 @@ from typing import Any
 
 import orjson
 
-from taxi.api.schema.build import build_schema
+from taxi.api.build import build_schema
+from taxi.api.prepared import DocumentCache
+from taxi.api.strategies.live import LiveQueries
+from taxi.api.strawberry_adapter import core_schema
 from taxi.core.config import Settings
 from taxi.domain import events
 from taxi.domain.events import Event
 from taxi.domain.readmodels import TripView, to_json
 from taxi.domain.services.live import Feed
 from taxi.main import create_app
-from taxi.transport.live.execution import GraphQL
 from taxi.transport.live.hub import Hub, Record
 from taxi.transport.live.wire import Outbox
 from tests.helpers import fake_trip
@@ -125,11 +127,12 @@ def trip_of(event: Event) -> TripView:
 
 
 def _record(app: Any, watcher: Watcher, channel: str, see: Any) -> Record:
-    graphql = GraphQL(build_schema(), mask_internal=False, introspection=True)
-    document = graphql.prepare("subscription { tripRequested { id } }")
-    assert not isinstance(document, list)
-    plan = graphql._plan(document, None, None)
-    return Record(watcher, "op", b"", Feed((channel,), see), plan)
+    core = core_schema(build_schema())
+    prepared = DocumentCache(core, introspection=True).get("subscription { tripRequested { id } }")
+    operation = prepared.operation(None)
+    assert prepared.document is not None and operation is not None
+    query = LiveQueries(core).shared(prepared.document, operation, None)
+    return Record(watcher, "op", b"", Feed((channel,), see), query)
 
 
 async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Settings) -> None:
@@ -138,7 +141,7 @@ async def test_a_failing_delivery_ends_only_its_own_subscription(settings: Setti
     with its error; the pump and the others go on."""
     app: Any = create_app(settings)
     async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
+        hub: Hub = app.state.live.hub
         channel = f"test:{uuid.uuid4()}"
         good, bad = Watcher(), Watcher()
 
@@ -171,7 +174,7 @@ async def test_a_never_reading_subscriber_stays_bounded(settings: Settings) -> N
     app: Any = create_app(settings.model_copy(update={"subscriber_queue_size": 8}))
     async with app.router.lifespan_context(app):
         services = app.state.services
-        hub: Hub = services.hub
+        hub: Hub = app.state.live.hub
         assert hub.maxsize == 8
         # A channel of its own, so nothing else can overflow the reading socket.
         channel = f"test:{uuid.uuid4()}"
@@ -226,7 +229,7 @@ async def test_an_in_process_listener_hears_its_channels(settings: Settings) -> 
     subscription; the channel stays open while it listens and closes after."""
     app: Any = create_app(settings)
     async with app.router.lifespan_context(app):
-        hub: Hub = app.state.services.hub
+        hub: Hub = app.state.live.hub
         one, two = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
         async with hub.subscribe(one, two) as listener:
             assert hub.watchers(one) == hub.watchers(two) == 1

@@ -8,9 +8,9 @@ Needs `node` and `npm` on PATH: without them the test skips locally and fails wi
 from __future__ import annotations
 
 import os
-import uuid
 
 from taxi.core.config import Settings
+from tests.backends import sub_prefix
 from tests.live import serve
 from tests.node import ensure_node_modules, run, tools
 
@@ -22,7 +22,7 @@ async def test_js_clients_ride(settings: Settings) -> None:
     await ensure_node_modules(npm)
     env = {**os.environ, "RIDE_TIMEOUT_MS": "20000"}
     # Its own position store keys: user ids restart in every test, positions are in Redis.
-    settings.channel_prefix = f"js-{uuid.uuid4().hex[:10]}"
+    settings.channel_prefix = sub_prefix("js")
     async with serve(settings) as live:
         code, out = await run(node, "ride.mjs", live.url, live.ws_url, limit=RIDE_TIMEOUT, env=env)
     assert code == 0, f"node ride.mjs exited with {code}:\n{out}"

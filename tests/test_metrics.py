@@ -21,7 +21,7 @@ from tests.backends import base_settings
 from tests.helpers import TRIP_REQUESTED, account, gql, request_trip
 from tests.live import free_port, http_to
 from tests.metrics_scrape import Samples, pids, scrape, value
-from tests.procs import JWT_SECRET, Proc, TaxiServer, redis_server
+from tests.procs import Proc, TaxiServer, redis_server, server_env
 from tests.wait import eventually
 from tests.ws import session
 
@@ -122,15 +122,7 @@ async def test_two_workers_report_together(real_backend: Any, tmp_path: Path) ->
     argv = [sys.executable, "-m", "taxi.cli", "serve", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
     env = {
-        **os.environ,
-        "DATABASE_URL": real_backend.database_url,
-        "REDIS_URL": real_backend.redis_url,
-        "JWT_SECRET": JWT_SECRET,
-        "TAXI_ENV": "test",
-        "PASSWORD_HASHING": "fast",
-        # Tests sign many users up from one address (the limit is tested elsewhere).
-        "SIGNUP_MAX_PER_HOUR": "1000000",
-        "LOGIN_MAX_PER_ADDRESS": "1000000",
+        **server_env(database_url=real_backend.database_url, redis_url=real_backend.redis_url),
         "MEDIA_ROOT": str(tmp_path / "media"),
         "TMPDIR": str(tmp_path),  # where `taxi serve` makes its metrics directory
     }

@@ -1,5 +1,5 @@
-"""Read-only queries answered by a plan (taxi/api/schema/plans.py) answer exactly as the full
-GraphQL execution does: same status, same body, for every shape a client may send and
+"""Read-only queries answered by a plan (taxi/api/strategies/reads.py) answer exactly as
+graphql-core's execution does: same status, same body, for every shape a client may send and
 every error; what the plans do not recognise takes the full path."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from starlette.routing import Route
+import pytest
+from graphql import ExecutionResult
 
 from taxi.api.context import Context
+from taxi.api.strategies.reads import Plan
 from taxi.domain.services import sessions
-from taxi.transport.http import TaxiGraphQL
-from tests.helpers import LOG_OUT, Account, account, error_code, gql, request_trip
+from tests.helpers import LOG_OUT, Account, account, endpoint, error_code, gql, request_trip
 
 NODE = """id created updated pickUpAddress dropOffAddress status rating
 rider { id username firstName lastName group photoUrl rating }
@@ -42,13 +43,6 @@ TOO_MANY = "{ trips(first: 101) { totalCount } }"
 Post = Callable[[str, dict[str, Any] | None, str | None], Awaitable[tuple[int, Any]]]
 
 
-def endpoint(app: Any) -> TaxiGraphQL:
-    for route in app.routes:
-        if isinstance(route, Route) and isinstance(route.endpoint, TaxiGraphQL):
-            return route.endpoint
-    raise AssertionError("no GraphQL endpoint")
-
-
 async def completed_trip(client: httpx.AsyncClient, rider: Account, driver: Account) -> None:
     trip = await request_trip(client, rider, "Done")
     steps = [
@@ -70,28 +64,26 @@ async def completed_trip(client: httpx.AsyncClient, rider: Account, driver: Acco
         assert "errors" not in body, body
 
 
-async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.AsyncClient) -> None:
+async def test_planned_queries_answer_as_the_full_path(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rider, driver = await account(client, "RIDER"), await account(client, "DRIVER")
     await completed_trip(client, rider, driver)
     await completed_trip(client, rider, driver)
     requested = await request_trip(client, rider, "Open")
-    graphql = endpoint(app)
-    plans = graphql.plans
-    assert plans is not None
+    executor = endpoint(app).executor
+    assert executor.plans
     answered: list[bool] = []
-    original = plans.answer
+    original = Plan.run
 
     async def watched(
-        context: Context,
-        query: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-    ) -> dict[str, Any] | None:
-        data = await original(context, query, variables, operation_name)
-        answered.append(data is not None)
-        return data
+        self: Plan, context: Context, variables: dict[str, Any] | None
+    ) -> ExecutionResult | None:
+        result = await original(self, context, variables)
+        answered.append(result is not None)
+        return result
 
-    plans.answer = watched  # type: ignore[method-assign]
+    monkeypatch.setattr(Plan, "run", watched)
 
     async def both(
         query: str, variables: dict[str, Any] | None, who: Account | None
@@ -101,13 +93,13 @@ async def test_planned_queries_answer_as_the_full_path(app: Any, client: httpx.A
         answered.clear()
         fast = await client.post("/graphql", json=payload, headers=headers)
         planned = answered == [True]
-        graphql.plans = None
+        executor.plans = False
         try:
             full = await client.post("/graphql", json=payload, headers=headers)
         finally:
-            graphql.plans = plans
+            executor.plans = True
         assert (fast.status_code, fast.json()) == (full.status_code, full.json()), query
-        # Answered before Strawberry's view (taxi/transport/http.py), with the same headers.
+        # The same headers either way.
         same = ("content-type", "cache-control", "x-request-id")
         assert [fast.headers.get(h) is None for h in same] == [
             full.headers.get(h) is None for h in same

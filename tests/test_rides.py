@@ -24,7 +24,7 @@ from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Estimator
 from taxi.domain.services import sessions
-from tests.backends import base_settings, drop_keys
+from tests.backends import base_settings, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -89,16 +89,14 @@ async def osrm() -> AsyncIterator[FakeOsrm]:
 
 
 @pytest.fixture
-async def settings(
-    settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]
-) -> AsyncIterator[Settings]:
+def settings(settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]) -> Settings:
     """Its own key prefix (positions are shared Redis state), dropped after the test; the
     fake router, waves a fraction of a second apart, requests that outlive the test
     unless it says otherwise."""
     mine = base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"rides-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("rides"),
             "router_url": osrm.url,
             "dispatch_radius_meters": 1000,
             "dispatch_max_radius_meters": 4000,
@@ -108,9 +106,8 @@ async def settings(
             **overrides,
         }
     )
-    yield mine
-    if mine.redis_url:
-        await drop_keys(mine.redis_url, mine.channel_prefix)
+    # Its keys go with the session's, after the test (tests/redis_keys.py).
+    return mine
 
 
 async def online(client: httpx.AsyncClient, meters: float) -> Account:

@@ -26,7 +26,7 @@ from taxi.domain import events
 from taxi.domain.positions import METERS_PER_DEGREE, Fix
 from taxi.domain.positions_redis import RedisPositions
 from taxi.domain.routes import Estimator
-from tests.backends import REDIS_URL, drop_keys
+from tests.backends import REDIS_URL, sub_prefix
 from tests.helpers import ACCEPT_TRIP, Account, account, error_code, gql, ok
 from tests.procs import TaxiServer, taxi_servers
 from tests.streams import numsub
@@ -54,18 +54,16 @@ def north(meters: float) -> dict[str, float]:
 async def cluster(
     pg_database: str, tmp_path: Path, **env: str
 ) -> AsyncIterator[tuple[list[TaxiServer], str]]:
-    prefix = f"rides-cluster-{uuid.uuid4().hex[:8]}"
-    try:
-        async with taxi_servers(
-            ["a", "b"],
-            database_url=pg_database,
-            redis_url=REDIS_URL,
-            log_dir=tmp_path,
-            extra_env={"CHANNEL_PREFIX": prefix, **env},
-        ) as servers:
-            yield servers, prefix
-    finally:  # once the servers stopped: nothing writes the keys after
-        await drop_keys(REDIS_URL, prefix)
+    prefix = sub_prefix("rides-cluster")
+    # Its keys go with the session's, once the test (and so the servers) ended.
+    async with taxi_servers(
+        ["a", "b"],
+        database_url=pg_database,
+        redis_url=REDIS_URL,
+        log_dir=tmp_path,
+        extra_env={"CHANNEL_PREFIX": prefix, **env},
+    ) as servers:
+        yield servers, prefix
 
 
 @pytest.fixture

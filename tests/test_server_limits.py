@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from taxi.transport.server import MAX_HEADER_BYTES, REQUEST_READ_TIMEOUT
-from tests.backends import REDIS_URL
+from tests.backends import REDIS_URL, sub_prefix
 from tests.helpers import LOG_IN, PASSWORD, SIGN_UP, TRIP_REQUESTED, account, error_code, gql
 from tests.procs import TaxiServer, taxi_servers
 from tests.wait import eventually
@@ -118,7 +118,7 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         database_url=pg_database,
         redis_url=REDIS_URL,
         log_dir=tmp_path,
-        extra_env={**env, "CHANNEL_PREFIX": f"xff-{uuid.uuid4().hex[:8]}"},
+        extra_env={**env, "CHANNEL_PREFIX": sub_prefix("xff")},
         log_level="info",
     ) as (plain,):
         response = await plain.http.get(
@@ -142,7 +142,7 @@ async def test_server_header_access_log_and_forwarded_for(pg_database: str, tmp_
         extra_env={
             **env,
             "TRUSTED_PROXIES": "127.0.0.1",
-            "CHANNEL_PREFIX": f"xff-{uuid.uuid4().hex[:8]}",
+            "CHANNEL_PREFIX": sub_prefix("xff"),
         },
     ) as (trusting,):
         for i in range(3):

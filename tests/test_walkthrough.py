@@ -11,6 +11,7 @@ from typing import Any
 
 from taxi.core.config import Settings
 from taxi.domain import events
+from tests.backends import sub_prefix
 from tests.helpers import gql, unique
 from tests.live import serve, watching
 from tests.ws import WsClient, session
@@ -36,7 +37,7 @@ async def test_the_readme_walkthrough_rides_a_trip(settings: Settings) -> None:
     steps = walkthrough()
     # Its own channels and position store: drivers left online by other tests at the same
     # corner (positions outlive a test on the shared Redis) are not offered this trip.
-    settings = settings.model_copy(update={"channel_prefix": unique("walk")})
+    settings = settings.model_copy(update={"channel_prefix": sub_prefix("walk")})
     assert len(steps) >= 12
     names = {'"dora"': f'"{unique("dora")}"', '"ada"': f'"{unique("ada")}"'}
     tokens: dict[str, str] = {}

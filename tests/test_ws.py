@@ -20,7 +20,7 @@ import pytest
 
 from taxi.core.config import Settings
 from taxi.domain import events
-from taxi.transport.server import WebSocketProtocol
+from taxi.transport.server import WEBSOCKET, WebSocketProtocol
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -597,9 +597,7 @@ async def test_a_never_reading_socket_does_not_slow_the_others(settings: Setting
 # -- the frame-write seam (taxi/transport/server.py) ----------------------------------------
 
 
-@pytest.mark.parametrize(
-    "ws_impl", ["taxi.transport.server:WebSocketProtocol", "websockets-sansio"]
-)
+@pytest.mark.parametrize("ws_impl", [WEBSOCKET, "websockets-sansio"])
 async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
     settings: Settings, ws_impl: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,8 @@
 """The one GraphQL-over-WebSocket client of the tests, over `websockets`.
 
 Speaks both subprotocols: `graphql-transport-ws` (the graphql-ws library) and the legacy
-`graphql-ws` (subscriptions-transport-ws). Reads are exact: each message is asserted
+`graphql-ws` (subscriptions-transport-ws), in tests/gqlws.py's messages (which the benchmarks'
+lean sockets speak too). Reads are exact: each message is asserted
 whole, in the order the server sent it, and a close is asserted by its code. A client
 made with `interleaved=True` reads each operation's messages in order but lets
 operations interleave (for several streams on one socket, read in any order or at once).
@@ -21,14 +22,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from tests import gqlws
+from tests.gqlws import LEGACY, PROTOCOLS, TRANSPORT, Message
 from tests.wait import WAIT
 
-TRANSPORT = "graphql-transport-ws"
-LEGACY = "graphql-ws"
-PROTOCOLS = (TRANSPORT, LEGACY)
+__all__ = ["LEGACY", "PROTOCOLS", "TRANSPORT", "Message", "WsClient", "open_ws", "session"]
 CLOSE_TIMEOUT = 2
 
-Message = dict[str, Any]
 Check = Callable[[Message], bool]
 
 
@@ -103,38 +103,29 @@ class WsClient:
 
     async def init(self, payload: Message | None = None) -> None:
         """connection_init; nothing is read back."""
-        message: Message = {"type": "connection_init"}
-        if payload is not None:
-            message["payload"] = payload
-        await self.send(message)
+        await self.send(gqlws.connection_init(payload))
 
     async def handshake(self, payload: Message | None) -> None:
         """connection_init, then exactly a connection_ack."""
         await self.init(payload)
-        assert await self.recv() == {"type": "connection_ack"}
+        assert await self.recv() == gqlws.ACK
 
     async def subscribe(
         self, op_id: str, query: str, variables: dict[str, Any] | None = None
     ) -> None:
-        await self.send(
-            {
-                "id": op_id,
-                "type": "start" if self.legacy else "subscribe",
-                "payload": {"query": query, "variables": variables or {}},
-            }
-        )
+        await self.send(gqlws.subscribe(op_id, query, variables, legacy=self.legacy))
 
     async def stop(self, op_id: str) -> None:
         """End `op_id` from the client side. graphql-transport-ws answers nothing; the
         legacy protocol answers `complete` (read here: use only on quiet operations)."""
-        await self.send({"id": op_id, "type": "stop" if self.legacy else "complete"})
+        await self.send(gqlws.stop(op_id, legacy=self.legacy))
         if self.legacy:
             await self.complete(op_id)
 
     async def next(self, op_id: str, within: float = WAIT) -> Message:
         """The next result of `op_id` (no errors): its `data`."""
         message = await self.message(op_id, within)
-        assert message["type"] == ("data" if self.legacy else "next"), message
+        assert message["type"] == gqlws.result_type(legacy=self.legacy), message
         assert "errors" not in message["payload"], message
         data: Message = message["payload"]["data"]
         return data

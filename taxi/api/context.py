@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taxi.domain.errors import Unauthenticated
 
@@ -22,24 +22,21 @@ if TYPE_CHECKING:
     from taxi.domain.models import User
     from taxi.domain.positions import PositionStore
     from taxi.domain.routes import Router
-    from taxi.transport.live.hub import Hub
-    from taxi.transport.sockets import SocketRegistry
 
 
 @dataclass
 class Services:
-    """What the lifespan opened; shared by every request of one process."""
+    """What the lifespan opened; shared by every request of one process. (The live
+    layer's hub and socket registry are the transport's: taxi/transport/live/endpoint.py.)"""
 
     settings: Settings
     engine: AsyncEngine
     db: SessionMaker
     broadcast: Broadcast
     events: Publisher
-    hub: Hub
     logins: LoginLimits  # logIn and /admin/login (taxi/domain/logins.py)
     signups: Limiter  # sign-ups per client address
     trip_requests: Limiter  # requestTrip per rider
-    sockets: SocketRegistry  # this process's signed-in sockets
     positions: PositionStore
     router: Router  # route length and time for quotes (ROUTER_URL, else the estimate)
     documents: Documents
@@ -50,8 +47,6 @@ class Context:
     services: Services
     request: HTTPConnection  # a Request over HTTP; the handshake's on a WebSocket
     response: Response | None = None
-    # Set by the WebSocket layer (taxi/transport/live) from connection_init.
-    connection_params: dict[str, Any] | None = None
     # The raw bearer token (HTTP header, or connection_init on a socket).
     token: str | None = None
     _user: User | None = field(default=None, repr=False)
@@ -66,7 +61,8 @@ class Context:
         return self.services.db
 
     def revoke(self) -> None:
-        """The session or user ended (taxi/transport/sockets.py): refuse every further operation."""
+        """The session or user ended (taxi/transport/live/registry.py): refuse every
+        further operation."""
         self._user = None
         self._auth_error = Unauthenticated("Session ended.")
 

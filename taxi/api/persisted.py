@@ -19,11 +19,10 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from taxi.api.schema.doccache import MAX_CACHED_CHARS
+from taxi.api.prepared import MAX_KEPT_CHARS as MAX_CACHED_CHARS
 from taxi.core.broadcast import RedisClient
 from taxi.core.textstore import MemoryTextStore, RedisTextStore
 from taxi.domain.errors import AppError
@@ -46,9 +45,6 @@ class Refused(AppError):
         super().__init__(message)
         self.code = code
         self.message = message
-
-    def as_error(self) -> dict[str, Any]:
-        return {"message": self.message, "extensions": {"code": self.code}}
 
 
 def sha256(document: str) -> str:

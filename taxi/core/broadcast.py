@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from broadcaster import Broadcast, Event
-from broadcaster._backends.base import BroadcastBackend
+from broadcaster import Broadcast, BroadcastBackend, Event
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
@@ -206,16 +205,25 @@ class ResilientRedisBackend(BroadcastBackend):
                 self._queue.put_nowait(Event(message["channel"], message["data"]))
 
 
-def create_broadcast(settings: Settings) -> Broadcast:
+class Channels(Broadcast):
+    """broadcaster's `Broadcast`, keeping a reference to its Redis backend (broadcaster's
+    own is private) for the health check; None on `memory://`."""
+
+    def __init__(self, backend: ResilientRedisBackend | ShardedRedisBackend | None) -> None:
+        super().__init__(None if backend else "memory://", backend=backend)
+        self.backend = backend
+
+
+def create_broadcast(settings: Settings) -> Channels:
     if settings.redis_cluster_url:
-        return Broadcast(backend=ShardedRedisBackend(settings.redis_cluster_url))
+        return Channels(ShardedRedisBackend(settings.redis_cluster_url))
     if settings.redis_url:
-        return Broadcast(backend=ResilientRedisBackend(settings.redis_url))
-    return Broadcast("memory://")
+        return Channels(ResilientRedisBackend(settings.redis_url))
+    return Channels(None)
 
 
 @asynccontextmanager
-async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
+async def open_broadcast(settings: Settings) -> AsyncIterator[Channels]:
     broadcast = create_broadcast(settings)
     await broadcast.connect()
     try:
@@ -226,7 +234,7 @@ async def open_broadcast(settings: Settings) -> AsyncIterator[Broadcast]:
 
 async def ping(broadcast: Broadcast) -> None:
     """Raises when the backend cannot be reached (memory:// always answers)."""
-    backend = broadcast._backend
+    backend = broadcast.backend if isinstance(broadcast, Channels) else None
     if isinstance(backend, ShardedRedisBackend):
         await backend.ping()
     if isinstance(backend, ResilientRedisBackend):

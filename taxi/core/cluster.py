@@ -20,13 +20,13 @@ from contextlib import suppress
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from broadcaster import Event
-from broadcaster._backends.base import BroadcastBackend
+from broadcaster import BroadcastBackend, Event
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from taxi.core import metrics
+from taxi.core.redis_adapter import pubsub_nodes, refresh_slots
 from taxi.core.tasks import stop
 
 log = logging.getLogger(__name__)
@@ -258,16 +258,16 @@ class ShardedRedisBackend(BroadcastBackend):
             # The slot map may have changed (a replica promoted): ask the cluster again.
             with suppress(*REDIS_ERRORS):
                 await self._cluster.initialize()  # a no-op once it succeeded
-                await self._cluster.nodes_manager.initialize()
+                await refresh_slots(self._cluster)
             if not await self._rehome(shard):
                 return
 
     async def _listen(self, shard: _Shard, pubsub: ClusterPubSub) -> None:
-        nodes = set(pubsub.node_pubsub_mapping)
+        nodes = pubsub_nodes(pubsub)
         while True:
             message = await pubsub.get_sharded_message(timeout=READ_TIMEOUT)
             if message is None:
-                if set(pubsub.node_pubsub_mapping) != nodes:
+                if pubsub_nodes(pubsub) != nodes:
                     # redis-py moved channels to another node by itself (after a slot
                     # map refresh), or dropped the connection: messages may be gone.
                     raise RedisConnectionError(f"shard {shard.name} changed nodes")

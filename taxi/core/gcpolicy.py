@@ -27,13 +27,7 @@ The policy:
    be the direct measure, but it walks the permanent generation: 1.5 s for 2.4 million
    objects on the bench VM; `sys.getallocatedblocks()` takes < 1 ms.)
 
-Measured, 1,000 drivers + 100 trips, 60 s (VM shared with other jobs: CPU times):
-CPython's defaults: 2-5 full collections a minute of 470-660 ms CPU each, the collector
-11.7 % of the server's CPU; this policy: 96-140 ms CPU each (one whole-heap walk after
-the setup), 6.3 %. Thresholds instead (50,000, 20, 10): no full collection in the
-window, but young ones of 136-152 ms CPU, and the sockets' 214,000 objects left in
-generation 1 for a later walk; (700, 10, 100) with this policy: 230,000 objects left
-unfrozen in generation 2. Both defer the long walk rather than avoid it: not adopted."""
+What it gained, and the alternatives measured and dropped: docs/performance.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Optional OpenTelemetry tracing (`pip install taxi[otel]`), set up from the standard
 OTEL_* variables: a server span per HTTP request (the ASGI instrumentation), a span
-per GraphQL operation (taxi.api.schema.observe) and, below it, a span per SQL statement
+per GraphQL operation (taxi.api.executor) and, below it, a span per SQL statement
 and per Redis command (the official SQLAlchemy and redis instrumentations).
 
 On when the OpenTelemetry packages are importable, OTEL_SDK_DISABLED is not true and
@@ -119,3 +119,29 @@ class HttpTracing:
             await self.traced(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class OperationSpan:
+    """The span around one GraphQL operation (taxi/api/executor.py opens it), current
+    while the operation runs, so the SQL and Redis spans of its work hang below it."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry import context, trace
+
+        self._span = tracer.start_span("graphql.operation", kind=trace.SpanKind.INTERNAL)
+        self._token = context.attach(trace.set_span_in_context(self._span))
+
+    def end(self, *, kind: str, name: str, code: str) -> None:
+        from opentelemetry import context, trace
+
+        span = self._span
+        span.update_name(f"{kind} {name}")
+        span.set_attribute("graphql.operation.type", kind)
+        span.set_attribute("graphql.operation.name", name)
+        span.set_attribute("graphql.outcome", code)
+        if code != "OK":
+            span.set_status(trace.Status(trace.StatusCode.ERROR, code))
+        span.end()
+        context.detach(self._token)

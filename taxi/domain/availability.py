@@ -30,9 +30,8 @@ from sqlmodel import col
 
 from taxi.core.db import SessionMaker
 from taxi.domain.errors import Conflict
-from taxi.domain.models import Trip, User
-from taxi.domain.positions import Availability, PositionStore
-from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
+from taxi.domain.models import UNDER_WAY, Trip, User
+from taxi.domain.positions import STORE_DOWN, Availability, PositionStore
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ trip state (trip, rider, driver, position), so no subscriber ever queries per ev
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -49,7 +50,7 @@ class Event:
     kind: Kind
     key: str
     body: dict[str, Any]
-    # Encoded results per (live plan, view) (taxi/transport/live/execution.py).
+    # Encoded results per (live query, view) (taxi/api/strategies/live.py).
     frames: dict[tuple[object, int], bytes] = field(default_factory=dict)
 
     @cached_property
@@ -83,7 +84,8 @@ RESYNC_EVENT = Event(Kind.RESYNC, RESYNC, {})
 # two deployments (or test runs) sharing one Redis never see each other's events.
 POOL = "pool"  # trips entering or leaving the pool of requested trips
 TRIPS = "trips"  # every change to every trip (tripsUpdated filters by visibility)
-# Ended sessions and users: every process closes its matching sockets (taxi/transport/sockets.py).
+# Ended sessions and users: every process closes its matching sockets
+# (taxi/transport/live/registry.py).
 SESSIONS = "sessions"
 
 
@@ -122,37 +124,64 @@ def decode(message: str) -> Event:
         raise ValueError("not an event") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for some channels (`Publisher.trip_change`, `Publisher.offer`)."""
+
+    channels: tuple[str, ...]
+    message: str
+
+
 class Publisher:
     """Publishes committed changes. Call only after the transaction committed: a
     publish failure is logged, never raised, because the change itself is durable and
-    watchers re-read the state when the backend comes back."""
+    watchers re-read the state when the backend comes back.
+
+    The independent messages of one change (a trip's channels, the offered drivers'
+    channels) go out together (`send`): each awaited publish is a round trip, and
+    `requestTrip` answered only after all of them, one after another."""
 
     def __init__(self, broadcast: Broadcast, *, prefix: str) -> None:
         self.broadcast = broadcast
         self.prefix = prefix
 
-    async def _send(self, channels: list[str], message: str) -> None:
-        for channel in channels:
-            try:
-                await self.broadcast.publish(full_channel(self.prefix, channel), message)
-            except (RedisError, OSError) as exc:
-                log.warning("publish to %s failed: %r", channel, exc)
+    async def send(self, *outgoing: Outgoing) -> None:
+        publishes = [
+            self._publish(channel, out.message) for out in outgoing for channel in out.channels
+        ]
+        if len(publishes) == 1:
+            await publishes[0]
+        elif publishes:
+            await asyncio.gather(*publishes)
 
-    async def trip_changed(self, trip: TripView, *, kind: Kind, left_pool: bool = False) -> None:
+    async def _send(self, channels: list[str], message: str) -> None:
+        await self.send(Outgoing(tuple(channels), message))
+
+    async def _publish(self, channel: str, message: str) -> None:
+        try:
+            await self.broadcast.publish(full_channel(self.prefix, channel), message)
+        except (RedisError, OSError) as exc:
+            log.warning("publish to %s failed: %r", channel, exc)
+
+    @staticmethod
+    def trip_change(trip: TripView, *, kind: Kind, left_pool: bool = False) -> Outgoing:
         body = {"trip": trip, "left_pool": left_pool}
-        message = _encode(kind, str(trip.id), body)
         channels = [trip_channel(trip.id), TRIPS]
         # A dispatched trip is never in the common pool: its offers travel on the
-        # offered drivers' own channels (offered()), so traffic grows with them only.
+        # offered drivers' own channels (offer()), so traffic grows with them only.
         if (kind in (Kind.REQUESTED, Kind.RELEASED) or left_pool) and trip.offered is None:
             channels.append(POOL)
-        await self._send(channels, message)
+        return Outgoing(tuple(channels), _encode(kind, str(trip.id), body))
 
-    async def offered(self, trip: TripView, driver_ids: list[int]) -> None:
+    @staticmethod
+    def offer(trip: TripView, driver_ids: list[int]) -> Outgoing:
         """A wave: the trip to each newly offered driver, on their own channel."""
-        if driver_ids:
-            message = _encode(Kind.OFFERED, str(trip.id), {"trip": trip})
-            await self._send([driver_channel(d) for d in driver_ids], message)
+        channels = tuple(driver_channel(d) for d in driver_ids)
+        message = _encode(Kind.OFFERED, str(trip.id), {"trip": trip}) if channels else ""
+        return Outgoing(channels, message)
+
+    async def trip_changed(self, trip: TripView, *, kind: Kind, left_pool: bool = False) -> None:
+        await self.send(self.trip_change(trip, kind=kind, left_pool=left_pool))
 
     async def location_reported(
         self, trip_id: uuid.UUID, location: LocationView, *, parties: tuple[int | None, ...]

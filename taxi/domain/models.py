@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 from taxi.domain.usernames import normalize
 
@@ -63,6 +63,8 @@ class TripStatus(str, enum.Enum):
 
 
 ACTIVE_STATUSES = (TripStatus.REQUESTED, TripStatus.STARTED, TripStatus.IN_PROGRESS)
+# A driver is on the trip: its position is the trip's (driverLocation), availability ON_TRIP.
+UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 
 
 class CancelReason(str, enum.Enum):
@@ -179,6 +181,16 @@ class Trip(SQLModel, table=True):
     quoted_meters: int | None = None  # the quote's route length (the 25 % rule)
     fare_final: int | None = None
     driven_meters: int | None = None  # summed from positions while IN_PROGRESS
+    # For the admin's trip list (names beside the ids). `raise`: never loaded by
+    # accident; a reader asks for them (selectinload), as the admin does.
+    # (The target is named here: SQLModel cannot read `User | None` as a postponed
+    # annotation.)
+    rider: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.rider_id]", lazy="raise")
+    )
+    driver: User | None = Relationship(
+        sa_relationship=sa.orm.relationship(User, foreign_keys="[Trip.driver_id]", lazy="raise")
+    )
 
 
 class TripOffer(SQLModel, table=True):
@@ -197,7 +209,7 @@ class DispatchWave(SQLModel, table=True):
     """The durable schedule: a requested trip's next wave (or its expiry) and when it is
     due. The row is claimed and advanced in the transaction that records the wave's
     offers, so each wave happens once whatever the number of processes
-    (taxi/domain/dispatch.py)."""
+    (taxi/domain/services/dispatch.py)."""
 
     __tablename__ = "dispatch_wave"
     __table_args__ = (sa.Index("ix_dispatch_wave_due", "due_at"),)

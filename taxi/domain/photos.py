@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
-from starlette.staticfiles import StaticFiles
-from starlette.types import Message, Receive, Scope, Send
 
 MAX_PIXELS = 40_000_000
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -85,26 +83,3 @@ def save(media_root: Path, photo: Photo) -> str:
 
 def remove(media_root: Path, rel: str) -> None:
     (Path(media_root) / rel).unlink(missing_ok=True)
-
-
-# What /media/ adds to every response: never sniffed into HTML or script, and run as
-# nothing even when opened directly (an opaque-origin sandbox, no sources at all).
-MEDIA_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"content-security-policy", b"default-src 'none'; img-src 'self'; sandbox"),
-]
-
-
-class MediaFiles:
-    """Serves MEDIA_ROOT (Starlette's StaticFiles) with MEDIA_HEADERS."""
-
-    def __init__(self, directory: Path) -> None:
-        self.files = StaticFiles(directory=directory, check_dir=False)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *MEDIA_HEADERS]
-            await send(message)
-
-        await self.files(scope, receive, send_with_headers)

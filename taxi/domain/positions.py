@@ -22,7 +22,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from taxi.core.cluster import REDIS_ERRORS
 from taxi.domain.readmodels import LocationView
+
+# What an unreachable position store raises (Redis, or its socket; on a Redis Cluster
+# mid-failover also RedisClusterException, e.g. SlotNotCoveredError, not a RedisError).
+STORE_DOWN = REDIS_ERRORS
 
 if TYPE_CHECKING:
     from taxi.domain.routes import Estimator
@@ -189,6 +194,9 @@ class PositionStore(Protocol):
         """Drop stale positions from the index (they are filtered anyway), and ended trips
         older than ENDED_KEEP; returns how many positions."""
 
+    async def online(self) -> int:
+        """How many drivers are not OFFLINE (available or on a trip): the admin's figure."""
+
 
 _MISSING = object()
 _OFFLINE = DriverStatus(Availability.OFFLINE)
@@ -265,6 +273,9 @@ class MemoryPositions:
         self._fixes.pop(driver_id, None)
         self._index(driver_id, None)
         self._epochs[driver_id] = self._epochs.get(driver_id, 0) + 1
+
+    async def online(self) -> int:
+        return len(self._state)
 
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         state = replace(self._status(driver_id), epoch=self._epochs.get(driver_id, 0))

@@ -121,6 +121,10 @@ class RedisPositions:
             keys=[self.state, self.fixes, self.avail, self.seen, self.epochs], args=[driver_id]
         )
 
+    async def online(self) -> int:
+        # The state hash holds exactly the drivers that are not OFFLINE.
+        return int(await self.redis.hlen(self.state))
+
     async def status(self, *, driver_id: int) -> tuple[DriverStatus, Fix | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.state, str(driver_id))

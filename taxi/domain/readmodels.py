@@ -1,6 +1,7 @@
-"""The read models: what queries, events and subscriptions serve, and the GraphQL object
-types themselves (each class below is its Strawberry type: plain attributes, read as
-they are, with no conversion and no resolver per field).
+"""The read models: what queries, events and subscriptions serve. Plain dataclasses here
+(the domain knows no GraphQL); the API layer makes each one its GraphQL object type in place
+(taxi/api/schema/readtypes.py), so they are served as they are: no conversion, no resolver
+per field.
 
 A trip event carries a `TripView` as JSON (`to_json`, `from_json`: generic, from the
 dataclass fields), so the live layer rebuilds exactly what a query would return
@@ -13,101 +14,58 @@ import types
 import typing
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
 import orjson
-import strawberry
 
 from taxi.domain.models import CancelReason, TripStatus, UserGroup
 
 T = TypeVar("T")
 
-# The model enums as GraphQL enums (by member name: RIDER, REQUESTED, ...).
-strawberry.enum(UserGroup, name="UserGroup")
-strawberry.enum(TripStatus, name="TripStatus")
-strawberry.enum(CancelReason, name="CancelReason", description="Why a trip was CANCELED.")
 
-
-@strawberry.type(name="User")
+@dataclass(kw_only=True)
 class UserView:
-    id: int = strawberry.field(graphql_type=strawberry.ID)
+    id: int
     username: str
     first_name: str
     last_name: str
     group: UserGroup
-    photo_url: str | None = strawberry.field(
-        description=(
-            "Absolute or server-relative URL of the uploaded photo; null when none was sent."
-        )
-    )
-    rating: float | None = strawberry.field(
-        description=(
-            "Drivers: mean of the ratings that riders gave their completed trips; "
-            "null below 3 ratings or for riders."
-        )
-    )
+    photo_url: str | None  # absolute or server-relative; None when none was sent
+    rating: float | None  # drivers: mean of their riders' ratings, from 3 ratings on
 
 
-@strawberry.type(name="Location")
+@dataclass(kw_only=True)
 class LocationView:
     latitude: float
     longitude: float
-    heading: float | None = strawberry.field(
-        description="Degrees clockwise from north, when the device knows it."
-    )
+    heading: float | None  # degrees clockwise from north, when the device knows it
     recorded_at: datetime
-    eta_seconds: int | None = strawberry.field(
-        default=None,
-        description=(
-            "On a trip's driverLocation stream: seconds to the trip's next stop (pick-up while "
-            "STARTED, drop-off while IN_PROGRESS); null elsewhere."
-        ),
-    )
+    eta_seconds: int | None = None  # on a trip's driverLocation stream: to its next stop
 
 
-@strawberry.type(
-    name="Money",
-    description=(
-        "An amount of money in minor units (cents), so that no price is ever a rounded float."
-    ),
-)
+@dataclass(kw_only=True)
 class MoneyView:
-    amount: int = strawberry.field(description="Minor units of `currency` (e.g. 1240 for 12.40).")
-    currency: str = strawberry.field(description="ISO 4217 code (FARE_CURRENCY), e.g. EUR.")
+    amount: int  # minor units (cents): no price is ever a rounded float
+    currency: str  # ISO 4217 (FARE_CURRENCY)
 
     @classmethod
     def of(cls, amount: int | None, currency: str) -> MoneyView | None:
         return None if amount is None else cls(amount=amount, currency=currency)
 
 
-@strawberry.type(name="Fare", description="What a trip costs.")
+@dataclass(kw_only=True)
 class FareView:
-    quoted: MoneyView | None = strawberry.field(
-        description=(
-            "The up-front price held by the quote the trip was requested with; null without a "
-            "quote."
-        )
-    )
-    final: MoneyView | None = strawberry.field(
-        description=(
-            "What the rider pays: set when the trip is COMPLETED (or CANCELED with a fee), "
-            "null before."
-        )
-    )
-    distance_meters: int | None = strawberry.field(
-        description=(
-            "Driven while IN_PROGRESS, metres (from the reported positions); null before COMPLETED."
-        )
-    )
-    duration_seconds: int | None = strawberry.field(
-        description="IN_PROGRESS to COMPLETED, seconds; null before COMPLETED."
-    )
+    quoted: MoneyView | None  # held by the quote the trip was requested with
+    final: MoneyView | None  # set when COMPLETED (or CANCELED with a fee)
+    distance_meters: int | None  # driven while IN_PROGRESS; None before COMPLETED
+    duration_seconds: int | None  # IN_PROGRESS to COMPLETED; None before COMPLETED
     surge: float
 
 
-@strawberry.type(name="Point", description="A point on the map (WGS 84 degrees).")
+@dataclass(kw_only=True)
 class PointView:
     latitude: float
     longitude: float
@@ -119,9 +77,9 @@ class PointView:
         return cls(latitude=latitude, longitude=longitude)
 
 
-@strawberry.type(name="Trip")
+@dataclass(kw_only=True)
 class TripView:
-    id: uuid.UUID = strawberry.field(graphql_type=strawberry.ID, description="A UUID.")
+    id: uuid.UUID
     created: datetime
     updated: datetime
     pick_up_address: str
@@ -129,53 +87,22 @@ class TripView:
     status: TripStatus
     rider: UserView | None
     driver: UserView | None
-    driver_location: LocationView | None = strawberry.field(
-        description=(
-            "The driver's last reported position while the trip is STARTED or IN_PROGRESS; "
-            "null otherwise."
-        )
-    )
-    rating: int | None = strawberry.field(
-        description="1 to 5, set by the rider once the trip is COMPLETED."
-    )
-    pick_up: PointView | None = strawberry.field(
-        default=None,
-        description=(
-            "Pick-up coordinates, when the request gave them (the trip is then dispatched "
-            "to nearby drivers)."
-        ),
-    )
-    drop_off: PointView | None = strawberry.field(
-        default=None, description="Drop-off coordinates, when the request gave them."
-    )
+    driver_location: LocationView | None  # while STARTED or IN_PROGRESS
+    rating: int | None  # 1 to 5, by the rider once COMPLETED
+    pick_up: PointView | None = None
+    drop_off: PointView | None = None
     fare: FareView | None = None
-    cancel_reason: CancelReason | None = strawberry.field(
-        default=None, description="Why the trip was CANCELED; null otherwise."
-    )
-    arrived_at: datetime | None = strawberry.field(
-        default=None,
-        description=(
-            "When the driver first came within ARRIVAL_METERS of the pick-up while STARTED; "
-            "null before."
-        ),
-    )
-    pick_up_eta_seconds: int | None = strawberry.field(
-        default=None,
-        description=(
-            "While STARTED and not yet arrived: seconds until the driver reaches the pick-up, "
-            "from the last position."
-        ),
-    )
-    drop_off_eta_seconds: int | None = strawberry.field(
-        default=None,
-        description="While IN_PROGRESS: seconds until the drop-off, from the last position.",
-    )
+    cancel_reason: CancelReason | None = None
+    arrived_at: datetime | None = None  # first within ARRIVAL_METERS of the pick-up
+    pick_up_eta_seconds: int | None = None  # while STARTED and not yet arrived
+    drop_off_eta_seconds: int | None = None  # while IN_PROGRESS
     # Dispatched trips (with a pick-up): the drivers offered it so far, who alone may see
-    # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never served.
-    offered: strawberry.Private[tuple[int, ...] | None] = None
+    # it while REQUESTED (taxi/domain/offers.py). None: offered to every driver. Never
+    # served (taxi/api/schema/readtypes.py keeps it and `released` out of the schema).
+    offered: tuple[int, ...] | None = None
     # Drivers who gave the trip back (releaseTrip): never in their pool again, dispatched or
-    # not. Never served.
-    released: strawberry.Private[tuple[int, ...]] = ()
+    # not.
+    released: tuple[int, ...] = ()
 
     @property
     def rider_id(self) -> int | None:

@@ -1,5 +1,7 @@
-"""The GraphQL endpoint over HTTP: Strawberry's ASGI view with our context, auth and
-limits. The WebSocket side of the same path is taxi/transport/live."""
+"""The GraphQL endpoint over HTTP: a JSON POST decoded once and handed to the executor
+(taxi/api/executor.py); Strawberry's view for the rest (GET query strings, multipart
+uploads, the GraphiQL page), whose execution hook hands the operation to the same
+executor. The WebSocket side of the same path is taxi/transport/live."""
 
 from __future__ import annotations
 
@@ -7,30 +9,25 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import (
-    ExecutionResult,
-    GraphQLError,
-    OperationDefinitionNode,
-    OperationType,
-    parse,
-)
+from graphql import ExecutionResult, OperationType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from strawberry.asgi import GraphQL
 
-from taxi.api import persisted
+from taxi.api.answer import Answer, BadRequest
 from taxi.api.context import Context, Services
-from taxi.api.schema import inputs
-from taxi.api.schema.errors import PRE_EXECUTION_CODES, with_codes
-from taxi.api.schema.limits import MAX_TOKENS
-from taxi.api.schema.plans import Plans
-from taxi.core import metrics
+from taxi.api.executor import Executor
+from taxi.api.strawberry_adapter import View, ViewOperation
 from taxi.core.config import Settings
 from taxi.domain import auth
-from taxi.domain.errors import BadUserInput
 from taxi.transport import pages
+
+# What each method may run (a mutation never over GET; subscriptions over WebSocket).
+ALLOWED = {
+    "GET": frozenset({OperationType.QUERY}),
+    "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
+}
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
 CSRF_REFUSED = (
@@ -56,17 +53,13 @@ def _too_large(limit: int) -> JSONResponse:
     return error_response(413, f"Request body larger than {limit} bytes.", "PAYLOAD_TOO_LARGE")
 
 
-class TaxiGraphQL(GraphQL[Context, None]):
-    def __init__(
-        self, schema: Any, *, settings: Settings, plans: bool = True, **kwargs: Any
-    ) -> None:
-        """`plans`: answer recognised read-only queries without per-field execution
-        (taxi/api/schema/plans.py); off with tracing, whose operation span they skip."""
-        super().__init__(schema, **kwargs)
+class TaxiGraphQL(View):
+    def __init__(self, schema: Any, *, settings: Settings, executor: Executor, **kwargs: Any):
+        # No streaming transports (SSE, multipart subscriptions): those would run
+        # Strawberry's own `schema.stream`, outside the executor and its limits.
+        super().__init__(schema, subscription_protocols=(), **kwargs)
         self.settings = settings
-        # `_schema`: the graphql-core schema, as Strawberry's docs point to for interop.
-        core = schema._schema
-        self.plans = Plans(core, introspection=settings.introspection) if plans else None
+        self.executor = executor
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson refuses what the standard library let through to a 500: a lone
@@ -75,8 +68,7 @@ class TaxiGraphQL(GraphQL[Context, None]):
         return orjson.loads(data)
 
     def encode_json(self, data: object) -> str:
-        # str, not bytes: the WebSocket adapter sends bytes as binary frames, which
-        # GraphQL-over-WebSocket clients (graphql-ws, Apollo, urql) cannot parse.
+        # The view's responses (GET, multipart); its base class wants str.
         return orjson.dumps(data).decode()
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -111,7 +103,12 @@ class TaxiGraphQL(GraphQL[Context, None]):
             response = _too_large(limit)
         else:
             try:
-                response = await self._planned(request) or await self.run(request)
+                if _plain_json(request):
+                    response = await self._json(request)
+                else:
+                    response = await self.run(request)
+            except BadRequest as exc:
+                response = error_response(400, exc.message, exc.code)
             except _BodyTooLarge:
                 response = _too_large(limit)
             except HTTPException as exc:
@@ -126,50 +123,59 @@ class TaxiGraphQL(GraphQL[Context, None]):
                 await request.close()
         await response(scope, receive, send)
 
-    async def _planned(self, request: Request) -> Response | None:
-        """A JSON POST of a query a plan answers (taxi/api/schema/plans.py), answered
-        without Strawberry's view (its parsing, hooks and result processing cost as
-        much as the plan); None for anything else, or any doubt: then `run` serves
-        it (Starlette keeps the body read here) with its own errors."""
-        headers = request.headers
-        if self.plans is None or request.method != "POST":
-            return None
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        accept = headers.get("accept", "")
-        if media != "application/json" or "multipart" in accept or "event-stream" in accept:
-            return None  # other content types, incremental delivery: Strawberry's
+    async def _json(self, request: Request) -> Response:
+        """A JSON POST, decoded once, checked as Strawberry's view checks it, run."""
         try:
-            data = self.decode_json(await request.body())
-        except orjson.JSONDecodeError:
-            return None
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if isinstance(data, list):
+            raise HTTPException(400, "Batching is not enabled")
         if not isinstance(data, dict):
-            return None
+            raise HTTPException(400, "Malformed GraphQL request.")
         query, variables = data.get("query"), data.get("variables")
         name, extensions = data.get("operationName"), data.get("extensions")
-        if (
-            not (
-                isinstance(query, str)
-                and isinstance(variables, dict | None)
-                and isinstance(name, str | None)
-                and isinstance(extensions, dict | None)
-            )
-            or inputs.problem(variables) is not None
+        for key, value, kinds in (
+            ("query", query, str | None),
+            ("variables", variables, dict | None),
+            ("extensions", extensions, dict | None),
         ):
-            return None
-        services: Services = request.app.state.services
-        try:
-            document = await services.documents.resolve(query=query, extensions=extensions)
-        except persisted.Refused:
-            return None
-        if not isinstance(document, str):
-            return None
+            if not isinstance(value, kinds):
+                kind = "a string" if key == "query" else "an object"
+                raise HTTPException(
+                    400, f"The GraphQL operation's `{key}` must be {kind} or null, if provided."
+                )
         context = await self.get_context(request, response=None)
-        answer = await self.plans.answer(context, document, variables, name)
-        if answer is None:
-            request.state.plan_tried = True  # `execute_single` goes the full way at once
-            return None
-        # What Strawberry's create_response writes for {"data": ...}: same bytes, headers.
-        return Response(orjson.dumps({"data": answer}), media_type="application/json")
+        answer = await self._run(request, context, query, variables, name, extensions)
+        body: dict[str, Any] = {"data": answer.data}
+        if answer.errors:
+            body["errors"] = [e.formatted for e in answer.errors]
+        response = Response(orjson.dumps(body), answer.status, media_type="application/json")
+        if answer.no_store:
+            # Never cached by a CDN: the client registers the document next.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def _run(
+        self,
+        request: Request,
+        context: Context,
+        query: object,
+        variables: dict[str, Any] | None,
+        name: object,
+        extensions: dict[str, Any] | None,
+    ) -> Answer:
+        if not isinstance(name, str | None):
+            raise BadRequest(f'Unknown operation named "{name}".')
+        return await self.executor.run(
+            context,
+            query=query,
+            variables=variables,
+            operation_name=name,
+            extensions=extensions,
+            allowed=ALLOWED.get(request.method, frozenset()),
+            via=request.method,
+        )
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET with a persisted document's hash and no query is an operation, not a
@@ -188,45 +194,17 @@ class TaxiGraphQL(GraphQL[Context, None]):
             # into it as it comes. A client's fault: 400, never a 500.
             raise HTTPException(400, "Malformed GraphQL request.") from exc
 
-    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
-        data = kwargs["request_data"]
-        reason = inputs.problem(data.variables)
-        if reason is not None:
-            # Before graphql-core coerces them (seconds for a 600,000-item list).
-            kwargs["sub_response"].status_code = 400
-            error = GraphQLError(reason, extensions={"code": BadUserInput.code})
-            return ExecutionResult(data=None, errors=[error])
-        documents = kwargs["request"].app.state.services.documents
-        try:
-            data.query = await documents.resolve(query=data.query, extensions=data.extensions)
-        except persisted.Refused as exc:
-            # Never cached by a CDN: the client registers the document next.
-            kwargs["sub_response"].headers["Cache-Control"] = "no-store"
-            metrics.refused(name=data.operation_name, kind="unknown", code=exc.code)
-            error = GraphQLError(exc.message, extensions={"code": exc.code})
-            return ExecutionResult(data=None, errors=[error])
-        if _is_subscription(data.query, data.operation_name):
-            # Subscriptions are served over WebSocket; run over plain HTTP, the stream
-            # the resolver returns surfaced as an INTERNAL_SERVER_ERROR.
-            raise HTTPException(400, "Subscriptions are served over WebSocket only.")
-        get_refused = kwargs["request_adapter"].method == "GET" and not self.allow_queries_via_get
-        tried = getattr(kwargs["request"].state, "plan_tried", False)
-        if self.plans is not None and isinstance(data.query, str) and not get_refused and not tried:
-            answer = await self.plans.answer(
-                kwargs["context"], data.query, data.variables, data.operation_name
-            )
-            if answer is not None:
-                return ExecutionResult(data=answer)
-        result = await super().execute_single(*args, **kwargs)
-        if result.errors:
-            # Parse failures skip the extensions; give them their code here too.
-            result.errors = with_codes(result.errors, mask_internal=self.settings.production)
-            if result.data is None and any(
-                e.path is None and (e.extensions or {}).get("code") in PRE_EXECUTION_CODES
-                for e in result.errors
-            ):
-                kwargs["sub_response"].status_code = 400
-        return result
+    async def operation(self, op: ViewOperation) -> ExecutionResult:
+        """What Strawberry's view parsed (GET, multipart), run by the executor."""
+        data = op.data
+        answer = await self._run(
+            op.request, op.context, data.query, data.variables, data.operation_name, data.extensions
+        )
+        if answer.no_store:
+            op.sub_response.headers["Cache-Control"] = "no-store"
+        if answer.status != 200:
+            op.sub_response.status_code = answer.status
+        return ExecutionResult(data=answer.data, errors=answer.errors)
 
     async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
         services: Services = request.app.state.services
@@ -235,19 +213,15 @@ class TaxiGraphQL(GraphQL[Context, None]):
         return Context(services=services, request=request, response=response, token=token)
 
 
-def _is_subscription(query: object, operation_name: object) -> bool:
-    if not isinstance(query, str) or "subscription" not in query:
-        return False  # cheap: the keyword must be in the text
-    try:
-        document = parse(query, max_tokens=MAX_TOKENS)
-    except GraphQLError:
-        return False  # strawberry reports the syntax error itself
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if isinstance(operation_name, str):
-        operations = [d for d in operations if d.name and d.name.value == operation_name]
-    # Without a name, any subscription in the document counts (strawberry picks the
-    # first operation where graphql-core would refuse to choose).
-    return any(d.operation is OperationType.SUBSCRIPTION for d in operations)
+def _plain_json(request: Request) -> bool:
+    """A JSON POST that wants one JSON answer (not a multipart or event stream)."""
+    if request.method != "POST":
+        return False
+    headers = request.headers
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    accept = headers.get("accept", "")
+    streamed = "multipart" in accept or "event-stream" in accept
+    return media == "application/json" and not streamed
 
 
 def _needs_preflight(request: Request) -> bool:

@@ -1,5 +1,7 @@
-"""uvicorn protocols for `taxi serve` (used by name, so they also apply in each worker
-process with `--workers N`):
+"""The uvicorn adapter: the protocols `taxi serve` runs (used by name, so they also apply in
+each worker process with `--workers N`). Every use of uvicorn's undocumented internals is in
+this module, named in `INTERNALS` (tests/test_adapters.py fails when one moves; uvicorn has
+an upper bound in pyproject.toml):
 
 - `WebSocketProtocol` (`ws="taxi.transport.server:WebSocketProtocol"`): uvicorn's sans-I/O WebSocket
   protocol plus two things.
@@ -32,8 +34,42 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 from taxi.transport.live.protocol import GOING_AWAY, SHUTDOWN_REASON
+from taxi.transport.live.wire import FRAMES
 
-FRAMES = "taxi.frames"  # the scope extension naming the seam (taxi/transport/live/wire.py)
+# What `taxi serve`, the tests' servers and the benchmarks' pass to uvicorn (by name).
+WEBSOCKET = "taxi.transport.server:WebSocketProtocol"
+HTTP = "taxi.transport.server:GuardedHttpToolsProtocol"
+# uvicorn's undocumented names used below, per base class: attributes and methods of
+# its protocol objects (their values are set per connection, so they are checked on an
+# instance built with a real Config).
+INTERNALS: dict[type, tuple[str, ...]] = {
+    WebSocketsSansIOProtocol: (
+        "handle_connect",
+        "scope",
+        "handshake_complete",
+        "initial_response",
+        "close_sent",
+        "disconnected",
+        "conn",
+        "writable",
+        "transport",
+        "queue",
+        "shutdown",
+    ),
+    HttpToolsProtocol: (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "on_headers_complete",
+        "on_message_complete",
+        "handle_websocket_upgrade",
+        "url",
+        "headers",
+        "transport",
+        "loop",
+        "logger",
+    ),
+}
 _TEXT_FIN = 0x81  # FIN bit + text opcode
 _SHORT = 126  # payload lengths below this fit the first length byte
 _MEDIUM = 1 << 16  # below this: 126 and a 16-bit length, else 127 and a 64-bit one
@@ -98,15 +134,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
 
     def shutdown(self) -> None:
-        if not self.handshake_complete or self.close_sent or self.disconnected:
-            super().shutdown()  # a handshake in progress (500), or already closing
-            return
-        self.stop_keepalive()
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
-        self.conn.send_close(GOING_AWAY, SHUTDOWN_REASON)
-        self.close_sent = True
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.transport.close()
+        if self.handshake_complete and not self.close_sent and not self.disconnected:
+            # uvicorn's shutdown would send 1012 here: our close goes first, and as the
+            # close is then sent, uvicorn's own shutdown only stops the keep-alive and
+            # closes the transport (a handshake in progress still gets its 500).
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
+            self.conn.send_close(GOING_AWAY, SHUTDOWN_REASON)
+            self.close_sent = True
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        super().shutdown()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -117,9 +153,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header blocked the event loop 16 s). Counting the bytes of a request head as they
     arrive stops it at MAX_HEADER_BYTES plus one read
     (431 and close); the exact size is checked when the head is complete (400 and close).
-    uvicorn's h11 protocol has such a limit (h11_max_incomplete_event_size) but served
-    15-20 % fewer small responses and 35-60 % fewer GraphQL requests per second here;
-    this guard costs about 5 %, within run-to-run noise for GraphQL requests.
+    uvicorn's h11 protocol has such a limit (h11_max_incomplete_event_size) but serves
+    markedly fewer requests per second; this guard costs little (docs/performance.md).
 
     Neither has a read deadline: uvicorn's only timeout is for idle keep-alive
     connections after a response, so a client sending a byte every few seconds held a

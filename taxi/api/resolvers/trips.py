@@ -77,7 +77,7 @@ class TripQuery:
         return await one_trip(info.context, id)
 
 
-# The query resolvers' work, shared with taxi/api/schema/plans.py (which answers the same
+# The query resolvers' work, shared with taxi/api/strategies/reads.py (which answers the same
 # fields without graphql-core's per-field execution).
 
 
@@ -101,7 +101,7 @@ async def checked_trips_page(
     ctx: Context, *, status: list[TripStatus] | None, first: int | None, after: str | None
 ) -> TripConnection | None:
     """`trips_page` with the token's session checked by the page's own statement (one
-    query, not two), for taxi/api/schema/plans.py; None where that proves nothing (no
+    query, not two), for taxi/api/strategies/reads.py; None where that proves nothing (no
     rows, a token without a group): `trips_page` answers then. A bad token raises."""
     if ctx.token is None:
         return None

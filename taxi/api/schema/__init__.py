@@ -1,3 +1,3 @@
-"""The GraphQL schema: object types, inputs, errors, limits, and its composition
-(`taxi.api.schema.build`, which imports the resolvers; nothing here does, so resolvers can
-import the types)."""
+"""The GraphQL schema's parts: object types, inputs, errors, limits. Composed with the
+resolvers in `taxi.api.build` (above both: the resolvers import these types, nothing here
+imports a resolver)."""

@@ -9,17 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import strawberry
-from graphql import GraphQLError, NoSchemaIntrospectionCustomRule, parse, specified_rules, validate
+from graphql import GraphQLError, parse, validate
 
-from taxi.api.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, validation_rules
+from taxi.api.schema.limits import MAX_TOKENS, validation_rules
+from taxi.api.strawberry_adapter import core_schema
 
 
 def document_checker(schema: strawberry.Schema, *, introspection: bool) -> Callable[[str], bool]:
-    # graphql-core's schema: `_schema` is what Strawberry documents for interop.
-    core = schema._schema
-    rules = [*specified_rules, *validation_rules(max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES)]
-    if not introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
+    core = core_schema(schema)
+    rules = validation_rules(introspection=introspection)  # the executor's, the same
 
     def valid(document: str) -> bool:
         try:

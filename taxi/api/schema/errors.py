@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from typing import Protocol, cast
 
 import asyncpg
 from graphql import GraphQLError, GraphQLSyntaxError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from strawberry.extensions import MaskErrors
 
 from taxi.domain.errors import AppError, ServiceUnavailable
 
@@ -55,7 +53,9 @@ def is_outage(exc: BaseException) -> bool:
             or "connect" in type(exc.orig).__name__.lower()
             or _is_outage_text(str(exc.orig))
         )
-    return isinstance(exc, (OSError, TimeoutError, PoolTimeout, RedisError, ConnectionError))
+    # RedisClusterException (a slot without an owner mid-failover) is not a RedisError.
+    outages = (OSError, TimeoutError, PoolTimeout, RedisError, RedisClusterException)
+    return isinstance(exc, outages)
 
 
 def _is_outage_text(text: str) -> bool:
@@ -122,27 +122,3 @@ def with_codes(errors: list[GraphQLError], *, mask_internal: bool) -> list[Graph
             )
         )
     return out
-
-
-class _WithErrors(Protocol):
-    """A result (HTTP or streamed) as ErrorCodes sees it."""
-
-    errors: list[GraphQLError] | None
-
-
-class ErrorCodes(MaskErrors):
-    """Applies `with_codes` to every result, streamed (WebSocket) ones included."""
-
-    def __init__(self, *, mask_internal: bool) -> None:
-        super().__init__()
-        self.mask_internal = mask_internal
-
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return with_codes(errors, mask_internal=self.mask_internal)
-
-    def _process_result(self, result: object) -> None:
-        # MaskErrors checks `isinstance(result, <runtime Protocol>)`: the largest single
-        # cost per subscriber per event in the fan-out profile. A plain lookup will do.
-        errors = getattr(result, "errors", None)
-        if errors:
-            cast(_WithErrors, result).errors = self._process_errors(errors)

@@ -12,10 +12,12 @@ from graphql import (
     GraphQLError,
     IntValueNode,
     ListValueNode,
+    NoSchemaIntrospectionCustomRule,
     SelectionSetNode,
     StringValueNode,
     ValidationContext,
     ValidationRule,
+    specified_rules,
 )
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
@@ -121,16 +123,21 @@ def _safe_depth_rule(max_depth: int) -> type[ValidationRule]:
     return SafeDepthRule
 
 
-def validation_rules(*, max_depth: int, max_aliases: int) -> list[type[ASTValidationRule]]:
-    """Built once per schema. strawberry's QueryDepthLimiter and MaxAliasesLimiter build
-    new rule classes for every operation, and the validation cache is keyed by the
-    rules: it never hit (every request validated again), and each live subscription
-    kept ~7 KiB of rule classes alive."""
-    return [
+def validation_rules(*, introspection: bool) -> tuple[type[ASTValidationRule], ...]:
+    """Every rule a document must pass, assembled here alone (the executor's document
+    cache validates with them, once per distinct document): the size limits first (they
+    end the walk before the costly rules run), GraphQL's own, the limits of PROTOCOL.md
+    and, with INTROSPECTION=0, no introspection. Built once per executor: strawberry's
+    QueryDepthLimiter and MaxAliasesLimiter build new rule classes per call."""
+    rules: list[type[ASTValidationRule]] = [
         DocumentSize,
+        *specified_rules,
         NonEmptySelectionSets,
-        _sized(_safe_depth_rule(max_depth)),
-        _sized(create_alias_validator(max_aliases)),
+        _sized(_safe_depth_rule(MAX_DEPTH)),
+        _sized(create_alias_validator(MAX_ALIASES)),
         MaxPageSize,
         InputLiterals,
     ]
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return tuple(rules)

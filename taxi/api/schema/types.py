@@ -9,6 +9,7 @@ from typing import Any, TypeAlias, TypeVar
 import strawberry
 
 from taxi.api.context import Context
+from taxi.api.schema import readtypes  # noqa: F401 - the read models become object types
 from taxi.domain.positions import Availability
 from taxi.domain.readmodels import TripView, UserView
 

@@ -11,23 +11,19 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
-from taxi.domain.models import Trip, TripStatus
+from taxi.domain.models import UNDER_WAY, Trip, TripStatus
 from taxi.domain.offers import offered_sets
-from taxi.domain.positions import Fix, PositionStore
+from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.readmodels import FareView, MoneyView, PointView, TripView
 from taxi.domain.routes import Estimator
 from taxi.domain.services import users
 
 log = logging.getLogger(__name__)
 
-# What an unreachable position store raises (Redis, or its socket).
-STORE_DOWN = (RedisError, OSError)
-UNDER_WAY = (TripStatus.STARTED, TripStatus.IN_PROGRESS)
 TRIPS: FromClause = Trip.metadata.tables["trip"]
 # TripView's fields read from `trip` as they are; the others are derived in `_view`.
 COLUMNS = tuple(name for name in TripView.__dataclass_fields__ if name in TRIPS.c)

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import availability, dispatch
+from taxi.domain import availability
 from taxi.domain.errors import Conflict, Forbidden
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import (
@@ -28,10 +28,11 @@ from taxi.domain.models import (
     utcnow,
 )
 from taxi.domain.offers import RELEASED_WAVE
-from taxi.domain.positions import PositionStore
+from taxi.domain.positions import STORE_DOWN, PositionStore
 from taxi.domain.readmodels import TripView
-from taxi.domain.services.reads import STORE_DOWN
-from taxi.domain.services.trips import _apply, _ended, _load_for_change, _view
+
+# The module, not its names: trips -> queries -> sessions -> rides -> trips is a circle.
+from taxi.domain.services import dispatch, trips
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ async def _release(
     driver = trip.driver_id
     assert driver is not None
     values = {"status": TripStatus.REQUESTED, "driver_id": None, "arrived_at": None}
-    await _apply(session, trip, expect=TripStatus.STARTED, values=values, positions=positions)
+    await trips._apply(session, trip, expect=TripStatus.STARTED, values=values, positions=positions)
     # The releasing driver's offer row (if any) becomes a marker that keeps the trip out of
     # their pool and out of every later wave (taxi/domain/offers.py).
     marked = (
@@ -70,7 +71,7 @@ async def _release(
             )
     await dispatch.schedule(session, settings=settings, trip=trip, again=True)
     await session.flush()
-    view = await _view(session, trip.id, positions)
+    view = await trips._view(session, trip.id, positions)
     return Outcome(view, Kind.RELEASED, tuple(offered))
 
 
@@ -87,7 +88,7 @@ async def _cancel(
     if fee is not None:
         values["fare_final"] = fee
     was = trip.status
-    view = await _apply(session, trip, expect=was, values=values, positions=positions)
+    view = await trips._apply(session, trip, expect=was, values=values, positions=positions)
     return Outcome(view, Kind.CANCELED, left_pool=was is TripStatus.REQUESTED)
 
 
@@ -100,9 +101,11 @@ async def _publish(
         if outcome.kind is Kind.RELEASED and driver is not None:
             await availability.ended(positions, driver_id=driver, trip_id=view.id)
         else:
-            await _ended(positions, view)
-        await events.trip_changed(view, kind=outcome.kind, left_pool=outcome.left_pool)
-        await events.offered(view, list(outcome.offered))
+            await trips._ended(positions, view)
+        await events.send(
+            events.trip_change(view, kind=outcome.kind, left_pool=outcome.left_pool),
+            events.offer(view, list(outcome.offered)),
+        )
 
 
 async def release_trip(
@@ -116,7 +119,7 @@ async def release_trip(
     no_show: bool,
 ) -> TripView:
     async with db() as session, session.begin():
-        trip = await _load_for_change(session, user, trip_id)
+        trip = await trips._load_for_change(session, user, trip_id)
         if trip.driver_id != user.id:
             raise Forbidden("Only the trip's driver can give it back.")
         if trip.status is not TripStatus.STARTED:

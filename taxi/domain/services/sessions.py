@@ -146,6 +146,17 @@ async def deactivate_user(
     )
 
 
+async def reactivate_user(*, db: SessionMaker, user_id: int) -> bool:
+    """For admins: the user may log in again. Their sessions stay ended: every device
+    signs in afresh. True when the user existed."""
+    async with db() as session, session.begin():
+        return bool(
+            await affected(
+                session, update(User).where(col(User.id) == user_id).values(is_active=True)
+            )
+        )
+
+
 async def delete_user(
     *,
     db: SessionMaker,

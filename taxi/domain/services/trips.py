@@ -21,12 +21,13 @@ from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
 from taxi.core.ratelimit import Limiter
-from taxi.domain import availability, dispatch
+from taxi.domain import availability
 from taxi.domain.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.fares import MAX_METERS, Tariff
 from taxi.domain.models import (
     ACTIVE_STATUSES,
+    UNDER_WAY,
     CancelReason,
     Trip,
     TripStatus,
@@ -35,16 +36,17 @@ from taxi.domain.models import (
     utcnow,
 )
 from taxi.domain.offers import offered_clause, visible_clause
-from taxi.domain.positions import Fix, PositionStore
+from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.readmodels import LocationView, PointView, TripView
-from taxi.domain.services import reads
+
+# The module, not its names: queries -> sessions -> rides -> trips -> queries is a circle
+# (importing queries first failed on a partially initialized module).
+from taxi.domain.services import dispatch, queries, reads
 from taxi.domain.services.points import NO_COORDINATES
 from taxi.domain.services.points import Coordinates as Coordinates
 from taxi.domain.services.points import location_errors as location_errors
 from taxi.domain.services.pricing import market
-from taxi.domain.services.queries import parse_trip_id
-from taxi.domain.services.reads import STORE_DOWN, UNDER_WAY
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +150,8 @@ async def request_trip(
         raise Conflict("You already have an active trip.") from exc
     if coordinates.pick_up is not None:
         metrics.wave(offers=len(offered))
-    await events.trip_changed(view, kind=Kind.REQUESTED)
-    await events.offered(view, offered)
+    # Together: the rider's and watchers' channels and the first wave's drivers.
+    await events.send(events.trip_change(view, kind=Kind.REQUESTED), events.offer(view, offered))
     return view
 
 
@@ -167,7 +169,7 @@ async def _surge(
 
 async def _load(session: AsyncSession, trip_id: str, visible: ColumnElement[bool]) -> Trip:
     """The trip's row, if `visible`; NotFound otherwise."""
-    statement = select(Trip).where(col(Trip.id) == parse_trip_id(trip_id), visible)
+    statement = select(Trip).where(col(Trip.id) == queries.parse_trip_id(trip_id), visible)
     trip = (await session.scalars(statement)).one_or_none()
     if trip is None:
         raise NotFound("Trip not found.")
@@ -250,7 +252,7 @@ async def update_trip_status(
     driven = None
     if status is TripStatus.COMPLETED:
         # Summed beside the positions while IN_PROGRESS; written once, here.
-        driven = await _driven(positions, parse_trip_id(trip_id))
+        driven = await _driven(positions, queries.parse_trip_id(trip_id))
     async with db() as session, session.begin():
         trip = await _load_for_change(session, user, trip_id)
         if trip.driver_id != user.id:

@@ -1,38 +1,44 @@
 """The WebSocket side of /graphql, as an ASGI app: the handshake (origin, subprotocol),
 one `Socket` per connection, and 1001 Going Away for every open socket on shutdown.
-HTTP stays on Strawberry's view (taxi/transport/http.py); Starlette routes by scope type."""
+HTTP is taxi/transport/http.py; Starlette routes by scope type."""
 
 from __future__ import annotations
 
 import logging
 from contextlib import suppress
 
-import strawberry
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
 from taxi.api.context import Context, Services
+from taxi.api.executor import Executor
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.transport.live import protocol as p
-from taxi.transport.live.execution import GraphQL
+from taxi.transport.live.hub import Hub
+from taxi.transport.live.registry import SocketRegistry
 from taxi.transport.live.socket import Socket
-from taxi.transport.live.wire import Outbox
-from taxi.transport.server import FRAMES
+from taxi.transport.live.wire import FRAMES, Outbox
 
 log = logging.getLogger("taxi.transport.live")
 
 
 class LiveEndpoint:
-    def __init__(self, schema: strawberry.Schema, *, settings: Settings) -> None:
+    # This process's fan-out and signed-in sockets, from the app's lifespan (`start`).
+    hub: Hub
+    registry: SocketRegistry
+
+    def __init__(self, executor: Executor, *, settings: Settings) -> None:
         self.settings = settings
-        self.graphql = GraphQL(
-            schema, mask_internal=settings.production, introspection=settings.introspection
-        )
+        self.executor = executor  # the one HTTP uses too
         self.origins = {o for o in map(normalize_origin, settings.origins) if o}
         self.any_origin = "*" in settings.origins
         self.sockets: set[Socket] = set()
+
+    def start(self, *, hub: Hub, registry: SocketRegistry) -> None:
+        self.hub = hub
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "websocket"
@@ -45,8 +51,17 @@ class LiveEndpoint:
             return
         services: Services = scope["app"].state.services
         seam = scope.get("extensions", {}).get(FRAMES)
-        outbox = Outbox(send, seam, maxsize=services.hub.maxsize)
-        socket = Socket(self, Context(services=services, request=conn), send, outbox, dialect)
+        outbox = Outbox(send, seam, maxsize=self.hub.maxsize)
+        context = Context(services=services, request=conn)
+        socket = Socket(
+            context,
+            send,
+            outbox,
+            dialect,
+            executor=self.executor,
+            hub=self.hub,
+            registry=self.registry,
+        )
         self.sockets.add(socket)
         metrics.socket_opened()
         try:

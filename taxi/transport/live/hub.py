@@ -1,9 +1,9 @@
 """Per-process fan-out: ONE broadcast subscription per channel, subscriptions as records.
 
 A record is what a live subscription costs: which socket and operation, the shared
-plan of its document and variables, the feed's filter. Per event the channel's pump
-decodes the message once; per record it applies the filter, takes the plan's encoded
-result (executed once per event and document: taxi/transport/live/execution.py) and offers the
+live query of its document and variables, the feed's filter. Per event the channel's pump
+decodes the message once; per record it applies the filter, takes the query's encoded
+result (executed once per event and document: taxi/api/strategies/live.py) and offers the
 record's frame prefix plus that text to the socket's outbox, which writes it now or
 keeps the newest per trip (taxi/transport/live/wire.py). No task, queue or generator per
 subscription; nothing here knows HTTP or WebSocket framing."""
@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from broadcaster import Broadcast
 
+from taxi.api.strategies.live import LiveQuery
 from taxi.core import metrics
 from taxi.domain import events
 from taxi.domain.events import RESYNC_EVENT, Event
 from taxi.domain.services.live import End, Feed
-from taxi.transport.live.execution import Plan
 
 log = logging.getLogger("taxi.transport.live")
 
@@ -39,7 +39,7 @@ class Subscriber(Protocol):
 
 
 class Record:
-    __slots__ = ("feed", "held", "op_id", "plan", "prefix", "socket")
+    __slots__ = ("feed", "held", "op_id", "prefix", "query", "socket")
 
     def __init__(
         self,
@@ -47,13 +47,13 @@ class Record:
         op_id: str,
         prefix: bytes,
         feed: Feed[Any],
-        plan: Plan,
+        query: LiveQuery,
     ) -> None:
         self.socket = socket
         self.op_id = op_id
         self.prefix = prefix  # the result frame up to its payload
         self.feed = feed
-        self.plan = plan  # shared by every record of the same document and variables
+        self.query = query  # shared by every record of the same document and variables
         # Events that arrive while the first state is read: kept (newest per key,
         # bounded by the socket's outbox size) and replayed after it; None once live.
         self.held: dict[str, Event] | None = {}
@@ -269,7 +269,7 @@ class Hub:
             view = record.feed.see(item)
             if view is None:
                 return
-            payload = record.plan.shared(item, view, mask=self.mask_internal)
+            payload = record.query.shared(item, view, mask=self.mask_internal)
         except End:
             record.socket.end(record)
             return

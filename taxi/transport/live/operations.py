@@ -10,32 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationType
+from graphql import GraphQLError
 
-from taxi.api import persisted
+from taxi.api.answer import Answer, BadRequest
 from taxi.api.context import Context
+from taxi.api.executor import Executor
 from taxi.api.schema.errors import is_outage
+from taxi.api.strategies.live import LiveQuery
 from taxi.core import metrics
 from taxi.domain.errors import AppError, NotFound
-from taxi.transport.live import fastpath
 from taxi.transport.live import protocol as p
-from taxi.transport.live.execution import GraphQL
 from taxi.transport.live.hub import Hub, Record
-from taxi.transport.live.wire import Gone, Outbox
+from taxi.transport.live.wire import Gone, Outbox, unless_gone
 
 log = logging.getLogger("taxi.transport.live")
 
 REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
-
-
-async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
-    with suppress(Gone):
-        await work
 
 
 class Operations:
@@ -44,7 +38,7 @@ class Operations:
         "closed",
         "context",
         "dialect",
-        "graphql",
+        "executor",
         "hub",
         "outbox",
         "records",
@@ -52,10 +46,10 @@ class Operations:
     )
 
     def __init__(
-        self, graphql: GraphQL, context: Context, outbox: Outbox, dialect: p.Dialect
+        self, executor: Executor, hub: Hub, context: Context, outbox: Outbox, dialect: p.Dialect
     ) -> None:
-        self.graphql = graphql
-        self.hub: Hub = context.services.hub
+        self.executor = executor
+        self.hub = hub
         self.context = context
         self.outbox = outbox
         self.dialect = dialect
@@ -116,57 +110,39 @@ class Operations:
     def _errors(self, exc: Exception) -> list[dict[str, Any]]:
         """The client's view of `exc`: its code (an outage: SERVICE_UNAVAILABLE), logged
         and masked when it is a bug (taxi/api/schema/errors.py)."""
-        return self.graphql.errors([GraphQLError(str(exc), original_error=exc)])
+        error = GraphQLError(str(exc), original_error=exc)
+        return [dict(e.formatted) for e in self.executor.coded([error])]
 
     async def _fail(self, op_id: str, exc: Exception) -> None:
         await self.outbox.send(p.error(op_id, self._errors(exc), self.dialect).encode())
 
-    async def _refuse(
-        self, op_id: str, errors: list[dict[str, Any]], *, name: object, kind: str, valid: bool
-    ) -> None:
-        """The operation ends before it runs: an `error` message, the socket stays open.
-        `valid`: its document validated (only then may its name become a label)."""
-        code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-        if valid:
-            metrics.operation(name=name, kind=kind, code=code, seconds=None)
-        else:
-            metrics.refused(name=name, kind=kind, code=code)
-        await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
-
     async def _run(self, op_id: str, payload: dict[str, Any]) -> None:
-        graphql = self.graphql
-        name, variables = payload.get("operationName"), payload.get("variables")
         try:
-            query = await self.context.services.documents.resolve(
-                query=payload.get("query"), extensions=payload.get("extensions")
+            answer = await self.executor.run(
+                self.context,
+                query=payload.get("query"),
+                variables=payload.get("variables"),
+                operation_name=payload.get("operationName"),
+                extensions=payload.get("extensions"),
             )
-            if not isinstance(query, str):
-                raise persisted.Refused("BAD_REQUEST", "No GraphQL query found in the request.")
-        except persisted.Refused as exc:
-            await self._refuse(op_id, [exc.as_error()], name=name, kind="unknown", valid=False)
+        except BadRequest as exc:
+            error = GraphQLError(exc.message, extensions=exc.extensions)
+            answer = Answer(None, [error], executed=False)
+        if not answer.executed:
+            # Ends before it runs: an `error` message, the socket stays open.
+            errors = [dict(e.formatted) for e in answer.errors or ()]
+            await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
             return
         prefix = p.frame_prefix(op_id, self.dialect)
-        # Position reports skip the GraphQL execution (taxi/transport/live/fastpath.py).
-        if (data := await fastpath.answer(self.context, query, variables, name)) is not None:
-            await self.outbox.send(prefix + orjson.dumps({"data": data}) + b"}")
+        if answer.live is None:  # a query or mutation
+            body: dict[str, Any] = {"data": answer.data}
+            if answer.errors:
+                body["errors"] = [dict(e.formatted) for e in answer.errors]
+            await self.outbox.send(prefix + orjson.dumps(body) + b"}")
             await self.outbox.send(p.complete(op_id).encode())
             return
-        prepared = graphql.prepare(query)
-        if isinstance(prepared, list):
-            await self._refuse(op_id, prepared, name=name, kind="unknown", valid=False)
-            return
-        if graphql.operation_type(prepared, name) is not OperationType.SUBSCRIPTION:
-            ctx = self.context
-            result = await graphql.execute(query, variables=variables, name=name, context=ctx)
-            await self.outbox.send(prefix + result + b"}")
-            await self.outbox.send(p.complete(op_id).encode())
-            return
-        opened = await graphql.open(prepared, variables=variables, name=name, context=self.context)
-        if isinstance(opened, list):
-            await self._refuse(op_id, opened, name=name, kind="subscription", valid=True)
-            return
-        live, plan = opened
-        record = Record(self, op_id, prefix, live.feed, plan)
+        live, query = answer.live
+        record = Record(self, op_id, prefix, live.feed, query)
         await self.hub.add(record)
         try:
             # Subscribed first, then read: a change committed in between is held.
@@ -177,23 +153,26 @@ class Operations:
                     await self.outbox.send(p.complete(op_id).encode())
                     return
                 if view is not None:
-                    await self.outbox.send(prefix + graphql.first(plan, view))
+                    await self.outbox.send(prefix + self._first(query, view))
             self._keep(record)
         finally:
             if self.records.get(op_id) is not record:
                 self.hub.remove(record)
         self.hub.release(record)
 
+    def _first(self, query: LiveQuery, view: Any) -> bytes:
+        """A subscriber's own first state (or one re-read after a reconnect)."""
+        return query.payload(view, mask_internal=self.executor.mask_internal)
+
     def _keep(self, record: Record) -> None:
         """A live subscription: from here until `_drop`, a record in the hub."""
         self.records[record.op_id] = record
-        metrics.operation(name=record.plan.name, kind="subscription", code="OK", seconds=None)
-        metrics.subscription_started(record.plan.field)
+        metrics.subscription_started(record.query.field)
 
     def _drop(self, record: Record) -> None:
         del self.records[record.op_id]
         self.hub.remove(record)
-        metrics.subscription_ended(record.plan.field)
+        metrics.subscription_ended(record.query.field)
 
     # -- what the hub calls (hub.Subscriber) ------------------------------------------------
 
@@ -220,7 +199,7 @@ class Operations:
         if record.held is not None:
             return  # being set up or re-read right now: that read is fresh enough
         record.held = {}
-        task = asyncio.create_task(_unless_gone(self._refresh(record)))
+        task = asyncio.create_task(unless_gone(self._refresh(record)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -240,6 +219,6 @@ class Operations:
             log.warning("re-reading a live subscription's state failed: %r", exc)
             view = None  # the next RESYNC tries again
         if view is not None and self.records.get(record.op_id) is record:
-            payload = self.graphql.first(record.plan, view)
+            payload = self._first(record.query, view)
             self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
         self.hub.release(record)  # what was held follows the fresh state

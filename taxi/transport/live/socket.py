@@ -18,11 +18,12 @@ from taxi.domain import auth
 from taxi.domain.errors import BadUserInput, RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
 from taxi.transport.live.operations import Operations
-from taxi.transport.live.wire import ASGISend, Gone, Outbox
-from taxi.transport.sockets import TooManySockets
+from taxi.transport.live.registry import SocketRegistry, TooManySockets
+from taxi.transport.live.wire import ASGISend, Gone, Outbox, unless_gone
 
 if TYPE_CHECKING:
-    from taxi.transport.live.endpoint import LiveEndpoint
+    from taxi.api.executor import Executor
+    from taxi.transport.live.hub import Hub
 
 log = logging.getLogger("taxi.transport.live")
 
@@ -31,11 +32,6 @@ ACK, PONG, KEEP_ALIVE = (m.encode() for m in (p.ACK, p.PONG, p.KEEP_ALIVE))
 # gets an error, the socket stays open.
 MAX_OPERATIONS_PER_SOCKET = 100
 LIMITED = RateLimited.code
-
-
-async def _unless_gone(work: Coroutine[Any, Any, None]) -> None:
-    with suppress(Gone):
-        await work
 
 
 class Socket:
@@ -51,23 +47,28 @@ class Socket:
         "init_received",
         "operations",
         "outbox",
+        "registry",
         "settings",
     )
 
     def __init__(
         self,
-        endpoint: LiveEndpoint,
         context: Context,
         send: ASGISend,
         outbox: Outbox,
         dialect: p.Dialect,
+        *,
+        executor: Executor,
+        hub: Hub,
+        registry: SocketRegistry,
     ) -> None:
         self.context = context
         self.settings = context.settings
         self.dialect = dialect
         self._send = send
         self.outbox = outbox
-        self.operations = Operations(endpoint.graphql, context, outbox, dialect)
+        self.registry = registry
+        self.operations = Operations(executor, hub, context, outbox, dialect)
         self._tasks: set[asyncio.Task[Any]] = set()  # what the timers started
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.init_received = False
@@ -108,7 +109,7 @@ class Socket:
 
     async def _cleanup(self) -> None:
         self.closed = True
-        self.context.services.sockets.discard(self)
+        self.registry.discard(self)
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
@@ -121,7 +122,7 @@ class Socket:
         await self.outbox.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(_unless_gone(work))
+        task = asyncio.create_task(unless_gone(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -181,7 +182,6 @@ class Socket:
         if (timer := self._timers.pop("init", None)) is not None:
             timer.cancel()
         ctx = self.context
-        ctx.connection_params = params
         ctx.token = auth.token_from_connection_params(params)
         try:
             await ctx.user()
@@ -203,9 +203,7 @@ class Socket:
         user = await ctx.user()
         assert user.id is not None
         try:
-            ctx.services.sockets.add(
-                self, user_id=user.id, sid=str(claims["sid"]), revoke=ctx.revoke
-            )
+            self.registry.add(self, user_id=user.id, sid=str(claims["sid"]), revoke=ctx.revoke)
         except TooManySockets:
             if legacy:
                 error = {"message": "Too many open sockets.", "extensions": {"code": LIMITED}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -21,6 +21,8 @@ from taxi.core import metrics
 
 log = logging.getLogger("taxi.transport.live")
 
+# The scope extension under which the server offers its seam (taxi/transport/server.py).
+FRAMES = "taxi.frames"
 Key = tuple[str, str]  # (operation id, what the frame is about: a trip id)
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -38,6 +40,12 @@ class Seam(Protocol):
 
 class Gone(Exception):
     """The socket closed while a frame waited to be written."""
+
+
+async def unless_gone(work: Coroutine[Any, Any, None]) -> None:
+    """`work`, in a task of its own; a socket that closed under it ends it quietly."""
+    with suppress(Gone):
+        await work
 
 
 class Outbox:

@@ -29,11 +29,11 @@ from sqlmodel import col
 from taxi.core import metrics
 from taxi.core.config import Settings
 from taxi.core.db import SessionMaker, affected
-from taxi.domain import arrivals, availability
+from taxi.domain import availability
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import CancelReason, DispatchWave, Trip, TripOffer, TripStatus, utcnow
 from taxi.domain.positions import PositionStore
-from taxi.domain.services import reads
+from taxi.domain.services import arrivals, reads
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,11 @@ async def run_due(
         views = {v.id: v for v in loaded.trips} if loaded else {}
     for offers in waves:
         metrics.wave(offers=offers)
-    for trip, drivers in published:
-        await events.offered(views[trip.id], drivers)
-    for trip_id in expired:
-        await events.trip_changed(views[trip_id], kind=Kind.EXPIRED, left_pool=True)
+    # One run's waves and expiries are independent messages: out together.
+    await events.send(
+        *(events.offer(views[trip.id], drivers) for trip, drivers in published),
+        *(events.trip_change(views[t], kind=Kind.EXPIRED, left_pool=True) for t in expired),
+    )
     return len(rows)
 
 

@@ -1,0 +1,213 @@
+"""The one executor: every GraphQL operation, whichever transport brought it (HTTP
+GET/POST/multipart: taxi/transport/http.py; a WebSocket `subscribe`:
+taxi/transport/live/operations.py), takes this path:
+
+    resolve the document (text, persisted hash, trusted manifest: persisted.py)
+    -> the prepared document, parsed and validated once per text (prepared.py)
+    -> the operation's strategy, chosen once per document and operation
+       (strategies/: a compiled plan, a direct handler, or graphql-core's execution;
+        a subscription is opened through the same prepared document)
+    -> one metric, one log line (hot reports: tallied), one trace span, error codes.
+
+Transports only decode their framing and write the `Answer` out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+import strawberry
+from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode, OperationType
+
+from taxi.api import persisted
+from taxi.api.answer import OK, Answer, BadRequest, first_code
+from taxi.api.context import Context
+from taxi.api.prepared import DocumentCache, Prepared
+from taxi.api.schema import inputs
+from taxi.api.schema.errors import PRE_EXECUTION_CODES, with_codes
+from taxi.api.strategies import Strategy
+from taxi.api.strategies.general import General
+from taxi.api.strategies.live import LiveQueries
+from taxi.api.strategies.position import PositionReport
+from taxi.api.strategies.reads import Plan
+from taxi.api.strawberry_adapter import core_schema
+from taxi.core import metrics
+from taxi.core.logs import Tally, operation_line
+from taxi.core.tracing import OperationSpan
+from taxi.domain.errors import BadUserInput
+
+EVERY = frozenset(OperationType)
+_PLURAL = {
+    OperationType.QUERY: "queries",
+    OperationType.MUTATION: "mutations",
+    OperationType.SUBSCRIPTION: "subscriptions",
+}
+
+
+class Executor:
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        *,
+        mask_internal: bool,
+        introspection: bool,
+        plans: bool = True,
+        tracer: Any = None,
+    ) -> None:
+        """`plans`: answer recognised reads and reports by their own strategies (off:
+        every operation by graphql-core's execution, which tests compare them with)."""
+        self.core = core_schema(schema)
+        self.documents = DocumentCache(self.core, introspection=introspection)
+        self.live = LiveQueries(self.core)
+        self.mask_internal = mask_internal
+        self.plans = plans
+        self.tracer = tracer
+        self.tally = Tally()
+
+    def coded(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return with_codes(errors, mask_internal=self.mask_internal)
+
+    async def run(
+        self,
+        context: Context,
+        *,
+        query: object,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None,
+        allowed: Collection[OperationType] = EVERY,
+        via: str = "WebSocket",
+    ) -> Answer:
+        """One operation. Raises BadRequest for what `via` cannot run at all."""
+        if (reason := inputs.problem(variables)) is not None:
+            # Before graphql-core coerces them (seconds for a 600,000-item list).
+            error = GraphQLError(reason, extensions={"code": BadUserInput.code})
+            return self._refused(operation_name, "unknown", [error], status=400)
+        try:
+            text = await context.services.documents.resolve(query=query, extensions=extensions)
+        except persisted.Refused as exc:
+            error = GraphQLError(exc.message, extensions={"code": exc.code})
+            # A GraphQL answer (200): APQ clients read the code and send the document.
+            return self._refused(operation_name, "unknown", [error], status=200, no_store=True)
+        if not isinstance(text, str) or not text:
+            raise BadRequest("No GraphQL query found in the request")
+        prepared = await self.documents.prepare(text)
+        if prepared.parse_errors:
+            return self._refused(operation_name, "unknown", self.coded(prepared.parse_errors))
+        operation = prepared.operation(operation_name)
+        if operation is None:
+            raise BadRequest(
+                "Can't get GraphQL operation type"
+                if operation_name is None
+                else f'Unknown operation named "{operation_name}".'
+            )
+        kind = operation.operation
+        name = operation.name.value if operation.name else operation_name
+        if kind not in allowed:
+            if kind is OperationType.SUBSCRIPTION:
+                raise BadRequest("Subscriptions are served over WebSocket only.")
+            raise BadRequest(f"{_PLURAL[kind]} are not allowed when using {via}")
+        if prepared.validation_errors:
+            return self._refused(name, kind.value, self.coded(prepared.validation_errors))
+        if kind is OperationType.SUBSCRIPTION:
+            return await self._subscribe(prepared, operation_name, name, variables, context)
+        return await self._execute(prepared, operation_name, name, kind.value, variables, context)
+
+    async def _execute(
+        self,
+        prepared: Prepared,
+        requested: str | None,
+        name: str | None,
+        kind: str,
+        variables: dict[str, Any] | None,
+        context: Context,
+    ) -> Answer:
+        chosen = prepared.strategies.get(requested)
+        if chosen is None:
+            chosen = prepared.strategies[requested] = self._choose(prepared, requested, kind)
+        special, general = chosen
+        started = time.perf_counter()
+        span = OperationSpan(self.tracer) if self.tracer is not None else None
+        result: ExecutionResult | None = None
+        try:
+            if special is not None and self.plans:
+                result = await special.run(context, variables)
+            if result is None:
+                result = await general.run(context, variables)
+        finally:
+            errors = self.coded(result.errors) if result and result.errors else None
+            code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
+            seconds = time.perf_counter() - started
+            metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
+            label = metrics.operation_name(name)
+            if span is not None:
+                span.end(kind=kind, name=label, code=code)
+            if code == OK and isinstance(special, PositionReport):
+                self.tally.add(label, kind, seconds)  # thousands a second: no line each
+            else:
+                operation_line(name, kind, seconds, sorted({first_code([e]) for e in errors or ()}))
+        data = result.data
+        pre_execution = data is None and any(
+            e.path is None and (e.extensions or {}).get("code") in PRE_EXECUTION_CODES
+            for e in errors or ()
+        )
+        return Answer(data, errors, status=400 if pre_execution else 200)
+
+    def _choose(
+        self, prepared: Prepared, requested: str | None, kind: str
+    ) -> tuple[Strategy | None, General]:
+        """The strategies for one operation of a valid document: a special one when it
+        recognises the operation (it may still decline a request), then graphql-core."""
+        document = prepared.document
+        assert document is not None
+        operation = prepared.operation(requested)
+        assert operation is not None
+        general = General(self.core, document, name=requested, kind=kind)
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if requested is None and len(operations) > 1:
+            return None, general  # graphql-core says that the name is missing
+        special: Strategy | None = PositionReport.recognise(operation) or Plan.compile(
+            self.core, document, operation
+        )
+        return special, general
+
+    async def _subscribe(
+        self,
+        prepared: Prepared,
+        requested: str | None,
+        name: str | None,
+        variables: dict[str, Any] | None,
+        context: Context,
+    ) -> Answer:
+        assert prepared.document is not None
+        operation = prepared.operation(requested)
+        assert operation is not None
+        opened = await self.live.open(
+            prepared.document, operation, variables=variables, context=context
+        )
+        if isinstance(opened, list):
+            return self._refused(name, "subscription", self.coded(opened), validated=True)
+        metrics.operation(name=name, kind="subscription", code=OK, seconds=None)
+        return Answer(None, None, live=opened)
+
+    def _refused(
+        self,
+        name: object,
+        kind: str,
+        errors: list[GraphQLError],
+        *,
+        status: int = 400,
+        no_store: bool = False,
+        validated: bool = False,
+    ) -> Answer:
+        """Refused before anything ran: counted and logged like any operation; only a
+        validated document's name may take a metric label (junk names never crowd out
+        real ones)."""
+        code = first_code(errors)
+        if validated:  # e.g. a subscription its resolver refused
+            metrics.operation(name=name, kind=kind, code=code, seconds=None)
+        else:
+            metrics.refused(name=name, kind=kind, code=code)
+        operation_line(name if isinstance(name, str) else None, kind, 0.0, [code])
+        return Answer(None, errors, status=status, executed=False, no_store=no_store)
