@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from taxi.core.config import Settings
 from taxi.main import create_app
-from taxi.transport.live.hub import Hub
+from taxi.transport.live.hub import Hub, Record
 from taxi.transport.server import WEBSOCKET
 from tests.wait import START, WAIT, eventually
 
@@ -56,15 +56,19 @@ class LiveServer:
 
 
 async def watching(app: Starlette, channel: str, count: int = 1) -> None:
-    """Until `count` local subscribers listen on `channel`: for streams that send nothing
-    first, so the test knows its subscription is live before it publishes. (Polling: the
-    hub has no event for "someone subscribed", nor should it.)"""
+    """Until `count` local subscriptions on `channel` are live: registered, and past
+    their first state (read and sent, or nothing to send), so that what the test
+    publishes next reaches each one once, as a change. Registered alone is not enough:
+    a change landing before the first read came twice, in the state and as itself.
+    (Polling: the hub has no event for "someone subscribed", nor should it.)"""
     hub: Hub = app.state.live.hub
 
-    async def watchers() -> int:
-        return hub.watchers(channel)
+    async def live() -> int:
+        ch = hub._channels.get(channel)  # the hub's own view; watchers() counts held ones
+        records = () if ch is None else ch.records
+        return sum(1 for r in records if isinstance(r, Record) and r.held is None)
 
-    await eventually(watchers, lambda n: n >= count, what=f"{count} watching {channel}")
+    await eventually(live, lambda n: n >= count, what=f"{count} watching {channel}")
 
 
 @asynccontextmanager

@@ -352,9 +352,15 @@ async def test_positions_reach_the_rider_without_a_row_write(
         await ok(client, ACCEPT_TRIP, {"id": trip["id"]}, driver)
         async with server.app.state.services.db() as s:
             before = await s.get(Trip, uuid.UUID(trip["id"]))
+        await ok(client, UPDATE, {"p": north(90)}, driver)  # the trip's first location
         async with session(server.ws_url, rider.access) as ws:
             await ws.subscribe("loc", DRIVER_LOCATION, {"tripId": trip["id"]})
-            await watching(server.app, events.location_channel(trip["id"]))
+            # The current state comes first: once it is here the subscription is live and
+            # has read it, so each report below arrives once, as a change. (Waiting for a
+            # watcher on the channel was not enough: a report could land between that and
+            # the read, and came twice, as the current state and as the change.)
+            first = (await ws.next("loc"))["driverLocation"]
+            assert first["latitude"] == pytest.approx(north(90)["latitude"])
             for meters in (80, 60):
                 await ok(client, UPDATE, {"p": north(meters)}, driver)
                 got = (await ws.next("loc"))["driverLocation"]
