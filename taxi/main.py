@@ -72,7 +72,11 @@ async def open_services(
                 arrival_meters=arrival,
             )
         )
-        router = Router(url=settings.router_url, estimator=estimator)
+        router = Router(
+            url=settings.router_url,
+            estimator=estimator,
+            timeout=settings.router_timeout_seconds,
+        )
         stack.push_async_callback(router.aclose)
         events = Publisher(broadcast, prefix=settings.channel_prefix)
         await stack.enter_async_context(

@@ -98,6 +98,9 @@ def settings(settings: Settings, osrm: FakeOsrm, overrides: dict[str, Any]) -> S
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
             "channel_prefix": sub_prefix("rides"),
             "router_url": osrm.url,
+            # Exact prices from the fake router whatever the machine's load; the fallback
+            # test below sets the deployment's 300 ms.
+            "router_timeout_seconds": 5.0,
             "dispatch_radius_meters": 1000,
             "dispatch_max_radius_meters": 4000,
             "dispatch_batch_size": 2,
@@ -227,6 +230,7 @@ async def test_quote_from_the_router(client: httpx.AsyncClient, osrm: FakeOsrm) 
     assert osrm.paths[-1].startswith(f"/route/v1/driving/{BASE[1]!r},{BASE[0]!r};{lon!r},{lat!r}")
 
 
+@pytest.mark.parametrize("overrides", [{"router_timeout_seconds": 0.3}])
 @pytest.mark.parametrize("mode", ["slow", "error", "garbage"])
 async def test_router_failure_falls_back_to_the_estimate(
     client: httpx.AsyncClient, osrm: FakeOsrm, settings: Settings, mode: Any

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     route_factor: float = Field(default=1.3, ge=1.0)
     city_speed_kmh: float = Field(default=25.0, gt=0)
     router_url: str | None = None
+    # PROTOCOL.md: a router slower than 300 ms is not waited for (the estimate answers).
+    router_timeout_seconds: float = Field(default=0.3, gt=0, le=5)
     dispatch_timeout_seconds: float = Field(default=180.0, gt=0)
     arrival_meters: float = Field(default=50.0, gt=0)
     no_show_seconds: float = Field(default=300.0, ge=0)
