@@ -22,6 +22,7 @@ from bench.rush_bare_load import Bare
 from bench.rush_load import ACCEPT, FOLLOW, OFFERS, ONLINE, REQUEST, Car, Rush
 from bench.rush_watch import Watch
 from bench.rush_wheel import DRIVER_EVERY, TRIP_EVERY, Stats
+from tests.gqlws import errors
 
 CONCURRENCY = 200  # sockets opening (or operations awaited) at once
 # Trips under way are set up by SQL-writing mutations: no more at once than the server's
@@ -29,6 +30,7 @@ CONCURRENCY = 200  # sockets opening (or operations awaited) at once
 TRIP_CONCURRENCY = 20
 TRIES = 3  # a socket refused, or a setup mutation SERVICE_UNAVAILABLE: tried again
 PROGRESS_EVERY = 1000
+SHED_TRIES = 30  # setup mutations shed with retryAfter: tried again after it
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -75,13 +77,18 @@ async def open_sock(port: int, token: str, stats: Stats) -> GqlSocket:
 async def _data(sock: GqlSocket, tpl: Template, variables: Any, what: str, stats: Stats) -> Any:
     """The mutation's answer; tried again while the server is SERVICE_UNAVAILABLE (its
     database pool exhausted by the setup's own load)."""
-    for _ in range(TRIES):
+    for _ in range(SHED_TRIES):
         msg = await sock.call(tpl, variables)
         if (code := failure(msg)) is None:
             return msg["payload"]["data"][what]
         if code != "SERVICE_UNAVAILABLE":
             break
         stats.error(f"setup {what} retried: {code}")
+        # Shed while the setup itself overloads the server (PROTOCOL.md "Overload"): a
+        # client waits the retryAfter it was given, as a phone would.
+        first = (errors(msg) or [{}])[0]
+        wait = (first.get("extensions") or {}).get("retryAfter", 1)
+        await asyncio.sleep(float(wait))
     raise RuntimeError(f"setup: {what} failed: {code}")
 
 
