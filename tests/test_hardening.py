@@ -293,9 +293,10 @@ async def test_deactivated_user_is_refused_everywhere(server: LiveServer) -> Non
                 user_id=int(driver.id),
             )
             # An acceptTrip sent over the open socket right away does not run: it is
-            # refused, or the socket is closed (4403) before it is read.
-            await ws.subscribe("2", ACCEPT_TRIP, {"id": trip["id"]})
+            # refused, or the socket is closed (4403) before it is read — or before it
+            # is even sent.
             with pytest.raises(ConnectionClosed) as closed:
+                await ws.subscribe("2", ACCEPT_TRIP, {"id": trip["id"]})
                 while True:
                     message = await ws.recv()
                     if message.get("type") in ("next", "error"):

@@ -59,7 +59,7 @@ class Executor:
         every operation by graphql-core's execution, which tests compare them with)."""
         self.core = core_schema(schema)
         self.documents = DocumentCache(self.core, introspection=introspection)
-        self.live = LiveQueries(self.core)
+        self.live = LiveQueries(self.core, plans=plans)
         self.mask_internal = mask_internal
         self.plans = plans
         self.tracer = tracer

@@ -85,7 +85,7 @@ class RedisPositions:
         self._prune = redis.register_script(PRUNE)
 
     async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
-        """The reports of one loop pass (thousands of drivers, each every few seconds) in
+        """A batch of reports (thousands of drivers, each every few seconds) in
         one script call, one round trip, one pooled connection: per report, Redis and
         redis-py cost a fraction of a call each."""
         args: list[Any] = [self.arrival_meters]

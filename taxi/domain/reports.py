@@ -1,8 +1,8 @@
-"""Position reports handled per event-loop pass: newest wins per driver, one store call
-and one publish round trip for all of them.
+"""Position reports handled in batches (a few milliseconds' worth): newest wins per
+driver, one store call and one publish round trip for all of them.
 
 A city's drivers report every few seconds each; at rush hour thousands of reports
-arrive in one loop pass. They wait here until the pass ends, then go to the position
+arrive a second. They wait here for WINDOW, then go to the position
 store in one call (one Redis script, one round trip) and the locations of the cars
 driving trips go to their riders in one more (one pipeline). Under overload a driver's
 reports pile up: a report still waiting when a newer one from the same driver arrives
@@ -23,6 +23,11 @@ from taxi.domain.positions import Availability, DriverStatus, Fix, PositionStore
 # Reports sent in one store call at most (a Redis script's arguments); more wait for the
 # next call, in the same flush.
 MAX_BATCH = 500
+# How long the first report of a batch waits for others. One loop pass alone gathered
+# 1-3 reports at 2,750 reports/s (the loop turns fast while it keeps up), so most of
+# the Redis client's cost was paid per report; a few milliseconds gather ten times
+# as many, well within a report's 50 ms.
+WINDOW = 0.002
 
 Outcome = tuple[DriverStatus, Fix]  # the driver's state and the position recorded
 
@@ -62,7 +67,7 @@ class Reports:
         return await asyncio.shield(waiting.future)
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the reports of this loop pass join
+        await asyncio.sleep(WINDOW)  # let the reports of the next few loop passes join
         while self._waiting:
             drivers = list(islice(self._waiting, MAX_BATCH))
             batch = [(driver, self._waiting.pop(driver)) for driver in drivers]

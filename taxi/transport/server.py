@@ -12,7 +12,7 @@ an upper bound in pyproject.toml):
      close in the lifespan comes too late. PROTOCOL.md promises 1001, which every client
      treats as "reconnect, to another process": this class sends that, at the same point
      and in the same way uvicorn would have sent its 1012.
-  2. The frame-write seam (`write_text`, `drain`, `open`), offered to the app as
+  2. The frame-write seam (`write_text`, `write_texts`, `drain`, `open`), offered to the app as
      `scope["extensions"]["taxi.frames"]`. A full ASGI `send` per subscriber per event
      costs 13-19 µs on the bench machine (an awaited coroutine, a message dict, a frame
      object, a join); the live path writes one text frame straight to the transport,
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -127,6 +128,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:
             self.transport.write(frame_header(len(data)) + data)
+        return True
+
+    def write_texts(self, frames: Sequence[bytes]) -> bool:
+        """`write_text` for several frames in one transport write: a query's answer and
+        its `complete` cost one system call, not two (per position report, thousands a
+        second)."""
+        if not self.writable.is_set() or not self.open:
+            return False
+        if self.conn.extensions:
+            for data in frames:
+                self.conn.send_text(data)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        else:
+            self.transport.write(b"".join([x for d in frames for x in (frame_header(len(d)), d)]))
         return True
 
     async def drain(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     select,
     update,
 )
@@ -57,9 +58,17 @@ NEXT_STATUS = {
 }
 
 
+# One trip by id: the statement is built once (building it cost more than running it:
+# every lifecycle step answers with this view).
+_ONE_TRIP = [col(Trip.id) == bindparam("one_trip")]
+
+
 async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
     """A trip the caller may see (checked already), as it stands in this transaction."""
-    return (await reads.load(session, [col(Trip.id) == trip_id], positions=positions)).trips[0]
+    loaded = await reads.load(
+        session, _ONE_TRIP, positions=positions, key="one trip", params={"one_trip": trip_id}
+    )
+    return loaded.trips[0]
 
 
 def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:

@@ -147,8 +147,7 @@ class Operations:
             body: dict[str, Any] = {"data": answer.data}
             if answer.errors:
                 body["errors"] = [dict(e.formatted) for e in answer.errors]
-            await self.outbox.send(prefix + orjson.dumps(body) + b"}")
-            await self.outbox.send(p.complete(op_id).encode())
+            await self.outbox.send(prefix + orjson.dumps(body) + b"}", p.complete(op_id).encode())
             return
         live, query = answer.live
         record = Record(self, op_id, prefix, live.feed, query)

@@ -12,10 +12,9 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from taxi.api.context import Context
-from taxi.api.schema import inputs
 from taxi.api.schema.errors import is_outage
 from taxi.domain import auth
-from taxi.domain.errors import BadUserInput, RateLimited, ServiceUnavailable, Unauthenticated
+from taxi.domain.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
 from taxi.transport.live.operations import Operations
 from taxi.transport.live.registry import SocketRegistry, TooManySockets
@@ -267,9 +266,5 @@ class Socket:
             limit: dict[str, Any] = {"message": "Subscription limit reached"}
             await self.outbox.send(p.error(op_id, [limit], self.dialect).encode())
             return
-        if (reason := inputs.problem(payload.get("variables"))) is not None:
-            # Before graphql-core coerces them (seconds for a 600,000-item list).
-            bad = {"message": reason, "extensions": {"code": BadUserInput.code}}
-            await self.outbox.send(p.error(op_id, [bad], self.dialect).encode())
-            return
+        # Its variables are checked by the executor, first (taxi/api/executor.py).
         self.operations.start(op_id, payload)

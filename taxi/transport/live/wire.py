@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -34,6 +34,8 @@ class Seam(Protocol):
     def open(self) -> bool: ...
 
     def write_text(self, data: bytes) -> bool: ...
+
+    def write_texts(self, frames: Sequence[bytes]) -> bool: ...
 
     async def drain(self) -> None: ...
 
@@ -87,19 +89,18 @@ class Outbox:
         for key in [k for k in self._pending if k[0] == op_id]:
             del self._pending[key]
 
-    async def send(self, data: bytes) -> None:
-        """A message that must arrive (an ack, a first state, a complete), from the
-        socket's own task: after everything queued before it."""
+    async def send(self, *frames: bytes) -> None:
+        """Messages that must arrive (an ack, a first state, an answer and its
+        complete), from the socket's own task: after everything queued before them,
+        several in one write."""
         while (flusher := self._flusher) is not None:
             await asyncio.wait((flusher,))  # not cancelled with us: it is the socket's
-        await self._write(data)
-
-    async def _write(self, data: bytes) -> None:
         seam = self._seam
         if seam is None:
-            await self._send({"type": "websocket.send", "text": data.decode()})
+            for data in frames:
+                await self._send({"type": "websocket.send", "text": data.decode()})
             return
-        while not seam.write_text(data):
+        while not (seam.write_text(frames[0]) if len(frames) == 1 else seam.write_texts(frames)):
             if not seam.open:
                 raise Gone
             await seam.drain()
