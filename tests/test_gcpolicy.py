@@ -1,5 +1,6 @@
 """taxi.core.gcpolicy (GC_TUNING, on under `taxi serve`): full collections skip what survived
-the last one, and connections closed meanwhile are still freed. Each scenario runs in a
+the last one, connections closed meanwhile are still freed, and a heap growing with live
+connections is not walked whole at every step. Each scenario runs in a
 fresh interpreter: the policy changes the collector of the whole process."""
 
 from __future__ import annotations
@@ -39,20 +40,41 @@ async def churn(in_loop):
             await asyncio.sleep(0)  # what the policy asked the loop to run
         walked.append(sum(len(gc.get_objects(g)) for g in range(3)))
         del conns  # closed: garbage in cycles
+        gcpolicy.released(24 * {PER_ROUND})  # as the transport says of a closed socket
     gc.collect()
     await asyncio.sleep(0)
-    return {{"alive": len(alive), "walked": walked}}
+    return {{"alive": len(alive), "walked": walked, "walks": gcpolicy.walks()}}
 
 in_loop = sys.argv[1] == "loop"
 print(orjson.dumps(asyncio.run(churn(in_loop))).decode())
 """
 
 
-@pytest.fixture(scope="module", params=["plain", "loop"])
-def churn(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The churn without an event loop, and inside one (as in the server)."""
+GROWING = f"""
+import asyncio, gc, sys
+import orjson
+from taxi.core import gcpolicy
+class Conn:
+    def __init__(self):
+        self.me = [self]
+        self.buffers = [{{"n": i}} for i in range(20)]
+
+async def grow():
+    gcpolicy.install()
+    open_ = []
+    for _ in range({ROUNDS}):
+        open_.extend(Conn() for _ in range({PER_ROUND}))  # opened, never closed
+        gc.collect()
+        await asyncio.sleep(0)
+    return {{"walks": gcpolicy.walks(), "open": len(open_)}}
+
+print(orjson.dumps(asyncio.run(grow())).decode())
+"""
+
+
+def _run(script: str, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", CHURN, request.param],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -60,6 +82,13 @@ def churn(request: pytest.FixtureRequest) -> dict[str, Any]:
     )
     assert out.returncode == 0, out.stderr
     result: dict[str, Any] = orjson.loads(out.stdout)
+    return result
+
+
+@pytest.fixture(scope="module", params=["plain", "loop"])
+def churn(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The churn without an event loop, and inside one (as in the server)."""
+    result = _run(CHURN, request.param)
     result["mode"] = request.param
     return result
 
@@ -69,9 +98,20 @@ def test_closed_connections_are_freed_although_survivors_are_frozen(
 ) -> None:
     result = churn
     # 80,000 connections were opened and closed, each frozen while open: without the
-    # thaw they would all still be alive. The heap may grow by a quarter between two
-    # walks of all of it, so no more than a round or two of garbage is ever kept.
+    # thaw they would all still be alive. What was released may reach a quarter of the
+    # heap between two walks of all of it, so no more than a round or two of garbage is
+    # ever kept.
     assert result["alive"] <= 2 * PER_ROUND, result["alive"]
+    assert result["walks"] >= ROUNDS // 4, result
+
+
+def test_a_heap_growing_with_live_connections_is_seldom_walked_whole() -> None:
+    """Nothing released, the heap grows 40-fold: walked only when it doubled (a city's
+    morning of sockets opening; each walk of all of it is a pause of seconds at
+    10,000 sockets). A walk per quarter of growth would be ~16 here."""
+    result = _run(GROWING)
+    assert result["open"] == ROUNDS * PER_ROUND
+    assert 1 <= result["walks"] <= 6, result
 
 
 def test_a_full_collection_leaves_nothing_to_walk_next_time(churn: dict[str, Any]) -> None:

@@ -17,15 +17,19 @@ The policy:
 2. A frozen object that becomes garbage inside a reference cycle stays until thawed.
    A closed socket leaves ~77 such objects (uvicorn's protocol and transport, a
    cancelled task's traceback: 1,000 sockets opened and closed twice, then one
-   `gc.unfreeze()` + collection freed 155,000 objects). So once the heap (the
-   interpreter's allocated blocks, which frozen garbage still holds) has grown by a
-   quarter since the last thaw, `gc.unfreeze()` and a full collection right after: it
-   walks the whole heap, frees that garbage, and freezes again. Memory stays within a
-   quarter of the heap after that walk, as CPython's own rule keeps garbage within a
-   quarter of its oldest generation; whole-heap walks come only while the heap grows
-   (sockets opening, or closed ones' garbage piling up). (`gc.get_freeze_count()` would
-   be the direct measure, but it walks the permanent generation: 1.5 s for 2.4 million
-   objects on the bench VM; `sys.getallocatedblocks()` takes < 1 ms.)
+   `gc.unfreeze()` + collection freed 155,000 objects). The transport says so
+   (`released`) when a socket closes; once what was released since the last walk
+   exceeds a quarter of the heap then (the interpreter's allocated blocks, which frozen
+   garbage still holds), `gc.unfreeze()` and a full collection right after: it walks
+   the whole heap (seconds at 10,000 sockets), frees that garbage, and freezes again.
+   Memory stays within about a quarter of the heap after that walk, as CPython's own
+   rule keeps garbage within a quarter of its oldest generation. A heap that grows with
+   live objects (sockets opening: a city's morning) holds no such garbage, and is walked
+   only once it has doubled (a backstop for garbage nobody reported): the walk that
+   came with every quarter of growth landed, at 10,000 sockets, in the first seconds of
+   rush hour, a 2-3 s pause. (`gc.get_freeze_count()` would be the direct measure, but
+   it walks the permanent generation: 1.5 s for 2.4 million objects on the bench VM;
+   `sys.getallocatedblocks()` takes < 1 ms.)
 
 What it gained, and the alternatives measured and dropped: docs/performance.md."""
 
@@ -36,23 +40,28 @@ import gc
 import sys
 from typing import Any
 
-GROWTH = 1.25  # the heap may grow by this factor between two walks of all of it
+GARBAGE = 0.25  # released objects, as a share of the heap, that call for a walk
+GROWTH = 2.0  # the heap may grow by this factor between two walks of all of it
+SOCKET = 77  # objects a closed socket leaves in frozen reference cycles (measured)
 
 
 class _Policy:
     def __init__(self) -> None:
         self.thawed = False
         self.base = sys.getallocatedblocks()
+        self.released = 0  # objects left in frozen cycles since the last walk
+        self.walks = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase != "stop" or info["generation"] != 2:
             return
         if self.thawed:  # that collection walked everything: a new base
             gc.freeze()
-            self.thawed, self.base = False, sys.getallocatedblocks()
-        elif sys.getallocatedblocks() > self.base * GROWTH:
+            self.thawed, self.base, self.released = False, sys.getallocatedblocks(), 0
+        elif self.released > self.base * GARBAGE or sys.getallocatedblocks() > self.base * GROWTH:
             gc.unfreeze()
             self.thawed = True
+            self.walks += 1
             _walk_soon()
         else:
             gc.freeze()
@@ -71,6 +80,17 @@ def _walk_soon() -> None:
 
 
 _installed: list[_Policy] = []
+
+
+def released(objects: int = SOCKET) -> None:
+    """`objects` probably became garbage in frozen reference cycles (a socket closed)."""
+    if _installed:
+        _installed[0].released += objects
+
+
+def walks() -> int:
+    """Whole-heap walks so far (what the bench and the tests watch)."""
+    return _installed[0].walks if _installed else 0
 
 
 def install() -> None:

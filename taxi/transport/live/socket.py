@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxi.api.context import Context
 from taxi.api.schema.errors import is_outage
+from taxi.core import gcpolicy
 from taxi.domain import auth
 from taxi.domain.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
@@ -109,6 +110,7 @@ class Socket:
     async def _cleanup(self) -> None:
         self.closed = True
         self.registry.discard(self)
+        gcpolicy.released()  # what a closed socket leaves in frozen cycles
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
