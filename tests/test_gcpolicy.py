@@ -66,7 +66,7 @@ async def grow():
         open_.extend(Conn() for _ in range({PER_ROUND}))  # opened, never closed
         gc.collect()
         await asyncio.sleep(0)
-    return {{"walks": gcpolicy.walks(), "open": len(open_)}}
+    return {{"walks": gcpolicy.walks(), "open": len(open_), "threshold": gc.get_threshold()}}
 
 print(orjson.dumps(asyncio.run(grow())).decode())
 """
@@ -112,6 +112,8 @@ def test_a_heap_growing_with_live_connections_is_seldom_walked_whole() -> None:
     result = _run(GROWING)
     assert result["open"] == ROUNDS * PER_ROUND
     assert 1 <= result["walks"] <= 6, result
+    # Full collections often, so each one is short (what promoted objects it walks).
+    assert tuple(result["threshold"]) == (700, 10, 1), result
 
 
 def test_a_full_collection_leaves_nothing_to_walk_next_time(churn: dict[str, Any]) -> None:

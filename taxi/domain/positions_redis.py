@@ -36,25 +36,32 @@ from taxi.domain.routes import Estimator
 SEARCH_SLACK = 8
 
 
+# Frozen: one object serves every report that answers it (thousands a second).
+_OFFLINE = DriverStatus(Availability.OFFLINE)
+_AVAILABLE = DriverStatus(Availability.AVAILABLE)
+
+
 def _status(raw: str | None) -> DriverStatus:
     if not raw:
-        return DriverStatus(Availability.OFFLINE)
+        return _OFFLINE
     if raw == "A":
-        return DriverStatus(Availability.AVAILABLE)
+        return _AVAILABLE
     trips, _, stage = raw.partition("|")
     trip, rider = trips[2:].split(",", 1)[0].split(":")
-    return _staged(DriverStatus(Availability.ON_TRIP, uuid.UUID(trip), int(rider) or None), stage)
+    return _staged(uuid.UUID(trip), int(rider) or None, stage)
 
 
-def _staged(state: DriverStatus, raw: str) -> DriverStatus:
-    """`state` with the trip's stage as the ON_TRIP script answers it ("P:<lat>:<lon>",
-    "!" appended on arrival; "" without a stage)."""
+def _staged(trip_id: uuid.UUID, rider_id: int | None, raw: str) -> DriverStatus:
+    """ON_TRIP with the trip's stage as the script answers it ("P:<lat>:<lon>", "!"
+    appended on arrival; "" without a stage)."""
     if not raw:
-        return state
+        return DriverStatus(Availability.ON_TRIP, trip_id, rider_id)
     arrived = raw.endswith("!")
     stage, lat, lon = raw.rstrip("!").split(":")
     target = (float(lat), float(lon)) if lat and lon else None
-    return replace(state, stage=Stage(stage), target=target, arrived=arrived)
+    return DriverStatus(
+        Availability.ON_TRIP, trip_id, rider_id, stage=Stage(stage), target=target, arrived=arrived
+    )
 
 
 def _point(point: Point | None) -> list[str]:
@@ -161,7 +168,7 @@ class RedisPositions:
             keys=[self.fixes, self.trips, *self._ride],
             args=[driver_id, str(trip_id), fix.encode(), self.arrival_meters],
         )
-        return _staged(DriverStatus(Availability.ON_TRIP, trip_id), str(raw or ""))
+        return _staged(trip_id, None, str(raw or ""))
 
     async def driven(self, *, trip_id: uuid.UUID) -> float:
         raw = await self.redis.hget(self.driven_key, str(trip_id))

@@ -36,7 +36,9 @@ Outcome = tuple[DriverStatus, Fix]  # the driver's state and the position record
 class _Waiting:
     fix: Fix
     online: bool
-    future: asyncio.Future[Outcome]
+    # One per caller waiting for this driver's outcome: a caller going away (its socket
+    # closed) cancels its own alone (one shared future needed a shield per caller).
+    futures: list[asyncio.Future[Outcome]]
     superseded: int = 0  # older reports folded into this one
 
 
@@ -51,10 +53,10 @@ class Reports:
 
     async def report(self, *, driver_id: int, fix: Fix, online: bool) -> Outcome:
         """Records `fix` (or a newer one of the same driver, whose outcome this is then)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         waiting = self._waiting.get(driver_id)
         if waiting is None:
-            future = asyncio.get_running_loop().create_future()
-            waiting = self._waiting[driver_id] = _Waiting(fix, online, future)
+            self._waiting[driver_id] = _Waiting(fix, online, [future])
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush())
         else:
@@ -62,9 +64,8 @@ class Reports:
             waiting.fix = fix
             waiting.online = waiting.online or online
             waiting.superseded += 1
-        # Shielded: one caller going away (its socket closed) must not cancel the
-        # outcome the others wait for.
-        return await asyncio.shield(waiting.future)
+            waiting.futures.append(future)
+        return await future
 
     async def _flush(self) -> None:
         await asyncio.sleep(WINDOW)  # let the reports of the next few loop passes join
@@ -77,12 +78,13 @@ class Reports:
                 # Every caller of the batch hears of it (none may hang); a Redis outage
                 # ends only this batch, anything else (a bug, shutdown) the flusher too.
                 for _, waiting in batch:
-                    if waiting.future.done():
-                        continue
-                    if isinstance(exc, Exception):
-                        waiting.future.set_exception(exc)
-                    else:
-                        waiting.future.cancel()
+                    for future in waiting.futures:
+                        if future.done():
+                            continue
+                        if isinstance(exc, Exception):
+                            future.set_exception(exc)
+                        else:
+                            future.cancel()
                 if not isinstance(exc, REDIS_ERRORS):
                     raise
 
@@ -104,4 +106,7 @@ class Reports:
         stored = sum(1 for state in states if state.availability is not Availability.OFFLINE)
         metrics.positions(stored=stored, coalesced=sum(w.superseded for _, w in batch))
         for (_, waiting), state in zip(batch, states, strict=True):
-            waiting.future.set_result((state, waiting.fix))
+            outcome = (state, waiting.fix)
+            for future in waiting.futures:
+                if not future.done():  # its caller went away
+                    future.set_result(outcome)
