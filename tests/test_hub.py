@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -38,9 +39,12 @@ class FakeSeam:
         self.open = True
 
     def write_text(self, data: bytes) -> bool:
+        return self.write_texts((data,))
+
+    def write_texts(self, frames: Sequence[bytes]) -> bool:
         if not self.taking.is_set() or not self.open:
             return False
-        self.written.append(data)
+        self.written.extend(frames)
         return True
 
     async def drain(self) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,9 @@ async def test_slow_subscriber_frames_are_counted() -> None:
 
         def write_text(self, data: bytes) -> bool:
             return False  # over the transport's high-water mark
+
+        def write_texts(self, frames: Sequence[bytes]) -> bool:
+            return False
 
         async def drain(self) -> None:
             await asyncio.Event().wait()
