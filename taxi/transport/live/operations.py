@@ -31,6 +31,9 @@ from taxi.transport.live.wire import Gone, Outbox, unless_gone
 log = logging.getLogger("taxi.transport.live")
 
 REFRESH_KEY = "__current__"  # the outbox key of a state re-read after a reconnect
+# Pauses between attempts to re-read a live subscription's state after a reconnect while
+# a backend is still down (~30 s in all; the last attempt's failure gives up).
+REREAD_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 0.0)
 # Queries and mutations executing at once per socket (PROTOCOL.md "Overload"); later ones
 # wait their turn in order, still counted against the 100 in flight.
 MAX_EXECUTING = 8
@@ -214,18 +217,26 @@ class Operations:
     async def _refresh(self, record: Record) -> None:
         current = record.feed.current
         assert current is not None
-        try:
-            view = await current()
-        except AppError:
-            record.held = None
-            self.end(record)  # e.g. no longer visible
-            return
-        except Exception as exc:
-            if not is_outage(exc):
+        view = None
+        for delay in REREAD_DELAYS:
+            try:
+                view = await current()
+                break
+            except AppError:
                 record.held = None
-                raise
-            log.warning("re-reading a live subscription's state failed: %r", exc)
-            view = None  # the next RESYNC tries again
+                self.end(record)  # e.g. no longer visible
+                return
+            except Exception as exc:
+                if not is_outage(exc):
+                    record.held = None
+                    raise
+                # Right after a failover the state's own stores may still be failing
+                # over; no further RESYNC may come (the channel's shard is back), so
+                # this read is tried again, events held meanwhile (bounded).
+                log.warning("re-reading a live subscription's state failed: %r", exc)
+            if self.records.get(record.op_id) is not record:
+                break  # stopped meanwhile
+            await asyncio.sleep(delay)
         if view is not None and self.records.get(record.op_id) is record:
             payload = self._first(record.query, view)
             self.outbox.offer(record.op_id, REFRESH_KEY, record.prefix + payload)
