@@ -18,6 +18,7 @@ from tests.live import free_port
 from tests.procs import Proc
 
 NODES = 6  # 3 primaries, each with one replica
+START_ATTEMPTS = 3
 # Small, so a killed primary is failed over within a couple of seconds; not so small
 # that a busy shared machine makes healthy nodes look dead.
 NODE_TIMEOUT_MS = 1500
@@ -113,9 +114,18 @@ class PrivateCluster:
 
 @asynccontextmanager
 async def private_cluster(workdir: Path) -> AsyncIterator[PrivateCluster]:
-    cluster = PrivateCluster(workdir)
+    for attempt in range(START_ATTEMPTS):
+        cluster = PrivateCluster(workdir)
+        try:
+            await cluster.start()
+            break
+        except AssertionError as exc:
+            await asyncio.to_thread(cluster.stop)
+            # A free port can be taken by someone else before the node binds it (seen
+            # once in ~30 runs on a loaded machine): other ports, then.
+            if "Address already in use" not in str(exc) or attempt == START_ATTEMPTS - 1:
+                raise
     try:
-        await cluster.start()
         yield cluster
     finally:
         await asyncio.to_thread(cluster.stop)
