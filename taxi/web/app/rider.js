@@ -113,9 +113,12 @@ function follow(t) {
   clearInterval(carTimer);
   map.cars = [];
   render(t);
+  // A frame already on its way when the rider moved on ("Plan another ride": `trip` is
+  // null then) must not bring the finished ride back over the new plan.
+  const current = () => trip !== null && trip.id === t.id;
   stops.push(
-    subscribe(WATCH, { id: t.id }, (data) => render(data.tripUpdated)),
-    subscribe(FOLLOW, { tripId: t.id }, (data) => moveCar(data.driverLocation)),
+    subscribe(WATCH, { id: t.id }, (data) => current() && render(data.tripUpdated)),
+    subscribe(FOLLOW, { tripId: t.id }, (data) => current() && moveCar(data.driverLocation)),
   );
 }
 
