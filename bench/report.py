@@ -27,7 +27,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _grid(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(
         h.ljust(w) if i == 0 else h.rjust(w)
         for i, (h, w) in enumerate(zip(headers, widths, strict=True))

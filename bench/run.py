@@ -182,6 +182,27 @@ class Run:
             await self.db.drop()
         return self.results
 
+    async def _http_and_fanout(
+        self,
+        phases: set[str],
+        server: Server,
+        http_name: str,
+        fanout_name: str,
+        http_cfg: Any,
+        casts: dict[str, FanoutCast],
+    ) -> None:
+        """One server's HTTP run and fan-out run (each if asked for), then the server
+        stopped and the fan-out's events annotated with its collections."""
+        if "http" in phases:
+            self.results["http"][http_name] = await self.loadgen(f"http-{http_name}", http_cfg)
+        if "fanout" in phases:
+            self.results["fanout"][fanout_name] = await self.loadgen(
+                f"fanout-{fanout_name}", self.fanout_cfg(server, casts[fanout_name])
+            )
+        await server.stop()
+        if "fanout" in phases:
+            annotate_gc(self.results["fanout"][fanout_name]["events"], server.log)
+
     async def _measure(self) -> None:
         opts = self.opts
         phases = set(opts.only.split(","))
@@ -196,33 +217,14 @@ class Run:
         race_tokens, race_trips = await seed_race(self.db.dsn, self.secret, 100)
         progress("accounts and rows ready")
 
-        if "http" in phases:
-            self.results["http"]["taxi"] = await self.loadgen(
-                "http-taxi", self.http_cfg(taxi, "/graphql", "POST", rider.token)
-            )
-        if "fanout" in phases:
-            self.results["fanout"]["taxi"] = await self.loadgen(
-                "fanout-taxi", self.fanout_cfg(taxi, casts["taxi"])
-            )
-        await taxi.stop()
-        if "fanout" in phases:
-            annotate_gc(self.results["fanout"]["taxi"]["events"], taxi.log)
-
+        taxi_http = self.http_cfg(taxi, "/graphql", "POST", rider.token)
+        await self._http_and_fanout(phases, taxi, "taxi", "taxi", taxi_http, casts)
         if phases & {"http", "fanout"}:
             ceiling = await self.server("ceiling")
+            bare_http = self.http_cfg(ceiling, "/bare/trips?first=20", "GET", rider.token)
+            await self._http_and_fanout(phases, ceiling, "bare", "ceiling", bare_http, casts)
             if "http" in phases:
-                self.results["http"]["bare"] = await self.loadgen(
-                    "http-bare",
-                    self.http_cfg(ceiling, "/bare/trips?first=20", "GET", rider.token),
-                )
                 self.results["http"]["same_rows"] = same_rows(self.results["http"])
-            if "fanout" in phases:
-                self.results["fanout"]["ceiling"] = await self.loadgen(
-                    "fanout-ceiling", self.fanout_cfg(ceiling, casts["ceiling"])
-                )
-            await ceiling.stop()
-            if "fanout" in phases:
-                annotate_gc(self.results["fanout"]["ceiling"]["events"], ceiling.log)
 
         if opts.memory_row and "fanout" in phases:
             mem = await self.server("taxi", redis=False)

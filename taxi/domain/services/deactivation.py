@@ -7,6 +7,7 @@ and the sessions (taxi/domain/services/sessions.py: each end is published on the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypedDict, Unpack
 
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,14 +21,16 @@ from taxi.domain.positions import PositionStore
 from taxi.domain.services import rides
 
 
-async def deactivate_user(
-    *,
-    db: SessionMaker,
-    events: Publisher,
-    positions: PositionStore,
-    settings: Settings,
-    user_id: int,
-) -> bool:
+class Backends(TypedDict):
+    """What ending a user touches: their rows, the position store, the published events."""
+
+    db: SessionMaker
+    events: Publisher
+    positions: PositionStore
+    settings: Settings
+
+
+async def deactivate_user(*, user_id: int, **backends: Unpack[Backends]) -> bool:
     """For admins: the user can no longer log in, every token and open socket of theirs
     is refused within a second, in every process, a driver leaves dispatch at once (no
     offer, no nearbyCars entry), and their open trips end with the account
@@ -44,14 +47,7 @@ async def deactivate_user(
         )
         return found
 
-    return await _end_user(
-        db=db,
-        events=events,
-        positions=positions,
-        settings=settings,
-        user_id=user_id,
-        end=deactivate,
-    )
+    return await _end_user(user_id=user_id, end=deactivate, **backends)
 
 
 async def reactivate_user(*, db: SessionMaker, user_id: int) -> bool:
@@ -65,14 +61,7 @@ async def reactivate_user(*, db: SessionMaker, user_id: int) -> bool:
         )
 
 
-async def delete_user(
-    *,
-    db: SessionMaker,
-    events: Publisher,
-    positions: PositionStore,
-    settings: Settings,
-    user_id: int,
-) -> bool:
+async def delete_user(*, user_id: int, **backends: Unpack[Backends]) -> bool:
     """For admins: delete the user (sessions and tokens cascade; their trips keep a
     NULL rider/driver, the open ones ended first as for a deactivation) and close their
     sockets everywhere."""
@@ -80,14 +69,7 @@ async def delete_user(
     async def delete_row(session: AsyncSession) -> int:
         return await affected(session, delete(User).where(col(User.id) == user_id))
 
-    return await _end_user(
-        db=db,
-        events=events,
-        positions=positions,
-        settings=settings,
-        user_id=user_id,
-        end=delete_row,
-    )
+    return await _end_user(user_id=user_id, end=delete_row, **backends)
 
 
 async def _end_user(
