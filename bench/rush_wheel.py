@@ -60,6 +60,9 @@ class Stats:
         self.windows: defaultdict[str, defaultdict[int, list[float]]] = defaultdict(
             lambda: defaultdict(list)
         )
+        self.seconds: defaultdict[str, defaultdict[int, list[float]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         self.started = time.monotonic()
         self.measuring = False
         self.reports = 0  # answered while measuring
@@ -71,7 +74,14 @@ class Stats:
 
     def add(self, name: str, seconds: float) -> None:
         if self.measuring:
-            self.windows[name][int((time.monotonic() - self.started) // WINDOW)].append(seconds)
+            elapsed = time.monotonic() - self.started
+            self.windows[name][int(elapsed // WINDOW)].append(seconds)
+            self.seconds[name][int(elapsed)].append(seconds)
+
+    def per_second(self, name: str) -> list[tuple[int, int, float | None]]:
+        """(second, samples, p99 ms) of one measure by when each sample arrived: to line
+        a slow stretch up with what the server and the machine did then."""
+        return [(s, len(v), pct(v, 0.99)) for s, v in sorted(self.seconds[name].items())]
 
     def error(self, what: str) -> None:
         self.errors[what] += 1
