@@ -201,6 +201,12 @@ class PositionStore(Protocol):
     ) -> list[Nearby]:
         """AVAILABLE drivers with a position newer than `fresh_after`, nearest first."""
 
+    async def supply(
+        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
+    ) -> tuple[int, Nearby | None]:
+        """How many drivers `nearest` would find (at most `cap`), and the nearest of them:
+        counted where the positions are."""
+
     async def prune(self, *, fresh_after: float) -> int:
         """Drop stale positions from the index (they are filtered anyway), and ended trips
         older than ENDED_KEEP; returns how many positions."""
@@ -389,6 +395,18 @@ class MemoryPositions:
                 found.append(Nearby(driver, fix, meters))
         found.sort(key=lambda n: (n.distance, n.driver_id))
         return found[:count]
+
+    async def supply(
+        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
+    ) -> tuple[int, Nearby | None]:
+        found = await self.nearest(
+            latitude=latitude,
+            longitude=longitude,
+            radius=radius,
+            count=cap,
+            fresh_after=fresh_after,
+        )
+        return len(found), found[0] if found else None
 
     async def prune(self, *, fresh_after: float) -> int:
         horizon = time.time() - ENDED_KEEP

@@ -28,7 +28,16 @@ from taxi.domain.positions import (
     distance,
     geo_latitude,
 )
-from taxi.domain.positions_scripts import DRIVE, END, OFFLINE, PRUNE, REPORT, START, TRIP_FIX
+from taxi.domain.positions_scripts import (
+    DRIVE,
+    END,
+    OFFLINE,
+    PRUNE,
+    REPORT,
+    START,
+    SUPPLY,
+    TRIP_FIX,
+)
 from taxi.domain.routes import Estimator
 
 # A search asks for this many more candidates than it needs (stale or excluded ones are
@@ -90,6 +99,7 @@ class RedisPositions:
         self._start = redis.register_script(START)
         self._end = redis.register_script(END)
         self._prune = redis.register_script(PRUNE)
+        self._supply = redis.register_script(SUPPLY)
 
     async def report_many(self, reports: Sequence[Report]) -> list[DriverStatus]:
         """A batch of reports (thousands of drivers, each every few seconds) in
@@ -213,6 +223,27 @@ class RedisPositions:
             if len(found) >= count or len(members) < want:
                 return found[:count]
             want *= 2
+
+    async def supply(
+        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
+    ) -> tuple[int, Nearby | None]:
+        count, driver, raw = await self._supply(
+            keys=[self.avail, self.seen, self.fixes],
+            args=[
+                longitude,
+                geo_latitude(latitude),
+                latitude,
+                radius,
+                cap,
+                fresh_after,
+                SEARCH_SLACK,
+            ],
+        )
+        if driver is None:
+            return int(count), None
+        fix = Fix.decode(raw)
+        meters = distance(latitude, longitude, fix.latitude, fix.longitude)
+        return int(count), Nearby(int(driver), fix, meters)
 
     async def _fresh(
         self,

@@ -61,18 +61,18 @@ async def market(
             col(Trip.pick_up_longitude).between(point[1] - dlon, point[1] + dlon),
         )
     )
-    cars = await positions.nearest(
+    cars, first = await positions.supply(
         latitude=point[0],
         longitude=point[1],
         radius=radius,
-        count=SUPPLY_CAP,
+        cap=SUPPLY_CAP,
         fresh_after=time.time() - settings.position_ttl,
     )
-    surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=len(cars))
+    surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=cars)
     # As nearbyCars shows the car (rounded): an exact ETA would give its exact distance.
-    nearest = anonymous(cars[0].fix, *point, positions.estimator) if cars else None
+    nearest = anonymous(first.fix, *point, positions.estimator) if first else None
     return Market(
-        surge=surge, cars=len(cars), nearest_eta=None if nearest is None else nearest.eta_seconds
+        surge=surge, cars=cars, nearest_eta=None if nearest is None else nearest.eta_seconds
     )
 
 

@@ -1,0 +1,114 @@
+"""The supply a market counts (estimateFare's carsNearby and surge, requestTrip's surge):
+the position store's `supply` finds exactly what `nearest` finds, counted where the
+positions are (a script on Redis) — on the embedded store, a real Redis and a cluster."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis import asyncio as aioredis
+
+from taxi.core.cluster import cluster_client
+from taxi.domain.positions import METERS_PER_DEGREE, Fix, MemoryPositions, PositionStore, Report
+from taxi.domain.positions_redis import RedisPositions
+from taxi.domain.routes import Estimator
+from tests.backends import REDIS_URL, need_real, sub_prefix
+
+CENTER = (48.137, 11.575)
+RADIUS = 3000.0
+STALE_AFTER = 60.0
+
+
+def scatter(seed: int) -> list[Report]:
+    """400 drivers within ~5 km of the centre (so some are beyond the radius), two of
+    them at exactly the same spot (ties go to the lower id), a quarter of them stale."""
+    rng = random.Random(seed)
+    now = time.time()
+    reports = []
+    for driver in range(1, 401):
+        north, east = (rng.uniform(-5000, 5000) for _ in range(2))
+        at = now - (STALE_AFTER * 2 if rng.random() < 0.25 else rng.uniform(0, 10))
+        if driver in (2, 3):
+            north, east, at = 10.0, 10.0, now
+        lat = CENTER[0] + north / METERS_PER_DEGREE
+        lon = CENTER[1] + east / METERS_PER_DEGREE
+        reports.append(Report(driver, Fix(lat, lon, None, at), True))
+    return reports
+
+
+async def check(store: PositionStore) -> None:
+    await store.report_many(scatter(7))
+    fresh_after = time.time() - STALE_AFTER
+    for cap, radius, point in [
+        (200, RADIUS, CENTER),
+        (5, RADIUS, CENTER),
+        (1000, RADIUS, CENTER),
+        (3, 400.0, CENTER),
+        (200, 100.0, (CENTER[0] + 0.5, CENTER[1])),  # nobody there
+    ]:
+        found = await store.nearest(
+            latitude=point[0],
+            longitude=point[1],
+            radius=radius,
+            count=cap,
+            fresh_after=fresh_after,
+        )
+        count, first = await store.supply(
+            latitude=point[0], longitude=point[1], radius=radius, cap=cap, fresh_after=fresh_after
+        )
+        assert count == len(found)
+        if found:
+            assert first is not None and first.driver_id == found[0].driver_id
+            assert first.fix == found[0].fix
+            assert first.distance == pytest.approx(found[0].distance)
+        else:
+            assert first is None
+    # The two drivers on one spot: the lower id is the nearest.
+    count, first = await store.supply(
+        latitude=CENTER[0] + 10 / METERS_PER_DEGREE,
+        longitude=CENTER[1] + 10 / METERS_PER_DEGREE,
+        radius=1.0,
+        cap=10,
+        fresh_after=fresh_after,
+    )
+    assert count == 2 and first is not None and first.driver_id == 2
+
+
+def redis_store(client: aioredis.Redis | object) -> RedisPositions:
+    return RedisPositions(
+        client,  # type: ignore[arg-type]
+        prefix=sub_prefix("supply"),
+        estimator=Estimator(),
+        arrival_meters=50,
+    )
+
+
+async def test_supply_is_what_nearest_finds_embedded() -> None:
+    await check(MemoryPositions(estimator=Estimator(), arrival_meters=50))
+
+
+@pytest.fixture
+async def real_redis() -> AsyncIterator[aioredis.Redis]:
+    need_real()
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("backend", ["real"])
+async def test_supply_is_what_nearest_finds_on_redis(
+    backend: str, real_redis: aioredis.Redis
+) -> None:
+    await check(redis_store(real_redis))
+
+
+async def test_supply_is_what_nearest_finds_on_a_cluster(redis_cluster_url: str) -> None:
+    client = cluster_client(redis_cluster_url)
+    await client.initialize()
+    try:
+        await check(redis_store(client))
+    finally:
+        await client.aclose()
