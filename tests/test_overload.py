@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from taxi.core.config import Settings
 from taxi.core.db import POOL_OVERFLOW, POOL_SIZE
@@ -41,6 +42,7 @@ from tests.ws import session
 ONLINE = "mutation On($p: LocationInput!) { goOnline(position: $p) { availability } }"
 UPDATE = """mutation Update($p: LocationInput!) {
   updatePosition(position: $p) { availability position { latitude longitude } } }"""
+OFFLINE = "mutation { goOffline { availability } }"
 STATE = "{ driverState { availability position { latitude longitude } } }"
 REPORTS = 40  # one driver's burst: five times the socket's executing limit
 
@@ -107,41 +109,92 @@ async def test_a_socket_executes_eight_operations_at_once_then_the_rest_in_order
     async with server.http() as client:
         rider = await account(client)
         trip = await request_trip(client, rider)
-    engine = create_async_engine(real_backend.database_url)
-    try:
-        async with (
-            engine.connect() as lock,
-            session(server.ws_url, rider.access, interleaved=True) as ws,
-            session(server.ws_url, rider.access) as other,
-        ):
-            locked = await lock.begin()
-            await lock.execute(text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), trip)
-            cancels = [f"cancel{i}" for i in range(MAX_EXECUTING)]
-            for op in cancels[:-1]:
-                await ws.subscribe(op, CANCEL_TRIP, {"id": trip["id"]})
-            # Seven held: the eighth turn is free, so this one is answered meanwhile.
-            await ws.subscribe("me-first", ME)
-            assert (await ws.next("me-first"))["me"]["username"] == rider.username
-            await ws.complete("me-first")
-            await ws.subscribe(cancels[-1], CANCEL_TRIP, {"id": trip["id"]})
-            await ws.subscribe("me-later", ME)  # all eight turns held: it waits
-            # The server answers other sockets meanwhile (it is not stuck) ...
-            await other.subscribe("me", ME)
-            assert (await other.next("me"))["me"]["username"] == rider.username
-            await locked.rollback()
-            # ... and the waiting query runs only after one of the eight ended.
-            first = await ws.recv()
-            assert first["id"] in cancels, first
-            rest = [await ws.recv() for _ in range(2 * (MAX_EXECUTING + 1) - 1)]
-    finally:
-        await engine.dispose()
-    results = [m for m in [first, *rest] if m["type"] == "next"]
+    async with _held(server, real_backend, rider.access) as (lock, ws, other):
+        locked = await lock.begin()
+        await lock.execute(text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), trip)
+        cancels = [f"cancel{i}" for i in range(MAX_EXECUTING)]
+        for op in cancels[:-1]:
+            await ws.subscribe(op, CANCEL_TRIP, {"id": trip["id"]})
+        # Seven held: the eighth turn is free, so this one is answered meanwhile.
+        await ws.subscribe("me-first", ME)
+        assert (await ws.next("me-first"))["me"]["username"] == rider.username
+        await ws.complete("me-first")
+        await ws.subscribe(cancels[-1], CANCEL_TRIP, {"id": trip["id"]})
+        await ws.subscribe("me-later", ME)  # all eight turns held: it waits
+        # The server answers other sockets meanwhile (it is not stuck) ...
+        await other.subscribe("me", ME)
+        assert (await other.next("me"))["me"]["username"] == rider.username
+        # ... and the waiting query runs only after one of the eight ended.
+        results = await _released(ws, locked, cancels)
     assert {m["id"] for m in results} == {*cancels, "me-later"}, results
     won = [m["payload"] for m in results if m["id"] in cancels and m["payload"]["data"]]
     assert len(won) == 1, results  # one cancel won; the others found it canceled
     assert won[0]["data"]["cancelTrip"]["status"] == "CANCELED"
     codes = [e["extensions"]["code"] for m in results for e in m["payload"].get("errors", ())]
     assert codes == ["CONFLICT"] * (MAX_EXECUTING - 1), results
+
+
+async def test_a_report_waits_for_a_turn_like_any_operation(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """Reports are answered from their batch without a task of their own, yet take one of
+    the socket's eight turns: with all eight held, a report waits until one ends."""
+    async with server.http() as client:
+        driver = await account(client, "DRIVER")
+        where = {"latitude": _latitude(1), "longitude": 10.0}
+        await gql(client, ONLINE, {"p": where}, token=driver.access)
+    async with _held(server, real_backend, driver.access) as (lock, ws, other):
+        # A report answered first, so that the next ones find their strategy chosen.
+        await ws.subscribe("warm", UPDATE, {"p": where})
+        assert (await ws.next("warm"))["updatePosition"]["availability"] == "AVAILABLE"
+        await ws.complete("warm")
+        locked = await lock.begin()
+        # goOffline waits on the driver's row, locked here: eight of them hold the turns.
+        await lock.execute(
+            text('SELECT id FROM "user" WHERE id = :id FOR UPDATE'), {"id": int(driver.id)}
+        )
+        holds = [f"hold{i}" for i in range(MAX_EXECUTING)]
+        for op in holds:
+            await ws.subscribe(op, OFFLINE)
+        await ws.subscribe("report", UPDATE, {"p": {**where, "latitude": _latitude(2)}})
+        # Another socket's report goes through meanwhile (the batch is not stuck) ...
+        await other.subscribe("report", UPDATE, {"p": {**where, "latitude": _latitude(3)}})
+        assert (await other.next("report"))["updatePosition"]["availability"] == "AVAILABLE"
+        # ... and this socket's report only after one of the eight ended.
+        answered = await _released(ws, locked, holds)
+    assert {m["id"] for m in answered} == {*holds, "report"}
+    (report,) = [m["payload"] for m in answered if m["id"] == "report"]
+    # It ran after the goOfflines: the driver was offline by then.
+    assert report["errors"][0]["extensions"]["code"] == "CONFLICT", report
+
+
+@asynccontextmanager
+async def _held(
+    server: LiveServer, backend: Backend, token: str
+) -> AsyncIterator[tuple[AsyncConnection, Any, Any]]:
+    """A connection to lock rows with, a socket whose operations wait on them, and
+    another socket of the same user."""
+    engine = create_async_engine(backend.database_url)
+    try:
+        async with (
+            engine.connect() as lock,
+            session(server.ws_url, token, interleaved=True) as ws,
+            session(server.ws_url, token) as other,
+        ):
+            yield lock, ws, other
+    finally:
+        await engine.dispose()
+
+
+async def _released(ws: Any, locked: Any, holds: list[str]) -> list[dict[str, Any]]:
+    """The lock the eight held operations wait on is released: one of them answers first,
+    then everything (a `next` and a `complete` each, the waiting one included); the
+    `next` messages."""
+    await locked.rollback()
+    first = await ws.recv()
+    assert first["id"] in holds, first
+    rest = [await ws.recv() for _ in range(2 * (MAX_EXECUTING + 1) - 1)]
+    return [m for m in [first, *rest] if m["type"] == "next"]
 
 
 # -- a flooded `taxi serve` process ----------------------------------------------------

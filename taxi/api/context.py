@@ -68,6 +68,11 @@ class Context:
         self._user = None
         self._auth_error = Unauthenticated("Session ended.")
 
+    def known_user(self) -> User | None:
+        """The user once `user` has authenticated them (a socket's, from connection_init);
+        None before, or once revoked: then `user` says what is wrong."""
+        return self._user
+
     async def user(self, session: AsyncSession | None = None) -> User:
         """The signed-in, active user; Unauthenticated otherwise. Cached per context.
         `session`: one the caller opened for its reads, to check the token in too."""

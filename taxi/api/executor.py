@@ -14,7 +14,7 @@ Transports only decode their framing and write the `Answer` out."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import strawberry
@@ -136,17 +136,73 @@ class Executor:
             if result is None:
                 result = await general.run(context, variables)
         finally:
-            errors = self.coded(result.errors) if result and result.errors else None
-            code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
-            seconds = time.perf_counter() - started
-            metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
-            label = metrics.operation_name(name)
-            if span is not None:
-                span.end(kind=kind, name=label, code=code)
-            if code == OK and isinstance(special, PositionReport):
-                self.tally.add(label, kind, seconds)  # thousands a second: no line each
+            answer = self._answer(result, special, name, kind, started, span)
+        return answer
+
+    def submit(
+        self, context: Context, payload: dict[str, Any], done: Callable[[Answer | None], None]
+    ) -> bool:
+        """`run` for an operation whose strategy answers without a task of its own (the
+        position report: thousands a second, each a task, a dozen coroutines and their
+        collections otherwise): the same checks, from the same prepared document and
+        strategy, then `done` gets the Answer (None: shutting down, nothing to answer).
+        False: nothing happened, `run` it (anything else, a document not prepared yet,
+        a persisted one, a traced process). `payload`: a WebSocket `subscribe`'s."""
+        query, variables = payload.get("query"), payload.get("variables")
+        operation_name = payload.get("operationName")
+        if (
+            not self.plans
+            or self.tracer is not None
+            or not isinstance(query, str)
+            or not context.services.documents.as_sent(payload.get("extensions"))
+        ):
+            return False
+        prepared = self.documents.cached(query)
+        chosen = None if prepared is None else prepared.strategies.get(operation_name)
+        if chosen is None:
+            return False  # its first run prepares and chooses
+        special = chosen[0]
+        if not isinstance(special, PositionReport) or inputs.problem(variables) is not None:
+            return False
+        assert prepared is not None
+        operation = prepared.operation(operation_name)
+        assert operation is not None  # a strategy was chosen for it
+        name = operation.name.value if operation.name else operation_name
+        started = time.perf_counter()
+
+        def answered(result: ExecutionResult | None) -> None:
+            if result is None:
+                done(None)
             else:
-                operation_line(name, kind, seconds, sorted({first_code([e]) for e in errors or ()}))
+                done(self._answer(result, special, name, special.kind, started, None))
+
+        return special.submit(context, variables, answered)
+
+    def _answer(
+        self,
+        result: ExecutionResult | None,
+        special: Strategy | None,
+        name: str | None,
+        kind: str,
+        started: float,
+        span: OperationSpan | None,
+    ) -> Answer:
+        """One operation's end, however it ran: its metric, log line (hot reports:
+        tallied) and span, its errors coded. `result` None: it raised (counted, and the
+        exception goes on)."""
+        errors = self.coded(result.errors) if result and result.errors else None
+        code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
+        seconds = time.perf_counter() - started
+        metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
+        label = metrics.operation_name(name)
+        if span is not None:
+            span.end(kind=kind, name=label, code=code)
+        if code == OK and isinstance(special, PositionReport):
+            self.tally.add(label, kind, seconds)  # thousands a second: no line each
+        else:
+            operation_line(name, kind, seconds, sorted({first_code([e]) for e in errors or ()}))
+        if result is None:
+            return Answer(None, None)
         data = result.data
         pre_execution = data is None and any(
             e.path is None and (e.extensions or {}).get("code") in PRE_EXECUTION_CODES

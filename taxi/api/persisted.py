@@ -123,6 +123,13 @@ class Documents:
             except _DOWN as exc:
                 log.warning("persisted documents: redis unavailable: %r", exc)
 
+    def as_sent(self, extensions: object) -> bool:
+        """`resolve` would answer with the query as sent, looking nothing up: no
+        persisted document named, and documents as text allowed."""
+        if self.mode == "only":
+            return False
+        return not isinstance(extensions, dict) or extensions.get("persistedQuery") is None
+
     async def resolve(self, *, query: object, extensions: object) -> object:
         """The document to run for a request's `query` and `extensions`, or Refused.
         Anything that is not ours to judge (a missing or non-string query) is passed

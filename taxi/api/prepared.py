@@ -83,13 +83,18 @@ class DocumentCache:
             return self.get(text)
         return await asyncio.to_thread(self._prepare, text)
 
-    def get(self, text: str) -> Prepared:
-        entries = self._entries
-        found = entries.get(text)
+    def cached(self, text: str) -> Prepared | None:
+        """The prepared document if it is kept (nothing parsed or validated here)."""
+        found = self._entries.get(text)
         if found is not None:
-            entries.move_to_end(text)
+            self._entries.move_to_end(text)
+        return found
+
+    def get(self, text: str) -> Prepared:
+        if (found := self.cached(text)) is not None:
             return found
         found = self._prepare(text)
+        entries = self._entries
         if len(text) <= MAX_KEPT_CHARS:
             entries[text] = found
             if len(entries) > ENTRIES:

@@ -12,6 +12,8 @@ is answered with the newer one's result and never processed on its own (PROTOCOL
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -19,6 +21,8 @@ from taxi.core import metrics
 from taxi.core.cluster import REDIS_ERRORS
 from taxi.domain.events import Located, Publisher
 from taxi.domain.positions import Availability, DriverStatus, Fix, PositionStore, Report
+
+log = logging.getLogger(__name__)
 
 # Reports sent in one store call at most (a Redis script's arguments); more wait for the
 # next call, in the same flush.
@@ -30,15 +34,18 @@ MAX_BATCH = 500
 WINDOW = 0.002
 
 Outcome = tuple[DriverStatus, Fix]  # the driver's state and the position recorded
+# Told once, when the batch is through: the outcome, or what failed it (an Exception; any
+# other BaseException: the flusher itself was stopped, at shutdown).
+Done = Callable[[Outcome | None, BaseException | None], None]
 
 
 @dataclass(slots=True)
 class _Waiting:
     fix: Fix
     online: bool
-    # One per caller waiting for this driver's outcome: a caller going away (its socket
-    # closed) cancels its own alone (one shared future needed a shield per caller).
-    futures: list[asyncio.Future[Outcome]]
+    # One per report waiting for this driver's outcome (a caller that went away ignores
+    # its own).
+    callers: list[Done]
     superseded: int = 0  # older reports folded into this one
 
 
@@ -51,12 +58,13 @@ class Reports:
         self._waiting: dict[int, _Waiting] = {}  # by driver, in arrival order
         self._flusher: asyncio.Task[None] | None = None
 
-    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> Outcome:
-        """Records `fix` (or a newer one of the same driver, whose outcome this is then)."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    def submit(self, *, driver_id: int, fix: Fix, online: bool, done: Done) -> None:
+        """Records `fix` (or a newer one of the same driver, whose outcome this is then);
+        `done` hears of it from the batch. No task or future per report: the socket layer
+        answers a report from here (taxi/transport/live/operations.py)."""
         waiting = self._waiting.get(driver_id)
         if waiting is None:
-            self._waiting[driver_id] = _Waiting(fix, online, [future])
+            self._waiting[driver_id] = _Waiting(fix, online, [done])
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush())
         else:
@@ -64,7 +72,23 @@ class Reports:
             waiting.fix = fix
             waiting.online = waiting.online or online
             waiting.superseded += 1
-            waiting.futures.append(future)
+            waiting.callers.append(done)
+
+    async def report(self, *, driver_id: int, fix: Fix, online: bool) -> Outcome:
+        """`submit`, awaited."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome | None, error: BaseException | None) -> None:
+            if future.done():  # its caller went away
+                return
+            if outcome is not None:
+                future.set_result(outcome)
+            elif isinstance(error, Exception):
+                future.set_exception(error)
+            else:
+                future.cancel()
+
+        self.submit(driver_id=driver_id, fix=fix, online=online, done=done)
         return await future
 
     async def _flush(self) -> None:
@@ -73,22 +97,19 @@ class Reports:
             drivers = list(islice(self._waiting, MAX_BATCH))
             batch = [(driver, self._waiting.pop(driver)) for driver in drivers]
             try:
-                await self._send(batch)
+                states = await self._send(batch)
             except BaseException as exc:
                 # Every caller of the batch hears of it (none may hang); a Redis outage
                 # ends only this batch, anything else (a bug, shutdown) the flusher too.
                 for _, waiting in batch:
-                    for future in waiting.futures:
-                        if future.done():
-                            continue
-                        if isinstance(exc, Exception):
-                            future.set_exception(exc)
-                        else:
-                            future.cancel()
+                    _tell(waiting.callers, None, exc)
                 if not isinstance(exc, REDIS_ERRORS):
                     raise
+                continue
+            for (_, waiting), state in zip(batch, states, strict=True):
+                _tell(waiting.callers, (state, waiting.fix), None)
 
-    async def _send(self, batch: list[tuple[int, _Waiting]]) -> None:
+    async def _send(self, batch: list[tuple[int, _Waiting]]) -> list[DriverStatus]:
         reports = [Report(driver, w.fix, w.online) for driver, w in batch]
         states = await self.positions.report_many(reports)
         # Each frame carries the ETA to the trip's next stop, known from the store's state.
@@ -105,8 +126,14 @@ class Reports:
         await self.events.locations_reported(located)
         stored = sum(1 for state in states if state.availability is not Availability.OFFLINE)
         metrics.positions(stored=stored, coalesced=sum(w.superseded for _, w in batch))
-        for (_, waiting), state in zip(batch, states, strict=True):
-            outcome = (state, waiting.fix)
-            for future in waiting.futures:
-                if not future.done():  # its caller went away
-                    future.set_result(outcome)
+        return states
+
+
+def _tell(callers: list[Done], outcome: Outcome | None, error: BaseException | None) -> None:
+    for done in callers:
+        try:
+            done(outcome, error)
+        except Exception:
+            # As the event loop treats a failing callback: logged, and the batch's other
+            # callers still hear of theirs.
+            log.exception("a position report's caller failed on its outcome")

@@ -17,6 +17,7 @@ field as graphql-core locates it, so nothing ever runs twice."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from graphql import (
@@ -37,6 +38,8 @@ from taxi.domain.errors import AppError
 from taxi.domain.services import drivers
 
 INPUT_KEYS = {"latitude", "longitude", "heading"}
+# What a report may fail with, answered as the field's error (anything else is a bug).
+ERRORS = (AppError, RedisError, OSError)
 # (response key, field name, sub-selection of `position` or None)
 Selection = tuple[tuple[str, str, "Selection | None"], ...]
 
@@ -94,9 +97,53 @@ class PositionReport:
                 longitude=position[1],
                 heading=position[2],
             )
-        except (AppError, RedisError, OSError) as exc:
-            # As graphql-core reports a resolver's error on a non-null root field.
-            return ExecutionResult(None, [located_error(exc, [self.node], [self.key])])
+        except ERRORS as exc:
+            return self._failed(exc)
+        return self._answer(state)
+
+    def submit(
+        self,
+        context: Context,
+        variables: dict[str, Any] | None,
+        done: Callable[[ExecutionResult | None], None],
+    ) -> bool:
+        """`run` without a task or an await: `done` gets the result when the report's
+        batch is through (None: the process is shutting down, nothing to answer). False:
+        nothing happened (the input is graphql-core's to judge, or the user is not known
+        yet), `run` it."""
+        position = _position((variables or {}).get(self.variable))
+        user = context.known_user()
+        if position is None or user is None:
+            return False
+
+        def answered(state: drivers.StateView | None, error: BaseException | None) -> None:
+            if state is not None:
+                done(self._answer(state))
+            elif isinstance(error, Exception):
+                # The store's errors as run answers them; a bug among them is logged and
+                # masked by the executor's error codes, as a failing resolver's is.
+                done(self._failed(error))
+            else:
+                done(None)
+
+        try:
+            drivers.submit_position(
+                reports=context.services.reports,
+                user=user,
+                latitude=position[0],
+                longitude=position[1],
+                heading=position[2],
+                done=answered,
+            )
+        except ERRORS as exc:
+            done(self._failed(exc))
+        return True
+
+    def _failed(self, exc: Exception) -> ExecutionResult:
+        # As graphql-core reports a resolver's error on a non-null root field.
+        return ExecutionResult(None, [located_error(exc, [self.node], [self.key])])
+
+    def _answer(self, state: drivers.StateView) -> ExecutionResult:
         where = state.position
         obj = {
             "availability": state.availability.name,

@@ -5,6 +5,7 @@ a trip, that trip's location channel (both batched per loop pass): no SQL at all
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from taxi.domain.errors import BadUserInput, Conflict, Forbidden
 from taxi.domain.models import User, UserGroup
 from taxi.domain.positions import Availability, Fix, PositionStore, distance
 from taxi.domain.readmodels import LocationView
-from taxi.domain.reports import Reports
+from taxi.domain.reports import Outcome, Reports
 from taxi.domain.routes import Estimator
 from taxi.domain.services.points import location_errors
 
@@ -71,9 +72,43 @@ async def update_position(
     # Reports of one loop pass share a round trip; a newer report of the same driver
     # that arrives while this one waits wins, and this one answers with its result
     # (taxi/domain/reports.py). The trip's watchers get the position from there.
-    state, fix = await reports.report(
+    outcome = await reports.report(
         driver_id=driver, fix=_fix(latitude, longitude, heading), online=online
     )
+    return _state(outcome)
+
+
+def submit_position(
+    *,
+    reports: Reports,
+    user: User,
+    latitude: float,
+    longitude: float,
+    heading: float | None,
+    done: Callable[[StateView | None, BaseException | None], None],
+) -> None:
+    """updatePosition without awaiting it: `done` gets its answer (or its error) from
+    the report's batch. What the input or the user does not allow raises here, before
+    anything is submitted."""
+    driver = _driver(user)
+    fix = _fix(latitude, longitude, heading)
+
+    def answered(outcome: Outcome | None, error: BaseException | None) -> None:
+        if outcome is None:
+            done(None, error)
+            return
+        try:
+            view = _state(outcome)
+        except Conflict as exc:
+            done(None, exc)
+            return
+        done(view, None)
+
+    reports.submit(driver_id=driver, fix=fix, online=False, done=answered)
+
+
+def _state(outcome: Outcome) -> StateView:
+    state, fix = outcome
     if state.availability is Availability.OFFLINE:
         raise Conflict("Go online first: positions are taken from online drivers only.")
     return StateView(state.availability, fix.view())

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import orjson
@@ -26,6 +28,7 @@ from taxi.core.overload import LOAD
 from taxi.domain.errors import AppError, NotFound
 from taxi.transport.live import protocol as p
 from taxi.transport.live.hub import Hub, Record
+from taxi.transport.live.turns import Turns
 from taxi.transport.live.wire import Gone, Outbox, unless_gone
 
 log = logging.getLogger("taxi.transport.live")
@@ -50,6 +53,7 @@ class Operations:
         "hub",
         "outbox",
         "records",
+        "reporting",
         "running",
     )
 
@@ -63,22 +67,65 @@ class Operations:
         self.dialect = dialect
         self.records: dict[str, Record] = {}
         self.running: dict[str, asyncio.Task[None]] = {}  # being set up, or running
-        self._tasks: set[asyncio.Task[None]] = set()  # re-reads after a reconnect
-        self._turns = asyncio.Semaphore(MAX_EXECUTING)  # FIFO: waiters wake in order
+        # Submitted without a task (position reports), until their batch answers them;
+        # the value tells a stopped operation's answer from a later one's of the same id.
+        self.reporting: dict[str, object] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # re-reads after a reconnect; answers
+        self._turns = Turns(MAX_EXECUTING)
         self.closed = False
 
     def __contains__(self, op_id: str) -> bool:
-        return op_id in self.records or op_id in self.running
+        return op_id in self.records or op_id in self.running or op_id in self.reporting
 
     def __len__(self) -> int:
-        return len(self.records) + len(self.running)
+        return len(self.records) + len(self.running) + len(self.reporting)
 
     def start(self, op_id: str, payload: dict[str, Any]) -> None:
-        self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
+        """Operations take their turns in the order they arrive: here, not once their
+        task first runs (a report that arrived later would take a turn before them)."""
+        if not self._turns.try_take():
+            self.running[op_id] = asyncio.create_task(self._operation(op_id, payload))
+            return  # it waits for a turn
+        # A position report is answered from its batch, without a task of its own (the
+        # executor says whether this is one); anything else runs in a task.
+        ticket = self.reporting[op_id] = object()
+        LOAD.started()
+        submitted = self.executor.submit(
+            self.context, payload, partial(self._answered, op_id, ticket)
+        )
+        if submitted:
+            return
+        del self.reporting[op_id]
+        LOAD.finished()
+        task = self.running[op_id] = asyncio.create_task(self._operation(op_id, payload, turn=True))
+        # Its turn ends with the task, however it ends (even cancelled before it started).
+        task.add_done_callback(self._give)
+
+    def _give(self, _task: asyncio.Task[None]) -> None:
+        self._turns.give()
+
+    def _answered(self, op_id: str, ticket: object, answer: Answer | None) -> None:
+        """A submitted operation's answer (None: the process is stopping)."""
+        LOAD.finished()
+        self._turns.give()
+        if self.reporting.get(op_id) is not ticket:
+            return  # stopped meanwhile, or the socket closed
+        del self.reporting[op_id]
+        if answer is None or self.closed:
+            return
+        frames = self._frames(op_id, answer)
+        if not self.outbox.write_now(*frames):
+            self._spawn(self.outbox.send(*frames))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(unless_gone(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """The socket is gone: every record leaves the hub, every task ends."""
         self.closed = True
+        self.reporting.clear()
         for record in list(self.records.values()):
             self._drop(record)
         tasks = [*self.running.values(), *self._tasks]
@@ -100,14 +147,23 @@ class Operations:
             # nothing references may be destroyed mid-cleanup.
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self.dialect.legacy and not quiet and (record or task):
+        submitted = self.reporting.pop(op_id, None)  # its answer will find it gone
+        if self.dialect.legacy and not quiet and (record or task or submitted):
             await self.outbox.send(p.complete(op_id).encode())
 
-    async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
+    async def _operation(self, op_id: str, payload: dict[str, Any], *, turn: bool = False) -> None:
+        """`turn`: it holds one already (given back when its task is done), else it waits
+        for one here."""
         LOAD.started()  # queued work, waiting for its turn included (taxi.core.overload)
         try:
-            async with self._turns:
+            if turn:
                 await self._run(op_id, payload)
+            else:
+                await self._turns.take()
+                try:
+                    await self._run(op_id, payload)
+                finally:
+                    self._turns.give()
         except Gone:
             pass  # the socket closed under the operation: its receive loop cleans up
         except Exception as exc:  # noqa: BLE001 - an operation's failure ends it alone
@@ -140,18 +196,10 @@ class Operations:
         except BadRequest as exc:
             error = GraphQLError(exc.message, extensions=exc.extensions)
             answer = Answer(None, [error], executed=False)
-        if not answer.executed:
-            # Ends before it runs: an `error` message, the socket stays open.
-            errors = [dict(e.formatted) for e in answer.errors or ()]
-            await self.outbox.send(p.error(op_id, errors, self.dialect).encode())
+        if answer.live is None:  # a query or mutation, or refused before it ran
+            await self.outbox.send(*self._frames(op_id, answer))
             return
         prefix = p.frame_prefix(op_id, self.dialect)
-        if answer.live is None:  # a query or mutation
-            body: dict[str, Any] = {"data": answer.data}
-            if answer.errors:
-                body["errors"] = [dict(e.formatted) for e in answer.errors]
-            await self.outbox.send(prefix + orjson.dumps(body) + b"}", p.complete(op_id).encode())
-            return
         live, query = answer.live
         record = Record(self, op_id, prefix, live.feed, query)
         await self.hub.add(record)
@@ -170,6 +218,18 @@ class Operations:
             if self.records.get(op_id) is not record:
                 self.hub.remove(record)
         self.hub.release(record)
+
+    def _frames(self, op_id: str, answer: Answer) -> tuple[bytes, ...]:
+        """A query's or mutation's answer: its result and `complete`; refused before it
+        ran, an `error` message (the socket stays open)."""
+        if not answer.executed:
+            errors = [dict(e.formatted) for e in answer.errors or ()]
+            return (p.error(op_id, errors, self.dialect).encode(),)
+        body: dict[str, Any] = {"data": answer.data}
+        if answer.errors:
+            body["errors"] = [dict(e.formatted) for e in answer.errors]
+        prefix = p.frame_prefix(op_id, self.dialect)
+        return prefix + orjson.dumps(body) + b"}", p.complete(op_id).encode()
 
     def _first(self, query: LiveQuery, view: Any) -> bytes:
         """A subscriber's own first state (or one re-read after a reconnect)."""
@@ -210,9 +270,7 @@ class Operations:
         if record.held is not None:
             return  # being set up or re-read right now: that read is fresh enough
         record.held = {}
-        task = asyncio.create_task(unless_gone(self._refresh(record)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._refresh(record))
 
     async def _refresh(self, record: Record) -> None:
         current = record.feed.current

@@ -89,6 +89,14 @@ class Outbox:
         for key in [k for k in self._pending if k[0] == op_id]:
             del self._pending[key]
 
+    def write_now(self, *frames: bytes) -> bool:
+        """`send` from a callback, which cannot wait: written in one write if nothing is
+        queued and the transport takes them now. False: nothing written (`send` them)."""
+        seam = self._seam
+        if self._flusher is not None or seam is None:
+            return False
+        return seam.write_text(frames[0]) if len(frames) == 1 else seam.write_texts(frames)
+
     async def send(self, *frames: bytes) -> None:
         """Messages that must arrive (an ack, a first state, an answer and its
         complete), from the socket's own task: after everything queued before them,
