@@ -162,8 +162,10 @@ class Executor:
         if chosen is None:
             return False  # its first run prepares and chooses
         special = chosen[0]
-        if not isinstance(special, PositionReport) or inputs.problem(variables) is not None:
+        if not isinstance(special, PositionReport):
             return False
+        # No inputs.problem scan: the report takes only variables it checks whole (one
+        # position, three known keys, numbers), and declines anything else.
         assert prepared is not None
         operation = prepared.operation(operation_name)
         assert operation is not None  # a strategy was chosen for it

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -40,6 +41,15 @@ class Viewer(Protocol):
 
     @property
     def group(self) -> UserGroup: ...
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A viewer whose id is a bind parameter (`viewer`): statements that apply the rule
+    are built once per group, as building them cost more than executing them."""
+
+    group: UserGroup
+    id: Any = field(default_factory=lambda: bindparam("viewer"))
 
 
 def visible_clause(user: Viewer) -> ColumnElement[bool]:

@@ -111,7 +111,9 @@ class PositionReport:
         batch is through (None: the process is shutting down, nothing to answer). False:
         nothing happened (the input is graphql-core's to judge, or the user is not known
         yet), `run` it."""
-        position = _position((variables or {}).get(self.variable))
+        if not isinstance(variables, dict) or len(variables) != 1:
+            return False  # the executor's checks of other variables apply: `run` it
+        position = _position(variables.get(self.variable))
         user = context.known_user()
         if position is None or user is None:
             return False

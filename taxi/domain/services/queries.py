@@ -9,7 +9,7 @@ import binascii
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlmodel import col
 from taxi.core.db import SessionMaker
 from taxi.domain.errors import BadUserInput, NotFound
 from taxi.domain.models import Trip, TripStatus, User, UserGroup
-from taxi.domain.offers import Viewer, visible_clause
+from taxi.domain.offers import Bound, Viewer, visible_clause
 from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import TripView
 from taxi.domain.services import reads, sessions
@@ -107,21 +107,12 @@ async def list_trips(
     )
 
 
-@dataclass(frozen=True)
-class _Bound:
-    """A viewer whose id is a bind parameter (`viewer`): `list_trips` builds its
-    clauses once per shape, as building them cost more than executing them."""
-
-    group: UserGroup
-    id: Any = field(default_factory=lambda: bindparam("viewer"))
-
-
 @functools.cache
 def _clauses(
     driver: bool, statuses: bool, after: bool, signed_in: bool
 ) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
     """The page's WHERE and the count's, with bind parameters (see `list_trips`)."""
-    where = [visible_clause(_Bound(UserGroup.DRIVER if driver else UserGroup.RIDER))]
+    where = [visible_clause(Bound(UserGroup.DRIVER if driver else UserGroup.RIDER))]
     if statuses:
         where.append(col(Trip.status).in_(bindparam("statuses", expanding=True)))
     page_where = list(where)

@@ -3,17 +3,13 @@ partial unique indexes, never a read-then-write in Python."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    bindparam,
-    select,
-    update,
-)
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -36,7 +32,7 @@ from taxi.domain.models import (
     UserGroup,
     utcnow,
 )
-from taxi.domain.offers import offered_clause, visible_clause
+from taxi.domain.offers import Bound, offered_clause, visible_clause
 from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.readmodels import LocationView, PointView, TripView
@@ -176,17 +172,29 @@ async def _surge(
         return 1.0
 
 
-async def _load(session: AsyncSession, trip_id: str, visible: ColumnElement[bool]) -> Trip:
-    """The trip's row, if `visible`; NotFound otherwise."""
-    statement = select(Trip).where(col(Trip.id) == queries.parse_trip_id(trip_id), visible)
-    trip = (await session.scalars(statement)).one_or_none()
+@functools.cache
+def _loading(driver: bool, offered: bool) -> Select[Trip]:
+    """`_load`'s statement for a kind of viewer (the trip and the viewer bound), built
+    once: every lifecycle step loads its trip, and building it cost more than running it.
+    `offered`: a driver's pool alone (accepting), else what the viewer may see."""
+    viewer = Bound(UserGroup.DRIVER if driver else UserGroup.RIDER)
+    visible = offered_clause(viewer.id) if offered else visible_clause(viewer)
+    return select(Trip).where(col(Trip.id) == bindparam("trip"), visible)
+
+
+async def _load(session: AsyncSession, user: User, trip_id: str, *, offered: bool = False) -> Trip:
+    """The trip's row, if the user may see it (`offered`: if it is in the driver's pool);
+    NotFound otherwise."""
+    statement = _loading(user.group is UserGroup.DRIVER, offered)
+    params = {"trip": queries.parse_trip_id(trip_id), "viewer": user.id}
+    trip = (await session.scalars(statement, params)).one_or_none()
     if trip is None:
         raise NotFound("Trip not found.")
     return trip
 
 
 async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> Trip:
-    return await _load(session, trip_id, visible_clause(user))
+    return await _load(session, user, trip_id)
 
 
 async def _apply(
@@ -214,8 +222,7 @@ async def accept_trip(
             # the race, even one arriving after the winner committed, gets CONFLICT; to
             # the others a dispatched trip does not exist.
             is_driver = user.group is UserGroup.DRIVER
-            visible = offered_clause(user.id) if is_driver else visible_clause(user)
-            trip = await _load(session, trip_id, visible)
+            trip = await _load(session, user, trip_id, offered=is_driver)
             if not is_driver:
                 raise Forbidden("Only drivers can accept trips.")
             if trip.status is not TripStatus.REQUESTED:
