@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 from taxi.core.broadcast import RedisClient
 from taxi.domain.positions import (
     ENDED_KEEP,
+    GEO_MAX_LATITUDE,
     Availability,
     DriverStatus,
     Fix,
@@ -105,11 +106,8 @@ class RedisPositions:
         """A batch of reports (thousands of drivers, each every few seconds) in
         one script call, one round trip, one pooled connection: per report, Redis and
         redis-py cost a fraction of a call each."""
-        args: list[Any] = [self.arrival_meters]
-        for r in reports:
-            fix = r.fix
-            lat = geo_latitude(fix.latitude)
-            args += (r.driver_id, fix.encode(), fix.longitude, lat, fix.at, 1 if r.online else 0)
+        lines = "\n".join(f"{r.driver_id} {r.fix.encode()} {1 if r.online else 0}" for r in reports)
+        args: list[float | str] = [self.arrival_meters, repr(GEO_MAX_LATITUDE), lines]
         keys = (self.state, self.fixes, self.avail, self.seen, self.trips, *self._ride)
         try:
             # EVALSHA directly: the script object's call checks `isinstance(client,
@@ -117,7 +115,10 @@ class RedisPositions:
             states = await self.redis.evalsha(self._report.sha, len(keys), *keys, *args)
         except NoScriptError:
             states = await self._report(keys=list(keys), args=args)  # loads it, once
-        return [_status(raw) for raw in states]
+        answers = states.split("\n")
+        if len(answers) != len(reports):
+            raise RuntimeError(f"{len(reports)} reports, {len(answers)} answers: {states!r}")
+        return [_status(raw) for raw in answers]
 
     async def go_offline(self, *, driver_id: int) -> None:
         await self._offline(

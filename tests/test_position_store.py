@@ -1,6 +1,7 @@
-"""The supply a market counts (estimateFare's carsNearby and surge, requestTrip's surge):
-the position store's `supply` finds exactly what `nearest` finds, counted where the
-positions are (a script on Redis) — on the embedded store, a real Redis and a cluster."""
+"""The position store's batch of reports and the supply a market counts (estimateFare's
+carsNearby and surge, requestTrip's surge): `supply` finds exactly what `nearest` finds,
+counted where the positions are (a script on Redis); each report's fix is kept exactly,
+near a pole too — on the embedded store, a real Redis and a cluster."""
 
 from __future__ import annotations
 
@@ -77,6 +78,33 @@ async def check(store: PositionStore) -> None:
     assert count == 2 and first is not None and first.driver_id == 2
 
 
+async def check_reports(store: PositionStore) -> None:
+    """A batch of reports as the store records it: each fix kept exactly, its driver's
+    state answered in order; a car near a pole (past the geo index's latitude) is found
+    where it is."""
+    now = time.time()
+    fixes = {
+        1: Fix(89.5, 10.123456789012345, 270.5, now),
+        2: Fix(-89.99, -179.9, None, now - 1.5),
+        3: Fix(48.137, 11.575, None, now),
+    }
+    reports = [Report(d, fix, d != 3) for d, fix in fixes.items()]
+    states = await store.report_many(reports)
+    assert [s.availability.name for s in states] == ["AVAILABLE", "AVAILABLE", "OFFLINE"]
+    for driver in (1, 2):
+        _, fix = await store.status(driver_id=driver)
+        assert fix == fixes[driver]
+        found = await store.nearest(
+            latitude=fixes[driver].latitude,
+            longitude=fixes[driver].longitude,
+            radius=1000,
+            count=5,
+            fresh_after=now - 60,
+        )
+        assert [n.driver_id for n in found] == [driver]
+    assert (await store.status(driver_id=3))[1] is None
+
+
 def redis_store(client: aioredis.Redis | object) -> RedisPositions:
     return RedisPositions(
         client,  # type: ignore[arg-type]
@@ -86,8 +114,9 @@ def redis_store(client: aioredis.Redis | object) -> RedisPositions:
     )
 
 
-async def test_supply_is_what_nearest_finds_embedded() -> None:
+async def test_store_embedded() -> None:
     await check(MemoryPositions(estimator=Estimator(), arrival_meters=50))
+    await check_reports(MemoryPositions(estimator=Estimator(), arrival_meters=50))
 
 
 @pytest.fixture
@@ -99,16 +128,16 @@ async def real_redis() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.mark.parametrize("backend", ["real"])
-async def test_supply_is_what_nearest_finds_on_redis(
-    backend: str, real_redis: aioredis.Redis
-) -> None:
+async def test_store_on_redis(backend: str, real_redis: aioredis.Redis) -> None:
     await check(redis_store(real_redis))
+    await check_reports(redis_store(real_redis))
 
 
-async def test_supply_is_what_nearest_finds_on_a_cluster(redis_cluster_url: str) -> None:
+async def test_store_on_a_cluster(redis_cluster_url: str) -> None:
     client = cluster_client(redis_cluster_url)
     await client.initialize()
     try:
         await check(redis_store(client))
+        await check_reports(redis_store(client))
     finally:
         await client.aclose()
