@@ -94,6 +94,19 @@ class Database:
             await conn.close()
 
 
+# The caller's service settings never reach a benchmark's server: it gets the bench's own
+# database and one Redis (a REDIS_CLUSTER_URL left in a shell, as CI sets it, would
+# silently put every Redis call of the run on a cluster).
+SERVICE_VARIABLES = frozenset(
+    {"DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_URL", "PGDATABASE", "ALLOWED_ORIGINS"}
+)
+
+
+def own_environment() -> dict[str, str]:
+    """This process's environment without SERVICE_VARIABLES."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+
+
 @dataclass
 class Server:
     """One uvicorn process pinned to a core; stopped by its own pid only."""

@@ -29,6 +29,7 @@ from bench.prepare import (
     account,
     channels,
     fanout_cast,
+    own_environment,
     plain_dsn,
     seed_http,
     seed_race,
@@ -81,11 +82,7 @@ class Run:
         return f"git archive {self.opts.ref} ({sha})"
 
     def server_env(self, *, redis: bool = True) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "REDIS_URL", "PGDATABASE", "ALLOWED_ORIGINS"}
-        }
+        env = own_environment()
         env.update(
             {
                 "DATABASE_URL": self.db.sqlalchemy_url,

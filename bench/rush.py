@@ -35,7 +35,7 @@ import uvloop
 
 from bench import rush_report
 from bench.net import HTTP
-from bench.prepare import ROOT, Database, Server, plain_dsn
+from bench.prepare import ROOT, Database, Server, own_environment, plain_dsn
 from bench.proc import cpu_seconds, raise_open_files
 from bench.profile import spied, spy_on
 from bench.rush_bare_load import Bare
@@ -183,7 +183,7 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
     await db.create(ROOT)
     secret, prefix = secrets.token_urlsafe(40), f"rush-{secrets.token_hex(4)}"
     env = {
-        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+        **own_environment(),
         "DATABASE_URL": db.sqlalchemy_url,
         "REDIS_URL": opts.redis_url,
         "JWT_SECRET": secret,

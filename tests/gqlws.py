@@ -21,6 +21,7 @@ Message = dict[str, Any]
 # generator sends thousands a second and only the id and the variables change.
 Template = tuple[bytes, bytes]
 
+PING: Message = {"type": "ping"}
 PONG: Message = {"type": "pong"}
 ACK: Message = {"type": "connection_ack"}
 

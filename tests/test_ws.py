@@ -20,7 +20,9 @@ import pytest
 
 from taxi.core.config import Settings
 from taxi.domain import events
+from taxi.transport.live.socket import Socket
 from taxi.transport.server import WEBSOCKET, WebSocketProtocol
+from tests import gqlws
 from tests.helpers import (
     ACCEPT_TRIP,
     DRIVER_LOCATION,
@@ -44,6 +46,7 @@ from tests.live import LiveServer, serve, watching
 from tests.ws import LEGACY, PROTOCOLS, WsClient, open_ws, session
 
 ME = "{ me { id username group } }"
+ME_ID = "{ me { id } }"
 
 both = pytest.mark.parametrize("protocol", PROTOCOLS)
 
@@ -627,3 +630,50 @@ async def test_frames_of_every_length_arrive_whole_with_and_without_the_seam(
         assert max(written) > 300_000  # every frame, the largest too, went by the seam
     else:
         assert written == []
+
+
+# -- the receive seam (taxi/transport/server.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("ws_impl", [WEBSOCKET, "websockets-sansio"])
+async def test_a_burst_of_messages_is_answered_whole_with_and_without_the_receive_seam(
+    settings: Settings, ws_impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operations sent back to back, a ping among them, without waiting for answers: the
+    seam starts what it can as it arrives and leaves the rest (the ping, whatever arrives
+    while the socket's loop has work queued) to ASGI `receive`; every operation is
+    answered once, the ping too, and the socket stays open. A server without the seam
+    answers the same through ASGI alone."""
+    taken: list[bool] = []
+    heard = Socket.heard
+
+    def counting(self: Socket, text: str) -> bool:
+        taken.append(heard(self, text))
+        return taken[-1]
+
+    monkeypatch.setattr(Socket, "heard", counting)
+    async with serve(settings, ws=ws_impl) as live, live.http() as c:
+        rider = await account(c, "RIDER")
+        async with session(live.ws_url, rider.access) as ws:
+            ids = [f"q{i}" for i in range(20)]
+            for op_id in ids[:10]:
+                await ws.subscribe(op_id, ME_ID)
+            await ws.send(gqlws.PING)
+            for op_id in ids[10:]:
+                await ws.subscribe(op_id, ME_ID)
+            seen: dict[str, list[str]] = {op_id: [] for op_id in ids}
+            pongs = 0
+            while pongs < 1 or any(kinds != ["next", "complete"] for kinds in seen.values()):
+                message = await ws.recv()
+                if message["type"] == "pong":
+                    pongs += 1
+                    continue
+                seen[message["id"]].append(message["type"])
+                if message["type"] == "next":
+                    assert message["payload"] == {"data": {"me": {"id": rider.id}}}
+            assert pongs == 1
+            assert (await query(ws, "after", ME_ID))["me"]["id"] == rider.id
+    if ws_impl == WEBSOCKET:
+        assert any(taken)  # some went by the seam (how many depends on TCP's segments)
+    else:
+        assert taken == []

@@ -20,6 +20,13 @@ an upper bound in pyproject.toml):
      close frame, and backpressure — `write_text` refuses while the transport's buffer
      is over its high-water mark (uvicorn's `writable` flag), and the caller coalesces
      (taxi/transport/live/wire.py). Apps that find no seam (another server) use ASGI `send`.
+  3. The receive seam (`listen`): a text message goes straight to the app's listener, in
+     the protocol's own callback, when the app's receive loop is idle. Through ASGI each
+     message is a queued dict, a woken task, a paused and resumed read, and a future and
+     coroutines that every socket then holds until its next message, seconds later: what
+     the collector walked (10 % of a rush-hour server's CPU). A listener that declines a
+     message (it returns False: not one it handles at once, or its loop is busy) leaves
+     it to ASGI `receive`, in order.
 - `GuardedHttpToolsProtocol` (`http=...`): HTTP requests whose headers or body arrive too
   slowly, or whose headers are too large, are cut off."""
 
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -56,6 +63,9 @@ INTERNALS: dict[type, tuple[str, ...]] = {
         "transport",
         "queue",
         "shutdown",
+        "frames",
+        "curr_msg_data_type",
+        "send_receive_event_to_app",
     ),
     HttpToolsProtocol: (
         "connection_made",
@@ -99,6 +109,8 @@ def frame_header(length: int) -> bytes:
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
+    listener: Callable[[str], bool] | None = None  # the receive seam (3. above)
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
@@ -143,6 +155,30 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             self.transport.write(b"".join([x for d in frames for x in (frame_header(len(d)), d)]))
         return True
+
+    def listen(self, listener: Callable[[str], bool]) -> None:
+        """Text messages go to `listener` first, while nothing waits in the ASGI queue;
+        it returns False to leave one to ASGI `receive`."""
+        self.listener = listener
+
+    def send_receive_event_to_app(self) -> None:
+        listener = self.listener
+        if (
+            listener is not None
+            and self.curr_msg_data_type == "text"
+            and not self.close_sent
+            and self.queue.empty()  # nothing overtakes a message already queued
+        ):
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                text = None  # uvicorn's own path closes with 1007
+            if text is not None and listener(text):
+                self.frames = []
+                return
+            self.frames = [data]
+        super().send_receive_event_to_app()
 
     async def drain(self) -> None:
         """Until the transport takes writes again (also set when the peer is gone)."""

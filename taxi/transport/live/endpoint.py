@@ -62,6 +62,8 @@ class LiveEndpoint:
             hub=self.hub,
             registry=self.registry,
         )
+        if (listen := getattr(seam, "listen", None)) is not None:
+            listen(socket.heard)  # the receive seam (taxi/transport/server.py)
         self.sockets.add(socket)
         metrics.socket_opened()
         try:

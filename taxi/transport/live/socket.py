@@ -49,6 +49,7 @@ class Socket:
         "outbox",
         "registry",
         "settings",
+        "waiting",
     )
 
     def __init__(
@@ -74,6 +75,7 @@ class Socket:
         self.init_received = False
         self.acked = False
         self.closed = False
+        self.waiting = False  # the receive loop is idle, waiting for a message
 
     # -- the connection ------------------------------------------------------------------
 
@@ -84,7 +86,9 @@ class Socket:
         self._later("init", self.settings.ws_init_timeout_seconds, self._init_timeout)
         try:
             while True:
+                self.waiting = True
                 message = await receive()
+                self.waiting = False
                 if message["type"] == "websocket.disconnect":
                     return
                 text = message.get("text")
@@ -140,6 +144,24 @@ class Socket:
             await self.close(p.BAD_REQUEST, "WebSocket message must be text")
 
     # -- messages --------------------------------------------------------------------------
+
+    def heard(self, text: str) -> bool:
+        """A message handed over by the server's receive seam as it arrives
+        (taxi/transport/server.py): a well-formed new operation on an acknowledged socket
+        starts here, with no await between its frame and its start; anything else is
+        declined (False) and comes through the receive loop, which also keeps the order
+        while it is busy."""
+        if not self.waiting or not self.acked or self.closed:
+            return False
+        d = self.dialect
+        message = p.parse(text)
+        if message is None or message["type"] != d.start or p.problem(message, d) is not None:
+            return False
+        op_id = message["id"]
+        if op_id in self.operations or len(self.operations) >= MAX_OPERATIONS_PER_SOCKET:
+            return False
+        self.operations.start(op_id, message["payload"])
+        return True
 
     async def _handle(self, text: str) -> None:
         d = self.dialect
