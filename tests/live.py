@@ -73,10 +73,11 @@ async def watching(app: Starlette, channel: str, count: int = 1) -> None:
 
 @asynccontextmanager
 async def serve(
-    settings: Settings, *, ws: str = SEAM, http: str = "auto"
+    settings: Settings, *, ws: str = SEAM, http: str = "auto", ping: float = 20.0
 ) -> AsyncIterator[LiveServer]:
     """A real uvicorn server in this event loop: real sockets, real close codes. `ws` and
-    `http` name uvicorn's protocols (taxi.transport.server's are what `taxi serve` runs)."""
+    `http` name uvicorn's protocols (taxi.transport.server's are what `taxi serve` runs);
+    `ping`: its WebSocket keep-alive interval and pong timeout (uvicorn's default 20 s)."""
     port = free_port()
     app = create_app(settings)
     config = uvicorn.Config(
@@ -87,6 +88,8 @@ async def serve(
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         ws=ws,
+        ws_ping_interval=ping,
+        ws_ping_timeout=ping,
         http=http,
         lifespan="on",
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from taxi.core.config import Settings
 from taxi.domain import events
@@ -677,3 +678,34 @@ async def test_a_burst_of_messages_is_answered_whole_with_and_without_the_receiv
         assert any(taken)  # some went by the seam (how many depends on TCP's segments)
     else:
         assert taken == []
+
+
+async def test_only_a_quiet_socket_gets_keep_alive_pings(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's keep-alive ping (every 0.5 s here) goes to a socket that sent nothing for
+    that long; one that sends a message more often is evidently there and is not pinged
+    (taxi/transport/server.py, 4.)."""
+    pinged: list[int] = []  # the client port of each socket pinged
+    ping = WebSocketsSansIOProtocol.send_keepalive_ping
+
+    def counting(self: WebSocketsSansIOProtocol) -> None:
+        assert self.client is not None
+        pinged.append(self.client[1])
+        ping(self)
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "send_keepalive_ping", counting)
+    async with serve(settings, ping=0.5) as live, live.http() as c:
+        rider = await account(c, "RIDER")
+        async with (
+            session(live.ws_url, rider.access) as quiet,
+            session(live.ws_url, rider.access) as busy,
+        ):
+            quiet_port, busy_port = quiet.conn.local_address[1], busy.conn.local_address[1]
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:  # four intervals
+                await busy.send(gqlws.PING)
+                assert await busy.recv() == gqlws.PONG
+                await asyncio.sleep(0.05)  # the busy client's pace, not a wait for the server
+            assert pinged.count(quiet_port) >= 2
+            assert pinged.count(busy_port) == 0
