@@ -44,7 +44,8 @@ def _with_gc_endpoint(app: ASGIApp) -> ASGIApp:
     alive into the permanent generation, for the frozen-heap experiments). `?objects=1`
     adds the objects the collector tracks per generation and the frozen ones,
     `?types=1` the commonest types among them (each a walk of the heap: seconds at
-    millions of objects, so only between measurements)."""
+    millions of objects, so only between measurements); `?young=1` the commonest types
+    in each generation, the permanent one apart (what collections walk; cheap)."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/__bench/gc":
@@ -78,6 +79,11 @@ def _with_gc_endpoint(app: ASGIApp) -> ASGIApp:
             # stopped the loop ~0.2 s at 2.4 M frozen objects, at each rush window's start).
             totals["objects"] = [len(gc.get_objects(g)) for g in range(3)]
             totals["frozen"] = gc.get_freeze_count()
+        if b"young=1" in query:  # the commonest types per generation, frozen ones apart
+            totals["young"] = [
+                Counter(type(o).__qualname__ for o in gc.get_objects(g)).most_common(TOP_TYPES)
+                for g in range(3)
+            ]
         if b"types=1" in query:
             kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
             totals["types"] = kinds.most_common(TOP_TYPES)

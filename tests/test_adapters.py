@@ -16,6 +16,9 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from uvicorn import Config
 from uvicorn.server import ServerState
+from websockets.frames import Frame
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from taxi import cli
 from taxi.core import redis_adapter
@@ -62,6 +65,26 @@ async def test_uvicorn_internals_are_where_the_adapter_reads_them(base: type) ->
         if callable(mine):
             theirs = inspect.signature(getattr(base, name)).parameters
             assert list(inspect.signature(mine).parameters) == list(theirs), name
+
+
+def test_websockets_parser_waits_where_the_splitter_looks() -> None:
+    """taxi/transport/server.py splits frames itself only while websockets' parser waits
+    at a frame's start: that wait must still be seen there, and a half frame not."""
+    conn = ServerProtocol(state=State.OPEN, max_size=1024)
+    for name in server.WEBSOCKETS_INTERNALS:
+        assert hasattr(conn, name), name
+    assert server.at_frame_start(conn)
+    text = b'{"type": "ping"}'
+    masked = bytes([0x81, 0x80 | len(text)]) + b"\0\0\0\0" + text  # mask of zeros
+    conn.receive_data(masked[:3])
+    assert not server.at_frame_start(conn)  # mid-header
+    conn.receive_data(masked[3:])
+    (received,) = conn.events_received()
+    assert isinstance(received, Frame) and received.data == text
+    assert server.at_frame_start(conn)
+    conn.receive_data(bytes([0x01, 0x80 | 1]) + b"\0\0\0\0x")  # a first fragment
+    conn.events_received()
+    assert not server.at_frame_start(conn)  # a fragmented message under way
 
 
 async def test_redis_internals_are_where_the_adapter_reads_them() -> None:

@@ -32,6 +32,16 @@ an upper bound in pyproject.toml):
      and at rush hour each ping and its pong (a write, a read, a parse) cost ~2 % of the
      CPU on sockets that report every few seconds. A silent socket is pinged as before,
      and closed when its pong does not come.
+  5. Text frames split here (`data_received`): websockets' parser keeps, per socket, a
+     generator, the last Frame and a buffer alive between two messages (seconds apart,
+     so the collector walks them: its largest cost at rush hour), and runs a dozen
+     generator steps per frame. While its parser waits at a frame's start, complete
+     masked single-frame text messages of a 7- or 16-bit length within the size limit
+     are unmasked (websockets' own C `apply_mask`) and decoded here; the first frame of
+     any other kind (control, binary, fragmented, too large, bad UTF-8) and everything
+     after it go to websockets, which then owns the stream until its parser waits at a
+     frame's start again. Reads websockets' `parser`, `reader`, `current_size`,
+     `max_message_size` (WEBSOCKETS_INTERNALS, tests/test_adapters.py).
 - `GuardedHttpToolsProtocol` (`http=...`): HTTP requests whose headers or body arrive too
   slowly, or whose headers are too large, are cut off."""
 
@@ -45,6 +55,13 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
+
+try:  # websockets' C unmasking, as websockets.frames picks it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a build without its C extension
+    from websockets.utils import apply_mask
 
 from taxi.transport.live.protocol import GOING_AWAY, SHUTDOWN_REASON
 from taxi.transport.live.wire import FRAMES
@@ -91,7 +108,11 @@ INTERNALS: dict[type, tuple[str, ...]] = {
         "logger",
     ),
 }
+# websockets' sans-I/O connection attributes read by `at_frame_start` (5.).
+WEBSOCKETS_INTERNALS = ("parser", "reader", "current_size", "max_message_size", "state")
+_AT_EOF = StreamReader.at_eof.__code__  # where websockets' parser waits for a frame
 _TEXT_FIN = 0x81  # FIN bit + text opcode
+_MASKED = 0x80
 _SHORT = 126  # payload lengths below this fit the first length byte
 _MEDIUM = 1 << 16  # below this: 126 and a 16-bit length, else 127 and a 64-bit one
 # A request's headers and body must have arrived this long after its first byte (or
@@ -118,9 +139,22 @@ def frame_header(length: int) -> bytes:
     return struct.pack("!BBQ", _TEXT_FIN, 127, length)
 
 
+def at_frame_start(conn: ServerProtocol) -> bool:
+    """websockets' parser of an open connection waits for the first byte of a frame,
+    between two messages, with nothing buffered (5. above)."""
+    if conn.state is not State.OPEN or conn.current_size is not None or conn.reader.buffer:
+        return False
+    waiting: Any = conn.parser  # a generator: where it waits, through `yield from`s
+    while (inner := waiting.gi_yieldfrom) is not None:
+        waiting = inner
+    return waiting.gi_code is _AT_EOF
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     listener: Callable[[str], bool] | None = None  # the receive seam (3. above)
     heard_at = 0.0  # the loop's time of the last text message (4. above)
+    splitting = False  # frames are split here (5. above) ...
+    partial = b""  # ... and this is the start of one not complete yet
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -182,24 +216,76 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().send_keepalive_ping()
 
     def send_receive_event_to_app(self) -> None:
-        self.heard_at = self.loop.time()
-        listener = self.listener
-        if (
-            listener is not None
-            and self.curr_msg_data_type == "text"
-            and not self.close_sent
-            and self.queue.empty()  # nothing overtakes a message already queued
-        ):
+        """A message websockets parsed (5. above): a text one goes where `_text` sends it."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
             data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                text = None  # uvicorn's own path closes with 1007
-            if text is not None and listener(text):
+                pass  # uvicorn's own path closes with 1007
+            else:
                 self.frames = []
+                self._text(text)
                 return
-            self.frames = [data]
         super().send_receive_event_to_app()
+
+    def _text(self, text: str) -> None:
+        """A text message: to the listener (3. above) while nothing waits in the ASGI
+        queue, else queued for ASGI `receive` as uvicorn queues it."""
+        self.heard_at = self.loop.time()
+        if self.close_sent:
+            return  # the app is past its close: discarded, as uvicorn does
+        listener = self.listener
+        if listener is not None and self.queue.empty() and listener(text):
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:  # uvicorn's backpressure: no more reads until `receive`
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.splitting or self._at_frame_start():
+            self._split(self.partial + data if self.partial else data)
+        else:
+            super().data_received(data)
+
+    def _at_frame_start(self) -> bool:
+        """The app listens and websockets waits for a frame: the stream can be split here."""
+        return self.listener is not None and at_frame_start(self.conn)
+
+    def _split(self, data: bytes) -> None:
+        self.splitting, self.partial = True, b""
+        at, end = 0, len(data)
+        limit = min(self.conn.max_message_size or _MEDIUM, _MEDIUM - 1)
+        while end - at >= 2:
+            head, marker = data[at], data[at + 1] ^ _MASKED  # a client's frames are masked
+            if head != _TEXT_FIN or marker > 126:  # unmasked (>= 128), or a 64-bit length
+                return self._hand_over(data[at:])
+            if marker < 126:
+                length, start = marker, at + 6  # two header bytes, four of mask
+            elif end - at < 4:
+                break  # its 16-bit length has not arrived yet
+            else:
+                length, start = (data[at + 2] << 8) | data[at + 3], at + 8
+            if length > limit:
+                return self._hand_over(data[at:])
+            if end < start + length:
+                break  # its payload has not all arrived yet
+            try:
+                text = apply_mask(data[start : start + length], data[start - 4 : start]).decode()
+            except UnicodeDecodeError:
+                return self._hand_over(data[at:])
+            at = start + length
+            self._text(text)
+            if self.conn.state is not State.OPEN or self.close_sent:
+                return self._hand_over(data[at:])  # closing: websockets' business
+        self.partial = data[at:]  # at most one frame's header and payload
+
+    def _hand_over(self, data: bytes) -> None:
+        """From a frame's start on, websockets parses (until it waits for one again)."""
+        self.splitting, self.partial = False, b""
+        if data:
+            super().data_received(data)
 
     async def drain(self) -> None:
         """Until the transport takes writes again (also set when the peer is gone)."""
