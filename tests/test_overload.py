@@ -18,8 +18,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from taxi.api.resolvers import rides as rides_resolvers
+from taxi.api.resolvers import trips as trips_resolvers
 from taxi.core.config import Settings
 from taxi.core.db import POOL_OVERFLOW, POOL_SIZE
+from taxi.core.overload import Load
 from taxi.transport.live.operations import MAX_EXECUTING
 from tests.backends import REDIS_URL, Backend, base_settings
 from tests.helpers import (
@@ -422,3 +425,52 @@ async def test_healthz_answers_while_every_pooled_connection_is_busy(
     assert sum(1 for a in answers if a["data"]) == 1, answers
     codes = {e["extensions"]["code"] for a in answers for e in a.get("errors", ())}
     assert codes == {"CONFLICT"}, answers
+
+
+async def test_a_saturated_process_turns_new_work_away_over_a_socket_as_over_http(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a document is prepared, a new requestTrip or estimateFare over a socket is
+    turned away by the executor as its frame arrives (no task, no resolver): the same
+    answer HTTP gets from the resolver's own admission, counted the same, nothing stored."""
+    where = {"a": {"latitude": 52.5, "longitude": 13.4}, "b": {"latitude": 52.6, "longitude": 13.5}}
+    async with server.http() as client:
+        rider = await account(client, "RIDER")
+        async with session(server.ws_url, rider.access) as ws:
+            for op_id, document, variables in (
+                ("quote", ESTIMATE, where),
+                ("trip", REQUEST_TRIP, _trip_input()),
+            ):
+                # Prepared (and its strategy chosen) by a first run, over the socket.
+                await ws.subscribe(f"{op_id}-0", document, variables)
+                assert "errors" not in (await ws.message(f"{op_id}-0"))["payload"]
+                await ws.complete(f"{op_id}-0")
+            trips = await gql(client, "{ trips { totalCount } }", token=rider.access)
+            monkeypatch.setattr(Load, "retry_after", lambda _self: 3)
+            before = await scrape(client)
+            over_http = [
+                await gql(client, ESTIMATE, where, token=rider.access),
+                await gql(client, REQUEST_TRIP, _trip_input(), token=rider.access),
+            ]
+
+            def resolver_ran(operation: str) -> None:
+                raise AssertionError(f"{operation} reached its resolver")
+
+            for resolvers in (trips_resolvers, rides_resolvers):
+                monkeypatch.setattr(resolvers, "admit", resolver_ran)
+            over_socket = []
+            for op_id, document, variables in (
+                ("quote", ESTIMATE, where),
+                ("trip", REQUEST_TRIP, _trip_input()),
+            ):
+                await ws.subscribe(f"{op_id}-1", document, variables)
+                over_socket.append((await ws.message(f"{op_id}-1"))["payload"])
+                await ws.complete(f"{op_id}-1")
+            after = await scrape(client)
+            monkeypatch.undo()
+            assert await gql(client, "{ trips { totalCount } }", token=rider.access) == trips
+    assert over_socket == over_http
+    assert [_shed(body) for body in over_socket] == [3, 3]
+    for operation in ("estimateFare", "requestTrip"):
+        shed = value(after, "taxi_shed_total", operation=operation)
+        assert shed - value(before, "taxi_shed_total", operation=operation) == 2

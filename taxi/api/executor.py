@@ -18,7 +18,14 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import strawberry
-from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode, OperationType
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    is_non_null_type,
+)
 
 from taxi.api import persisted
 from taxi.api.answer import OK, Answer, BadRequest, first_code
@@ -35,6 +42,8 @@ from taxi.api.strawberry_adapter import core_schema
 from taxi.core import metrics
 from taxi.core.logs import Tally, operation_line
 from taxi.core.tracing import OperationSpan
+from taxi.domain import admission
+from taxi.domain.admission import SHEDDABLE
 from taxi.domain.errors import BadUserInput
 
 EVERY = frozenset(OperationType)
@@ -161,12 +170,12 @@ class Executor:
         chosen = None if prepared is None else prepared.strategies.get(operation_name)
         if chosen is None:
             return False  # its first run prepares and chooses
+        assert prepared is not None
         special = chosen[0]
         if not isinstance(special, PositionReport):
-            return False
+            return self._turned_away(prepared, operation_name, done)
         # No inputs.problem scan: the report takes only variables it checks whole (one
         # position, three known keys, numbers), and declines anything else.
-        assert prepared is not None
         operation = prepared.operation(operation_name)
         assert operation is not None  # a strategy was chosen for it
         name = operation.name.value if operation.name else operation_name
@@ -179,6 +188,30 @@ class Executor:
                 done(self._answer(result, special, name, special.kind, started, None))
 
         return special.submit(context, variables, answered)
+
+    def _turned_away(
+        self, prepared: Prepared, requested: str | None, done: Callable[[Answer | None], None]
+    ) -> bool:
+        """A new requestTrip, signUp, logIn or estimateFare (alone in its operation) while
+        the process is saturated: refused now, as its resolver would refuse it first thing
+        (taxi.domain.admission), without a task that waits a loop pass for it. False:
+        nothing happened, `run` it."""
+        operation = prepared.operation(requested)
+        assert operation is not None
+        (field, *others) = operation.selection_set.selections
+        if others or not isinstance(field, FieldNode) or field.name.value not in SHEDDABLE:
+            return False
+        root = self.core.get_root_type(operation.operation)
+        refused = None if root is None else admission.refusal(field.name.value)
+        if refused is None or root is None:
+            return False
+        key = field.alias.value if field.alias else field.name.value
+        error = GraphQLError(refused.message, nodes=[field], path=[key], original_error=refused)
+        nullable = not is_non_null_type(root.fields[field.name.value].type)
+        result = ExecutionResult({key: None} if nullable else None, [error])
+        name = operation.name.value if operation.name else requested
+        done(self._answer(result, None, name, operation.operation.value, time.perf_counter(), None))
+        return True
 
     def _answer(
         self,
