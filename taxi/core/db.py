@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import CursorResult, event, exc, text
 from sqlalchemy.ext import asyncio as sa_asyncio
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
 from taxi.core.config import Settings
@@ -22,9 +22,11 @@ SessionMaker = async_sessionmaker[AsyncSession]
 IDLE_PING = 10.0
 
 
-async def affected(session: AsyncSession, statement: UpdateBase) -> int:
+async def affected(session: AsyncSession | AsyncConnection, statement: UpdateBase) -> int:
     """Runs an UPDATE or DELETE: how many rows it matched. (`execute` is typed to return
-    any Result; a DML statement's is a CursorResult, the one with a rowcount.)"""
+    any Result; a DML statement's is a CursorResult, the one with a rowcount.) On a
+    session's connection it runs as Core: the session's objects are not brought up to
+    date, which the ORM's UPDATE does at a cost larger than the statement's."""
     result = await session.execute(statement)
     assert isinstance(result, CursorResult)
     return result.rowcount

@@ -34,6 +34,7 @@ async def record(*, db: SessionMaker, positions: PositionStore, events: Publishe
         return 0
     recorded: list[uuid.UUID] = []
     async with db() as session, session.begin():
+        connection = await session.connection()  # Core: no objects to bring up to date
         now = utcnow()
         for trip_id in queued:
             arrived = (
@@ -45,12 +46,15 @@ async def record(*, db: SessionMaker, positions: PositionStore, events: Publishe
                 )
                 .values(arrived_at=now, updated=now)
             )
-            if await affected(session, arrived) == 1:
+            if await affected(connection, arrived) == 1:
                 recorded.append(trip_id)
         views = []
         if recorded:
             where = [col(Trip.id).in_(recorded)]
-            views = (await reads.load(session, where, positions=positions)).trips
+            # STARTED trips, to their parties: no offers to read.
+            no_offers = reads.NO_OFFERS
+            loaded = await reads.load(connection, where, positions=positions, offers=no_offers)
+            views = loaded.trips
     await positions.arrival_recorded(trip_ids=queued)
     for view in views:
         await events.trip_changed(view, kind=Kind.ARRIVED)

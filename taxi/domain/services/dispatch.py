@@ -55,16 +55,24 @@ def radius(settings: Settings, wave: int) -> float:
 
 
 async def offer_wave(
-    session: AsyncSession, *, positions: PositionStore, settings: Settings, trip: Trip, wave: int
+    session: AsyncSession,
+    *,
+    positions: PositionStore,
+    settings: Settings,
+    trip: Trip,
+    wave: int,
+    offered: frozenset[int] | None = None,
 ) -> list[int]:
     """Record wave `wave` of `trip` (in the caller's transaction): the nearest fresh,
-    available drivers within the wave's radius that were not offered it yet."""
+    available drivers within the wave's radius that were not offered it yet (`offered`
+    when the caller knows them, else read from the rows)."""
     assert trip.pick_up_latitude is not None and trip.pick_up_longitude is not None
-    offered = frozenset(
-        await session.scalars(
-            select(col(TripOffer.driver_id)).where(col(TripOffer.trip_id) == trip.id)
+    if offered is None:
+        offered = frozenset(
+            await session.scalars(
+                select(col(TripOffer.driver_id)).where(col(TripOffer.trip_id) == trip.id)
+            )
         )
-    )
     unfit: set[int] = set()
     # The store may still list a driver the rows exclude (deactivated, or an accept that
     # committed a moment ago): the rows win. One more search looks past them.

@@ -5,6 +5,7 @@ process computes the same surge for the same moment."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ async def market(
     # A box around the circle (index on `created`, then the box): near enough for a ratio.
     dlat = radius / METERS_PER_DEGREE
     dlon = radius / (METERS_PER_DEGREE * max(math.cos(math.radians(point[0])), 1e-6))
-    demand = await session.scalar(
+    counting = session.scalar(
         select(func.count())
         .select_from(Trip)
         .where(
@@ -61,13 +62,22 @@ async def market(
             col(Trip.pick_up_longitude).between(point[1] - dlon, point[1] + dlon),
         )
     )
-    cars, first = await positions.supply(
+    searching = positions.supply(
         latitude=point[0],
         longitude=point[1],
         radius=radius,
         cap=SUPPLY_CAP,
         fresh_after=time.time() - settings.position_ttl,
     )
+    # Two stores, one wait: at rush hour each sequential round trip waits a loop pass.
+    # Both end before anything is raised: the session must be idle for the caller's next
+    # statement.
+    demand, supplied = await asyncio.gather(counting, searching, return_exceptions=True)
+    if isinstance(demand, BaseException):
+        raise demand
+    if isinstance(supplied, BaseException):
+        raise supplied
+    cars, first = supplied
     surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=cars)
     # As nearbyCars shows the car (rounded): an exact ETA would give its exact distance.
     nearest = anonymous(first.fix, *point, positions.estimator) if first else None

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
 from taxi.domain.models import UNDER_WAY, Trip, TripStatus
-from taxi.domain.offers import offered_sets
+from taxi.domain.offers import Sets, offered_sets
 from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.readmodels import FareView, MoneyView, PointView, TripView
 from taxi.domain.routes import Estimator
@@ -38,6 +38,20 @@ RIDE = (
     "picked_up_at",
     "ended_at",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    """Trips' offered drivers and the drivers who gave them back (offers.offered_sets)."""
+
+    offered: Sets
+    released: Sets
+
+
+# For views of trips past the pool (under way or ended) that go to their parties only:
+# who was offered a trip matters while it is REQUESTED and in the event that takes it
+# out of the pool (accept, cancel, expiry), which read theirs.
+NO_OFFERS = Offers({}, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +128,13 @@ async def load(
     count: Sequence[ColumnElement[bool]] | None = None,
     key: Hashable | None = None,
     params: dict[str, Any] | None = None,
+    offers: Offers | None = None,
 ) -> Loaded:
     """The trips matching `where`, newest first, at most `limit`; with `count`, how
     many trips match it (one statement either way). `key`: the statement is built
     once for it (`where` and `count` must then be the same, bind parameters in
-    `params`), as building one cost more than executing it."""
+    `params`), as building one cost more than executing it. `offers`: the trips' offers
+    when the caller knows them (one statement less), else read."""
     built = _BUILT.get(key) if key is not None else None
     if built is None:
         built = _build(where, limit is not None, count)
@@ -140,12 +156,14 @@ async def load(
     else:  # an empty page (past the end): the count alone
         counted = await connection.scalar(counting, values)
     # Offers matter for dispatched trips; a trip given back, for any trip still requested.
-    wanted = [
-        r["id"]
-        for r in rows
-        if r["pick_up_latitude"] is not None or r["status"] is TripStatus.REQUESTED
-    ]
-    offered, released = await offered_sets(connection, wanted)
+    if offers is None:
+        wanted = [
+            r["id"]
+            for r in rows
+            if r["pick_up_latitude"] is not None or r["status"] is TripStatus.REQUESTED
+        ]
+        offers = Offers(*await offered_sets(connection, wanted))
+    offered, released = offers.offered, offers.released
     fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
     views = [_view(r, offered, released, fixes, positions.estimator) for r in rows]
     return Loaded(views, more, counted and int(counted))
@@ -181,7 +199,7 @@ def _view(
         driver_location=None if fix is None else fix.view(),
         pick_up=pick_up,
         drop_off=drop_off,
-        offered=offered.get(trip_id) if pick_up is not None else None,
+        offered=offered.get(trip_id, ()) if pick_up is not None else None,
         released=released.get(trip_id, ()),
         fare=_fare(row),
         pick_up_eta_seconds=eta if status is TripStatus.STARTED else None,

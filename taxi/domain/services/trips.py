@@ -59,10 +59,22 @@ NEXT_STATUS = {
 _ONE_TRIP = [col(Trip.id) == bindparam("one_trip")]
 
 
-async def _view(session: AsyncSession, trip_id: uuid.UUID, positions: PositionStore) -> TripView:
-    """A trip the caller may see (checked already), as it stands in this transaction."""
+async def _view(
+    session: AsyncSession,
+    trip_id: uuid.UUID,
+    positions: PositionStore,
+    *,
+    offers: reads.Offers | None = None,
+) -> TripView:
+    """A trip the caller may see (checked already), as it stands in this transaction.
+    `offers`: as reads.load takes them (None: read)."""
     loaded = await reads.load(
-        session, _ONE_TRIP, positions=positions, key="one trip", params={"one_trip": trip_id}
+        session,
+        _ONE_TRIP,
+        positions=positions,
+        key="one trip",
+        params={"one_trip": trip_id},
+        offers=offers,
     )
     return loaded.trips[0]
 
@@ -132,24 +144,32 @@ async def request_trip(
             quote.surge,
         )
     offered: list[int] = []
+    # Each statement here costs a loop pass at rush hour (and a few hundred microseconds
+    # of CPU): nothing is read that this request knows (a new trip's offers).
     try:
         async with db() as session, session.begin():
             if quote is None and coordinates.pick_up is not None:
                 trip.fare_surge = await _surge(session, positions, settings, coordinates.pick_up)
             session.add(trip)
-            await session.flush()
+            await session.flush()  # before its offers and schedule (their foreign keys)
             if coordinates.pick_up is not None:
                 # The first wave commits with the trip: it happens exactly once. Without
                 # the position store it offers nobody; the next wave tries again.
                 try:
                     offered = await dispatch.offer_wave(
-                        session, positions=positions, settings=settings, trip=trip, wave=0
+                        session,
+                        positions=positions,
+                        settings=settings,
+                        trip=trip,
+                        wave=0,
+                        offered=frozenset(),  # a new trip: nobody yet
                     )
                 except STORE_DOWN as exc:
                     log.warning("position store unreachable; first wave empty: %r", exc)
             await dispatch.schedule(session, settings=settings, trip=trip)
             await session.flush()
-            view = await _view(session, trip.id, positions)
+            known = reads.Offers({trip.id: tuple(sorted(offered))}, {})
+            view = await _view(session, trip.id, positions, offers=known)
     except IntegrityError as exc:
         await limiter.refund(limit_key)  # nothing was created, nobody offered anything
         raise Conflict("You already have an active trip.") from exc
@@ -204,13 +224,15 @@ async def _apply(
     expect: TripStatus,
     values: dict[str, Any],
     positions: PositionStore,
+    offers: reads.Offers | None = None,
 ) -> TripView:
-    """Conditional UPDATE on the status we saw: exactly one concurrent writer wins."""
+    """Conditional UPDATE on the status we saw: exactly one concurrent writer wins.
+    (`trip` is not refreshed: the view is what the change made.) `offers`: the view's."""
     values = {**values, "updated": utcnow()}
     changed = update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect)
-    if await affected(session, changed.values(**values)) != 1:
+    if await affected(await session.connection(), changed.values(**values)) != 1:
         raise Conflict("The trip changed meanwhile; this step no longer applies.")
-    return await _view(session, trip.id, positions)
+    return await _view(session, trip.id, positions, offers=offers)
 
 
 async def accept_trip(
@@ -292,7 +314,15 @@ async def update_trip_status(
                 seconds=seconds,
             )
             values |= {"ended_at": now, "driven_meters": meters, "fare_final": final}
-        view = await _apply(session, trip, expect=trip.status, values=values, positions=positions)
+        # Under way or ended: the view goes to the trip's parties only (no offers read).
+        view = await _apply(
+            session,
+            trip,
+            expect=trip.status,
+            values=values,
+            positions=positions,
+            offers=reads.NO_OFFERS,
+        )
     if status is TripStatus.IN_PROGRESS:
         drive = positions.drive(trip_id=view.id, drop_off=_point(view.drop_off))
         await availability.after_commit("drop-off stage", drive)
@@ -400,6 +430,6 @@ async def rate_trip(
         )
         if await affected(session, rated) != 1:
             raise Conflict("This trip was rated already.")
-        view = await _view(session, trip.id, positions)
+        view = await _view(session, trip.id, positions, offers=reads.NO_OFFERS)  # ended
     await events.trip_changed(view, kind=Kind.RATED)
     return view
