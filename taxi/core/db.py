@@ -22,12 +22,16 @@ SessionMaker = async_sessionmaker[AsyncSession]
 IDLE_PING = 10.0
 
 
-async def affected(session: AsyncSession | AsyncConnection, statement: UpdateBase) -> int:
+async def affected(
+    session: AsyncSession | AsyncConnection,
+    statement: UpdateBase,
+    params: dict[str, Any] | None = None,
+) -> int:
     """Runs an UPDATE or DELETE: how many rows it matched. (`execute` is typed to return
     any Result; a DML statement's is a CursorResult, the one with a rowcount.) On a
     session's connection it runs as Core: the session's objects are not brought up to
     date, which the ORM's UPDATE does at a cost larger than the statement's."""
-    result = await session.execute(statement)
+    result = await session.execute(statement, params)
     assert isinstance(result, CursorResult)
     return result.rowcount
 

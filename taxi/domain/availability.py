@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Iterable
 
-from sqlalchemy import and_, exists, not_, select
+from sqlalchemy import and_, bindparam, exists, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -45,10 +45,20 @@ async def after_commit(what: str, change: Awaitable[object]) -> None:
         log.warning("position store unreachable; %s not recorded: %r", what, exc)
 
 
+# Statements every accept and wave runs, built once (building one cost about as much as
+# running it).
+_LOCK = (
+    select(col(User.id)).where(col(User.id) == bindparam("driver")).with_for_update(key_share=True)
+)
+_UNDER_WAY = exists().where(col(Trip.driver_id) == col(User.id), col(Trip.status).in_(UNDER_WAY))
+_FIT = select(col(User.id)).where(
+    col(User.id).in_(bindparam("drivers", expanding=True)),
+    and_(col(User.is_active).is_(True), not_(_UNDER_WAY)),
+)
+
+
 async def _lock(session: AsyncSession, driver_id: int) -> None:
-    await session.execute(
-        select(col(User.id)).where(col(User.id) == driver_id).with_for_update(key_share=True)
-    )
+    await session.execute(_LOCK, {"driver": driver_id})
 
 
 async def hold(
@@ -122,8 +132,4 @@ async def unfit(session: AsyncSession, driver_ids: Iterable[int]) -> set[int]:
     ids = list(driver_ids)
     if not ids:
         return set()
-    under_way = exists().where(col(Trip.driver_id) == col(User.id), col(Trip.status).in_(UNDER_WAY))
-    fit = select(col(User.id)).where(
-        col(User.id).in_(ids), and_(col(User.is_active).is_(True), not_(under_way))
-    )
-    return set(ids) - set(await session.scalars(fit))
+    return set(ids) - set(await session.scalars(_FIT, {"drivers": ids}))

@@ -79,6 +79,13 @@ def was_offered(driver_id: int, trip: TripView) -> bool:
 Sets = dict[uuid.UUID, tuple[int, ...]]
 
 
+# Built once: every lifecycle step that reads a trip's offers runs it, and building a
+# statement cost about as much as running it.
+_OFFERS_OF = select(col(TripOffer.trip_id), col(TripOffer.driver_id), col(TripOffer.wave)).where(
+    col(TripOffer.trip_id).in_(bindparam("trips", expanding=True))
+)
+
+
 async def offered_sets(
     session: AsyncSession | AsyncConnection, trip_ids: Sequence[uuid.UUID]
 ) -> tuple[Sets, Sets]:
@@ -87,11 +94,7 @@ async def offered_sets(
     offered: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
     released: dict[uuid.UUID, list[int]] = {i: [] for i in trip_ids}
     if trip_ids:
-        rows = await session.execute(
-            select(col(TripOffer.trip_id), col(TripOffer.driver_id), col(TripOffer.wave)).where(
-                col(TripOffer.trip_id).in_(trip_ids)
-            )
-        )
+        rows = await session.execute(_OFFERS_OF, {"trips": list(trip_ids)})
         for trip_id, driver_id, wave in rows:
             (released if wave == RELEASED_WAVE else offered)[trip_id].append(driver_id)
     return (

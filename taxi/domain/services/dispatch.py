@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -46,6 +46,13 @@ MAX_POLL = 1.0
 STOP_GRACE = 5.0
 # Stale positions are pruned from the index every this many passes.
 PRUNE_EVERY = 20
+
+
+# Every request runs these (Core, built once: a session's objects and unit of work cost
+# more than the statements; the rows are read back by queries, never as objects here).
+_OFFER = insert(TripOffer)
+_SCHEDULE = insert(DispatchWave)
+_UNSCHEDULE = delete(DispatchWave).where(col(DispatchWave.trip_id) == bindparam("trip"))
 
 
 def radius(settings: Settings, wave: int) -> float:
@@ -90,7 +97,10 @@ async def offer_wave(
             break
         unfit |= rejected
     drivers = [n.driver_id for n in found if n.driver_id not in unfit]
-    session.add_all(TripOffer(trip_id=trip.id, driver_id=d, wave=wave) for d in drivers)
+    if drivers:
+        now = utcnow()
+        rows = [{"trip_id": trip.id, "driver_id": d, "wave": wave, "created": now} for d in drivers]
+        await (await session.connection()).execute(_OFFER, rows)
     return drivers
 
 
@@ -105,9 +115,12 @@ async def schedule(
     due = expires
     if trip.pick_up_latitude is not None:
         due = min(due, now + timedelta(seconds=settings.dispatch_wave_seconds))
+    connection = await session.connection()
     if again:
-        await session.execute(delete(DispatchWave).where(col(DispatchWave.trip_id) == trip.id))
-    session.add(DispatchWave(trip_id=trip.id, wave=1, due_at=due, expires_at=expires))
+        await connection.execute(_UNSCHEDULE, {"trip": trip.id})
+    await connection.execute(
+        _SCHEDULE, {"trip_id": trip.id, "wave": 1, "due_at": due, "expires_at": expires}
+    )
 
 
 async def _expire(session: AsyncSession, trip: Trip) -> bool:

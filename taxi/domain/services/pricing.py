@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -31,6 +31,19 @@ DEMAND_WINDOW = timedelta(minutes=5)
 # Drivers counted as supply at most (and reported as carsNearby): past this many, the
 # ratio only matters in rush hours that dwarf it, and the search stays bounded.
 SUPPLY_CAP = 200
+
+
+# Trips requested since `since` with a pick-up in the box: built once (every request and
+# quote runs it, and building it cost about as much as running it).
+_DEMAND = (
+    select(func.count())
+    .select_from(Trip)
+    .where(
+        col(Trip.created) >= bindparam("since"),
+        col(Trip.pick_up_latitude).between(bindparam("south"), bindparam("north")),
+        col(Trip.pick_up_longitude).between(bindparam("west"), bindparam("east")),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +66,14 @@ async def market(
     # A box around the circle (index on `created`, then the box): near enough for a ratio.
     dlat = radius / METERS_PER_DEGREE
     dlon = radius / (METERS_PER_DEGREE * max(math.cos(math.radians(point[0])), 1e-6))
-    counting = session.scalar(
-        select(func.count())
-        .select_from(Trip)
-        .where(
-            col(Trip.created) >= utcnow() - DEMAND_WINDOW,
-            col(Trip.pick_up_latitude).between(point[0] - dlat, point[0] + dlat),
-            col(Trip.pick_up_longitude).between(point[1] - dlon, point[1] + dlon),
-        )
-    )
+    box = {
+        "since": utcnow() - DEMAND_WINDOW,
+        "south": point[0] - dlat,
+        "north": point[0] + dlat,
+        "west": point[1] - dlon,
+        "east": point[1] + dlon,
+    }
+    counting = session.scalar(_DEMAND, box)
     searching = positions.supply(
         latitude=point[0],
         longitude=point[1],

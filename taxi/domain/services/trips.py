@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Select, Update, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -77,6 +77,15 @@ async def _view(
         offers=offers,
     )
     return loaded.trips[0]
+
+
+_INSERT = insert(Trip)
+_COLUMNS = tuple(column.name for column in reads.TRIPS.c)
+
+
+def _row(trip: Trip) -> dict[str, Any]:
+    """`_INSERT`'s parameters: every column of the trip as it stands."""
+    return {name: getattr(trip, name) for name in _COLUMNS}
 
 
 def _address_errors(pick_up: str, drop_off: str) -> dict[str, list[str]]:
@@ -150,8 +159,8 @@ async def request_trip(
         async with db() as session, session.begin():
             if quote is None and coordinates.pick_up is not None:
                 trip.fare_surge = await _surge(session, positions, settings, coordinates.pick_up)
-            session.add(trip)
-            await session.flush()  # before its offers and schedule (their foreign keys)
+            # Core: the trip is never read back as an object here (its view is a query).
+            await (await session.connection()).execute(_INSERT, _row(trip))
             if coordinates.pick_up is not None:
                 # The first wave commits with the trip: it happens exactly once. Without
                 # the position store it offers nobody; the next wave tries again.
@@ -167,7 +176,6 @@ async def request_trip(
                 except STORE_DOWN as exc:
                     log.warning("position store unreachable; first wave empty: %r", exc)
             await dispatch.schedule(session, settings=settings, trip=trip)
-            await session.flush()
             known = reads.Offers({trip.id: tuple(sorted(offered))}, {})
             view = await _view(session, trip.id, positions, offers=known)
     except IntegrityError as exc:
@@ -217,6 +225,21 @@ async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> T
     return await _load(session, user, trip_id)
 
 
+_SET = "set_"  # the bind parameters of `_changing`'s columns (not their own names: reserved)
+
+
+@functools.cache
+def _changing(columns: frozenset[str]) -> Update:
+    """`_apply`'s UPDATE of these columns (each bound as `set_<name>`), built once per
+    set: a handful of sets exist, and building the statement cost more than running it."""
+    types = reads.TRIPS.c
+    return (
+        update(Trip)
+        .where(col(Trip.id) == bindparam("trip"), col(Trip.status) == bindparam("expect"))
+        .values({name: bindparam(_SET + name, type_=types[name].type) for name in columns})
+    )
+
+
 async def _apply(
     session: AsyncSession,
     trip: Trip,
@@ -229,8 +252,9 @@ async def _apply(
     """Conditional UPDATE on the status we saw: exactly one concurrent writer wins.
     (`trip` is not refreshed: the view is what the change made.) `offers`: the view's."""
     values = {**values, "updated": utcnow()}
-    changed = update(Trip).where(col(Trip.id) == trip.id, col(Trip.status) == expect)
-    if await affected(await session.connection(), changed.values(**values)) != 1:
+    params = {"trip": trip.id, "expect": expect} | {_SET + k: v for k, v in values.items()}
+    changed = _changing(frozenset(values))
+    if await affected(await session.connection(), changed, params) != 1:
         raise Conflict("The trip changed meanwhile; this step no longer applies.")
     return await _view(session, trip.id, positions, offers=offers)
 
