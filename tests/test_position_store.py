@@ -57,25 +57,31 @@ async def check(store: PositionStore) -> None:
             count=cap,
             fresh_after=fresh_after,
         )
-        count, first = await store.supply(
-            latitude=point[0], longitude=point[1], radius=radius, cap=cap, fresh_after=fresh_after
-        )
-        assert count == len(found)
-        if found:
-            assert first is not None and first.driver_id == found[0].driver_id
-            assert first.fix == found[0].fix
-            assert first.distance == pytest.approx(found[0].distance)
-        else:
-            assert first is None
+        for k in (1, 5):
+            count, nearest = await store.supply(
+                latitude=point[0],
+                longitude=point[1],
+                radius=radius,
+                cap=cap,
+                fresh_after=fresh_after,
+                nearest=k,
+            )
+            # The count, and the k nearest as `nearest` finds them (a request's first
+            # wave takes them from here).
+            assert count == len(found)
+            assert [n.driver_id for n in nearest] == [n.driver_id for n in found[:k]]
+            assert [n.fix for n in nearest] == [n.fix for n in found[:k]]
+            for one, other in zip(nearest, found, strict=False):
+                assert one.distance == pytest.approx(other.distance)
     # The two drivers on one spot: the lower id is the nearest.
-    count, first = await store.supply(
+    count, nearest = await store.supply(
         latitude=CENTER[0] + 10 / METERS_PER_DEGREE,
         longitude=CENTER[1] + 10 / METERS_PER_DEGREE,
         radius=1.0,
         cap=10,
         fresh_after=fresh_after,
     )
-    assert count == 2 and first is not None and first.driver_id == 2
+    assert count == 2 and [n.driver_id for n in nearest] == [2]
 
 
 async def check_reports(store: PositionStore) -> None:

@@ -202,10 +202,18 @@ class PositionStore(Protocol):
         """AVAILABLE drivers with a position newer than `fresh_after`, nearest first."""
 
     async def supply(
-        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
-    ) -> tuple[int, Nearby | None]:
-        """How many drivers `nearest` would find (at most `cap`), and the nearest of them:
-        counted where the positions are."""
+        self,
+        *,
+        latitude: float,
+        longitude: float,
+        radius: float,
+        cap: int,
+        fresh_after: float,
+        nearest: int = 1,
+    ) -> tuple[int, list[Nearby]]:
+        """How many drivers `nearest` would find (at most `cap`), and the `nearest` nearest
+        of them, nearest first: counted where the positions are. (A request's first wave
+        searches the same circle: one round trip serves both.)"""
 
     async def prune(self, *, fresh_after: float) -> int:
         """Drop stale positions from the index (they are filtered anyway), and ended trips
@@ -397,8 +405,15 @@ class MemoryPositions:
         return found[:count]
 
     async def supply(
-        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
-    ) -> tuple[int, Nearby | None]:
+        self,
+        *,
+        latitude: float,
+        longitude: float,
+        radius: float,
+        cap: int,
+        fresh_after: float,
+        nearest: int = 1,
+    ) -> tuple[int, list[Nearby]]:
         found = await self.nearest(
             latitude=latitude,
             longitude=longitude,
@@ -406,7 +421,7 @@ class MemoryPositions:
             count=cap,
             fresh_after=fresh_after,
         )
-        return len(found), found[0] if found else None
+        return len(found), found[:nearest]
 
     async def prune(self, *, fresh_after: float) -> int:
         horizon = time.time() - ENDED_KEEP

@@ -226,9 +226,16 @@ class RedisPositions:
             want *= 2
 
     async def supply(
-        self, *, latitude: float, longitude: float, radius: float, cap: int, fresh_after: float
-    ) -> tuple[int, Nearby | None]:
-        count, driver, raw = await self._supply(
+        self,
+        *,
+        latitude: float,
+        longitude: float,
+        radius: float,
+        cap: int,
+        fresh_after: float,
+        nearest: int = 1,
+    ) -> tuple[int, list[Nearby]]:
+        reply = await self._supply(
             keys=[self.avail, self.seen, self.fixes],
             args=[
                 longitude,
@@ -238,13 +245,16 @@ class RedisPositions:
                 cap,
                 fresh_after,
                 SEARCH_SLACK,
+                nearest,
             ],
         )
-        if driver is None:
-            return int(count), None
-        fix = Fix.decode(raw)
-        meters = distance(latitude, longitude, fix.latitude, fix.longitude)
-        return int(count), Nearby(int(driver), fix, meters)
+        found = []
+        for member, raw in zip(reply[1::2], reply[2::2], strict=True):
+            fix = Fix.decode(raw)
+            meters = distance(latitude, longitude, fix.latitude, fix.longitude)
+            found.append(Nearby(int(member), fix, meters))
+        found.sort(key=lambda n: (n.distance, n.driver_id))  # as `nearest` orders them
+        return int(reply[0]), found
 
     async def _fresh(
         self,

@@ -188,37 +188,39 @@ return #stale
 """
 
 # The supply near a point, as RedisPositions.nearest finds it (the same search, the same
-# filters) but counted here: a market's surge needs how many cars and the nearest one,
-# and reading up to 200 drivers' fixes back cost ~4 ms of the server's CPU per request.
+# filters) but counted here: a market's surge needs how many cars and the nearest one (a
+# request's first wave the nearest few), and reading up to 200 drivers' fixes back cost
+# ~4 ms of the server's CPU per request.
 # KEYS: avail (geo), seen (zset), fixes. ARGV: longitude, the index's latitude, the
-# latitude, radius metres, cap, fresh_after, slack. Returns {count (at most cap), the
-# nearest driver, its fix} (false, false without any).
+# latitude, radius metres, cap, fresh_after, slack, k. Returns {count (at most cap), then
+# member and fix of each of the k nearest, nearest first}.
 SUPPLY = (
     GEOMETRY
     + """
 local lon, lat, radius = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local cap, fresh = tonumber(ARGV[5]), tonumber(ARGV[6])
+local cap, fresh, k = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 local want = cap + tonumber(ARGV[7])
 while true do
   local members = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
     'BYRADIUS', ARGV[4], 'm', 'ASC', 'COUNT', want)
-  local count, best, bestd, bestf = 0, false, 0, false
+  local near = {}
   for _, m in ipairs(members) do
     local seen = redis.call('ZSCORE', KEYS[2], m)
     local f = seen and tonumber(seen) >= fresh and redis.call('HGET', KEYS[3], m)
     if f then
       local flat, flon = at(f)
       local d = dist(lat, lon, flat, flon)
-      if d <= radius then
-        count = count + 1
-        if not best or d < bestd or (d == bestd and tonumber(m) < tonumber(best)) then
-          best, bestd, bestf = m, d, f
-        end
-      end
+      if d <= radius then near[#near + 1] = {d, tonumber(m), m, f} end
     end
   end
-  if count >= cap or #members < want then
-    return {math.min(count, cap), best, bestf}
+  if #near >= cap or #members < want then
+    table.sort(near, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    local out = {math.min(#near, cap)}
+    for i = 1, math.min(k, cap, #near) do
+      out[#out + 1] = near[i][3]
+      out[#out + 1] = near[i][4]
+    end
+    return out
   end
   want = want * 2
 end

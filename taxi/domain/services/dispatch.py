@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.exceptions import RedisError
@@ -32,7 +33,7 @@ from taxi.core.db import SessionMaker, affected
 from taxi.domain import availability
 from taxi.domain.events import Kind, Publisher
 from taxi.domain.models import CancelReason, DispatchWave, Trip, TripOffer, TripStatus, utcnow
-from taxi.domain.positions import PositionStore
+from taxi.domain.positions import Nearby, PositionStore
 from taxi.domain.services import arrivals, reads
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ _SCHEDULE = insert(DispatchWave)
 _UNSCHEDULE = delete(DispatchWave).where(col(DispatchWave.trip_id) == bindparam("trip"))
 
 
+@dataclass(frozen=True, slots=True)
+class Searched:
+    """A search made already (the request's market): the nearest drivers within `radius`."""
+
+    radius: float
+    nearest: list[Nearby]
+
+
 def radius(settings: Settings, wave: int) -> float:
     """The first wave's radius, doubling per wave, up to the maximum."""
     base = settings.dispatch_radius_meters * 2 ** min(wave, 32)
@@ -69,10 +78,12 @@ async def offer_wave(
     trip: Trip,
     wave: int,
     offered: frozenset[int] | None = None,
+    searched: Searched | None = None,
 ) -> list[int]:
     """Record wave `wave` of `trip` (in the caller's transaction): the nearest fresh,
     available drivers within the wave's radius that were not offered it yet (`offered`
-    when the caller knows them, else read from the rows)."""
+    when the caller knows them, else read from the rows; `searched`: the caller's own
+    search of a radius, used when it is this wave's and nobody was offered the trip)."""
     assert trip.pick_up_latitude is not None and trip.pick_up_longitude is not None
     if offered is None:
         offered = frozenset(
@@ -83,15 +94,19 @@ async def offer_wave(
     unfit: set[int] = set()
     # The store may still list a driver the rows exclude (deactivated, or an accept that
     # committed a moment ago): the rows win. One more search looks past them.
+    within = radius(settings, wave)
     for _ in range(2):
-        found = await positions.nearest(
-            latitude=trip.pick_up_latitude,
-            longitude=trip.pick_up_longitude,
-            radius=radius(settings, wave),
-            count=settings.dispatch_batch_size,
-            fresh_after=time.time() - settings.position_ttl,
-            exclude=offered | unfit,
-        )
+        if searched is not None and searched.radius == within and not offered | unfit:
+            found = searched.nearest[: settings.dispatch_batch_size]
+        else:
+            found = await positions.nearest(
+                latitude=trip.pick_up_latitude,
+                longitude=trip.pick_up_longitude,
+                radius=within,
+                count=settings.dispatch_batch_size,
+                fresh_after=time.time() - settings.position_ttl,
+                exclude=offered | unfit,
+            )
         rejected = await availability.unfit(session, (n.driver_id for n in found))
         if not rejected:
             break

@@ -20,7 +20,7 @@ from taxi.core.db import SessionMaker
 from taxi.domain.errors import BadUserInput, Forbidden
 from taxi.domain.fares import Tariff
 from taxi.domain.models import Trip, User, UserGroup, utcnow
-from taxi.domain.positions import METERS_PER_DEGREE, PositionStore
+from taxi.domain.positions import METERS_PER_DEGREE, Nearby, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Router
 from taxi.domain.services.drivers import anonymous
@@ -53,6 +53,8 @@ class Market:
     surge: float
     cars: int
     nearest_eta: int | None  # the nearest available car's ETA to the point
+    # The `drivers` nearest available drivers (market's argument), nearest first.
+    nearest: list[Nearby]
 
 
 async def market(
@@ -61,6 +63,7 @@ async def market(
     positions: PositionStore,
     settings: Settings,
     point: tuple[float, float],
+    drivers: int = 1,
 ) -> Market:
     radius = settings.dispatch_radius_meters
     # A box around the circle (index on `created`, then the box): near enough for a ratio.
@@ -80,6 +83,7 @@ async def market(
         radius=radius,
         cap=SUPPLY_CAP,
         fresh_after=time.time() - settings.position_ttl,
+        nearest=drivers,
     )
     # Two stores, one wait: at rush hour each sequential round trip waits a loop pass.
     # Both end before anything is raised: the session must be idle for the caller's next
@@ -89,12 +93,16 @@ async def market(
         raise demand
     if isinstance(supplied, BaseException):
         raise supplied
-    cars, first = supplied
+    cars, nearest = supplied
+    first = nearest[0] if nearest else None
     surge = Tariff.of(settings).surge(demand=int(demand or 0), supply=cars)
     # As nearbyCars shows the car (rounded): an exact ETA would give its exact distance.
-    nearest = anonymous(first.fix, *point, positions.estimator) if first else None
+    shown = anonymous(first.fix, *point, positions.estimator) if first else None
     return Market(
-        surge=surge, cars=cars, nearest_eta=None if nearest is None else nearest.eta_seconds
+        surge=surge,
+        cars=cars,
+        nearest_eta=None if shown is None else shown.eta_seconds,
+        nearest=nearest,
     )
 
 

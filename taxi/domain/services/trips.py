@@ -43,7 +43,7 @@ from taxi.domain.services import dispatch, queries, reads
 from taxi.domain.services.points import NO_COORDINATES
 from taxi.domain.services.points import Coordinates as Coordinates
 from taxi.domain.services.points import location_errors as location_errors
-from taxi.domain.services.pricing import market
+from taxi.domain.services.pricing import Market, market
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,13 @@ async def request_trip(
     # of CPU): nothing is read that this request knows (a new trip's offers).
     try:
         async with db() as session, session.begin():
+            searched = None
             if quote is None and coordinates.pick_up is not None:
-                trip.fare_surge = await _surge(session, positions, settings, coordinates.pick_up)
+                now = await _market(session, positions, settings, coordinates.pick_up)
+                if now is not None:
+                    trip.fare_surge = now.surge
+                    # The market searched the first wave's circle already.
+                    searched = dispatch.Searched(settings.dispatch_radius_meters, now.nearest)
             # Core: the trip is never read back as an object here (its view is a query).
             await (await session.connection()).execute(_INSERT, _row(trip))
             if coordinates.pick_up is not None:
@@ -172,6 +177,7 @@ async def request_trip(
                         trip=trip,
                         wave=0,
                         offered=frozenset(),  # a new trip: nobody yet
+                        searched=searched,
                     )
                 except STORE_DOWN as exc:
                     log.warning("position store unreachable; first wave empty: %r", exc)
@@ -188,16 +194,23 @@ async def request_trip(
     return view
 
 
-async def _surge(
+async def _market(
     session: AsyncSession, positions: PositionStore, settings: Settings, point: tuple[float, float]
-) -> float:
-    """A request without a quote pays the surge of the moment it was made (1.0 while the
-    position store is unreachable: the request itself still goes through)."""
+) -> Market | None:
+    """A request without a quote pays the surge of the moment it was made (1.0, and None
+    here, while the position store is unreachable: the request itself still goes
+    through)."""
     try:
-        return (await market(session, positions=positions, settings=settings, point=point)).surge
+        return await market(
+            session,
+            positions=positions,
+            settings=settings,
+            point=point,
+            drivers=settings.dispatch_batch_size,
+        )
     except STORE_DOWN as exc:
         log.warning("position store unreachable; no surge: %r", exc)
-        return 1.0
+        return None
 
 
 @functools.cache
