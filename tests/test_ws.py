@@ -13,6 +13,7 @@ import dataclasses
 import socket
 import time
 import uuid
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -44,6 +45,7 @@ from tests.helpers import (
     request_trip,
 )
 from tests.live import LiveServer, serve, watching
+from tests.wait import eventually
 from tests.ws import LEGACY, PROTOCOLS, WsClient, open_ws, session
 
 ME = "{ me { id username group } }"
@@ -709,3 +711,41 @@ async def test_only_a_quiet_socket_gets_keep_alive_pings(
                 await asyncio.sleep(0.05)  # the busy client's pace, not a wait for the server
             assert pinged.count(quiet_port) >= 2
             assert pinged.count(busy_port) == 0
+
+
+SPREAD_SOCKETS = 16
+
+
+async def test_keep_alive_pings_of_sockets_opened_together_are_spread(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quiet sockets opened (and initialised) at once get their first keep-alive ping at
+    random points of half an interval (0.5 s of 1 s here), not all at the same moment
+    (taxi/transport/server.py, 6.)."""
+    first: dict[int, float] = {}  # client port -> the loop's time of its first ping
+    ping = WebSocketsSansIOProtocol.send_keepalive_ping
+
+    def recording(self: WebSocketsSansIOProtocol) -> None:
+        assert self.client is not None
+        first.setdefault(self.client[1], self.loop.time())
+        ping(self)
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "send_keepalive_ping", recording)
+    async with serve(settings, ping=1.0) as live, live.http() as c:
+        rider = await account(c, "RIDER")
+        async with AsyncExitStack() as stack:
+            opening = [
+                stack.enter_async_context(session(live.ws_url, rider.access))
+                for _ in range(SPREAD_SOCKETS)
+            ]
+            sockets = await asyncio.gather(*opening)
+            ports = {ws.conn.local_address[1] for ws in sockets}
+
+            async def pinged() -> int:
+                return len(ports & first.keys())
+
+            await eventually(pinged, lambda n: n == SPREAD_SOCKETS, what="every socket pinged")
+    times = [first[p] for p in ports]
+    # Without the spread they are pinged within the milliseconds they were opened in; drawn
+    # from 0.5 s, sixteen first pings spread past 0.2 s (all but certainly).
+    assert max(times) - min(times) > 0.2, sorted(times)
