@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -98,20 +97,18 @@ async def test_published_only_after_commit(
     """At the moment of publishing, another connection already sees the new state."""
     rider, driver = await account(client), await account(client, "DRIVER")
     trip = await request_trip(client, rider)
-    broadcast = app.state.services.broadcast
-    real_publish = broadcast.publish
     seen: list[tuple[str, str]] = []
 
-    async def checking_publish(channel: str, message: str) -> None:
-        data = orjson.loads(message)
-        if data.get("key") == trip["id"] and "trip" in data:
-            async with app.state.services.db() as session:
-                row = await session.get(Trip, uuid.UUID(trip["id"]))
-                assert row is not None
-                seen.append((data["trip"]["status"], row.status.value))
-        await real_publish(channel, message)
+    async def check(messages: Sequence[tuple[str, str]]) -> None:
+        for _, message in messages:
+            data = orjson.loads(message)
+            if data.get("key") == trip["id"] and "trip" in data:
+                async with app.state.services.db() as session:
+                    row = await session.get(Trip, uuid.UUID(trip["id"]))
+                    assert row is not None
+                    seen.append((data["trip"]["status"], row.status.value))
 
-    monkeypatch.setattr(broadcast, "publish", checking_publish)
+    observe_publishes(monkeypatch, app, check)
     await gql(client, ACCEPT_TRIP, {"id": trip["id"]}, token=driver.access)
     await gql(
         client, UPDATE_STATUS, {"id": trip["id"], "status": "IN_PROGRESS"}, token=driver.access
@@ -123,29 +120,53 @@ async def test_published_only_after_commit(
 async def test_a_changes_publishes_go_out_together(
     client: httpx.AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """requestTrip's messages (the trip's channel, every trip's, the pool) are all in
-    flight at once, not awaited one after another inside the response."""
+    """requestTrip's messages (the trip's channel, every trip's, the pool) go out in one
+    call (one pipeline, one round trip), not awaited one after another inside the
+    response, nor a command and a pooled connection each."""
     rider = await account(client)
-    broadcast = app.state.services.broadcast
-    real_publish = broadcast.publish
-    in_flight, most = 0, 0
-    together = asyncio.Event()
+    calls: list[list[str]] = []
 
-    async def overlapping_publish(channel: str, message: str) -> None:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        if in_flight == 3:
-            together.set()
-        # One after another, a publish would wait here alone until the timeout.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(together.wait(), 2)
-        in_flight -= 1
+    async def record(messages: Sequence[tuple[str, str]]) -> None:
+        calls.append([channel for channel, _ in messages])
+
+    observe_publishes(monkeypatch, app, record)
+    trip = await request_trip(client, rider)
+    prefix = app.state.settings.channel_prefix
+    ours = [c for c in calls if events.full_channel(prefix, events.trip_channel(trip["id"])) in c]
+    assert ours == [
+        [
+            events.full_channel(prefix, channel)
+            for channel in (events.trip_channel(trip["id"]), events.TRIPS, events.POOL)
+        ]
+    ]
+
+
+def observe_publishes(
+    monkeypatch: pytest.MonkeyPatch,
+    app: Any,
+    seen: Callable[[Sequence[tuple[str, str]]], Awaitable[None]],
+) -> None:
+    """`seen` hears of each call that publishes, (channel, message) pairs, before it
+    goes out: one message (the broadcast's publish) or several together (publish_many)."""
+    broadcast = app.state.services.broadcast
+    real_publish, real_many = broadcast.publish, events.publish_many
+    within: list[object] = []  # publish_many under way (memory:// publishes one by one)
+
+    async def publish(channel: str, message: str) -> None:
+        if not within:
+            await seen([(channel, message)])
         await real_publish(channel, message)
 
-    monkeypatch.setattr(broadcast, "publish", overlapping_publish)
-    await request_trip(client, rider)
-    assert most == 3
+    async def publish_many(to: Any, messages: Sequence[tuple[str, str]]) -> None:
+        await seen(list(messages))
+        within.append(messages)
+        try:
+            await real_many(to, messages)
+        finally:
+            within.remove(messages)
+
+    monkeypatch.setattr(broadcast, "publish", publish)
+    monkeypatch.setattr(events, "publish_many", publish_many)
 
 
 async def test_no_event_for_a_failed_mutation(client: httpx.AsyncClient, app: Any) -> None:

@@ -33,5 +33,7 @@ class Answer:
 
 def first_code(errors: list[GraphQLError] | None) -> str:
     """The first (alphabetically) code of `errors`, or OK."""
+    if not errors:
+        return OK  # nearly every answer: no set, no sort
     codes = sorted({str((e.extensions or {}).get("code", "ERROR")) for e in errors or ()})
     return codes[0] if codes else OK

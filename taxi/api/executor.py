@@ -175,10 +175,9 @@ class Executor:
         if not isinstance(special, PositionReport):
             return self._turned_away(prepared, operation_name, done)
         # No inputs.problem scan: the report takes only variables it checks whole (one
-        # position, three known keys, numbers), and declines anything else.
-        operation = prepared.operation(operation_name)
-        assert operation is not None  # a strategy was chosen for it
-        name = operation.name.value if operation.name else operation_name
+        # position, three known keys, numbers), and declines anything else. The name is
+        # the chosen operation's (`run` reads it off the operation).
+        name = special.name if special.name is not None else operation_name
         started = time.perf_counter()
 
         def answered(result: ExecutionResult | None) -> None:
@@ -228,8 +227,7 @@ class Executor:
         errors = self.coded(result.errors) if result and result.errors else None
         code = first_code(errors) if result is not None else "INTERNAL_SERVER_ERROR"
         seconds = time.perf_counter() - started
-        metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
-        label = metrics.operation_name(name)
+        label = metrics.operation(name=name, kind=kind, code=code, seconds=seconds)
         if span is not None:
             span.end(kind=kind, name=label, code=code)
         if code == OK and isinstance(special, PositionReport):

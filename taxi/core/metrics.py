@@ -115,6 +115,9 @@ _dropped = 0
 # operation names are (operation_name), types, codes and shed operations are few.
 _pending: dict[tuple[Counter, tuple[str, ...]], int] = {}
 _names: set[str] = set()
+# OPERATION_SECONDS's children by (name, kind): `labels` checks and locks on every call,
+# and every position report observes one. Bounded as the names are.
+_timers: dict[tuple[str, str], Any] = {}
 
 
 def multiprocess() -> bool:
@@ -202,12 +205,17 @@ def operation_name(name: object, *, validated: bool = True) -> str:
     return name
 
 
-def operation(*, name: object, kind: str, code: str, seconds: float | None) -> None:
-    """An operation whose document validated (or was recognised) ran or was refused."""
+def operation(*, name: object, kind: str, code: str, seconds: float | None) -> str:
+    """An operation whose document validated (or was recognised) ran or was refused;
+    the name's label."""
     label = operation_name(name)
     _tally(OPERATIONS, (label, kind, code))
     if seconds is not None:
-        OPERATION_SECONDS.labels(label, kind).observe(seconds)
+        timer = _timers.get((label, kind))
+        if timer is None:
+            timer = _timers[label, kind] = OPERATION_SECONDS.labels(label, kind)
+        timer.observe(seconds)
+    return label
 
 
 def refused(*, name: object, kind: str, code: str) -> None:

@@ -65,7 +65,9 @@ class Stage(enum.Enum):
 Point = tuple[float, float]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one or more per position report, and a frozen dataclass's __init__ costs
+# four times a plain one's (object.__setattr__ per field).
+@dataclass(slots=True)
 class Fix:
     """One reported position; `at` in epoch seconds."""
 
@@ -92,7 +94,7 @@ class Fix:
         return cls(float(lat), float(lon), float(heading) if heading else None, float(at))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: as Fix
 class Report:
     """A position to record. `online` turns an OFFLINE driver AVAILABLE (goOnline);
     without it an OFFLINE driver stays OFFLINE and nothing is stored."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import httpx
 
@@ -52,7 +52,14 @@ class Estimator:
         """A driverLocation frame: the position, with the ETA to the trip's next stop."""
         start = (location.latitude, location.longitude)
         eta = None if stop is None else self.route(start=start, end=stop).seconds
-        return replace(location, eta_seconds=eta)
+        # Built, not dataclasses.replace'd: one per report of a car on a trip.
+        return LocationView(
+            latitude=location.latitude,
+            longitude=location.longitude,
+            heading=location.heading,
+            recorded_at=location.recorded_at,
+            eta_seconds=eta,
+        )
 
 
 class Router:

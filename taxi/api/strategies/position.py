@@ -45,10 +45,13 @@ Selection = tuple[tuple[str, str, "Selection | None"], ...]
 
 
 class PositionReport:
-    __slots__ = ("fields", "key", "node", "variable")
+    __slots__ = ("fields", "key", "name", "node", "variable")
     kind = "mutation"
 
-    def __init__(self, node: FieldNode, variable: str, fields: Selection) -> None:
+    def __init__(
+        self, node: FieldNode, variable: str, fields: Selection, *, name: str | None = None
+    ) -> None:
+        self.name = name  # the operation's own name, if it has one
         self.node = node  # updatePosition's field, where its errors are located
         self.key = node.alias.value if node.alias else node.name.value
         self.variable = variable
@@ -80,7 +83,10 @@ class PositionReport:
         if not isinstance(value, VariableNode) or value.name.value != var.variable.name.value:
             return None
         fields = _fields(root.selection_set)
-        return None if fields is None else cls(root, value.name.value, fields)
+        if fields is None:
+            return None
+        name = operation.name.value if operation.name else None
+        return cls(root, value.name.value, fields, name=name)
 
     async def run(
         self, context: Context, variables: dict[str, Any] | None

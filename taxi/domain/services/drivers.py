@@ -28,7 +28,7 @@ NEARBY_DECIMALS = 3
 NEARBY_SECONDS = 60
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per position report (as Fix)
 class StateView:
     availability: Availability
     position: LocationView | None
