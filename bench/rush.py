@@ -95,6 +95,7 @@ async def run_taxi(opts: argparse.Namespace, server: Server, tokens: Any) -> dic
         "cpu_us_per_report": window["server_cpu_seconds"] / max(stats.reports, 1) * 1e6,
         **observed,
         "errors": dict(stats.errors),
+        "errors_outside_window": dict(stats.errors_outside),
         "per_second": {name: stats.per_second(name) for name in sorted(stats.seconds)},
         **({"profile": profile} if profile else {}),
     }

@@ -88,6 +88,9 @@ def table(results: dict[str, Any]) -> str:
     ]
     if taxi.get("errors"):
         lines.append(f"errors: {taxi['errors']}")
+    if taxi.get("errors_outside_window"):
+        outside = taxi["errors_outside_window"]
+        lines.append(f"errors in the warm-up and after the window (not in it): {outside}")
     if "overload" in taxi:
         lines += overload_lines(taxi["overload"], rss["measured_end"])
     return "\n".join(lines) + "\n"

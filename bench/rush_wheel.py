@@ -67,7 +67,10 @@ class Stats:
         self.measuring = False
         self.reports = 0  # answered while measuring
         self.sent = 0  # sent while measuring (more than answered: the server fell behind)
-        self.errors: defaultdict[str, int] = defaultdict(int)
+        self.errors: defaultdict[str, int] = defaultdict(int)  # while measuring
+        # Before the window (the warm-up: every driver's first report at once after the
+        # setup) and after it: reported apart, never mixed into the window's.
+        self.errors_outside: defaultdict[str, int] = defaultdict(int)
 
     def start(self) -> None:
         self.measuring, self.started = True, time.monotonic()
@@ -84,7 +87,7 @@ class Stats:
         return [(s, len(v), pct(v, 0.99)) for s, v in sorted(self.seconds[name].items())]
 
     def error(self, what: str) -> None:
-        self.errors[what] += 1
+        (self.errors if self.measuring else self.errors_outside)[what] += 1
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -474,3 +474,59 @@ async def test_a_saturated_process_turns_new_work_away_over_a_socket_as_over_htt
     for operation in ("estimateFare", "requestTrip"):
         shed = value(after, "taxi_shed_total", operation=operation)
         assert shed - value(before, "taxi_shed_total", operation=operation) == 2
+
+
+class Clocks:
+    """The process's CPU time and the monotonic clock, as `Load` reads them, advanced by
+    hand: the estimate is arithmetic on the two."""
+
+    def __init__(self) -> None:
+        self.cpu, self.now = 0.0, 0.0
+
+    def tenth(self, load: Load, *, cpu: float, answered: int) -> None:
+        """A tenth of a second with `cpu` seconds spent and `answered` operations."""
+        self.cpu, self.now = self.cpu + cpu, self.now + 0.1
+        for _ in range(answered):
+            load.started()
+            load.finished()
+        load.sample(0.0)
+
+
+def test_a_costly_setup_does_not_read_as_the_cost_of_the_reports_after_it() -> None:
+    """As the rush benchmark measured it: thousands of sockets connecting and going online
+    (~3 ms of CPU an operation, handshakes included), then every driver's first report at
+    once (7,000 pending, answered ~5,000 a second at ~0.2 ms). The queue drains in about a
+    second: within three samples the process must not read as saturated (the smoothed
+    ratio it replaced read 16 s, then 12 s, ... for a second, and shed requests)."""
+    clocks = Clocks()
+    load = Load(cpu_time=lambda: clocks.cpu, clock=lambda: clocks.now)
+    for _ in range(200):
+        clocks.tenth(load, cpu=0.095, answered=30)
+    assert load.cost == pytest.approx(0.095 / 30, rel=0.01)
+    load.pending = 7000
+    drains = []
+    for _ in range(3):
+        clocks.tenth(load, cpu=0.1, answered=510)
+        drains.append(load.drain_seconds())
+    assert drains[0] > drains[1] > drains[2]
+    assert load.retry_after() is None, drains
+
+
+def test_a_process_whose_operations_stopped_answering_reads_as_saturated_at_once() -> None:
+    """Its CPU busy and nothing answered for a second: 50 pending operations are more than
+    2 s of work, whatever the cheap answers before cost; an idle process is not."""
+    clocks = Clocks()
+    load = Load(cpu_time=lambda: clocks.cpu, clock=lambda: clocks.now)
+    for _ in range(100):
+        clocks.tenth(load, cpu=0.05, answered=250)
+    load.pending = 50
+    assert load.retry_after() is None
+    for _ in range(11):  # a second (and a tenth: the clock's sum of tenths is 0.999...)
+        clocks.tenth(load, cpu=0.1, answered=0)
+    assert load.retry_after() is not None
+
+    idle = Load(cpu_time=lambda: clocks.cpu, clock=lambda: clocks.now)
+    for _ in range(100):
+        clocks.tenth(idle, cpu=0.0005, answered=0)
+    idle.pending = 200
+    assert idle.retry_after() is None

@@ -5,8 +5,8 @@ One process, one event loop, one measure, kept cheap enough to consult per opera
 - `pending`: HTTP requests and socket operations admitted and not yet answered (counted by
   taxi.core.metrics.HttpMetricsMiddleware and taxi.transport.live.operations);
 - `cost`: recent CPU seconds per answered operation: the process's CPU time over the
-  operations answered meanwhile, taken over at least a second or MIN_ANSWERED answers (one
-  pause must not read as a costly operation), smoothed;
+  operations answered meanwhile, each sum taken over at least a second or MIN_ANSWERED
+  answers (one pause must not read as a costly operation) and both sums decayed alike;
 - `lag`: how late the sampler woke up, the least of its last LAG_SAMPLES wake-ups: how
   long ready work waits for the loop when that wait persists (a standing queue, as
   CoDel reads it), not one collection's or one long callback's pause. It also sees CPU
@@ -21,7 +21,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from taxi.core.tasks import background
@@ -30,16 +30,41 @@ SAMPLE = 0.1  # seconds between two samples
 LAG_SAMPLES = 10  # `lag` is the least lateness of this many samples (a second, idle)
 COST_SECONDS = 1.0  # `cost` is taken over at least this long ...
 MIN_ANSWERED = 20  # ... or this many answered operations
-SMOOTHING = 0.3  # weight of the newest `cost` in the smoothed one
+# What the sums keep of their past at each update (the newest update's share: 0.3).
+# Sums, not a smoothed ratio: a second of much CPU and few answers (thousands of sockets
+# connecting after a deploy, the rush benchmark's setup: 6.4 ms "an answer") then weighed
+# as much as the next tenth of a second's thousands of cheap reports, and with 7,578 of them
+# pending the process read "48 s to drain" for a second and shed ten requestTrip at ~55 %
+# of its core. Summed, the thousands outweigh the few at once.
+DECAY = 0.7
 DEFAULT_LIMIT = 2.0  # OVERLOAD_QUEUE_SECONDS
 
 
 class Load:
     """This process's load; module-level (`LOAD`): every app of a process shares its loop."""
 
-    __slots__ = ("_cpu", "_done_at", "_late", "_since", "cost", "done", "limit", "pending")
+    __slots__ = (
+        "_answered",
+        "_clock",
+        "_cpu",
+        "_cpu_time",
+        "_done_at",
+        "_late",
+        "_since",
+        "_spent",
+        "cost",
+        "done",
+        "limit",
+        "pending",
+    )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        cpu_time: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cpu_time, self._clock = cpu_time, clock
         self.reset()
 
     def reset(self) -> None:
@@ -48,7 +73,8 @@ class Load:
         self.cost = 0.0
         self.limit = DEFAULT_LIMIT
         self._late: deque[float] = deque([0.0], maxlen=LAG_SAMPLES)
-        self._cpu, self._since, self._done_at = time.process_time(), time.monotonic(), 0
+        self._spent, self._answered = 0.0, 0.0  # decayed sums: CPU seconds, answers
+        self._cpu, self._since, self._done_at = self._cpu_time(), self._clock(), 0
 
     @property
     def lag(self) -> float:
@@ -71,24 +97,29 @@ class Load:
             return None
         return max(1, math.ceil(seconds))
 
-    def _sample(self, late: float) -> None:
+    def sample(self, late: float) -> None:
+        """One sampler wake-up, `late` seconds after it was due."""
         self._late.append(max(0.0, late))
-        now, answered = time.monotonic(), self.done - self._done_at
+        now, answered = self._clock(), self.done - self._done_at
         if answered < MIN_ANSWERED and now - self._since < COST_SECONDS:
             return
-        cpu = time.process_time()
-        # Nothing answered while the CPU was busy: each pending operation costs at least
-        # that much (max(answered, 1)); an idle process's cost decays towards zero.
-        latest = (cpu - self._cpu) / max(answered, 1)
-        self.cost += SMOOTHING * (latest - self.cost)
-        self._cpu, self._since, self._done_at = cpu, now, self.done
+        cpu = self._cpu_time()
+        spent, self._cpu, self._since, self._done_at = cpu - self._cpu, cpu, now, self.done
+        self._spent = self._spent * DECAY + spent
+        self._answered = self._answered * DECAY + answered
+        self.cost = self._spent / max(self._answered, MIN_ANSWERED)
+        if answered < MIN_ANSWERED:
+            # A second with few answers or none: each cost what was spent meanwhile, at
+            # once (a process whose operations stopped answering while its CPU was busy
+            # is saturated, whatever it answered before; an idle one costs next to nothing).
+            self.cost = max(self.cost, spent / max(answered, 1))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + SAMPLE
             await asyncio.sleep(SAMPLE)
-            self._sample(loop.time() - due)
+            self.sample(loop.time() - due)
 
 
 LOAD = Load()
