@@ -492,26 +492,6 @@ class Clocks:
         load.sample(0.0)
 
 
-def test_a_costly_setup_does_not_read_as_the_cost_of_the_reports_after_it() -> None:
-    """As the rush benchmark measured it: thousands of sockets connecting and going online
-    (~3 ms of CPU an operation, handshakes included), then every driver's first report at
-    once (7,000 pending, answered ~5,000 a second at ~0.2 ms). The queue drains in about a
-    second: within three samples the process must not read as saturated (the smoothed
-    ratio it replaced read 16 s, then 12 s, ... for a second, and shed requests)."""
-    clocks = Clocks()
-    load = Load(cpu_time=lambda: clocks.cpu, clock=lambda: clocks.now)
-    for _ in range(200):
-        clocks.tenth(load, cpu=0.095, answered=30)
-    assert load.cost == pytest.approx(0.095 / 30, rel=0.01)
-    load.pending = 7000
-    drains = []
-    for _ in range(3):
-        clocks.tenth(load, cpu=0.1, answered=510)
-        drains.append(load.drain_seconds())
-    assert drains[0] > drains[1] > drains[2]
-    assert load.retry_after() is None, drains
-
-
 def test_a_process_whose_operations_stopped_answering_reads_as_saturated_at_once() -> None:
     """Its CPU busy and nothing answered for a second: 50 pending operations are more than
     2 s of work, whatever the cheap answers before cost; an idle process is not."""

@@ -5,8 +5,8 @@ One process, one event loop, one measure, kept cheap enough to consult per opera
 - `pending`: HTTP requests and socket operations admitted and not yet answered (counted by
   taxi.core.metrics.HttpMetricsMiddleware and taxi.transport.live.operations);
 - `cost`: recent CPU seconds per answered operation: the process's CPU time over the
-  operations answered meanwhile, each sum taken over at least a second or MIN_ANSWERED
-  answers (one pause must not read as a costly operation) and both sums decayed alike;
+  operations answered meanwhile, taken over at least a second or MIN_ANSWERED answers (one
+  pause must not read as a costly operation), smoothed;
 - `lag`: how late the sampler woke up, the least of its last LAG_SAMPLES wake-ups: how
   long ready work waits for the loop when that wait persists (a standing queue, as
   CoDel reads it), not one collection's or one long callback's pause. It also sees CPU
@@ -30,13 +30,14 @@ SAMPLE = 0.1  # seconds between two samples
 LAG_SAMPLES = 10  # `lag` is the least lateness of this many samples (a second, idle)
 COST_SECONDS = 1.0  # `cost` is taken over at least this long ...
 MIN_ANSWERED = 20  # ... or this many answered operations
-# What the sums keep of their past at each update (the newest update's share: 0.3).
-# Sums, not a smoothed ratio: a second of much CPU and few answers (thousands of sockets
-# connecting after a deploy, the rush benchmark's setup: 6.4 ms "an answer") then weighed
-# as much as the next tenth of a second's thousands of cheap reports, and with 7,578 of them
-# pending the process read "48 s to drain" for a second and shed ten requestTrip at ~55 %
-# of its core. Summed, the thousands outweigh the few at once.
-DECAY = 0.7
+# Weight of the newest `cost` in the smoothed one. A mean of ratios, not a ratio of sums:
+# tried (git 3a5ec4c), the sums read a saturated process's cost lower (tenths of a second
+# with few answers, a batch's send under way, no longer weigh as much); in one pair of
+# 40 s phases at twice the load it shed fewer requestTrip (241 against 333) and the
+# reports' p99 there went from 1.9 to 3.7 s. Its flaw stays: right after a costly second
+# (thousands of sockets connecting), a burst of cheap reports reads as saturated for
+# about a second.
+SMOOTHING = 0.3
 DEFAULT_LIMIT = 2.0  # OVERLOAD_QUEUE_SECONDS
 
 
@@ -44,14 +45,12 @@ class Load:
     """This process's load; module-level (`LOAD`): every app of a process shares its loop."""
 
     __slots__ = (
-        "_answered",
         "_clock",
         "_cpu",
         "_cpu_time",
         "_done_at",
         "_late",
         "_since",
-        "_spent",
         "cost",
         "done",
         "limit",
@@ -73,7 +72,6 @@ class Load:
         self.cost = 0.0
         self.limit = DEFAULT_LIMIT
         self._late: deque[float] = deque([0.0], maxlen=LAG_SAMPLES)
-        self._spent, self._answered = 0.0, 0.0  # decayed sums: CPU seconds, answers
         self._cpu, self._since, self._done_at = self._cpu_time(), self._clock(), 0
 
     @property
@@ -104,15 +102,11 @@ class Load:
         if answered < MIN_ANSWERED and now - self._since < COST_SECONDS:
             return
         cpu = self._cpu_time()
-        spent, self._cpu, self._since, self._done_at = cpu - self._cpu, cpu, now, self.done
-        self._spent = self._spent * DECAY + spent
-        self._answered = self._answered * DECAY + answered
-        self.cost = self._spent / max(self._answered, MIN_ANSWERED)
-        if answered < MIN_ANSWERED:
-            # A second with few answers or none: each cost what was spent meanwhile, at
-            # once (a process whose operations stopped answering while its CPU was busy
-            # is saturated, whatever it answered before; an idle one costs next to nothing).
-            self.cost = max(self.cost, spent / max(answered, 1))
+        # Nothing answered while the CPU was busy: each pending operation costs at least
+        # that much (max(answered, 1)); an idle process's cost decays towards zero.
+        latest = (cpu - self._cpu) / max(answered, 1)
+        self.cost += SMOOTHING * (latest - self.cost)
+        self._cpu, self._since, self._done_at = cpu, now, self.done
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
