@@ -34,6 +34,7 @@ from graphql import (
 from redis.exceptions import RedisError
 
 from taxi.api.context import Context
+from taxi.api.strategies.render import iso
 from taxi.domain.errors import AppError
 from taxi.domain.services import drivers
 
@@ -161,7 +162,7 @@ class PositionReport:
                 "latitude": where.latitude,
                 "longitude": where.longitude,
                 "heading": where.heading,
-                "recordedAt": where.recorded_at.isoformat(),
+                "recordedAt": iso(where.recorded_at),
             },
         }
         return ExecutionResult({self.key: _render(self.fields, obj, "DriverState")})
@@ -192,6 +193,8 @@ def _fields(selection_set: SelectionSetNode | None) -> Selection | None:
 
 def _float(value: object) -> float | None:
     """GraphQL Float input coercion: numbers (JSON ints too), never booleans."""
+    if type(value) is float:  # nearly every coordinate: the tests below are for the rest
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
