@@ -13,7 +13,10 @@ from typing import Any
 
 import broadcaster
 import pytest
+from redis._parsers import _AsyncHiredisParser
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from uvicorn import Config
 from uvicorn.server import ServerState
 from websockets.frames import Frame
@@ -21,9 +24,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from taxi import cli
-from taxi.core import redis_adapter
+from taxi.core import broadcast, redis_adapter
 from taxi.core.broadcast import Channels, ResilientRedisBackend
-from taxi.core.cluster import ShardedRedisBackend
+from taxi.core.cluster import ShardedRedisBackend, cluster_client
 from taxi.core.config import Settings
 from taxi.transport import server
 from taxi.transport.live.protocol import GOING_AWAY
@@ -98,6 +101,40 @@ async def test_redis_internals_are_where_the_adapter_reads_them() -> None:
         assert redis_adapter.pubsub_nodes(pubsub) == frozenset()
     finally:
         await pubsub.aclose()
+        await cluster.aclose()
+
+
+def test_one_redis_parses_replies_with_hiredis() -> None:
+    """hiredis is installed and one Redis's connections use it (a connection is built
+    from each client's own options; nothing connects); the pub/sub one speaks RESP2."""
+    single = connection_of(broadcast.redis_client("redis://127.0.0.1:1/0"))
+    assert isinstance(single._parser, _AsyncHiredisParser) and single.protocol == 3
+    pubsub = connection_of(broadcast.ResilientRedisBackend("redis://127.0.0.1:1/0").client())
+    assert isinstance(pubsub._parser, _AsyncHiredisParser) and pubsub.protocol == 2
+
+
+def connection_of(client: object) -> Connection:
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    made = pool.connection_class(**pool.connection_kwargs)
+    assert isinstance(made, Connection)
+    return made
+
+
+async def test_a_clusters_connections_keep_the_python_parser(redis_cluster_url: str) -> None:
+    """Every node a cluster client learns of, startup nodes or not, makes connections
+    that parse with the adapter's parser, and its sharded pub/sub's do too."""
+    cluster = cluster_client(redis_cluster_url.split(",")[0])  # one seed: the rest learnt
+    try:
+        await cluster.initialize()
+        nodes = cluster.get_nodes()
+        assert len(nodes) >= 3
+        for node in nodes:
+            made = Connection(**node.connection_kwargs)
+            assert type(made._parser) is redis_adapter.CLUSTER_PARSER, node.name
+        await cluster.set("taxi-test:{adapter}:parser", "1", ex=5)
+        assert await cluster.get("taxi-test:{adapter}:parser") == "1"
+    finally:
         await cluster.aclose()
 
 

@@ -83,7 +83,7 @@ async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
         await client.aclose()
 
 
-def _single(url: str) -> aioredis.Redis:
+def _single(url: str, *, protocol: int = 3) -> aioredis.Redis:
     # A pool that waits (bounded) for a free connection: redis-py's default one raises
     # MaxConnectionsError past POOL_SIZE commands in flight, which dropped publishes at
     # rush hour (PROTOCOL.md "Overload": pools wait, they do not fail).
@@ -97,6 +97,7 @@ def _single(url: str) -> aioredis.Redis:
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
+        protocol=protocol,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -114,7 +115,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._up = asyncio.Event()  # set once the loop first connected
 
     async def connect(self) -> None:
-        self._redis = _single(self._url)
+        self._redis = self.client()
         self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
         # A subscription opened before the loop first connects is only sent to Redis
         # when it connects, with no RESYNC after: events published in between were lost
@@ -123,6 +124,13 @@ class ResilientRedisBackend(BroadcastBackend):
         with suppress(TimeoutError):
             async with asyncio.timeout(CONNECT_WAIT):
                 await self._up.wait()
+
+    def client(self) -> aioredis.Redis:
+        """This backend's own Redis, in RESP2: a message is then a plain reply; in RESP3
+        it is a push, which redis-py 8.1 hands to a handler that formats it for a debug
+        log line (str() of every message, logging on or off). Publishes and pings
+        answer the same in both."""
+        return _single(self._url, protocol=2)
 
     async def disconnect(self) -> None:
         # redis-py may turn a cancellation into a ConnectionError, which the loop would

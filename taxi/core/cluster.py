@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from taxi.core import metrics
-from taxi.core.redis_adapter import pubsub_nodes, refresh_slots
+from taxi.core.redis_adapter import pubsub_nodes, python_parser, refresh_slots
 from taxi.core.tasks import stop
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,14 @@ def cluster_client(url: str) -> RedisCluster:
     """A cluster client. Its own retry policy (refresh the slot map, try again) carries
     commands across a failover; a command that still fails raises, so callers decide."""
     nodes, options = startup_nodes(url)
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=nodes,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         **options,
     )
+    return python_parser(client)  # not hiredis (taxi/core/redis_adapter.py)
 
 
 class _Shard:

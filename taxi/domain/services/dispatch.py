@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -56,6 +58,19 @@ _SCHEDULE = insert(DispatchWave)
 _UNSCHEDULE = delete(DispatchWave).where(col(DispatchWave.trip_id) == bindparam("trip"))
 
 
+class Pickup(Protocol):
+    """What dispatch reads of a trip: a Trip, or a new one's row (services.trips)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def pick_up_latitude(self) -> float | None: ...
+
+    @property
+    def pick_up_longitude(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Searched:
     """A search made already (the request's market): the nearest drivers within `radius`."""
@@ -75,7 +90,7 @@ async def offer_wave(
     *,
     positions: PositionStore,
     settings: Settings,
-    trip: Trip,
+    trip: Pickup,
     wave: int,
     offered: frozenset[int] | None = None,
     searched: Searched | None = None,
@@ -120,7 +135,7 @@ async def offer_wave(
 
 
 async def schedule(
-    session: AsyncSession, *, settings: Settings, trip: Trip, again: bool = False
+    session: AsyncSession, *, settings: Settings, trip: Pickup, again: bool = False
 ) -> None:
     """A requested (or released: `again`) trip's schedule: its second wave one interval
     from now (dispatched trips), its expiry DISPATCH_TIMEOUT_SECONDS from now (every
