@@ -14,6 +14,8 @@ The run, in order (each measurement next to its baseline, in the same run):
 5. Rush hour (`bench.rush`, its own database and server): D drivers reporting positions,
    T trips under way, R dispatched requests a second (`--rush-*`; the issue's scale by
    default), and the bare GEOADD + PUBLISH endpoint on the same sockets.
+6. A ride's steps one by one (`bench.lifecycle`, its own database and server): server
+   CPU per requestTrip, acceptTrip and status step, beside a position report.
 
 A fan-out run (`bench.loadgen`, on core 1): warm up, read the RSS; grow to 1,000,
 5,000 and 10,000 authenticated sockets, each subscribed to `tripUpdated` of one
@@ -32,14 +34,14 @@ import time
 
 import uvloop
 
-from bench import report, rush, rush_report
+from bench import lifecycle, report, rush, rush_report
 from bench.meta import save
 from bench.prepare import ROOT
 from bench.proc import raise_open_files
 from bench.profile import profile
 from bench.run import Run
 
-PHASES = ("http", "fanout", "race", "rush")
+PHASES = ("http", "fanout", "race", "rush", "lifecycle")
 
 
 def options(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +60,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(PHASES),
-        help="comma-separated phases to run (default: http,fanout,race,rush)",
+        help="comma-separated phases to run (default: http,fanout,race,rush,lifecycle)",
     )
     # Rush hour (bench/rush.py): the scale by default.
     parser.add_argument("--rush-drivers", type=int, default=10_000)
@@ -94,17 +96,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(report.profile_table(results))
     else:
         phases = set(opts.only.split(","))
-        results = uvloop.run(Run(opts).main()) if phases - {"rush"} else {"meta": {}}
+        own = {"rush", "lifecycle"}  # each starts its own database and server
+        results = uvloop.run(Run(opts).main()) if phases - own else {"meta": {}}
         if "rush" in phases:
             argv = ["--drivers", str(opts.rush_drivers), "--trips", str(opts.rush_trips)]
             argv += ["--rate", str(opts.rush_rate), "--seconds", str(opts.rush_seconds)]
             results["rush"] = uvloop.run(rush.main(rush.options(argv)))
+        if "lifecycle" in phases:
+            results["lifecycle"] = uvloop.run(lifecycle.main(lifecycle.options([])))
         results["meta"]["total_s"] = round(time.monotonic() - started, 1)
         path = save(results, "bench")
-        if phases - {"rush"}:
+        if phases - own:
             sys.stdout.write(report.table(results))
         if "rush" in phases:
             sys.stdout.write(rush_report.table(results["rush"]))
+        if "lifecycle" in phases:
+            sys.stdout.write(lifecycle.table(results["lifecycle"]["lifecycle"]))
     sys.stdout.write(f"\nwritten: {path.relative_to(ROOT)}\n")
 
 

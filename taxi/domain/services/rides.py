@@ -46,7 +46,11 @@ class Outcome:
 
 
 async def _release(
-    session: AsyncSession, *, positions: PositionStore, settings: Settings, trip: Trip
+    session: AsyncSession,
+    *,
+    positions: PositionStore,
+    settings: Settings,
+    trip: Trip | trips.TripRow,
 ) -> Outcome:
     """The trip REQUESTED again, without its driver, who is never offered it again; the
     first wave and a fresh schedule (waves, expiry) in this transaction."""
@@ -79,7 +83,7 @@ async def _cancel(
     session: AsyncSession,
     *,
     positions: PositionStore,
-    trip: Trip,
+    trip: Trip | trips.TripRow,
     reason: CancelReason,
     fee: int | None = None,
 ) -> Outcome:
