@@ -39,8 +39,8 @@ from bench.prepare import (
     _sessions,
     _users,
     mint_token,
-    own_environment,
     plain_dsn,
+    taxi_environment,
 )
 from bench.proc import cpu_seconds, raise_open_files, settle
 from bench.profile import spy_on
@@ -185,16 +185,14 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
     db = Database(plain_dsn(opts.database_url))
     await db.create(ROOT)
     secret = secrets.token_urlsafe(40)
-    env = {
-        **own_environment(),
-        "DATABASE_URL": db.sqlalchemy_url,
-        "REDIS_URL": opts.redis_url,
-        "JWT_SECRET": secret,
-        "TAXI_ENV": "production",
-        "CHANNEL_PREFIX": f"life-{secrets.token_hex(4)}",
-        "MEDIA_ROOT": str(tmp / "media"),
-        "GC_TUNING": "1",
-    }
+    env = taxi_environment(
+        db,
+        redis_url=opts.redis_url,
+        secret=secret,
+        prefix=f"life-{secrets.token_hex(4)}",
+        media=tmp / "media",
+        GC_TUNING="1",
+    )
     server = Server("taxi", 0, env, tmp / "taxi.log")
     try:
         conn = await asyncpg.connect(db.dsn)

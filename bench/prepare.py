@@ -107,6 +107,23 @@ def own_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
 
 
+def taxi_environment(
+    db: Database, *, redis_url: str, secret: str, prefix: str, media: Path, **extra: str
+) -> dict[str, str]:
+    """A benchmark's taxi server: its own database, one Redis, production settings,
+    channels under `prefix`; `extra`: more variables."""
+    return {
+        **own_environment(),
+        "DATABASE_URL": db.sqlalchemy_url,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": secret,
+        "TAXI_ENV": "production",
+        "CHANNEL_PREFIX": prefix,
+        "MEDIA_ROOT": str(media),
+        **extra,
+    }
+
+
 @dataclass
 class Server:
     """One uvicorn process pinned to a core; stopped by its own pid only."""

@@ -35,7 +35,7 @@ import uvloop
 
 from bench import rush_report
 from bench.net import HTTP
-from bench.prepare import ROOT, Database, Server, own_environment, plain_dsn
+from bench.prepare import ROOT, Database, Server, plain_dsn, taxi_environment
 from bench.proc import cpu_seconds, raise_open_files
 from bench.profile import spied, spy_on
 from bench.rush_bare_load import Bare
@@ -183,19 +183,17 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
     db = Database(plain_dsn(opts.database_url))
     await db.create(ROOT)
     secret, prefix = secrets.token_urlsafe(40), f"rush-{secrets.token_hex(4)}"
-    env = {
-        **own_environment(),
-        "DATABASE_URL": db.sqlalchemy_url,
-        "REDIS_URL": opts.redis_url,
-        "JWT_SECRET": secret,
-        "TAXI_ENV": "production",
-        "CHANNEL_PREFIX": prefix,
-        "BENCH_CHANNEL_PREFIX": prefix,
-        "MEDIA_ROOT": str(tmp / "media"),
-        "MAX_SOCKETS_PER_USER": "1000",
+    env = taxi_environment(
+        db,
+        redis_url=opts.redis_url,
+        secret=secret,
+        prefix=prefix,
+        media=tmp / "media",
+        BENCH_CHANNEL_PREFIX=prefix,
+        MAX_SOCKETS_PER_USER="1000",
         # taxi.core.gcpolicy, on under `taxi serve`; `--gc default`: CPython's, for comparison
-        "GC_TUNING": "1" if opts.gc == "tuned" else "0",
-    }
+        GC_TUNING="1" if opts.gc == "tuned" else "0",
+    )
     results: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
     server = Server("taxi", 0, env, tmp / "taxi.log")
     try:
