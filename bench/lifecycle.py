@@ -21,7 +21,6 @@ import random
 import secrets
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ from bench.prepare import (
     plain_dsn,
     taxi_environment,
 )
-from bench.proc import cpu_seconds, raise_open_files, settle
+from bench.proc import as_generator, cpu_seconds, settle
 from bench.profile import spy_on
 from bench.rush_load import ACCEPT, ONLINE, REQUEST, STEP, UPDATE
 from bench.rush_setup import bounded, say
@@ -178,9 +177,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def main(opts: argparse.Namespace) -> dict[str, Any]:
-    raise_open_files()
-    os.sched_setaffinity(0, {1})
-    tmp = Path(tempfile.mkdtemp(prefix="taxi-lifecycle-"))
+    tmp = as_generator("taxi-lifecycle-")
     say(f"lifecycle: {opts.trips} rides, {opts.drivers} drivers; logs in {tmp}")
     db = Database(plain_dsn(opts.database_url))
     await db.create(ROOT)

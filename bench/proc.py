@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import tempfile
+from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -39,6 +41,14 @@ async def settle(
             break
         before = now
     return loop.time() - start
+
+
+def as_generator(prefix: str) -> Path:
+    """This process as the load generator: on core 1 (the server has core 0), with as
+    many open files as it may have; returns a new folder for the servers' logs."""
+    raise_open_files()
+    os.sched_setaffinity(0, {1})
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def raise_open_files() -> int:

@@ -25,7 +25,6 @@ import gc
 import os
 import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import uvloop
 from bench import rush_report
 from bench.net import HTTP
 from bench.prepare import ROOT, Database, Server, plain_dsn, taxi_environment
-from bench.proc import cpu_seconds, raise_open_files
+from bench.proc import as_generator, cpu_seconds
 from bench.profile import spied, spy_on
 from bench.rush_bare_load import Bare
 from bench.rush_load import Rush
@@ -176,9 +175,7 @@ async def run_bare(opts: argparse.Namespace, server: Server) -> dict[str, Any]:
 
 async def main(opts: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    raise_open_files()
-    os.sched_setaffinity(0, {1})
-    tmp = Path(tempfile.mkdtemp(prefix="taxi-rush-"))
+    tmp = as_generator("taxi-rush-")
     say(f"D={opts.drivers:,} T={opts.trips:,} R={opts.rate}/s, {opts.seconds:.0f} s; logs in {tmp}")
     db = Database(plain_dsn(opts.database_url))
     await db.create(ROOT)
