@@ -190,6 +190,13 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
         MAX_SOCKETS_PER_USER="1000",
         # taxi.core.gcpolicy, on under `taxi serve`; `--gc default`: CPython's, for comparison
         GC_TUNING="1" if opts.gc == "tuned" else "0",
+        # The admission threshold: the contract's default unless asked (an operator's
+        # setting, to see what it changes under overload).
+        **(
+            {"OVERLOAD_QUEUE_SECONDS": str(opts.overload_queue_seconds)}
+            if opts.overload_queue_seconds is not None
+            else {}
+        ),
     )
     results: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
     server = Server("taxi", 0, env, tmp / "taxi.log")
@@ -258,6 +265,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=20.0,
         help="after the overload phase: the steady load again, watched this long",
+    )
+    parser.add_argument(
+        "--overload-queue-seconds",
+        type=float,
+        default=None,
+        help="the server's OVERLOAD_QUEUE_SECONDS (default: the contract's, 2)",
     )
     parser.add_argument(
         "--gc",

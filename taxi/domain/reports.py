@@ -37,8 +37,11 @@ MAX_BATCH = 2000
 # 1-3 reports at 2,750 reports/s (the loop turns fast while it keeps up), so most of
 # the Redis client's cost was paid per report; a few milliseconds gather ten times
 # as many, well within a report's 50 ms (5 ms: ~5 % less CPU per report than 2 ms at
-# rush hour, two runs each, for ~3 ms more round trip).
-WINDOW = 0.005
+# rush hour, two runs each, for ~3 ms more round trip; 10 ms: 4-6 % less than 5 ms in
+# three of four interleaved pairs of 30 s runs, 22 % in the fourth, the reports' p99
+# 20-35 ms either way). Each batch costs a script call, a publish and a few task
+# switches whatever its size: at rush hour ~28 reports share them instead of ~14.
+WINDOW = 0.010
 # How long the answers of a batch hold the loop at a time. A saturated process's batches
 # hold thousands of reports, and telling them all in one go (a write each) held it for
 # ~200 ms: a shed request's answer and each statement of a lifecycle step waited that
