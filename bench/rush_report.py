@@ -118,12 +118,18 @@ def overload_lines(o: dict[str, Any], steady_rss: float | None) -> list[str]:
         f"| shed requestTrip (SERVICE_UNAVAILABLE + retryAfter) p99 | ≤ {GOAL_SHED_P99_MS:.0f} ms "
         f"| {p99('shed_rtt')} ({shed:,} shed) |",
         f"| RSS max over the steady window's end | ≤ {GOAL_OVERLOAD_RSS}x | {ratio} |",
-        f"| back within {o['recovered_within_ms']:,.0f} ms after the load drops | "
-        f"≤ {GOAL_RECOVERY_S:.0f} s | {'not seen' if back is None else f'{back:.1f} s'} |",
+        f"| back within {o['recovered_within_ms']:,.0f} ms (each second's p99) after the load "
+        f"drops | ≤ {GOAL_RECOVERY_S:.0f} s | {_seen(back)} (every report within it: "
+        f"{_seen(o.get('every_report_within_after_s'))}; p99 per second: "
+        f"{_list(o.get('recovery_p99_ms_per_second', []))} ms) |",
         f"| server CPU per answered report | | {o['cpu_us_per_report']:,.0f} µs "
         f"({o['position_reports']:,} answered of {o['position_reports_sent']:,} sent) |",
         f"errors: {o['errors']}" if o.get("errors") else "errors: none",
     ]
+
+
+def _seen(seconds: float | None) -> str:
+    return "not seen" if seconds is None else f"{seconds:.1f} s"
 
 
 def _pauses(pauses: list[list[float | None]]) -> str:
