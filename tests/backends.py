@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from taxi.core.config import Settings, normalize_database_url
 
@@ -84,3 +88,25 @@ class Backend:
     @property
     def real(self) -> bool:
         return self.name == "real"
+
+
+@asynccontextmanager
+async def empty_database(backend: Backend, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a database of its own with no tables yet, on `backend`'s server (a
+    migration test takes it to an old revision first); dropped afterwards."""
+    if not backend.real:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        return
+    server = make_url(backend.database_url)
+    name = f"taxi_mig_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()

@@ -28,7 +28,7 @@ from taxi.domain import auth
 from taxi.domain.models import Trip, TripStatus, User, UserGroup
 from taxi.domain.services.deactivation import deactivate_user, delete_user
 from taxi.main import create_app
-from tests.backends import Backend, base_settings, sub_prefix
+from tests.backends import Backend, base_settings, empty_database, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     LOG_IN,
@@ -91,69 +91,50 @@ async def test_look_alike_letters_are_refused(client: httpx.AsyncClient, name: s
     assert "username" in fields(body)
 
 
-async def _database_at_0001(backend: Backend, tmp_path: Path) -> str:
-    """A fresh database migrated to 0001 only (the schema before this issue)."""
-    if not backend.real:
-        return f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    from sqlalchemy import make_url
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    name = f"taxi_mig_{unique('')[1:]}"
-    admin = create_async_engine(make_url(backend.database_url), isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    return make_url(backend.database_url).set(database=name).render_as_string(False)
-
-
 async def test_migration_names_colliding_usernames(backend: Backend, tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from taxi.core.migrate import upgrade
 
-    url = await _database_at_0001(backend, tmp_path)
-    settings = base_settings(database_url=url)
-    await asyncio.to_thread(upgrade, settings, "0001")
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            for name in ("Ada", "ADA", "\uff41\uff44\uff41", "bob"):
+    async with empty_database(backend, tmp_path) as url:
+        settings = base_settings(database_url=url)
+        await asyncio.to_thread(upgrade, settings, "0001")
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                for name in ("Ada", "ADA", "\uff41\uff44\uff41", "bob"):
+                    await conn.execute(
+                        text(
+                            'INSERT INTO "user" (username, first_name, last_name, "group", '
+                            "password, is_active, is_staff, date_joined) VALUES "
+                            "(:n, 'a', 'b', 'rider', 'x', true, false, CURRENT_TIMESTAMP)"
+                        ),
+                        {"n": name},
+                    )
+            with pytest.raises(
+                Exception, match=r"collide: ADA = Ada = \uff41\uff44\uff41\. Rename"
+            ):
+                await asyncio.to_thread(upgrade, settings)
+            # Nothing changed; after the rename the migration goes through.
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE \"user\" SET username = 'ada2' WHERE username = 'ADA'")
+                )
+                await conn.execute(text("DELETE FROM \"user\" WHERE username = 'bob'"))
                 await conn.execute(
                     text(
-                        'INSERT INTO "user" (username, first_name, last_name, "group", '
-                        "password, is_active, is_staff, date_joined) VALUES "
-                        "(:n, 'a', 'b', 'rider', 'x', true, false, CURRENT_TIMESTAMP)"
-                    ),
-                    {"n": name},
+                        "UPDATE \"user\" SET username = 'ada3' WHERE username <> 'Ada' "
+                        "AND username <> 'ada2'"
+                    )
                 )
-        with pytest.raises(Exception, match=r"collide: ADA = Ada = \uff41\uff44\uff41\. Rename"):
             await asyncio.to_thread(upgrade, settings)
-        # Nothing changed; after the rename the migration goes through.
-        async with engine.begin() as conn:
-            await conn.execute(text("UPDATE \"user\" SET username = 'ada2' WHERE username = 'ADA'"))
-            await conn.execute(text("DELETE FROM \"user\" WHERE username = 'bob'"))
-            await conn.execute(
-                text(
-                    "UPDATE \"user\" SET username = 'ada3' WHERE username <> 'Ada' "
-                    "AND username <> 'ada2'"
+            async with engine.connect() as conn:
+                keys = sorted(
+                    (await conn.execute(text('SELECT username_key FROM "user"'))).scalars()
                 )
-            )
-        await asyncio.to_thread(upgrade, settings)
-        async with engine.connect() as conn:
-            keys = sorted((await conn.execute(text('SELECT username_key FROM "user"'))).scalars())
-        assert keys == ["ada", "ada2", "ada3"]
-    finally:
-        await engine.dispose()
-        if backend.real:
-            from sqlalchemy import make_url
-
-            admin = create_async_engine(
-                make_url(backend.database_url), isolation_level="AUTOCOMMIT"
-            )
-            async with admin.connect() as conn:
-                dropped = make_url(url).database
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)'))
-            await admin.dispose()
+            assert keys == ["ada", "ada2", "ada3"]
+        finally:
+            await engine.dispose()
 
 
 # -- passwords -------------------------------------------------------------------------

@@ -5,26 +5,39 @@ router (tests/osrm.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col
 
 from taxi.core.config import Settings
+from taxi.core.migrate import upgrade
 from taxi.domain import events
 from taxi.domain.fares import MAX_AMOUNT, MAX_METERS, Tariff
-from taxi.domain.models import Trip, TripOffer
+from taxi.domain.models import (
+    CancelReason,
+    DispatchWave,
+    Trip,
+    TripOffer,
+    TripStatus,
+    UTCDateTime,
+)
 from taxi.domain.positions import METERS_PER_DEGREE, distance
 from taxi.domain.quotes import Quote
 from taxi.domain.routes import Estimator
 from taxi.domain.services import deactivation
-from tests.backends import base_settings, sub_prefix
+from taxi.main import create_app
+from tests.backends import Backend, base_settings, empty_database, sub_prefix
 from tests.helpers import (
     ACCEPT_TRIP,
     CANCEL_TRIP,
@@ -543,6 +556,101 @@ async def test_requests_nobody_takes_expire(server: LiveServer) -> None:
             lambda: trip(client, plain_rider, plain["id"]), lambda t: t["status"] == "CANCELED"
         )
         assert seen["cancelReason"] == "NO_DRIVER_FOUND"
+
+
+async def test_requests_from_before_expiry_expire(backend: Backend, tmp_path: Path) -> None:
+    """Requests made before 0004 had no expiry (a pool request no schedule row, a
+    dispatched one a row without `expires_at`): after the upgrade each expires
+    DISPATCH_TIMEOUT_SECONDS after it was made, as a new one would."""
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    trips = sa.table(
+        "trip",
+        *(sa.column(n) for n in ("pick_up_address", "drop_off_address", "status", "rider_id")),
+        *(sa.column(n) for n in ("pick_up_latitude", "pick_up_longitude")),
+        sa.column("id", sa.Uuid()),
+        sa.column("created", UTCDateTime()),
+        sa.column("updated", UTCDateTime()),
+    )
+    waves = sa.table(
+        "dispatch_wave",
+        sa.column("trip_id", sa.Uuid()),
+        sa.column("wave"),
+        sa.column("due_at", UTCDateTime()),
+    )
+    old_pool, old_dispatched, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with empty_database(backend, tmp_path) as url:
+        settings = base_settings(
+            database_url=url,
+            redis_url=backend.redis_url,
+            channel_prefix=sub_prefix("old-requests"),
+            dispatch_timeout_seconds=600,
+        )
+        engine = create_async_engine(url)
+        try:
+            await asyncio.to_thread(upgrade, settings, "0003")
+            async with engine.begin() as conn:
+                riders = []
+                for name in ("old-pool", "old-dispatched", "recent"):
+                    inserted = await conn.execute(
+                        sa.text(
+                            'INSERT INTO "user" (username, username_key, first_name, '
+                            'last_name, "group", password, is_active, is_staff, date_joined) '
+                            "VALUES (:n, :n, 'a', 'b', 'rider', 'x', true, false, "
+                            "CURRENT_TIMESTAMP) RETURNING id"
+                        ),
+                        {"n": name},
+                    )
+                    riders.append(inserted.scalar_one())
+                made = {old_pool: hour_ago, old_dispatched: hour_ago, recent: datetime.now(UTC)}
+                for (trip_id, when), rider in zip(made.items(), riders, strict=True):
+                    where = (0.0, 0.0) if trip_id == old_dispatched else (None, None)
+                    await conn.execute(
+                        trips.insert().values(
+                            id=trip_id,
+                            created=when,
+                            updated=when,
+                            pick_up_address="A",
+                            drop_off_address="B",
+                            status="REQUESTED",
+                            rider_id=rider,
+                            pick_up_latitude=where[0],
+                            pick_up_longitude=where[1],
+                        )
+                    )
+                # 0003's schedule: the dispatched request's next wave, never its end.
+                await conn.execute(
+                    waves.insert().values(trip_id=old_dispatched, wave=3, due_at=hour_ago)
+                )
+            await asyncio.to_thread(upgrade, settings)
+
+            async def rows() -> dict[uuid.UUID, Any]:
+                async with engine.connect() as conn:
+                    found = await conn.execute(
+                        sa.select(
+                            col(Trip.id),
+                            col(Trip.status),
+                            col(Trip.cancel_reason),
+                            col(Trip.ended_at),
+                            col(DispatchWave.expires_at),
+                        ).outerjoin(DispatchWave, col(DispatchWave.trip_id) == col(Trip.id))
+                    )
+                    return {row.id: row for row in found}
+
+            app = create_app(settings)
+            async with app.router.lifespan_context(app):  # its dispatch worker
+                seen = await eventually(
+                    rows,
+                    lambda r: all(r[t].status is TripStatus.CANCELED for t in made if t != recent),
+                )
+        finally:
+            await engine.dispose()
+    for trip_id in (old_pool, old_dispatched):
+        assert seen[trip_id].cancel_reason is CancelReason.NO_DRIVER_FOUND
+        assert seen[trip_id].ended_at is not None
+        assert seen[trip_id].expires_at is None  # its schedule row is gone
+    # The recent one waits out its 600 s from when it was made, in its row.
+    assert seen[recent].status is TripStatus.REQUESTED
+    assert seen[recent].expires_at == made[recent] + timedelta(seconds=600)
 
 
 async def test_a_riders_cancel_says_so(client: httpx.AsyncClient) -> None:

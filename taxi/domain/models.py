@@ -218,5 +218,6 @@ class DispatchWave(SQLModel, table=True):
     wave: int
     due_at: datetime = Field(sa_type=UTCDateTime)
     # Still REQUESTED then: CANCELED with NO_DRIVER_FOUND (DISPATCH_TIMEOUT_SECONDS after the
-    # request or the release). Every trip has a row, dispatched or not.
+    # request or the release). Every trip has a row, dispatched or not; NULL only in rows
+    # from before 0004, filled in by the first pass (migration 0005).
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -192,13 +192,17 @@ async def run_due(
             if trip is None or trip.status is not TripStatus.REQUESTED:
                 await session.delete(row)
                 continue
+            if row.expires_at is None:
+                # A request from before 0004 (migration 0005): it expires as it would have
+                # had it been made today, DISPATCH_TIMEOUT_SECONDS after it was.
+                row.expires_at = trip.created + timedelta(seconds=settings.dispatch_timeout_seconds)
             expires = row.expires_at
-            if expires is not None and expires <= now:
+            if expires <= now:
                 if await _expire(session, trip):
                     expired.append(trip.id)
                 await session.delete(row)
                 continue
-            row.due_at = expires or now + timedelta(seconds=settings.dispatch_wave_seconds)
+            row.due_at = expires
             if trip.pick_up_latitude is None:
                 continue  # in every driver's pool: only its expiry is scheduled
             drivers = await offer_wave(
