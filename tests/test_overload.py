@@ -7,7 +7,6 @@ request it accepted and answers /healthz."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from taxi.core.config import Settings
 from taxi.core.db import POOL_OVERFLOW, POOL_SIZE
 from taxi.core.overload import Load
 from taxi.transport.live.operations import MAX_EXECUTING
-from tests.backends import REDIS_URL, Backend, base_settings
+from tests.backends import REDIS_URL, Backend, base_settings, sub_prefix
 from tests.helpers import (
     CANCEL_TRIP,
     LOG_IN,
@@ -36,7 +35,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
-from tests.live import LiveServer
+from tests.live import LiveServer, serve
 from tests.metrics_scrape import scrape, value
 from tests.procs import TaxiServer, taxi_servers
 from tests.wait import eventually
@@ -57,7 +56,7 @@ def settings(settings: Settings) -> Settings:
     return base_settings(
         **{
             **settings.model_dump(include={"database_url", "redis_url", "media_root"}),
-            "channel_prefix": f"overload-{uuid.uuid4().hex[:10]}",
+            "channel_prefix": sub_prefix("overload"),
             "max_sockets_per_user": 100,
         }
     )
@@ -354,15 +353,20 @@ NEARBY = """query Near($near: PointInput!) {
 SOCKETS = 40  # each with its eight turns busy: 320 Redis commands at once, 100 connections
 
 
+@pytest.mark.parametrize("redis", ["one Redis", "a cluster"])
 async def test_operations_beyond_the_redis_pool_wait_for_a_connection(
-    server: LiveServer, real_backend: Backend
+    settings: Settings, real_backend: Backend, request: pytest.FixtureRequest, redis: str
 ) -> None:
-    """More concurrent Redis work than pooled connections: each waits its turn (the
-    default pool raised MaxConnectionsError, answered as SERVICE_UNAVAILABLE)."""
-    async with server.http() as client:
-        rider = await account(client)
+    """More concurrent Redis work than pooled connections: each waits its turn (redis-py's
+    default pool, and a cluster node's, raised MaxConnectionsError, answered as
+    SERVICE_UNAVAILABLE)."""
+    if redis == "a cluster":
+        cluster = request.getfixturevalue("redis_cluster_url")
+        settings = settings.model_copy(update={"redis_url": None, "redis_cluster_url": cluster})
     near = {"near": {"latitude": 10.0, "longitude": 10.0}}
-    async with AsyncExitStack() as stack:
+    async with serve(settings) as server, AsyncExitStack() as stack:
+        async with server.http() as client:
+            rider = await account(client)
         sockets = [
             await stack.enter_async_context(session(server.ws_url, rider.access, interleaved=True))
             for _ in range(SOCKETS)

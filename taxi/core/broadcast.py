@@ -27,6 +27,8 @@ from taxi.core.cluster import (
     CONNECT_TIMEOUT,
     CONNECT_WAIT,
     PING_TIMEOUT,
+    POOL_SIZE,
+    POOL_WAIT,
     READ_TIMEOUT,
     REDIS_ERRORS,
     RESYNC,
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 2.0
 IDLE_PING = 5.0  # with no channel subscribed, ping this often to notice an outage
-POOL_SIZE = 100  # connections to one Redis per client (redis-py's default)
-POOL_WAIT = 5.0  # seconds a command waits for one of them, then fails (an outage)
 
 
 # What `redis_client` returns: both speak the same commands (keys of one multi-key

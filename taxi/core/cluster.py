@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from broadcaster import BroadcastBackend, Event
-from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -52,6 +52,8 @@ CONNECT_TIMEOUT = 2  # one connection attempt to a Redis node
 COMMAND_TIMEOUT = 5  # one reply from a Redis node
 PING_TIMEOUT = 2  # a health check's ping
 DEFAULT_PORT = 6379
+POOL_SIZE = 100  # connections to one Redis (or one cluster node) per client: redis-py's default
+POOL_WAIT = 5.0  # seconds a command waits for one of them, then fails (an outage)
 
 
 def startup_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
@@ -73,18 +75,88 @@ def startup_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
     return nodes, options
 
 
-def cluster_client(url: str) -> RedisCluster:
+# Set while a command or pipeline holds a turn: a pipeline re-sends a redirected command
+# through the client, within its own turn.
+_TURN: contextvars.ContextVar[bool] = contextvars.ContextVar("taxi_cluster_turn", default=False)
+
+
+class WaitingCluster(RedisCluster):
+    """A cluster client whose commands wait (bounded) for a connection when all are busy.
+
+    redis-py's cluster nodes raise MaxConnectionsError past `max_connections` commands in
+    flight to one node, and it offers no blocking pool for a cluster (the single-Redis
+    client takes BlockingConnectionPool). Commands and pipelines here take a turn first,
+    at most `max_connections` at once per client; each holds at most one connection per
+    node, so no node's pool runs out. Past `wait` seconds without a turn: ConnectionError,
+    as the single-Redis pool raises (PROTOCOL.md "Overload": pools wait, then fail)."""
+
+    def __init__(self, *, max_connections: int, wait: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._turns = asyncio.Semaphore(max_connections)
+        self._wait = wait
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if _TURN.get():
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        held = _TURN.set(True)
+        try:
+            yield
+        finally:
+            _TURN.reset(held)
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        # redis-py's typing reads ClusterPipeline as abstract; its own `pipeline` makes one.
+        return _WaitingPipeline(self, transaction, shard_hint)  # type: ignore[abstract]
+
+
+class _WaitingPipeline(ClusterPipeline):
+    """A pipeline that takes its client's turn for its round trips."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self, client: WaitingCluster, transaction: Any, shard_hint: Any) -> None:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        super().__init__(client, transaction)
+        self._waiting = client
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        async with self._waiting.turn():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+def cluster_client(
+    url: str, *, max_connections: int = POOL_SIZE, wait: float = POOL_WAIT
+) -> WaitingCluster:
     """A cluster client. Its own retry policy (refresh the slot map, try again) carries
-    commands across a failover; a command that still fails raises, so callers decide."""
+    commands across a failover; a command that still fails raises, so callers decide.
+    Past `max_connections` commands in flight they wait (`WaitingCluster`)."""
     nodes, options = startup_nodes(url)
-    client = RedisCluster(
+    client = WaitingCluster(
         startup_nodes=nodes,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
+        max_connections=max_connections,
+        wait=wait,
         **options,
     )
-    return python_parser(client)  # not hiredis (taxi/core/redis_adapter.py)
+    python_parser(client)  # not hiredis (taxi/core/redis_adapter.py)
+    return client
 
 
 class _Shard:
