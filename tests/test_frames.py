@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -209,7 +210,7 @@ async def test_fragments_and_pings_go_through_websockets(live: LiveServer) -> No
     ids=["bad-utf8", "unmasked", "too-large", "binary"],
 )
 async def test_frames_not_split_here_keep_their_close_codes(
-    live: LiveServer, data: bytes, code: int
+    live: LiveServer, data: bytes, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with live.http() as c:
         user = await account(c, "RIDER")
@@ -219,3 +220,5 @@ async def test_frames_not_split_here_keep_their_close_codes(
         await raw.answered(user.id, "ok")
         await raw.send(data)
         assert await raw.closed_with() == code
+    # A client's bad frame is not the server's error: no traceback in its log.
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

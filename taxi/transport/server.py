@@ -229,14 +229,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """A message websockets parsed (5. above): a text one goes where `_text` sends it."""
         if self.curr_msg_data_type == "text" and not self.close_sent:
             data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            self.frames = []
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                pass  # uvicorn's own path closes with 1007
-            else:
-                self.frames = []
-                self._text(text)
+                # uvicorn's own path closes with 1007 too, but logs it as an error with a
+                # traceback: any client could fill the error log with them.
+                self.logger.warning("invalid UTF-8 in a text message: closed with 1007")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
                 return
+            self._text(text)
+            return
         super().send_receive_event_to_app()
 
     def _text(self, text: str) -> None:
