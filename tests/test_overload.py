@@ -408,12 +408,15 @@ async def test_healthz_answers_while_every_pooled_connection_is_busy(
                     sockets.append(ws)
                     for i in range(MAX_EXECUTING):
                         await ws.subscribe(str(i), CANCEL_TRIP, {"id": trip["id"]})
-                async with engine.connect() as probe:
+                probe = await stack.enter_async_context(engine.connect())
 
-                    async def waiting() -> int:
+                async def waiting() -> int:
+                    # One transaction per read: PostgreSQL keeps the first read of
+                    # pg_stat_activity for the rest of a transaction.
+                    async with probe.begin():
                         return int((await probe.execute(text(LOCK_WAITS))).scalar_one())
 
-                    await eventually(waiting, lambda n: n >= pooled, what="the pool all busy")
+                await eventually(waiting, lambda n: n >= pooled, what="the pool all busy")
                 health = await client.get("/healthz")
                 assert health.status_code == 200, health.text
                 assert health.json()["status"] == "ok", health.text
