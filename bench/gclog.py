@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from taxi.core import gcpolicy
+
 SLOW = 0.02  # seconds: a young collection this long is logged too
 COUNTS = [0, 0, 0]  # collections per generation, since the server started
 SECONDS = [0.0, 0.0, 0.0]  # their pauses
@@ -35,7 +37,9 @@ def watch() -> None:
         if gen == 2 or took > SLOW:
             sys.stderr.write(
                 f"bench-gc gen={gen} ms={took * 1000:.1f} cpu_ms={cpu * 1000:.1f} "
-                f"collected={info['collected']} at={time.time():.3f}\n"
+                f"collected={info['collected']} blocks={sys.getallocatedblocks()} "
+                f"sockets={gcpolicy.sockets()} walks={gcpolicy.walks()} "
+                f"at={time.time():.3f}\n"
             )
 
     gc.callbacks.append(callback)

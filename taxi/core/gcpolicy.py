@@ -18,18 +18,21 @@ The policy:
    A closed socket leaves ~77 such objects (uvicorn's protocol and transport, a
    cancelled task's traceback: 1,000 sockets opened and closed twice, then one
    `gc.unfreeze()` + collection freed 155,000 objects). The transport says so
-   (`released`) when a socket closes; once what was released since the last walk
-   exceeds a quarter of the heap then (the interpreter's allocated blocks, which frozen
+   (`closed`) when a socket closes; once what was released since the last walk
+   exceeds a quarter of the heap (the interpreter's allocated blocks now, which frozen
    garbage still holds), `gc.unfreeze()` and a full collection right after: it walks
    the whole heap (seconds at 10,000 sockets), frees that garbage, and freezes again.
-   Memory stays within about a quarter of the heap after that walk, as CPython's own
-   rule keeps garbage within a quarter of its oldest generation. A heap that grows with
-   live objects (sockets opening: a city's morning) holds no such garbage, and is walked
-   only once it has doubled (a backstop for garbage nobody reported): the walk that
-   came with every quarter of growth landed, at 10,000 sockets, in the first seconds of
-   rush hour, a 2-3 s pause. (`gc.get_freeze_count()` would be the direct measure, but
-   it walks the permanent generation: 1.5 s for 2.4 million objects on the bench VM;
-   `sys.getallocatedblocks()` takes < 1 ms.)
+   Garbage stays within about a third of what is alive, as CPython's own rule keeps
+   it within a quarter of its oldest generation. A heap that grows with
+   live objects (sockets opening: a city's morning) holds no such garbage: it is walked
+   only once it has doubled beyond what the sockets opened since the last walk hold
+   (SOCKET_BLOCKS each), a backstop for garbage nobody reported, bounded by the open
+   sockets as the heap itself is. The walk that came with every quarter of growth
+   landed, at 10,000 sockets, in the first seconds of rush hour (a 2-3 s pause); the
+   walk at every doubling, while the sockets connected (0.3, 0.5 and 1.1 s). (`gc.
+   get_freeze_count()` would be the direct measure, but it walks the permanent
+   generation: 1.5 s for 2.4 million objects on the bench VM; `sys.getallocatedblocks()`
+   takes < 1 ms.)
 
 3. Full collections often and small: `gc.set_threshold(700, 10, 1)`, one after every
    second young-generation (gen-1) collection instead of every eleventh. Under load
@@ -54,7 +57,11 @@ from typing import Any
 # gen-1 collection (3. above)
 THRESHOLD = (700, 10, 1)
 GARBAGE = 0.25  # released objects, as a share of the heap, that call for a walk
-GROWTH = 2.0  # the heap may grow by this factor between two walks of all of it
+GROWTH = 2.0  # the heap may grow by this factor between two walks of all of it ...
+# ... beyond the allocated blocks each socket opened since holds: bench.rush's sockets
+# (drivers listening for offers, riders watching their trips) took 318-329 each while
+# 2,500 to 12,400 were open (sys.getallocatedblocks(), 2026-12-06).
+SOCKET_BLOCKS = 300
 SOCKET = 77  # objects a closed socket leaves in frozen reference cycles (measured)
 
 
@@ -64,6 +71,20 @@ class _Policy:
         self.base = sys.getallocatedblocks()
         self.released = 0  # objects left in frozen cycles since the last walk
         self.walks = 0
+        self.sockets = 0  # open now
+        self.base_sockets = 0  # open at the last walk
+
+    def due(self) -> bool:
+        """Released garbage past a quarter of the heap now (not the heap at the last walk:
+        after a morning of sockets opening it is many times that, and a few thousand
+        drivers reconnecting would call for a walk of seconds), or the heap doubled
+        beyond what the sockets opened since the last walk hold."""
+        blocks = sys.getallocatedblocks()
+        opened = max(0, self.sockets - self.base_sockets)
+        return (
+            self.released > blocks * GARBAGE
+            or blocks > (self.base + opened * SOCKET_BLOCKS) * GROWTH
+        )
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase != "stop" or info["generation"] != 2:
@@ -71,7 +92,8 @@ class _Policy:
         if self.thawed:  # that collection walked everything: a new base
             gc.freeze()
             self.thawed, self.base, self.released = False, sys.getallocatedblocks(), 0
-        elif self.released > self.base * GARBAGE or sys.getallocatedblocks() > self.base * GROWTH:
+            self.base_sockets = self.sockets
+        elif self.due():
             gc.unfreeze()
             self.thawed = True
             self.walks += 1
@@ -95,15 +117,27 @@ def _walk_soon() -> None:
 _installed: list[_Policy] = []
 
 
-def released(objects: int = SOCKET) -> None:
-    """`objects` probably became garbage in frozen reference cycles (a socket closed)."""
+def opened() -> None:
+    """A socket opened: the heap grows by what it holds, no garbage."""
     if _installed:
+        _installed[0].sockets += 1
+
+
+def closed(objects: int = SOCKET) -> None:
+    """A socket closed: `objects` probably became garbage in frozen reference cycles."""
+    if _installed:
+        _installed[0].sockets -= 1
         _installed[0].released += objects
 
 
 def walks() -> int:
     """Whole-heap walks so far (what the bench and the tests watch)."""
     return _installed[0].walks if _installed else 0
+
+
+def sockets() -> int:
+    """Sockets open now, as the policy counts them (what the bench logs)."""
+    return _installed[0].sockets if _installed else 0
 
 
 def install() -> None:

@@ -84,6 +84,7 @@ class Socket:
         # Both protocols: subscriptions-transport-ws has no deadline of its own, and an
         # idle socket would hold memory forever.
         self._later("init", self.settings.ws_init_timeout_seconds, self._init_timeout)
+        gcpolicy.opened()  # _cleanup says when it closed
         try:
             while True:
                 self.waiting = True
@@ -114,7 +115,7 @@ class Socket:
     async def _cleanup(self) -> None:
         self.closed = True
         self.registry.discard(self)
-        gcpolicy.released()  # what a closed socket leaves in frozen cycles
+        gcpolicy.closed()  # what a closed socket leaves in frozen cycles
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
