@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +110,36 @@ async def empty_database(backend: Backend, tmp_path: Path) -> AsyncIterator[str]
                 await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         await admin.dispose()
+
+
+# Connections of this database waiting for a lock. One transaction per read: PostgreSQL
+# keeps a transaction's first read of pg_stat_activity for the rest of it.
+_LOCK_WAITS = """SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+
+
+@dataclass
+class RowLock:
+    waiting: Callable[[], Awaitable[int]]  # connections waiting for a lock, read afresh
+    release: Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def trip_locked(backend: Backend, trip_id: str) -> AsyncIterator[RowLock]:
+    """The trip's row held FOR UPDATE by a connection of the test's own (PostgreSQL), so
+    that a server's statements on it wait, until `release()` or the block's end."""
+    engine = create_async_engine(backend.database_url)
+    try:
+        async with engine.connect() as lock, engine.connect() as probe:
+            locked = await lock.begin()
+            await lock.execute(
+                text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), {"id": trip_id}
+            )
+
+            async def waiting() -> int:
+                async with probe.begin():
+                    return int((await probe.execute(text(_LOCK_WAITS))).scalar_one())
+
+            yield RowLock(waiting, locked.rollback)
+    finally:
+        await engine.dispose()

@@ -1,17 +1,37 @@
 """taxi.core.gcpolicy (GC_TUNING, on under `taxi serve`): full collections skip what survived
-the last one, connections closed meanwhile are still freed, and a heap growing with live
-sockets is not walked whole. Each scenario runs in a
+the last one, connections closed meanwhile are still freed (a closed socket leaves no
+reference cycle), and a heap growing with live sockets is not walked whole. Each scenario runs in a
 fresh interpreter: the policy changes the collector of the whole process."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import weakref
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+
+from taxi.transport.server import WebSocketProtocol
+from tests.backends import Backend, trip_locked
+from tests.helpers import (
+    CANCEL_TRIP,
+    DRIVER_LOCATION,
+    LOG_OUT,
+    TRIP_REQUESTED,
+    TRIP_UPDATED,
+    account,
+    gql,
+    request_trip,
+)
+from tests.live import LiveServer
+from tests.wait import eventually
+from tests.ws import session
 
 REPO = Path(__file__).resolve().parents[1]
 PER_ROUND = 2000  # connections opened, then closed, per round
@@ -158,3 +178,85 @@ def test_a_full_collection_leaves_nothing_to_walk_next_time(churn: dict[str, Any
     # what is new. (After a thaw, one collection walks everything.)
     frozen = [n for n in walked if n < PER_ROUND]
     assert len(frozen) >= len(walked) // 2, walked
+
+
+GO_ONLINE = """mutation On($p: LocationInput!) {
+  goOnline(position: $p) { availability } }"""
+
+
+async def test_a_closed_socket_is_freed_without_the_collector(server: LiveServer) -> None:
+    """What a socket held (uvicorn's protocol and what the app hung on it) is freed by
+    reference counting once it closes, whoever closed it: with the collector off the
+    protocols die. The seams' references back to the app (the listener, the protocol
+    in its own scope) made cycles: ~80 objects a closed socket left for a walk of the
+    whole heap (what `gcpolicy.SOCKET` weighs)."""
+    async with server.http() as client:
+        rider, driver = await account(client), await account(client, "DRIVER")
+        trip = await request_trip(client, rider)
+        async with AsyncExitStack() as stack:
+            drives = await stack.enter_async_context(session(server.ws_url, driver.access))
+            await drives.subscribe("offers", TRIP_REQUESTED)
+            await drives.subscribe("on", GO_ONLINE, {"p": {"latitude": 52.5, "longitude": 13.4}})
+            assert (await drives.next("on"))["goOnline"]["availability"] == "AVAILABLE"
+            rides = await stack.enter_async_context(
+                session(server.ws_url, rider.access, interleaved=True)
+            )
+            await rides.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
+            await rides.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
+            assert (await rides.next("trip"))["tripUpdated"]["status"] == "REQUESTED"
+            protocols = _protocols(server)
+            assert len(protocols) == 2
+            with _collector_off():
+                # The server closes the rider's (4403: signed out), the driver closes theirs.
+                await gql(client, LOG_OUT, {"r": rider.refresh}, token=rider.access)
+                await rides.closed(4403)
+                await stack.aclose()
+                await _freed(protocols)
+
+
+async def test_an_operation_cut_off_by_its_socket_closing_leaves_no_cycle(
+    server: LiveServer, real_backend: Backend
+) -> None:
+    """A cancelTrip waiting for a row lock when its socket closes (signed out) is
+    cancelled inside SQLAlchemy, whose error handler keeps the exception in its frame:
+    the exception's traceback ran through the operation's frames to the socket's
+    objects, all in one cycle. Dropped with the traceback, the protocol is freed
+    without the collector."""
+    async with server.http() as client:
+        rider = await account(client)
+        trip = await request_trip(client, rider)
+        async with AsyncExitStack() as stack:
+            lock = await stack.enter_async_context(trip_locked(real_backend, trip["id"]))
+            ws = await stack.enter_async_context(session(server.ws_url, rider.access))
+            await ws.subscribe("cancel", CANCEL_TRIP, {"id": trip["id"]})
+            await eventually(lock.waiting, lambda n: n >= 1, what="the cancel waiting")
+            protocols = _protocols(server)
+            assert len(protocols) == 1
+            with _collector_off():
+                await gql(client, LOG_OUT, {"r": rider.refresh}, token=rider.access)
+                await ws.closed(4403)
+                await lock.release()
+                await _freed(protocols)
+
+
+def _protocols(server: LiveServer) -> list[weakref.ref[WebSocketProtocol]]:
+    """The server's open WebSockets, weakly."""
+    connections = server.server.server_state.connections
+    return [weakref.ref(c) for c in connections if isinstance(c, WebSocketProtocol)]
+
+
+@contextmanager
+def _collector_off() -> Iterator[None]:
+    """Only reference counting frees anything meanwhile."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _freed(protocols: list[weakref.ref[WebSocketProtocol]]) -> None:
+    async def alive() -> int:
+        return sum(1 for ref in protocols if ref() is not None)
+
+    await eventually(alive, lambda n: n == 0, what="the protocols freed")

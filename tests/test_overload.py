@@ -23,7 +23,7 @@ from taxi.core.config import Settings
 from taxi.core.db import POOL_OVERFLOW, POOL_SIZE
 from taxi.core.overload import Load
 from taxi.transport.live.operations import MAX_EXECUTING
-from tests.backends import REDIS_URL, Backend, base_settings, sub_prefix
+from tests.backends import REDIS_URL, Backend, base_settings, sub_prefix, trip_locked
 from tests.helpers import (
     CANCEL_TRIP,
     LOG_IN,
@@ -380,10 +380,6 @@ async def test_operations_beyond_the_redis_pool_wait_for_a_connection(
                 await ws.complete(str(i))
 
 
-LOCK_WAITS = """SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-
-
 async def test_healthz_answers_while_every_pooled_connection_is_busy(
     server: LiveServer, real_backend: Backend
 ) -> None:
@@ -394,40 +390,26 @@ async def test_healthz_answers_while_every_pooled_connection_is_busy(
     async with server.http() as client:
         rider = await account(client)
         trip = await request_trip(client, rider)
-        engine = create_async_engine(real_backend.database_url)
-        try:
-            async with AsyncExitStack() as stack:
-                lock = await stack.enter_async_context(engine.connect())
-                locked = await lock.begin()
-                await lock.execute(text("SELECT id FROM trip WHERE id = :id FOR UPDATE"), trip)
-                sockets = []
-                for _ in range(-(-pooled // MAX_EXECUTING)):
-                    ws = await stack.enter_async_context(
-                        session(server.ws_url, rider.access, interleaved=True)
-                    )
-                    sockets.append(ws)
-                    for i in range(MAX_EXECUTING):
-                        await ws.subscribe(str(i), CANCEL_TRIP, {"id": trip["id"]})
-                probe = await stack.enter_async_context(engine.connect())
-
-                async def waiting() -> int:
-                    # One transaction per read: PostgreSQL keeps the first read of
-                    # pg_stat_activity for the rest of a transaction.
-                    async with probe.begin():
-                        return int((await probe.execute(text(LOCK_WAITS))).scalar_one())
-
-                await eventually(waiting, lambda n: n >= pooled, what="the pool all busy")
-                health = await client.get("/healthz")
-                assert health.status_code == 200, health.text
-                assert health.json()["status"] == "ok", health.text
-                await locked.rollback()
-                answers = [
-                    (await ws.message(str(i)))["payload"]
-                    for ws in sockets
-                    for i in range(MAX_EXECUTING)
-                ]
-        finally:
-            await engine.dispose()
+        async with AsyncExitStack() as stack:
+            lock = await stack.enter_async_context(trip_locked(real_backend, trip["id"]))
+            sockets = []
+            for _ in range(-(-pooled // MAX_EXECUTING)):
+                ws = await stack.enter_async_context(
+                    session(server.ws_url, rider.access, interleaved=True)
+                )
+                sockets.append(ws)
+                for i in range(MAX_EXECUTING):
+                    await ws.subscribe(str(i), CANCEL_TRIP, {"id": trip["id"]})
+            await eventually(lock.waiting, lambda n: n >= pooled, what="the pool all busy")
+            health = await client.get("/healthz")
+            assert health.status_code == 200, health.text
+            assert health.json()["status"] == "ok", health.text
+            await lock.release()
+            answers = [
+                (await ws.message(str(i)))["payload"]
+                for ws in sockets
+                for i in range(MAX_EXECUTING)
+            ]
     # Every cancel answered: one won, the others found the trip canceled.
     assert sum(1 for a in answers if a["data"]) == 1, answers
     codes = {e["extensions"]["code"] for a in answers for e in a.get("errors", ())}

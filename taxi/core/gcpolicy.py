@@ -15,9 +15,10 @@ The policy:
    walks only what was promoted since. An object frozen and later freed by reference
    counting leaves the permanent generation as usual.
 2. A frozen object that becomes garbage inside a reference cycle stays until thawed.
-   A closed socket leaves ~77 such objects (uvicorn's protocol and transport, a
-   cancelled task's traceback: 1,000 sockets opened and closed twice, then one
-   `gc.unfreeze()` + collection freed 155,000 objects). The transport says so
+   A closed socket left ~80 such objects (uvicorn's protocol with the app's objects
+   hung on it, kept in cycles by the adapter's references back: its listener, the
+   protocol in its own scope); since the adapter drops them when the connection is
+   lost (taxi/transport/server.py), almost none (SOCKET). The transport says so
    (`closed`) when a socket closes; once what was released since the last walk
    exceeds a quarter of the heap (the interpreter's allocated blocks now, which frozen
    garbage still holds), `gc.unfreeze()` and a full collection right after: it walks
@@ -62,7 +63,10 @@ GROWTH = 2.0  # the heap may grow by this factor between two walks of all of it 
 # (drivers listening for offers, riders watching their trips) took 318-329 each while
 # 2,500 to 12,400 were open (sys.getallocatedblocks(), 2026-12-06).
 SOCKET_BLOCKS = 300
-SOCKET = 77  # objects a closed socket leaves in frozen reference cycles (measured)
+# Objects a closed socket leaves in frozen reference cycles: 0.4 (drivers) to 1.6 (riders)
+# measured with the collector frozen while 20 were open, then closed (83 before the
+# adapter dropped its references back; tests/test_gcpolicy.py).
+SOCKET = 2
 
 
 class _Policy:

@@ -25,6 +25,7 @@ from taxi.api.schema.errors import is_outage
 from taxi.api.strategies.live import LiveQuery
 from taxi.core import metrics
 from taxi.core.overload import LOAD
+from taxi.core.tasks import stop_all
 from taxi.domain.errors import AppError, NotFound
 from taxi.transport.live import protocol as p
 from taxi.transport.live.hub import Hub, Record
@@ -128,12 +129,7 @@ class Operations:
         self.reporting.clear()
         for record in list(self.records.values()):
             self._drop(record)
-        tasks = [*self.running.values(), *self._tasks]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(BaseException):
-                await task
+        await stop_all([*self.running.values(), *self._tasks])
 
     async def stop(self, op_id: str, *, quiet: bool = False) -> None:
         record = self.records.get(op_id)

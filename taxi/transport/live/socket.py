@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from taxi.api.context import Context
 from taxi.api.schema.errors import is_outage
 from taxi.core import gcpolicy
+from taxi.core.tasks import stop_all
 from taxi.domain import auth
 from taxi.domain.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from taxi.transport.live import protocol as p
@@ -119,12 +120,7 @@ class Socket:
         for timer in self._timers.values():
             timer.cancel()
         await self.operations.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(BaseException):
-                await task
+        await stop_all(list(self._tasks))
         await self.outbox.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
