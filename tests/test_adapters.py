@@ -17,6 +17,7 @@ from redis._parsers import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from uvicorn import Config
 from uvicorn.server import ServerState
 from websockets.frames import Frame
@@ -26,7 +27,7 @@ from websockets.server import ServerProtocol
 from taxi import cli
 from taxi.core import broadcast, redis_adapter
 from taxi.core.broadcast import Channels, ResilientRedisBackend
-from taxi.core.cluster import ShardedRedisBackend, cluster_client
+from taxi.core.cluster import ShardedRedisBackend, cluster_client, outage_if_closed_under
 from taxi.core.config import Settings
 from taxi.transport import server
 from taxi.transport.live.protocol import GOING_AWAY
@@ -239,3 +240,33 @@ def test_taxi_serve_names_the_adapters_protocols() -> None:
     source = inspect.getsource(cli._run)
     assert f'http="{server.HTTP}"' in source
     assert f'ws="{server.WEBSOCKET}"' in source
+
+
+async def test_a_connection_closed_under_its_command_is_an_outage(redis_cluster_url: str) -> None:
+    """A cluster node's connection closed while a command is about to write (redis-py's
+    cluster client closes every node's connections mid-failover) raises AttributeError
+    from where redis-py writes: `closed_under` knows it, and the cluster client raises
+    ConnectionError for it (an outage: SERVICE_UNAVAILABLE, not INTERNAL_SERVER_ERROR).
+    Fails when redis-py's connection writes elsewhere or raises something else there."""
+    cluster = cluster_client(redis_cluster_url.split(",")[0])
+    try:
+        await cluster.initialize()
+        node = cluster.get_node_from_key("taxi-test:{adapter}:closed")
+        assert node is not None
+        conn = Connection(**node.connection_kwargs)
+        await conn.connect()  # type: ignore[no-untyped-call]
+        command = conn.pack_command("PING")
+        writing = asyncio.create_task(conn.send_packed_command(command, check_health=False))
+        await asyncio.sleep(0)  # it waits for its write's own task (socket_timeout)
+        await conn.disconnect(nowait=True)  # what the cluster client's aclose() does to it
+        with pytest.raises(AttributeError) as raised:
+            await writing
+        assert redis_adapter.closed_under(raised.value), raised.value
+        closed = pytest.raises(RedisConnectionError, match="closed under the command")
+        with closed, outage_if_closed_under():
+            raise raised.value
+        # Not every AttributeError: one raised elsewhere is a bug, and stays one.
+        with pytest.raises(AttributeError), outage_if_closed_under():
+            _ = None.writelines  # type: ignore[attr-defined]
+    finally:
+        await cluster.aclose()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from taxi.core import metrics
-from taxi.core.redis_adapter import pubsub_nodes, python_parser, refresh_slots
+from taxi.core.redis_adapter import closed_under, pubsub_nodes, python_parser, refresh_slots
 from taxi.core.tasks import stop
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ class WaitingCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.turn():
-            return await super().execute_command(*args, **kwargs)
+            with outage_if_closed_under():
+                return await super().execute_command(*args, **kwargs)
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
@@ -136,7 +137,21 @@ class _WaitingPipeline(ClusterPipeline):
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         async with self._waiting.turn():
-            return await super().execute(raise_on_error, allow_redirections)
+            with outage_if_closed_under():
+                return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextmanager
+def outage_if_closed_under() -> Iterator[None]:
+    """A connection closed under its command (`closed_under`) raises ConnectionError, as
+    any other lost connection: an outage its caller answers SERVICE_UNAVAILABLE (the
+    failover test saw INTERNAL_SERVER_ERROR for a position report)."""
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        if not closed_under(exc):
+            raise
+        raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
 
 
 def cluster_client(

@@ -11,11 +11,17 @@ clients keep the Python parser (`CLUSTER_PARSER`): with hiredis, a process's sha
 connection to a killed primary went unnoticed in 2 of 7 failover runs (none of 13 without;
 docs/performance.md), and that process's subscribers kept the state from before.
 
+One more thing it knows of redis-py's connections: where they write (`closed_under`).
+
 `INTERNALS` names them; tests/test_adapters.py fails when they move, and redis has an upper
 bound in pyproject.toml."""
 
 from __future__ import annotations
 
+import asyncio.selector_events
+import asyncio.streams
+
+import redis.asyncio.connection
 from redis._parsers import _AsyncRESP3Parser
 from redis.asyncio.cluster import ClusterPubSub, NodesManager, RedisCluster
 
@@ -52,3 +58,25 @@ def pubsub_nodes(pubsub: ClusterPubSub) -> frozenset[str]:
     """The nodes (by name) `pubsub` is subscribed on: redis-py moves channels to another
     node by itself after a slot map refresh, and messages in between may be gone."""
     return frozenset(pubsub.node_pubsub_mapping)
+
+
+# Where a command writes to its connection: redis-py's connection, asyncio's stream and
+# transport beneath it.
+_WRITERS = frozenset(
+    m.__file__ for m in (redis.asyncio.connection, asyncio.streams, asyncio.selector_events)
+)
+
+
+def closed_under(exc: BaseException) -> bool:
+    """`exc` is a connection closed under its command, not a bug: an AttributeError or
+    TypeError raised where the command writes. On a ClusterDownError or SlotNotCoveredError
+    (mid-failover) redis-py's cluster client closes every node's connections, those of
+    commands in flight included, and one about to write finds its `_writer` gone
+    ("'NoneType' object has no attribute 'writelines'"); redis-py #4287 names the same leak
+    on Python 3.12+ for a connection its peer reset."""
+    if not isinstance(exc, (AttributeError, TypeError)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename in _WRITERS
