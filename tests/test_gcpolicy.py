@@ -9,11 +9,12 @@ import gc
 import subprocess
 import sys
 import weakref
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -25,13 +26,14 @@ from tests.helpers import (
     LOG_OUT,
     TRIP_REQUESTED,
     TRIP_UPDATED,
+    Account,
     account,
     gql,
     request_trip,
 )
 from tests.live import LiveServer
 from tests.wait import eventually
-from tests.ws import session
+from tests.ws import WsClient, session
 
 REPO = Path(__file__).resolve().parents[1]
 PER_ROUND = 2000  # connections opened, then closed, per round
@@ -204,14 +206,10 @@ async def test_a_closed_socket_is_freed_without_the_collector(server: LiveServer
             await rides.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
             await rides.subscribe("car", DRIVER_LOCATION, {"tripId": trip["id"]})
             assert (await rides.next("trip"))["tripUpdated"]["status"] == "REQUESTED"
-            protocols = _protocols(server)
-            assert len(protocols) == 2
-            with _collector_off():
+            async with _freed_by_refcounts(server, sockets=2):
                 # The server closes the rider's (4403: signed out), the driver closes theirs.
-                await gql(client, LOG_OUT, {"r": rider.refresh}, token=rider.access)
-                await rides.closed(4403)
+                await _sign_out(client, rider, rides)
                 await stack.aclose()
-                await _freed(protocols)
 
 
 async def test_an_operation_cut_off_by_its_socket_closing_leaves_no_cycle(
@@ -230,33 +228,31 @@ async def test_an_operation_cut_off_by_its_socket_closing_leaves_no_cycle(
             ws = await stack.enter_async_context(session(server.ws_url, rider.access))
             await ws.subscribe("cancel", CANCEL_TRIP, {"id": trip["id"]})
             await eventually(lock.waiting, lambda n: n >= 1, what="the cancel waiting")
-            protocols = _protocols(server)
-            assert len(protocols) == 1
-            with _collector_off():
-                await gql(client, LOG_OUT, {"r": rider.refresh}, token=rider.access)
-                await ws.closed(4403)
+            async with _freed_by_refcounts(server, sockets=1):
+                await _sign_out(client, rider, ws)
                 await lock.release()
-                await _freed(protocols)
 
 
-def _protocols(server: LiveServer) -> list[weakref.ref[WebSocketProtocol]]:
-    """The server's open WebSockets, weakly."""
+@asynccontextmanager
+async def _freed_by_refcounts(server: LiveServer, *, sockets: int) -> AsyncIterator[None]:
+    """The server's `sockets` open WebSockets, closed in the block, are freed with the
+    collector off: only reference counting frees anything meanwhile."""
     connections = server.server.server_state.connections
-    return [weakref.ref(c) for c in connections if isinstance(c, WebSocketProtocol)]
-
-
-@contextmanager
-def _collector_off() -> Iterator[None]:
-    """Only reference counting frees anything meanwhile."""
+    protocols = [weakref.ref(c) for c in connections if isinstance(c, WebSocketProtocol)]
+    assert len(protocols) == sockets
     gc.disable()
     try:
         yield
+
+        async def alive() -> int:
+            return sum(1 for ref in protocols if ref() is not None)
+
+        await eventually(alive, lambda n: n == 0, what="the protocols freed")
     finally:
         gc.enable()
 
 
-async def _freed(protocols: list[weakref.ref[WebSocketProtocol]]) -> None:
-    async def alive() -> int:
-        return sum(1 for ref in protocols if ref() is not None)
-
-    await eventually(alive, lambda n: n == 0, what="the protocols freed")
+async def _sign_out(client: httpx.AsyncClient, user: Account, ws: WsClient) -> None:
+    """`user` logs out; the server closes their socket with 4403."""
+    await gql(client, LOG_OUT, {"r": user.refresh}, token=user.access)
+    await ws.closed(4403)
