@@ -120,7 +120,7 @@ def rush_bare_app() -> ASGIApp:
 def main(argv: list[str]) -> None:
     import uvicorn
 
-    from taxi.transport.server import WEBSOCKET
+    from taxi.transport.server import HTTP, WEBSOCKET
 
     kind, port = argv[0], int(argv[1])
     os.environ.setdefault("GC_TUNING", "1")  # as `taxi serve` (taxi.core.gcpolicy)
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> None:
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=HTTP,  # as `taxi serve`: the header limit and read deadline
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         ws=WEBSOCKET,  # as `taxi serve`: the frame-write seam

@@ -9,10 +9,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import weakref
 from typing import Any
 
 import broadcaster
 import pytest
+from graphql import (
+    ExecutionResult,
+    Executor,
+    GraphQLResolveInfo,
+    GraphQLResolveInfoHelpers,
+    build_schema,
+    parse,
+)
 from redis._parsers import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -25,6 +34,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from taxi import cli
+from taxi.api.graphql_adapter import Acyclic
 from taxi.core import broadcast, redis_adapter
 from taxi.core.broadcast import Channels, ResilientRedisBackend
 from taxi.core.cluster import ShardedRedisBackend, cluster_client, outage_if_closed_under
@@ -270,3 +280,39 @@ async def test_a_connection_closed_under_its_command_is_an_outage(redis_cluster_
             _ = None.writelines  # type: ignore[attr-defined]
     finally:
         await cluster.aclose()
+
+
+async def test_graphql_cores_executor_helpers_are_where_the_adapter_replaces_them() -> None:
+    """taxi.api.graphql_adapter replaces graphql-core's `async_helpers` (its executor's
+    own bound methods: the reference cycle) with the same methods bound weakly; a
+    resolver still gathers and tracks work through them, and the executor dies with
+    its last reference."""
+    schema = build_schema("type Query { pair: [Int!]! }")
+
+    async def pair(_root: Any, info: GraphQLResolveInfo[Any]) -> list[int]:
+        async def one(n: int) -> int:
+            return n
+
+        info.async_helpers.track([one(0)])
+        return await info.async_helpers.gather([one(1), one(2)])
+
+    schema.query_type.fields["pair"].resolve = pair  # type: ignore[union-attr]
+    theirs = Executor.build(schema, parse("{ pair }"))
+    assert isinstance(theirs, Executor)
+    helpers = theirs.async_helpers
+    assert isinstance(helpers, GraphQLResolveInfoHelpers)
+    assert (helpers.gather.__self__, helpers.track.__self__) == (theirs, theirs)  # type: ignore[attr-defined]
+    assert (helpers.gather.__func__, helpers.track.__func__) == (  # type: ignore[attr-defined]
+        Executor.gather_async_work,
+        Executor.track_async_work,
+    )
+
+    ours = Acyclic.build(schema, parse("{ pair }"))
+    assert isinstance(ours, Acyclic)
+    assert not hasattr(ours.async_helpers.gather, "__self__")
+    result = ours.execute_operation()
+    assert inspect.isawaitable(result)
+    assert await result == ExecutionResult({"pair": [1, 2]})
+    dead = weakref.ref(ours)
+    del ours, result
+    assert dead() is None  # reference counting alone freed it: no cycle

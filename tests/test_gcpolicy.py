@@ -17,8 +17,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from graphql import Executor
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from taxi.transport.server import WebSocketProtocol
+from taxi.core.config import Settings
+from taxi.transport.server import HTTP, WebSocketProtocol
 from tests.backends import Backend, trip_locked
 from tests.helpers import (
     CANCEL_TRIP,
@@ -31,7 +34,7 @@ from tests.helpers import (
     gql,
     request_trip,
 )
-from tests.live import LiveServer
+from tests.live import LiveServer, serve
 from tests.wait import eventually
 from tests.ws import WsClient, session
 
@@ -231,6 +234,36 @@ async def test_an_operation_cut_off_by_its_socket_closing_leaves_no_cycle(
             async with _freed_by_refcounts(server, sockets=1):
                 await _sign_out(client, rider, ws)
                 await lock.release()
+
+
+async def test_executions_and_upgrades_leave_no_cycle(settings: Settings) -> None:
+    """An operation's execution (a mutation over HTTP and over a socket, a subscription
+    opened and fed) and a connection upgraded to a WebSocket are freed by reference
+    counting: with the collector off, no executor and no spent HTTP protocol is left.
+    Each was a reference cycle (graphql-core's executor hands resolvers its own bound
+    methods; httptools' parser, the protocol's), frozen garbage when a full collection
+    found it alive (taxi.api.graphql_adapter, taxi.transport.server)."""
+    async with serve(settings, http=HTTP) as live, live.http() as client:
+        rider = await account(client)
+        gc.collect()
+        gc.disable()
+        try:
+            trip = await request_trip(client, rider)
+            async with session(live.ws_url, rider.access, interleaved=True) as ws:
+                await ws.subscribe("trip", TRIP_UPDATED, {"id": trip["id"]})
+                assert (await ws.next("trip"))["tripUpdated"]["status"] == "REQUESTED"
+                await ws.subscribe("cancel", CANCEL_TRIP, {"id": trip["id"]})
+                assert (await ws.next("cancel"))["cancelTrip"]["status"] == "CANCELED"
+                assert (await ws.next("trip"))["tripUpdated"]["status"] == "CANCELED"
+                open_now = set(live.server.server_state.connections)
+                left = [
+                    type(o).__name__
+                    for o in gc.get_objects()
+                    if isinstance(o, (Executor, HttpToolsProtocol)) and o not in open_now
+                ]
+            assert left == []
+        finally:
+            gc.enable()
 
 
 @asynccontextmanager

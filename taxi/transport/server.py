@@ -54,7 +54,9 @@ an upper bound in pyproject.toml):
      reference cycles through the app's socket objects, ~80 objects a closed socket left
      for the collector to find (taxi/core/gcpolicy.py), freed by reference counting now.
 - `GuardedHttpToolsProtocol` (`http=...`): HTTP requests whose headers or body arrive too
-  slowly, or whose headers are too large, are cut off."""
+  slowly, or whose headers are too large, are cut off; a connection upgraded to a
+  WebSocket leaves no reference cycle behind (its parser is dropped, as uvicorn does
+  when a connection is lost)."""
 
 from __future__ import annotations
 
@@ -113,6 +115,7 @@ INTERNALS: dict[type, tuple[str, ...]] = {
         "on_headers_complete",
         "on_message_complete",
         "handle_websocket_upgrade",
+        "parser",
         "url",
         "headers",
         "transport",
@@ -390,6 +393,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
         super().handle_websocket_upgrade()
+        # This protocol is done: the transport is the WebSocket protocol's now, and this
+        # one never hears of the connection again (no `connection_lost`, where uvicorn
+        # drops its parser). The parser's callbacks are this protocol's bound methods, a
+        # reference cycle: one that lived through a full collection (a client slow to
+        # send its handshake) stayed as frozen garbage (taxi.core.gcpolicy), ~2.8 a
+        # second at rush hour (bench.rush, 2026-12-06). As uvicorn does there, drop it.
+        self.parser = None  # type: ignore[assignment]
 
     def _refuse(self) -> None:
         self._disarm()

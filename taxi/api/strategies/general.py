@@ -9,6 +9,7 @@ from typing import Any
 from graphql import DocumentNode, ExecutionResult, GraphQLSchema, execute
 
 from taxi.api.context import Context
+from taxi.api.graphql_adapter import Acyclic
 from taxi.api.strawberry_adapter import is_awaitable
 
 
@@ -31,6 +32,7 @@ class General:
             variable_values=variables,
             operation_name=self.name,
             is_awaitable=is_awaitable,
+            executor_class=Acyclic,
         )
         if is_awaitable(result):
             result = await result

@@ -1,8 +1,9 @@
 """A subscription's execution, shared: opened once per subscriber through graphql-core
-3.3's documented subscription pipeline (`Executor.build`, `create_source_event_stream`),
-then each event executed once per (event, document, variables) in this process: by a
-compiled plan (render.py, as recognised reads are) when the selection is plain fields,
-else by graphql-core (`build_per_event_executor`, `execute_subscription_event`).
+3.3's documented subscription pipeline (`Executor.build`, with taxi.api.graphql_adapter's
+acyclic executor; `create_source_event_stream`), then each event executed once per
+(event, document, variables) in this process: by a compiled plan (render.py, as
+recognised reads are) when the selection is plain fields, else by graphql-core
+(`build_per_event_executor`, `execute_subscription_event`).
 
 A `LiveQuery` is shared by every subscriber with the same document and variables, and
 its encoded result is cached on the event for as long as the hub delivers it. The types
@@ -19,7 +20,6 @@ import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
-    Executor,
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
@@ -30,6 +30,7 @@ from graphql import (
 )
 
 from taxi.api.context import Context
+from taxi.api.graphql_adapter import Acyclic
 from taxi.api.resolvers.subscriptions import Live
 from taxi.api.schema.errors import with_codes
 from taxi.api.strategies.render import Fallback, Render, collect, renderer
@@ -94,7 +95,7 @@ class LiveQuery:
         # A fresh executor per execution: graphql-core memoizes collected subfields on
         # the executor, and per-event copies share that memo, so one long-lived executor
         # grew with every event (~1.8 KiB per first state here).
-        built = Executor.build(
+        built = Acyclic.build(
             self.core, self.document, raw_variable_values=self.variables, operation_name=self.name
         )
         if isinstance(built, list):  # cannot happen: coerced once when it was opened
@@ -166,7 +167,7 @@ class LiveQueries:
         """Authorize and describe a subscription (its field's resolver runs once, with
         the subscriber's context); errors end it before it starts."""
         name = operation.name.value if operation.name else None
-        built = Executor.build(
+        built = Acyclic.build(
             self.core,
             document,
             context_value=context,
