@@ -50,10 +50,9 @@ async def record(*, db: SessionMaker, positions: PositionStore, events: Publishe
                 recorded.append(trip_id)
         views = []
         if recorded:
-            where = [col(Trip.id).in_(recorded)]
             # STARTED trips, to their parties: no offers to read.
             no_offers = reads.NO_OFFERS
-            loaded = await reads.load(connection, where, positions=positions, offers=no_offers)
+            loaded = await reads.by_ids(connection, recorded, positions=positions, offers=no_offers)
             views = loaded.trips
     await positions.arrival_recorded(trip_ids=queued)
     for view in views:

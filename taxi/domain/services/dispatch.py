@@ -215,9 +215,7 @@ async def run_due(
                 published.append((trip, drivers))
         await session.flush()
         ids = [t.id for t, _ in published] + expired
-        loaded = (
-            await reads.load(session, [col(Trip.id).in_(ids)], positions=positions) if ids else None
-        )
+        loaded = await reads.by_ids(session, ids, positions=positions) if ids else None
         views = {v.id: v for v in loaded.trips} if loaded else {}
     for offers in waves:
         metrics.wave(offers=offers)

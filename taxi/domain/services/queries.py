@@ -131,13 +131,27 @@ def _clauses(
     return page_where, where
 
 
+@functools.cache
+def _one_visible(driver: bool) -> list[ColumnElement[bool]]:
+    """One trip (`one_trip`) if the viewer (`viewer`) may see it."""
+    group = UserGroup.DRIVER if driver else UserGroup.RIDER
+    return [col(Trip.id) == bindparam("one_trip"), visible_clause(Bound(group))]
+
+
 async def get_trip(
     *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
 ) -> TripView:
     tid = parse_trip_id(trip_id)
     async with db() as session:
-        where = [col(Trip.id) == tid, visible_clause(user)]
-        found = (await reads.load(session, where, positions=positions)).trips
+        found = (
+            await reads.load(
+                session,
+                _one_visible(user.group is UserGroup.DRIVER),
+                positions=positions,
+                key=("get_trip", user.group is UserGroup.DRIVER),
+                params={"one_trip": tid, "viewer": user.id},
+            )
+        ).trips
     if not found:
         raise NotFound("Trip not found.")
     return found[0]

@@ -70,6 +70,9 @@ _NEWEST_FIRST = (TRIPS.c.created.desc(), TRIPS.c.id.desc())
 
 # The bind parameter of a built statement's LIMIT (rows wanted, plus one).
 PAGE_LIMIT = "page_limit"
+# Trips by id (bind parameter `ids`, a list): `load(..., key=BY_IDS, params=by_ids(ids))`.
+BY_IDS = "trips by id"
+_BY_IDS = [TRIPS.c.id.in_(bindparam("ids", expanding=True))]
 Built = tuple[Select[Any], Select[Any] | None]
 # Statements by the caller's key (taxi/domain/services/trips.py: one per shape of `trips`).
 _BUILT: dict[Hashable, Built] = {}
@@ -117,6 +120,20 @@ def _build(
     )
     newest_first = (page.c.created.desc(), page.c.id.desc())
     return select(*wanted).select_from(joined).order_by(*newest_first), counting
+
+
+async def by_ids(
+    session: AsyncSession | AsyncConnection,
+    ids: Sequence[uuid.UUID],
+    *,
+    positions: PositionStore,
+    offers: Offers | None = None,
+) -> Loaded:
+    """The trips with these ids (no rule of who may see them: the caller's), newest
+    first, through one statement built once."""
+    return await load(
+        session, _BY_IDS, positions=positions, key=BY_IDS, params={"ids": list(ids)}, offers=offers
+    )
 
 
 async def load(
