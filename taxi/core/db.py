@@ -124,6 +124,21 @@ def create_session_maker(engine: AsyncEngine) -> SessionMaker:
 
 
 @asynccontextmanager
+async def read_only(engine: AsyncEngine | SessionMaker) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads alone (Core rows: no ORM session to set up), outside any
+    transaction on PostgreSQL: each statement one round trip instead of three (BEGIN, it,
+    ROLLBACK). Under READ COMMITTED each statement has its own snapshot either way; reads
+    that must agree with each other belong in one statement. (SQLite's connections begin
+    their own way, above.)"""
+    bind = engine if isinstance(engine, AsyncEngine) else engine.kw["bind"]
+    async with bind.connect() as connection:
+        if bind.dialect.name != "sqlite":
+            # Set on asyncpg's connection object alone (no round trip), reset at check-in.
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
+@asynccontextmanager
 async def open_database(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, SessionMaker]]:
     engine = create_engine(settings)
     try:

@@ -9,6 +9,7 @@ import strawberry
 
 from taxi.api.context import Context
 from taxi.api.schema.types import Info, PageInfo, TripConnection, TripEdge, field, mutation
+from taxi.core.db import read_only
 from taxi.domain import auth
 from taxi.domain.admission import admit
 from taxi.domain.models import TripStatus
@@ -109,13 +110,8 @@ async def checked_trips_page(
     claimed = Claimed.of(auth.decode_token(ctx.token, settings=ctx.settings, token_type="access"))
     if claimed is None:
         return None
-    # A bare connection: no ORM session to set up for Core rows.
-    async with ctx.services.engine.connect() as connection:
-        if not ctx.settings.is_sqlite:
-            # One statement reads the page and checks the session (one snapshot): no
-            # BEGIN and ROLLBACK round trips around it. (SQLite's connections begin
-            # their own way, taxi/core/db.py.)
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+    # One statement reads the page and checks the session (one snapshot).
+    async with read_only(ctx.services.engine) as connection:
         page = await queries.list_trips(
             connection,
             positions=ctx.services.positions,

@@ -9,17 +9,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from taxi.core.db import SessionMaker
 from taxi.domain import events
 from taxi.domain.errors import Forbidden, NotFound
 from taxi.domain.events import Event, Kind
-from taxi.domain.models import Trip, TripStatus, User, UserGroup
+from taxi.domain.models import UNDER_WAY, Trip, TripStatus, User, UserGroup
 from taxi.domain.offers import can_see, was_offered
 from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import LocationView, TripView
-from taxi.domain.services.queries import get_trip, parse_trip_id
+from taxi.domain.services import reads
+from taxi.domain.services.queries import TripRow, get_trip, visible_trip
 
 T = TypeVar("T")
 
@@ -43,8 +44,7 @@ async def check_trip_watch(
     *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
 ) -> uuid.UUID:
     """Raises NotFound before the feed opens, so the client gets an error message."""
-    await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
-    return parse_trip_id(trip_id)
+    return cast(uuid.UUID, (await visible_trip(db=db, user=user, trip_id=trip_id)).id)
 
 
 def watch_trip(
@@ -111,7 +111,7 @@ def watch_requests(*, user: User) -> Feed[TripView]:
     return Feed((events.POOL, events.driver_channel(uid)), see)
 
 
-def _is_party(user: User, trip: TripView | Trip) -> bool:
+def _is_party(user: User, trip: TripView | Trip | TripRow) -> bool:
     rider = trip.rider_id
     driver = trip.driver_id
     return user.id is not None and user.id in (rider, driver)
@@ -120,26 +120,32 @@ def _is_party(user: User, trip: TripView | Trip) -> bool:
 async def check_location_watch(
     *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
 ) -> uuid.UUID:
-    view = await get_trip(db=db, positions=positions, user=user, trip_id=trip_id)
-    if not _is_party(user, view):
+    trip = await visible_trip(db=db, user=user, trip_id=trip_id)
+    if not _is_party(user, trip):
         raise Forbidden("Only the trip's rider and driver can follow the car.")
-    return view.id
+    return cast(uuid.UUID, trip.id)
 
 
 def watch_location(
     *, db: SessionMaker, positions: PositionStore, user: User, trip_id: uuid.UUID
 ) -> Feed[LocationView]:
     async def current() -> LocationView | None:
-        view = await get_trip(db=db, positions=positions, user=user, trip_id=str(trip_id))
-        if not _is_party(user, view):
+        # The trip's row and the car's position: what get_trip's view would add (parties,
+        # offers) is not sent.
+        trip = await visible_trip(db=db, user=user, trip_id=str(trip_id))
+        if not _is_party(user, trip):
             raise NotFound("Trip not found.")
-        if view.driver_location is None:
+        fix = None
+        if trip.status in UNDER_WAY:
+            fix = (await reads.locations(positions, [trip.id])).get(trip.id)
+        if fix is None:
             return None
         # As every frame: the ETA to the next stop (the pick-up while STARTED).
-        stop = view.pick_up if view.status is TripStatus.STARTED else view.drop_off
+        stop = "pick_up" if trip.status is TripStatus.STARTED else "drop_off"
+        latitude, longitude = getattr(trip, f"{stop}_latitude"), getattr(trip, f"{stop}_longitude")
         return positions.estimator.located(
-            location=view.driver_location,
-            stop=None if stop is None else (stop.latitude, stop.longitude),
+            location=fix.view(),
+            stop=None if latitude is None or longitude is None else (latitude, longitude),
         )
 
     def see(event: Event) -> LocationView:

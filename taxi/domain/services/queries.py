@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_
+from sqlalchemy import BindParameter, ColumnElement, Row, Select, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
-from taxi.core.db import SessionMaker
+from taxi.core.db import SessionMaker, read_only
 from taxi.domain.errors import BadUserInput, NotFound
 from taxi.domain.models import Trip, TripStatus, User, UserGroup
-from taxi.domain.offers import Bound, Viewer, visible_clause
+from taxi.domain.offers import Bound, Viewer, offered_clause, visible_clause
 from taxi.domain.positions import PositionStore
 from taxi.domain.readmodels import TripView
 from taxi.domain.services import reads, sessions
@@ -132,21 +132,60 @@ def _clauses(
 
 
 @functools.cache
-def _one_visible(driver: bool) -> list[ColumnElement[bool]]:
-    """One trip (`one_trip`) if the viewer (`viewer`) may see it."""
+def one_visible(driver: bool) -> list[ColumnElement[bool]]:
+    """One trip (`one_trip`) if the viewer (`viewer`) may see it; reads' statement for it
+    is keyed `("get_trip", driver)` (trips._load_for_change reads it too)."""
     group = UserGroup.DRIVER if driver else UserGroup.RIDER
     return [col(Trip.id) == bindparam("one_trip"), visible_clause(Bound(group))]
+
+
+# A trip's columns as one row, read as a Trip is (`row.status`, `row.driver_id`): what
+# a lifecycle step checks before its conditional UPDATE, and a feed before it opens. Not
+# a Trip: loading one through the session (the ORM's execution, an instance in its
+# identity map) cost about three times the statement.
+TripRow = Row[Any]
+
+
+@functools.cache
+def _row_statement(driver: bool, offered: bool) -> Select[Any]:
+    """`trip_row`'s statement for a kind of viewer (the trip and the viewer bound), built
+    once: every lifecycle step loads its trip, and building it cost more than running it.
+    `offered`: a driver's pool alone (accepting), else what the viewer may see."""
+    viewer = Bound(UserGroup.DRIVER if driver else UserGroup.RIDER)
+    visible = offered_clause(viewer.id) if offered else visible_clause(viewer)
+    return select(*reads.TRIPS.c).where(reads.TRIPS.c.id == bindparam("trip"), visible)
+
+
+async def trip_row(
+    session: AsyncSession | AsyncConnection, user: User, trip_id: str, *, offered: bool = False
+) -> TripRow:
+    """The trip's own row (not its parties, offers or car: `get_trip` has them), if the
+    user may see it (`offered`: if it is in the driver's pool); NotFound otherwise."""
+    statement = _row_statement(user.group is UserGroup.DRIVER, offered)
+    params = {"trip": parse_trip_id(trip_id), "viewer": user.id}
+    found = await (await reads.connection_of(session)).execute(statement, params)
+    trip: TripRow | None = found.one_or_none()
+    if trip is None:
+        raise NotFound("Trip not found.")
+    return trip
+
+
+async def visible_trip(*, db: SessionMaker, user: User, trip_id: str) -> TripRow:
+    """`trip_row` on a connection of its own: a check before a feed opens, and where a car
+    is (its row and the position store: no parties, no offers)."""
+    async with read_only(db) as connection:
+        return await trip_row(connection, user, trip_id)
 
 
 async def get_trip(
     *, db: SessionMaker, positions: PositionStore, user: User, trip_id: str
 ) -> TripView:
     tid = parse_trip_id(trip_id)
-    async with db() as session:
+    async with read_only(db) as connection:
         found = (
             await reads.load(
-                session,
-                _one_visible(user.group is UserGroup.DRIVER),
+                connection,
+                one_visible(user.group is UserGroup.DRIVER),
                 positions=positions,
                 key=("get_trip", user.group is UserGroup.DRIVER),
                 params={"one_trip": tid, "viewer": user.id},

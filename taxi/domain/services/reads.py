@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import FromClause
 
@@ -38,6 +38,9 @@ RIDE = (
     "picked_up_at",
     "ended_at",
 )
+# Read with the view, not part of it: who the trip's parties are and the quoted distance,
+# what a status step checks and prices from (trips._load_for_change).
+PARTIES = ("rider_id", "driver_id", "quoted_meters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ def _build(
         .cte("ratings")
     )
     wanted: list[ColumnElement[Any]] = [
-        *(page.c[n] for n in (*COLUMNS, *POINTS, *RIDE)),
+        *(page.c[n] for n in (*COLUMNS, *POINTS, *RIDE, *PARTIES)),
         *users.columns(_RIDER, "r_"),
         *users.columns(_DRIVER, "d_"),
         ratings.c.avg,
@@ -136,6 +139,20 @@ async def by_ids(
     )
 
 
+def _statement(
+    where: Sequence[ColumnElement[bool]],
+    limit: bool,
+    count: Sequence[ColumnElement[bool]] | None,
+    key: Hashable | None,
+) -> Built:
+    built = _BUILT.get(key) if key is not None else None
+    if built is None:
+        built = _build(where, limit, count)
+        if key is not None:
+            _BUILT[key] = built
+    return built
+
+
 async def load(
     session: AsyncSession | AsyncConnection,
     where: Sequence[ColumnElement[bool]],
@@ -152,17 +169,12 @@ async def load(
     once for it (`where` and `count` must then be the same, bind parameters in
     `params`), as building one cost more than executing it. `offers`: the trips' offers
     when the caller knows them (one statement less), else read."""
-    built = _BUILT.get(key) if key is not None else None
-    if built is None:
-        built = _build(where, limit is not None, count)
-        if key is not None:
-            _BUILT[key] = built
-    statement, counting = built
+    statement, counting = _statement(where, limit is not None, count, key)
     values = dict(params or {})
     if limit is not None:
         values[PAGE_LIMIT] = limit + 1
     # Core rows: no ORM entities to build or track.
-    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    connection = await connection_of(session)
     rows = (await connection.execute(statement, values)).mappings().all()
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if more else rows
@@ -172,6 +184,34 @@ async def load(
         counted = int(rows[0]["total"])
     else:  # an empty page (past the end): the count alone
         counted = await connection.scalar(counting, values)
+    trips = await views(connection, rows, positions=positions, offers=offers)
+    return Loaded(trips, more, counted and int(counted))
+
+
+async def one(
+    session: AsyncSession | AsyncConnection,
+    where: Sequence[ColumnElement[bool]],
+    *,
+    key: Hashable,
+    params: dict[str, Any],
+) -> Row[Any] | None:
+    """The one trip matching `where` as `load` reads it, as a row (its columns by name,
+    PARTIES included), for a change to check and `views` to render afterwards; None:
+    no such trip."""
+    statement, _ = _statement(where, False, None, key)
+    connection = await connection_of(session)
+    return (await connection.execute(statement, params)).one_or_none()
+
+
+async def views(
+    session: AsyncSession | AsyncConnection,
+    rows: Sequence[Mapping[Any, Any]],
+    *,
+    positions: PositionStore,
+    offers: Offers | None = None,
+) -> list[TripView]:
+    """Rows read by `load`'s statement (or `one`'s, changed since) as TripViews, with
+    their offers (read unless given) and their cars' positions."""
     # Offers matter for dispatched trips; a trip given back, for any trip still requested.
     if offers is None:
         wanted = [
@@ -179,15 +219,19 @@ async def load(
             for r in rows
             if r["pick_up_latitude"] is not None or r["status"] is TripStatus.REQUESTED
         ]
-        offers = Offers(*await offered_sets(connection, wanted))
+        offers = Offers(*await offered_sets(await connection_of(session), wanted))
     offered, released = offers.offered, offers.released
-    fixes = await _locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
-    views = [_view(r, offered, released, fixes, positions.estimator) for r in rows]
-    return Loaded(views, more, counted and int(counted))
+    fixes = await locations(positions, [r["id"] for r in rows if r["status"] in UNDER_WAY])
+    return [_view(r, offered, released, fixes, positions.estimator) for r in rows]
+
+
+async def connection_of(session: AsyncSession | AsyncConnection) -> AsyncConnection:
+    """The connection a session runs on (begun as the session begins), or itself."""
+    return session if isinstance(session, AsyncConnection) else await session.connection()
 
 
 def _view(
-    row: RowMapping,
+    row: Mapping[Any, Any],
     offered: dict[uuid.UUID, tuple[int, ...]],
     released: dict[uuid.UUID, tuple[int, ...]],
     fixes: dict[uuid.UUID, Fix],
@@ -224,7 +268,7 @@ def _view(
     )
 
 
-def _fare(row: RowMapping) -> FareView:
+def _fare(row: Mapping[Any, Any]) -> FareView:
     currency = row["fare_currency"]
     picked_up, ended = row["picked_up_at"], row["ended_at"]
     completed = row["status"] is TripStatus.COMPLETED and picked_up and ended
@@ -237,7 +281,7 @@ def _fare(row: RowMapping) -> FareView:
     )
 
 
-async def _locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
+async def locations(positions: PositionStore, trip_ids: list[uuid.UUID]) -> dict[uuid.UUID, Fix]:
     """The cars' last positions; none while the store is unreachable: trips are still
     served from the database during a Redis outage (PROTOCOL.md), without positions."""
     if not trip_ids:

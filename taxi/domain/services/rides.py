@@ -123,7 +123,7 @@ async def release_trip(
     no_show: bool,
 ) -> TripView:
     async with db() as session, session.begin():
-        trip = await trips._load_for_change(session, user, trip_id)
+        trip = await trips._load(session, user, trip_id)
         if trip.driver_id != user.id:
             raise Forbidden("Only the trip's driver can give it back.")
         if trip.status is not TripStatus.STARTED:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Update, bindparam, insert, select, update
+from sqlalchemy import Row, Update, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -34,7 +34,6 @@ from taxi.domain.models import (
     UserGroup,
     utcnow,
 )
-from taxi.domain.offers import Bound, offered_clause, visible_clause
 from taxi.domain.positions import STORE_DOWN, Fix, PositionStore
 from taxi.domain.quotes import Quote
 from taxi.domain.readmodels import LocationView, PointView, TripView
@@ -254,54 +253,45 @@ async def _market(
         return None
 
 
-# A trip's columns as one row, read as a Trip is (`row.status`, `row.driver_id`): what
-# a lifecycle step checks before its conditional UPDATE. Not a Trip: loading one through
-# the session (the ORM's execution, an instance in its identity map) cost about three
-# times the statement.
-TripRow = Row[Any]
-
-
-@functools.cache
-def _loading(driver: bool, offered: bool) -> Select[Any]:
-    """`_load`'s statement for a kind of viewer (the trip and the viewer bound), built
-    once: every lifecycle step loads its trip, and building it cost more than running it.
-    `offered`: a driver's pool alone (accepting), else what the viewer may see."""
-    viewer = Bound(UserGroup.DRIVER if driver else UserGroup.RIDER)
-    visible = offered_clause(viewer.id) if offered else visible_clause(viewer)
-    return select(*reads.TRIPS.c).where(reads.TRIPS.c.id == bindparam("trip"), visible)
+TripRow = queries.TripRow
 
 
 async def _load(
     session: AsyncSession, user: User, trip_id: str, *, offered: bool = False
 ) -> TripRow:
-    """The trip's row, if the user may see it (`offered`: if it is in the driver's pool);
-    NotFound otherwise."""
-    statement = _loading(user.group is UserGroup.DRIVER, offered)
-    params = {"trip": queries.parse_trip_id(trip_id), "viewer": user.id}
-    found = await (await session.connection()).execute(statement, params)
-    trip: TripRow | None = found.one_or_none()
-    if trip is None:
-        raise NotFound("Trip not found.")
-    return trip
+    return await queries.trip_row(session, user, trip_id, offered=offered)
 
 
 async def _load_for_change(session: AsyncSession, user: User, trip_id: str) -> TripRow:
-    return await _load(session, user, trip_id)
+    """`_load` for a change that keeps the trip's rider and driver (a status step, a
+    cancel): the row of the trip's view (reads.one: its columns by name, its parties'),
+    which `_apply(..., parties_kept=True)` renders after the change without reading the
+    trip again (a statement less per step; at rush hour two per ride)."""
+    driver = user.group is UserGroup.DRIVER
+    params = {"one_trip": queries.parse_trip_id(trip_id), "viewer": user.id}
+    found = await reads.one(
+        session, queries.one_visible(driver), key=("get_trip", driver), params=params
+    )
+    if found is None:
+        raise NotFound("Trip not found.")
+    return found
 
 
 _SET = "set_"  # the bind parameters of `_changing`'s columns (not their own names: reserved)
 
 
 @functools.cache
-def _changing(columns: frozenset[str]) -> Update:
+def _changing(columns: frozenset[str], returning: bool = False) -> Update:
     """`_apply`'s UPDATE of these columns (each bound as `set_<name>`), built once per
-    set: a handful of sets exist, and building the statement cost more than running it."""
+    set: a handful of sets exist, and building the statement cost more than running it.
+    `returning`: the trip's columns as the change left them."""
     types = reads.TRIPS.c
-    return (
+    changed = (
         update(Trip)
         .where(col(Trip.id) == bindparam("trip"), col(Trip.status) == bindparam("expect"))
         .values({name: bindparam(_SET + name, type_=types[name].type) for name in columns})
     )
+    return changed.returning(*types) if returning else changed
 
 
 async def _apply(
@@ -312,15 +302,31 @@ async def _apply(
     values: dict[str, Any],
     positions: PositionStore,
     offers: reads.Offers | None = None,
+    parties_kept: bool = False,
 ) -> TripView:
     """Conditional UPDATE on the status we saw: exactly one concurrent writer wins.
-    (`trip` is not refreshed: the view is what the change made.) `offers`: the view's."""
+    (`trip` is not refreshed: the view is what the change made.) `offers`: the view's.
+    `parties_kept`: `trip` is `_load_for_change`'s row and the change leaves its rider
+    and driver as they are: the view is that row with the trip's columns as the UPDATE
+    returns them, not read again."""
     values = {**values, "updated": utcnow()}
     params = {"trip": trip.id, "expect": expect} | {_SET + k: v for k, v in values.items()}
-    changed = _changing(frozenset(values))
-    if await affected(await session.connection(), changed, params) != 1:
-        raise Conflict("The trip changed meanwhile; this step no longer applies.")
-    return await _view(session, trip.id, positions, offers=offers)
+    connection = await session.connection()
+    if not parties_kept:
+        if await affected(connection, _changing(frozenset(values)), params) != 1:
+            raise Conflict(CHANGED_MEANWHILE)
+        return await _view(session, trip.id, positions, offers=offers)
+    changing = _changing(frozenset(values), returning=True)
+    returned = (await connection.execute(changing, params)).mappings().one_or_none()
+    if returned is None:
+        raise Conflict(CHANGED_MEANWHILE)
+    assert isinstance(trip, Row)
+    row = {**trip._mapping, **returned}
+    (view,) = await reads.views(connection, [row], positions=positions, offers=offers)
+    return view
+
+
+CHANGED_MEANWHILE = "The trip changed meanwhile; this step no longer applies."
 
 
 async def accept_trip(
@@ -410,6 +416,7 @@ async def update_trip_status(
             values=values,
             positions=positions,
             offers=reads.NO_OFFERS,
+            parties_kept=True,
         )
     if status is TripStatus.IN_PROGRESS:
         drive = positions.drive(trip_id=view.id, drop_off=_point(view.drop_off))
@@ -455,7 +462,9 @@ async def cancel_trip(
             "cancel_reason": CancelReason.RIDER_CANCELED,
             "ended_at": now,
         }
-        view = await _apply(session, trip, expect=was, values=canceled, positions=positions)
+        view = await _apply(
+            session, trip, expect=was, values=canceled, positions=positions, parties_kept=True
+        )
     await _ended(positions, view)
     await events.trip_changed(view, kind=Kind.CANCELED, left_pool=was is TripStatus.REQUESTED)
     return view
@@ -477,7 +486,7 @@ async def report_location(
     if errors := location_errors(latitude, longitude, heading):
         raise BadUserInput("Invalid location.", fields=errors)
     async with db() as session:
-        trip = await _load_for_change(session, user, trip_id)
+        trip = await _load(session, user, trip_id)
         if trip.driver_id != user.id:
             raise Forbidden("Only the trip's driver can report its position.")
         if trip.status not in UNDER_WAY:
@@ -506,7 +515,7 @@ async def rate_trip(
     if not 1 <= rating <= 5:
         raise BadUserInput("Invalid rating.", fields={"rating": ["Must be between 1 and 5."]})
     async with db() as session, session.begin():
-        trip = await _load_for_change(session, user, trip_id)
+        trip = await _load(session, user, trip_id)
         if trip.rider_id != user.id:
             raise Forbidden("Only the trip's rider can rate it.")
         if trip.status is not TripStatus.COMPLETED or trip.rating is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import FromClause
 from sqlmodel import col
@@ -41,7 +42,7 @@ def columns(users: FromClause, prefix: str) -> list[ColumnElement[Any]]:
     return [users.c[n].label(prefix + n) for n in (*COLUMNS, "photo")]
 
 
-def view(row: RowMapping, prefix: str, avg: Any = None, n: int | None = None) -> UserView:
+def view(row: Mapping[Any, Any], prefix: str, avg: Any = None, n: int | None = None) -> UserView:
     """The user in `row` (columns labelled by `columns`); `avg`, `n`: their ratings."""
     rated = row[prefix + "group"] is UserGroup.DRIVER and (n or 0) >= MIN_RATINGS
     return UserView(
