@@ -11,8 +11,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import CTE, ColumnElement, Row, RowMapping, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import FromClause
 
 from taxi.domain.models import UNDER_WAY, Trip, TripStatus
@@ -89,7 +90,11 @@ def _build(
     page_rows = select(TRIPS).where(*where).order_by(*_NEWEST_FIRST)
     if limit:
         page_rows = page_rows.limit(bindparam(PAGE_LIMIT))
-    page = page_rows.cte("page")
+    return _around(page_rows.cte("page"), count)
+
+
+def _around(page: CTE, count: Sequence[ColumnElement[bool]] | None) -> Built:
+    """The statement of the trips in `page` (a CTE of the trip table's rows)."""
     ratings = (
         select(
             _RATED.c.driver_id,
@@ -123,6 +128,33 @@ def _build(
     )
     newest_first = (page.c.created.desc(), page.c.id.desc())
     return select(*wanted).select_from(joined).order_by(*newest_first), counting
+
+
+# `written`'s statements by the change they wrap.
+_WRITTEN: dict[UpdateBase, Select[Any]] = {}
+
+
+async def written(
+    session: AsyncSession | AsyncConnection, change: UpdateBase, params: dict[str, Any]
+) -> Sequence[RowMapping]:
+    """Runs `change` (an INSERT or UPDATE of trips RETURNING all of their columns, built
+    once by the caller) and reads what it wrote as `load` reads trips (`views` renders
+    the rows); none when it wrote none. On PostgreSQL one statement: the change is the
+    page's CTE, its rows as it left them with their parties as they stand (a statement,
+    a round trip, less per accept and per request). SQLite has no change in a WITH: two."""
+    connection = await connection_of(session)
+    if connection.dialect.name == "sqlite":
+        ids = [row["id"] for row in (await connection.execute(change, params)).mappings()]
+        if not ids:
+            return []
+        read, _ = _statement(_BY_IDS, False, None, BY_IDS)
+        return (await connection.execute(read, {"ids": ids})).mappings().all()
+    statement = _WRITTEN.get(change)
+    if statement is None:
+        statement, _ = _around(change.cte("page"), None)
+        _WRITTEN[change] = statement
+    rows: Sequence[RowMapping] = (await connection.execute(statement, params)).mappings().all()
+    return rows
 
 
 async def by_ids(

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Update, bindparam, insert, update
+from sqlalchemy import Row, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
 
 from taxi.core import metrics
@@ -80,8 +81,17 @@ async def _view(
     return loaded.trips[0]
 
 
-_INSERT = insert(Trip)
 _COLUMNS = tuple(column.name for column in reads.TRIPS.c)
+_NEW = "new_"  # the bind parameters of `_INSERT`'s values (not the columns' own names)
+_INSERT = (
+    insert(Trip)
+    .values({n: bindparam(_NEW + n, type_=reads.TRIPS.c[n].type) for n in _COLUMNS})
+    .returning(*reads.TRIPS.c)
+)
+
+
+def _inserting(trip: NewTrip) -> dict[str, Any]:
+    return {_NEW + name: value for name, value in trip.row.items()}
 
 
 # Trip's defaults by column: values, and factories (an id, the times) called per trip.
@@ -204,8 +214,9 @@ async def request_trip(
                     trip.row["fare_surge"] = now.surge
                     # The market searched the first wave's circle already.
                     searched = dispatch.Searched(settings.dispatch_radius_meters, now.nearest)
-            # Core: the trip is never read back as an object here (its view is a query).
-            await (await session.connection()).execute(_INSERT, trip.row)
+            # Core: the trip is never read back as an object here; its view's row comes
+            # with the INSERT (reads.written), rendered once the first wave is known.
+            inserted = await reads.written(session, _INSERT, _inserting(trip))
             if coordinates.pick_up is not None:
                 # The first wave commits with the trip: it happens exactly once. Without
                 # the position store it offers nobody; the next wave tries again.
@@ -223,7 +234,7 @@ async def request_trip(
                     log.warning("position store unreachable; first wave empty: %r", exc)
             await dispatch.schedule(session, settings=settings, trip=trip)
             known = reads.Offers({trip.id: tuple(sorted(offered))}, {})
-            view = await _view(session, trip.id, positions, offers=known)
+            (view,) = await reads.views(session, inserted, positions=positions, offers=known)
     except IntegrityError as exc:
         await limiter.refund(limit_key)  # nothing was created, nobody offered anything
         raise Conflict("You already have an active trip.") from exc
@@ -281,17 +292,17 @@ _SET = "set_"  # the bind parameters of `_changing`'s columns (not their own nam
 
 
 @functools.cache
-def _changing(columns: frozenset[str], returning: bool = False) -> Update:
-    """`_apply`'s UPDATE of these columns (each bound as `set_<name>`), built once per
-    set: a handful of sets exist, and building the statement cost more than running it.
-    `returning`: the trip's columns as the change left them."""
+def _changing(columns: frozenset[str]) -> ReturningUpdate[Any]:
+    """`_apply`'s UPDATE of these columns (each bound as `set_<name>`), returning the
+    trip's columns as it left them; built once per set: a handful of sets exist, and
+    building the statement cost more than running it."""
     types = reads.TRIPS.c
-    changed = (
+    return (
         update(Trip)
         .where(col(Trip.id) == bindparam("trip"), col(Trip.status) == bindparam("expect"))
         .values({name: bindparam(_SET + name, type_=types[name].type) for name in columns})
+        .returning(*types)
     )
-    return changed.returning(*types) if returning else changed
 
 
 async def _apply(
@@ -312,11 +323,13 @@ async def _apply(
     values = {**values, "updated": utcnow()}
     params = {"trip": trip.id, "expect": expect} | {_SET + k: v for k, v in values.items()}
     connection = await session.connection()
+    changing = _changing(frozenset(values))
     if not parties_kept:
-        if await affected(connection, _changing(frozenset(values)), params) != 1:
+        rows = await reads.written(connection, changing, params)
+        if not rows:
             raise Conflict(CHANGED_MEANWHILE)
-        return await _view(session, trip.id, positions, offers=offers)
-    changing = _changing(frozenset(values), returning=True)
+        (view,) = await reads.views(connection, rows, positions=positions, offers=offers)
+        return view
     returned = (await connection.execute(changing, params)).mappings().one_or_none()
     if returned is None:
         raise Conflict(CHANGED_MEANWHILE)

@@ -105,6 +105,10 @@ class Hub:
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
         self.failed = 0
+        # The last message decoded and its event: one change's message to several
+        # channels (a wave's offer to each driver's) arrives once per channel, back to
+        # back; decoded and its frames rendered once (Event.frames), not once a channel.
+        self._last: tuple[str, Event] = (events.RESYNC, RESYNC_EVENT)
 
     def watchers(self, channel: str) -> int:
         ch = self._channels.get(channel)
@@ -240,12 +244,15 @@ class Hub:
     def _publish(self, channel: str, ch: _Channel, message: str) -> None:
         if message == events.RESYNC:
             item = RESYNC_EVENT
+        elif message == self._last[0]:
+            item = self._last[1]
         else:
             try:
                 item = events.decode(message)
             except ValueError:
                 log.warning("dropping undecodable event on %s", channel)
                 return
+            self._last = (message, item)
         for listener in ch.listeners:
             listener.put(item)
         # A copy: delivering may end a record (and remove it) midway.
